@@ -1,0 +1,467 @@
+// Package node is Ferry's runtime: workers with bounded mailboxes, the router
+// that moves messages between them and out through transports, access
+// control for messages that arrive from a network, and the embedding API
+// (Send, Receive, SendAndReceive) a Go program uses.
+//
+// An idle worker holds no goroutine: a goroutine is started when a message
+// lands in an empty mailbox and exits once the mailbox is drained, so a node
+// can hold millions of idle workers.
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/ferryhq/ferry/sdk/routing"
+)
+
+// Errors a sender can test with errors.Is.
+var (
+	ErrNodeStopped    = errors.New("node is stopped")
+	ErrNoRoute        = errors.New("no worker at address")
+	ErrAddressInUse   = errors.New("address already in use")
+	ErrWorkerStopped  = errors.New("worker stopped")
+	ErrAccessDenied   = errors.New("access denied")
+	ErrEmptyRoute     = errors.New("route is empty")
+	ErrUnknownTranspt = errors.New("no transport for address type")
+)
+
+// DefaultMailboxSize is the mailbox bound when Config.MailboxSize is zero.
+const DefaultMailboxSize = 1024
+
+// AppAddress is the address of the embedding program's own mailbox, which
+// Node.Send uses as return route and Node.Receive reads.
+const AppAddress = "app"
+
+// Config configures a node. The zero value is usable.
+type Config struct {
+	// Name identifies the node in logs.
+	Name string
+	// Logger receives the node's logs; default: a quiet hclog logger (warn).
+	Logger hclog.Logger
+	// MailboxSize bounds each worker's mailbox; default DefaultMailboxSize.
+	MailboxSize int
+}
+
+// Resolver turns a non-local address (for example /tcp/127.0.0.1:4000) into
+// the local address of the worker that carries messages there, dialling if
+// needed. Transports register one per address type.
+type Resolver interface {
+	Resolve(ctx context.Context, addr routing.Address) (routing.Address, error)
+}
+
+// ResolverFunc adapts a function to Resolver.
+type ResolverFunc func(ctx context.Context, addr routing.Address) (routing.Address, error)
+
+// Resolve calls f.
+func (f ResolverFunc) Resolve(ctx context.Context, a routing.Address) (routing.Address, error) {
+	return f(ctx, a)
+}
+
+const shardCount = 32
+
+type shard struct {
+	mu      sync.RWMutex
+	workers map[string]*worker
+}
+
+// Node runs workers and routes messages between them.
+type Node struct {
+	name    string
+	log     hclog.Logger
+	mailbox int
+	seed    maphash.Seed
+
+	shards [shardCount]shard
+	count  atomic.Int64
+
+	resMu     sync.RWMutex
+	resolvers map[string]Resolver
+
+	flowMu    sync.RWMutex
+	consumers map[string]map[string]struct{} // flow -> allowed local addresses
+
+	life     context.Context
+	cancel   context.CancelFunc
+	stopping atomic.Bool
+	active   atomic.Int64 // worker goroutines currently running
+
+	app *Context
+}
+
+// New creates a running node with its "app" mailbox.
+func New(cfg Config) (*Node, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = hclog.New(&hclog.LoggerOptions{Name: "ferry", Level: hclog.Warn})
+	}
+	if cfg.Name != "" {
+		log = log.With("node", cfg.Name)
+	}
+	mb := cfg.MailboxSize
+	if mb <= 0 {
+		mb = DefaultMailboxSize
+	}
+	n := &Node{
+		name:      cfg.Name,
+		log:       log,
+		mailbox:   mb,
+		seed:      maphash.MakeSeed(),
+		resolvers: map[string]Resolver{},
+		consumers: map[string]map[string]struct{}{},
+	}
+	for i := range n.shards {
+		n.shards[i].workers = map[string]*worker{}
+	}
+	n.life, n.cancel = context.WithCancel(context.Background())
+	app, err := n.NewContext(AppAddress)
+	if err != nil {
+		return nil, err
+	}
+	n.app = app
+	return n, nil
+}
+
+// Name returns the node's name.
+func (n *Node) Name() string { return n.name }
+
+// Logger returns the node's logger.
+func (n *Node) Logger() hclog.Logger { return n.log }
+
+func (n *Node) shard(addr string) *shard {
+	return &n.shards[maphash.String(n.seed, addr)%shardCount]
+}
+
+func (n *Node) lookup(addr string) *worker {
+	s := n.shard(addr)
+	s.mu.RLock()
+	w := s.workers[addr]
+	s.mu.RUnlock()
+	return w
+}
+
+// NewWorkerID returns a fresh random worker id (32 hex digits).
+func NewWorkerID() string {
+	var b [routing.WorkerIDLen / 2]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return hex.EncodeToString(b[:])
+}
+
+func validLocal(addr string) error {
+	if addr == "" {
+		return errors.New("empty address")
+	}
+	if len(addr) > routing.MaxValueLen {
+		return fmt.Errorf("address is %d bytes, the limit is %d", len(addr), routing.MaxValueLen)
+	}
+	return nil
+}
+
+// StartWorker starts w at addr (a fresh random id when addr is empty) and
+// returns its primary address. Starting on an address in use is an error.
+func (n *Node) StartWorker(addr string, w Worker, opts ...WorkerOption) (routing.Address, error) {
+	if n.stopping.Load() {
+		return routing.Address{}, ErrNodeStopped
+	}
+	var o workerOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if addr == "" {
+		addr = NewWorkerID()
+	}
+	addrs := append([]string{addr}, o.extra...)
+	for _, a := range addrs {
+		if err := validLocal(a); err != nil {
+			return routing.Address{}, fmt.Errorf("start worker: %w", err)
+		}
+	}
+	wk := n.newWorker(addrs, w, o)
+	if init, ok := w.(Initializer); ok {
+		if err := safeCall(func() error { return init.Initialize(&wk.ctx) }); err != nil {
+			wk.cancel()
+			return routing.Address{}, fmt.Errorf("initialise worker %s: %w", addr, err)
+		}
+	}
+	if err := n.register(wk); err != nil {
+		wk.cancel()
+		return routing.Address{}, err
+	}
+	if n.log.IsDebug() {
+		n.log.Debug("worker started", "addresses", addrs, "kind", wk.kind)
+	}
+	return wk.ctx.self[0], nil
+}
+
+func (n *Node) newWorker(addrs []string, w Worker, o workerOptions) *worker {
+	mb := o.mailbox
+	if mb <= 0 {
+		mb = n.mailbox
+	}
+	wk := &worker{n: n, addrs: addrs, h: w, kind: o.kind, limit: mb, outFlow: o.outboundFor}
+	wk.ctx = Context{n: n, w: wk, self: routing.Route{routing.Local(addrs[0])}}
+	wk.ctx.Context, wk.cancel = context.WithCancel(n.life)
+	return wk
+}
+
+// register adds every address of wk or none of them.
+func (n *Node) register(wk *worker) error {
+	// Lock shards in index order so concurrent multi-address registrations
+	// cannot deadlock.
+	idx := make([]int, 0, len(wk.addrs))
+	for _, a := range wk.addrs {
+		idx = append(idx, int(maphash.String(n.seed, a)%shardCount))
+	}
+	sorted := append([]int(nil), idx...)
+	sort.Ints(sorted)
+	locked := sorted[:0:0]
+	for i, s := range sorted {
+		if i > 0 && s == sorted[i-1] {
+			continue
+		}
+		n.shards[s].mu.Lock()
+		locked = append(locked, s)
+	}
+	defer func() {
+		for _, s := range locked {
+			n.shards[s].mu.Unlock()
+		}
+	}()
+	if n.stopping.Load() {
+		return ErrNodeStopped
+	}
+	seen := map[string]bool{}
+	for i, a := range wk.addrs {
+		if _, ok := n.shards[idx[i]].workers[a]; ok || seen[a] {
+			return fmt.Errorf("start worker at %s: %w", routing.Local(a), ErrAddressInUse)
+		}
+		seen[a] = true
+	}
+	for i, a := range wk.addrs {
+		n.shards[idx[i]].workers[a] = wk
+	}
+	n.count.Add(1)
+	return nil
+}
+
+func (n *Node) unregister(wk *worker) {
+	removed := false
+	for _, a := range wk.addrs {
+		s := n.shard(a)
+		s.mu.Lock()
+		if s.workers[a] == wk {
+			delete(s.workers, a)
+			removed = true
+		}
+		s.mu.Unlock()
+	}
+	if removed {
+		n.count.Add(-1)
+	}
+}
+
+// StopWorker stops the worker at addr and waits, until ctx ends, for its
+// shutdown hook to finish. Do not call it from the worker's own handler
+// (use Context.Stop there).
+func (n *Node) StopWorker(ctx context.Context, addr string) error {
+	wk := n.lookup(addr)
+	if wk == nil {
+		return fmt.Errorf("stop worker %s: %w", routing.Local(addr), ErrNoRoute)
+	}
+	done := n.stopWorker(wk)
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("stop worker %s: %w", routing.Local(addr), ctx.Err())
+	}
+}
+
+// WorkerCount returns the number of running workers.
+func (n *Node) WorkerCount() int { return int(n.count.Load()) }
+
+// Workers lists the running workers, sorted by primary address.
+func (n *Node) Workers() []WorkerInfo {
+	var out []WorkerInfo
+	seen := map[*worker]bool{}
+	for i := range n.shards {
+		s := &n.shards[i]
+		s.mu.RLock()
+		for _, wk := range s.workers {
+			if seen[wk] {
+				continue
+			}
+			seen[wk] = true
+			out = append(out, wk.info())
+		}
+		s.mu.RUnlock()
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Addresses[0] < out[j].Addresses[0] })
+	return out
+}
+
+// RegisterResolver makes addresses of type typ routable through r.
+func (n *Node) RegisterResolver(typ string, r Resolver) {
+	n.resMu.Lock()
+	defer n.resMu.Unlock()
+	if r == nil {
+		delete(n.resolvers, typ)
+		return
+	}
+	n.resolvers[typ] = r
+}
+
+// AllowConsumer lets messages that arrive on flow reach the local worker at
+// addr. Network input is denied by default.
+func (n *Node) AllowConsumer(flow, addr string) {
+	n.flowMu.Lock()
+	defer n.flowMu.Unlock()
+	m := n.consumers[flow]
+	if m == nil {
+		m = map[string]struct{}{}
+		n.consumers[flow] = m
+	}
+	m[addr] = struct{}{}
+}
+
+// RemoveFlow forgets every consumer of flow.
+func (n *Node) RemoveFlow(flow string) {
+	n.flowMu.Lock()
+	delete(n.consumers, flow)
+	n.flowMu.Unlock()
+}
+
+// Consumers returns the addresses allowed to receive from flow.
+func (n *Node) Consumers(flow string) []string {
+	n.flowMu.RLock()
+	defer n.flowMu.RUnlock()
+	out := make([]string, 0, len(n.consumers[flow]))
+	for a := range n.consumers[flow] {
+		out = append(out, a)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (n *Node) allowed(flow, addr string, wk *worker) bool {
+	if wk.allowsReplies(flow) {
+		return true
+	}
+	n.flowMu.RLock()
+	_, ok := n.consumers[flow][addr]
+	n.flowMu.RUnlock()
+	return ok
+}
+
+// Deliver routes a message that arrived from outside the node's workers, for
+// example from a transport link. msg.Local.Flow names the link so access
+// control applies.
+func (n *Node) Deliver(ctx context.Context, msg *routing.Message) error {
+	return n.route(ctx, nil, msg)
+}
+
+// route moves msg to the worker named by its first onward hop, resolving
+// transport addresses. from is the sending worker (nil for external input).
+func (n *Node) route(ctx context.Context, from *worker, msg *routing.Message) error {
+	if n.stopping.Load() && !n.draining(from) {
+		return ErrNodeStopped
+	}
+	next, ok := msg.Onward.Next()
+	if !ok {
+		return fmt.Errorf("route message: %w", ErrEmptyRoute)
+	}
+	if !next.IsLocal() {
+		n.resMu.RLock()
+		r := n.resolvers[next.Type]
+		n.resMu.RUnlock()
+		if r == nil {
+			return fmt.Errorf("route to %s: %w %q; start that transport first", msg.Onward, ErrUnknownTranspt, next.Type)
+		}
+		local, err := r.Resolve(ctx, next)
+		if err != nil {
+			return fmt.Errorf("route to %s: %w", msg.Onward, err)
+		}
+		onward := make(routing.Route, len(msg.Onward))
+		copy(onward, msg.Onward)
+		onward[0] = local
+		m2 := *msg
+		m2.Onward = onward
+		msg = &m2
+		next = local
+	}
+	wk := n.lookup(next.Value)
+	if wk == nil {
+		return fmt.Errorf("route to %s: %w %s", msg.Onward, ErrNoRoute, next)
+	}
+	if flow := msg.Local.Flow; flow != "" && !n.allowed(flow, next.Value, wk) {
+		n.log.Debug("message refused: destination not allowed for this flow", "flow", flow, "onward", msg.Onward.String(), "return", msg.Return.String())
+		return fmt.Errorf("route to %s: %w: %s does not accept messages from %s", msg.Onward, ErrAccessDenied, next, flow)
+	}
+	if wk.outFlow != "" && from != nil && from != wk {
+		from.allowReplies(wk.outFlow)
+	}
+	return wk.enqueue(ctx, msg)
+}
+
+// draining reports whether a worker may still send while the node stops: a
+// worker finishing its current message may reply.
+func (n *Node) draining(from *worker) bool { return from != nil && !from.isStopped() }
+
+// Shutdown stops every worker, runs their shutdown hooks and returns when
+// they are done or ctx ends. Messages still queued are dropped and logged at
+// debug level. Calling Shutdown twice is harmless.
+func (n *Node) Shutdown(ctx context.Context) error {
+	if n.stopping.Swap(true) {
+		return nil
+	}
+	var all []*worker
+	seen := map[*worker]bool{}
+	for i := range n.shards {
+		s := &n.shards[i]
+		s.mu.RLock()
+		for _, wk := range s.workers {
+			if !seen[wk] {
+				seen[wk] = true
+				all = append(all, wk)
+			}
+		}
+		s.mu.RUnlock()
+	}
+	dones := make([]<-chan struct{}, 0, len(all))
+	for _, wk := range all {
+		dones = append(dones, n.stopWorker(wk))
+	}
+	n.cancel()
+	for _, d := range dones {
+		select {
+		case <-d:
+		case <-ctx.Done():
+			return fmt.Errorf("shutdown node %s: %w", n.name, ctx.Err())
+		}
+	}
+	return nil
+}
+
+// Done is closed when the node has begun shutting down.
+func (n *Node) Done() <-chan struct{} { return n.life.Done() }
+
+// Context returns a context cancelled when the node shuts down.
+func (n *Node) Context() context.Context { return n.life }
+
+func safeCall(f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return f()
+}
