@@ -1,0 +1,77 @@
+# Ferry's developer entry points. `make test` is what CI runs (.ci/run).
+#
+#   make build   compile everything; bin/ferry and bin/plugins/<name>
+#   make test    lint, every test with -race, every fuzz target for a few seconds
+#   make bench   benchmark tables (go run ./host/cmd/ferrybench)
+#   make demo    run the examples one after another
+#   make fmt     gofmt -w
+#   make lint    go vet + gofmt check
+#   make clean   remove bin/ and test caches of this module
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+GO        ?= go
+BIN       ?= bin
+FUZZTIME  ?= 3s
+TESTFLAGS ?=
+TIMEOUT   ?= 12m
+
+# Examples run by `make demo`, in order.
+DEMO_EXAMPLES ?= 01-node 02-worker 03-routing 03-routing-many-hops
+
+.PHONY: all build test unit fuzz bench fmt lint demo clean
+
+all: build
+
+build:
+	$(GO) build ./...
+	@mkdir -p $(BIN)/plugins
+	@if [ -d host/cmd/ferry ]; then \
+		echo "go build -o $(BIN)/ferry ./host/cmd/ferry"; \
+		$(GO) build -o $(BIN)/ferry ./host/cmd/ferry; \
+	fi
+	@for d in plugins/*/; do \
+		[ -d "$$d" ] || continue; \
+		name=$$(basename "$$d"); \
+		ls "$$d"*.go >/dev/null 2>&1 || continue; \
+		echo "go build -o $(BIN)/plugins/$$name ./$$d"; \
+		$(GO) build -o $(BIN)/plugins/$$name ./$$d; \
+	done
+
+test: lint unit fuzz
+
+unit:
+	$(GO) test -race -count=1 -timeout $(TIMEOUT) $(TESTFLAGS) ./...
+
+# Every `func FuzzXxx` in a *_test.go file is run for $(FUZZTIME) in its
+# package, on top of its seed corpus under testdata/fuzz/.
+fuzz:
+	@grep -rl --include='*_test.go' '^func Fuzz' . | grep -v '^./vendor/' | sort | while read -r f; do \
+		dir=$$(dirname "$$f"); \
+		for name in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' "$$f"); do \
+			echo "fuzz $$dir $$name ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) "./$${dir#./}" || exit 1; \
+		done; \
+	done
+
+bench:
+	$(GO) run ./host/cmd/ferrybench $(BENCHFLAGS)
+
+fmt:
+	gofmt -w $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './vendor/*')
+
+lint:
+	$(GO) vet ./...
+	@out=$$(gofmt -l .); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; echo "run: make fmt"; exit 1; fi
+
+demo:
+	@for ex in $(DEMO_EXAMPLES); do \
+		echo; echo "==> examples/$$ex"; \
+		$(GO) run ./examples/$$ex || exit 1; \
+	done
+
+clean:
+	rm -rf $(BIN)
+	$(GO) clean -testcache
