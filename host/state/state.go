@@ -1,0 +1,389 @@
+// Package state keeps the ferry command's state under $FERRY_HOME (default
+// ~/.ferry): per node its configuration, log file, pid file and control
+// socket.
+//
+// Layout:
+//
+//	$FERRY_HOME/               0700
+//	  locks/NAME.lock          one flock per node name; never removed, so two
+//	                           commands can never hold "the same" lock on
+//	                           different inodes
+//	  nodes/NAME/              0700
+//	    config.json            written atomically (temp file, fsync, rename)
+//	    node.pid               the running process, written by the node itself
+//	    node.log               stdout/stderr of the background process
+//	    api.sock               control API socket, 0600
+//
+// Nothing in here says whether a node is running: liveness is measured by
+// asking the control socket (see the api package), never read from a file.
+package state
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// ErrNotFound is returned for a node that has no state.
+var ErrNotFound = errors.New("node does not exist")
+
+// ErrExists is returned when creating a node whose name is taken.
+var ErrExists = errors.New("node already exists")
+
+// MaxNameLen bounds node names; it keeps socket paths under the kernel's
+// 108-byte limit for reasonable $FERRY_HOME values.
+const MaxNameLen = 40
+
+// maxSocketPath is sun_path's size minus the terminating NUL.
+const maxSocketPath = 107
+
+// Home is a $FERRY_HOME directory.
+type Home struct {
+	Dir string
+}
+
+// DefaultDir returns $FERRY_HOME, or ~/.ferry.
+func DefaultDir() (string, error) {
+	if d := os.Getenv("FERRY_HOME"); d != "" {
+		return filepath.Abs(d)
+	}
+	h, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("find home directory for ~/.ferry (set FERRY_HOME instead): %w", err)
+	}
+	return filepath.Join(h, ".ferry"), nil
+}
+
+// Open returns the home at dir (DefaultDir when empty), creating it with
+// mode 0700 if needed.
+func Open(dir string) (*Home, error) {
+	if dir == "" {
+		d, err := DefaultDir()
+		if err != nil {
+			return nil, err
+		}
+		dir = d
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("ferry home %s: %w", dir, err)
+	}
+	for _, d := range []string{abs, filepath.Join(abs, "nodes"), filepath.Join(abs, "locks")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("create ferry home: %w", err)
+		}
+		// An existing directory may have been made with a looser umask;
+		// the control sockets below must be reachable by the owner only.
+		if err := os.Chmod(d, 0o700); err != nil {
+			return nil, fmt.Errorf("ferry home %s: %w", d, err)
+		}
+	}
+	return &Home{Dir: abs}, nil
+}
+
+// ValidName checks a node name: 1 to MaxNameLen characters, a-z, 0-9, '-'
+// and '_', starting with a letter or digit.
+func ValidName(name string) error {
+	if name == "" {
+		return errors.New("node name is empty")
+	}
+	if len(name) > MaxNameLen {
+		return fmt.Errorf("node name %q is longer than %d characters", name, MaxNameLen)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case i > 0 && (c == '-' || c == '_'):
+		default:
+			return fmt.Errorf("node name %q: use lower-case letters, digits, '-' and '_' (starting with a letter or digit)", name)
+		}
+	}
+	return nil
+}
+
+// RandomName returns a fresh random node name.
+func RandomName() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read does not fail on supported platforms
+	return hex.EncodeToString(b[:])
+}
+
+// NodeDir is the directory of node name.
+func (h *Home) NodeDir(name string) string { return filepath.Join(h.Dir, "nodes", name) }
+
+// ConfigPath is the node's configuration file.
+func (h *Home) ConfigPath(name string) string { return filepath.Join(h.NodeDir(name), "config.json") }
+
+// LogPath is the node's log file.
+func (h *Home) LogPath(name string) string { return filepath.Join(h.NodeDir(name), "node.log") }
+
+// PidPath is the node's pid file.
+func (h *Home) PidPath(name string) string { return filepath.Join(h.NodeDir(name), "node.pid") }
+
+// SocketPath is the node's control socket.
+func (h *Home) SocketPath(name string) string { return filepath.Join(h.NodeDir(name), "api.sock") }
+
+// CheckSocketPath reports a clear error when the socket path would not fit
+// in a sockaddr_un.
+func (h *Home) CheckSocketPath(name string) error {
+	p := h.SocketPath(name)
+	if len(p) > maxSocketPath {
+		return fmt.Errorf("control socket path %s is %d bytes, the limit is %d; use a shorter FERRY_HOME or node name", p, len(p), maxSocketPath)
+	}
+	return nil
+}
+
+// Service is a service started on a node, kept so a restart starts it again.
+type Service struct {
+	Type    string `json:"type"`
+	Address string `json:"address"`
+}
+
+// NodeConfig is what a node is started from. The CLI is its only writer and
+// writes it under the node's lock.
+type NodeConfig struct {
+	Name string `json:"name"`
+	// TCPListenerAddress is the node's default TCP listener; a ":0" port
+	// gets a new port at every start.
+	TCPListenerAddress string `json:"tcp_listener_address"`
+	// Listeners are more TCP listeners created with `tcp-listener create`.
+	Listeners []string `json:"listeners,omitempty"`
+	// Services started with `service start`, beyond the defaults.
+	Services []Service `json:"services,omitempty"`
+	// PluginDir overrides where the node finds plugins (empty: default
+	// search).
+	PluginDir string `json:"plugin_dir,omitempty"`
+	// ConfigFile and Vars: the node was created from a topology file.
+	ConfigFile string            `json:"config_file,omitempty"`
+	Vars       map[string]string `json:"vars,omitempty"`
+	Created    time.Time         `json:"created"`
+}
+
+// Exists reports whether node name has state.
+func (h *Home) Exists(name string) bool {
+	_, err := os.Stat(h.ConfigPath(name))
+	return err == nil
+}
+
+// Names lists the nodes with state, sorted.
+func (h *Home) Names() ([]string, error) {
+	ents, err := os.ReadDir(filepath.Join(h.Dir, "nodes"))
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	var out []string
+	for _, e := range ents {
+		if e.IsDir() && ValidName(e.Name()) == nil && h.Exists(e.Name()) {
+			out = append(out, e.Name())
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// Load reads node name's configuration.
+func (h *Home) Load(name string) (*NodeConfig, error) {
+	if err := ValidName(name); err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(h.ConfigPath(name))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("node %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read node %q: %w", name, err)
+	}
+	var c NodeConfig
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("node %q: config %s is not valid JSON (%v); delete the node and create it again", name, h.ConfigPath(name), err)
+	}
+	c.Name = name
+	return &c, nil
+}
+
+// Create makes node c.Name's directory and writes its configuration. The
+// caller holds the node's lock.
+func (h *Home) Create(c *NodeConfig) error {
+	if err := ValidName(c.Name); err != nil {
+		return err
+	}
+	if err := h.CheckSocketPath(c.Name); err != nil {
+		return err
+	}
+	if h.Exists(c.Name) {
+		return fmt.Errorf("node %q: %w", c.Name, ErrExists)
+	}
+	if err := os.MkdirAll(h.NodeDir(c.Name), 0o700); err != nil {
+		return fmt.Errorf("create node %q: %w", c.Name, err)
+	}
+	return h.Save(c)
+}
+
+// Save writes c atomically. The caller holds the node's lock.
+func (h *Home) Save(c *NodeConfig) error {
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode node %q config: %w", c.Name, err)
+	}
+	return WriteFileAtomic(h.ConfigPath(c.Name), append(b, '\n'), 0o600)
+}
+
+// Remove deletes node name's state. The caller holds the node's lock and has
+// stopped the node.
+func (h *Home) Remove(name string) error {
+	if err := ValidName(name); err != nil {
+		return err
+	}
+	// Remove the config first: a crash half-way leaves a directory that
+	// Names ignores, never a half-node.
+	if err := os.Remove(h.ConfigPath(name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("delete node %q: %w", name, err)
+	}
+	if err := os.RemoveAll(h.NodeDir(name)); err != nil {
+		return fmt.Errorf("delete node %q: %w", name, err)
+	}
+	return nil
+}
+
+// WritePid records the running process of node name.
+func (h *Home) WritePid(name string, pid int) error {
+	return WriteFileAtomic(h.PidPath(name), []byte(strconv.Itoa(pid)+"\n"), 0o600)
+}
+
+// ReadPid returns the pid recorded for node name, 0 if none.
+func (h *Home) ReadPid(name string) int {
+	b, err := os.ReadFile(h.PidPath(name))
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0
+	}
+	return pid
+}
+
+// RemovePid removes the pid file if it still names pid.
+func (h *Home) RemovePid(name string, pid int) {
+	if h.ReadPid(name) == pid {
+		_ = os.Remove(h.PidPath(name))
+	}
+}
+
+// WriteFileAtomic writes data to path so that a reader (or a crash) sees
+// either the old content or the new, never a mix: temp file in the same
+// directory, fsync, rename, fsync of the directory.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	fail := func(err error) error {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Chmod(perm); err != nil {
+		return fail(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync() // best effort: makes the rename durable
+		d.Close()
+	}
+	return nil
+}
+
+// Lock is a held flock.
+type Lock struct{ f *os.File }
+
+// Lock takes node name's exclusive lock, waiting for another ferry command
+// that holds it, until timeout.
+func (h *Home) Lock(name string, timeout time.Duration) (*Lock, error) {
+	if err := ValidName(name); err != nil {
+		return nil, err
+	}
+	return lockFile(filepath.Join(h.Dir, "locks", name+".lock"), timeout)
+}
+
+func lockFile(path string, timeout time.Duration) (*Lock, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	deadline := time.Now().Add(timeout)
+	wait := time.Millisecond
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return &Lock{f: f}, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: another ferry command has held it for %s; try again when it finishes", path, timeout)
+		}
+		// flock has no timed wait; poll with a short, growing interval.
+		time.Sleep(wait)
+		if wait < 20*time.Millisecond {
+			wait *= 2
+		}
+	}
+}
+
+// Unlock releases the lock.
+func (l *Lock) Unlock() {
+	if l == nil || l.f == nil {
+		return
+	}
+	_ = syscall.Flock(int(l.f.Fd()), syscall.LOCK_UN)
+	l.f.Close()
+	l.f = nil
+}
+
+// ProcessAlive reports whether pid is a live process (not a zombie).
+func ProcessAlive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	// A zombie answers kill(0) but is dead; on Linux /proc says which.
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return !errors.Is(err, os.ErrNotExist)
+	}
+	if i := strings.LastIndexByte(string(b), ')'); i >= 0 && i+2 < len(b) {
+		return b[i+2] != 'Z' && b[i+2] != 'X'
+	}
+	return true
+}

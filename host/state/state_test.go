@@ -1,0 +1,167 @@
+package state
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestCreateLoadSaveRemove(t *testing.T) {
+	h, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(h.Dir)
+	if err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("home mode = %v, %v; want 0700", st.Mode().Perm(), err)
+	}
+	c := &NodeConfig{Name: "n1", TCPListenerAddress: "127.0.0.1:0"}
+	if err := h.Create(c); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Create(c); !errors.Is(err, ErrExists) {
+		t.Fatalf("second create: %v, want ErrExists", err)
+	}
+	c.Services = append(c.Services, Service{Type: "hop", Address: "hop"})
+	if err := h.Save(c); err != nil {
+		t.Fatal(err)
+	}
+	got, err := h.Load("n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.TCPListenerAddress != "127.0.0.1:0" || len(got.Services) != 1 || got.Services[0].Type != "hop" {
+		t.Fatalf("loaded %+v", got)
+	}
+	st, err = os.Stat(h.ConfigPath("n1"))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("config mode = %v, %v; want 0600", st.Mode().Perm(), err)
+	}
+	names, _ := h.Names()
+	if len(names) != 1 || names[0] != "n1" {
+		t.Fatalf("names = %v", names)
+	}
+	if err := h.Remove("n1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Load("n1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("load after remove: %v", err)
+	}
+	if _, err := h.Load("../etc"); err == nil {
+		t.Fatal("load of a path-like name succeeded")
+	}
+}
+
+func TestCorruptConfigSaysWhatToDo(t *testing.T) {
+	h, _ := Open(t.TempDir())
+	if err := h.Create(&NodeConfig{Name: "n1"}); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(h.ConfigPath("n1"), []byte("{half"), 0o600)
+	_, err := h.Load("n1")
+	if err == nil || !strings.Contains(err.Error(), "delete the node") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestWriteFileAtomicLeavesNoTemp(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "f.json")
+	for i := 0; i < 5; i++ {
+		if err := WriteFileAtomic(p, []byte(strings.Repeat("x", i)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 1 {
+		t.Fatalf("dir has %d entries, want 1", len(ents))
+	}
+	b, _ := os.ReadFile(p)
+	if string(b) != "xxxx" {
+		t.Fatalf("content %q", b)
+	}
+}
+
+func TestLockExcludes(t *testing.T) {
+	h, _ := Open(t.TempDir())
+	var mu sync.Mutex
+	inside := 0
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l, err := h.Lock("n1", 10*time.Second)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			inside++
+			if inside != 1 {
+				t.Error("two holders of one lock")
+			}
+			mu.Unlock()
+			time.Sleep(time.Millisecond) // hold it briefly so contention happens
+			mu.Lock()
+			inside--
+			mu.Unlock()
+			l.Unlock()
+		}()
+	}
+	wg.Wait()
+	l, _ := h.Lock("n1", time.Second)
+	if _, err := h.Lock("n1", 20*time.Millisecond); err == nil || !strings.Contains(err.Error(), "another ferry command") {
+		t.Fatalf("contended lock: %v", err)
+	}
+	l.Unlock()
+}
+
+func TestProcessAlive(t *testing.T) {
+	if !ProcessAlive(os.Getpid()) {
+		t.Fatal("self not alive")
+	}
+	cmd := exec.Command("true")
+	if err := cmd.Start(); err != nil {
+		t.Skip(err)
+	}
+	pid := cmd.Process.Pid
+	deadline := time.Now().Add(5 * time.Second)
+	// Before Wait the exited child is a zombie, which must count as dead.
+	for ProcessAlive(pid) {
+		if time.Now().After(deadline) {
+			t.Fatal("exited child still alive")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cmd.Wait()
+	if ProcessAlive(0) || ProcessAlive(-1) {
+		t.Fatal("non-positive pid alive")
+	}
+}
+
+func TestSocketPathLimit(t *testing.T) {
+	h := &Home{Dir: "/" + strings.Repeat("d", 90)}
+	if err := h.CheckSocketPath("n1"); err == nil || !strings.Contains(err.Error(), "shorter FERRY_HOME") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func FuzzValidName(f *testing.F) {
+	for _, s := range []string{"n1", "", "-a", "a_b-c", "UPPER", "../x", strings.Repeat("a", 41)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if ValidName(s) != nil {
+			return
+		}
+		if strings.ContainsAny(s, "/.\x00") || len(s) > MaxNameLen || s == "" {
+			t.Fatalf("accepted unsafe name %q", s)
+		}
+	})
+}
