@@ -82,8 +82,12 @@ func uvarintLen(x uint64) int {
 // Append encodes m onto dst. It refuses messages larger than the maximum and
 // routes longer than MaxHops.
 func (c Codec) Append(dst []byte, m *Message) ([]byte, error) {
-	if len(m.Onward) > MaxHops || len(m.Return) > MaxHops {
-		return dst, codecErr(ErrMalformed, "route longer than %d hops", MaxHops)
+	// Validate here so that everything Append produces, Decode accepts.
+	if err := m.Onward.Validate(); err != nil {
+		return dst, codecErr(ErrMalformed, "onward route: %v", err)
+	}
+	if err := m.Return.Validate(); err != nil {
+		return dst, codecErr(ErrMalformed, "return route: %v", err)
 	}
 	size := EncodedSize(m)
 	if size > c.max() {
