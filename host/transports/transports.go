@@ -1,0 +1,535 @@
+// Package transports binds a transport.Transport to a node: every link the
+// transport carries (accepted by a listener or dialled) becomes a worker on
+// the node, messages routed to that worker go out on the link, and messages
+// arriving on it are delivered to the node with the worker's address at the
+// front of their return route, so replies go back over the same link.
+//
+// Network input is denied by default. A listener and a dialled connection
+// each have a flow; only the local addresses passed as allow when the
+// listener or connection was made may receive messages that arrive on it.
+// Replies to a local worker that sent out through a link are allowed by the
+// node itself (node.WithOutboundFlow). Everything else is dropped and logged
+// at debug level; the link stays up.
+//
+// Failures: a broken link stops its worker, so a send to it fails with
+// node.ErrNoRoute instead of hanging. A connection made with Connect is
+// re-dialled with capped exponential backoff and comes back at the same
+// worker address, so routes that name it keep working; a listener whose
+// Accept fails (for example because a plugin process crashed) is re-opened
+// on the address it was bound to. Reconnect cuts the backoff short, which a
+// plugin supervisor calls once a crashed plugin is running again.
+package transports
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/ferryhq/ferry/host/node"
+	"github.com/ferryhq/ferry/sdk/routing"
+	"github.com/ferryhq/ferry/sdk/transport"
+)
+
+// ErrClosed is returned by operations on a closed Binding.
+var ErrClosed = errors.New("transport binding is closed")
+
+// ErrNotFound is returned for an unknown listener or connection id.
+var ErrNotFound = errors.New("no such listener or connection")
+
+// Options tunes a Binding. The zero value is usable.
+type Options struct {
+	// Logger receives the binding's logs; default: the node's logger, named
+	// after the transport.
+	Logger hclog.Logger
+	// Settings, when not nil, are passed to Transport.Configure by Attach.
+	// Leave nil when the caller configured the transport already.
+	Settings map[string]string
+	// MaxMessageSize bounds an encoded message; default: the transport's
+	// Info().MaxMessageSize, else routing.DefaultMaxMessageSize.
+	MaxMessageSize int
+	// MinBackoff and MaxBackoff bound the wait between re-dial and re-listen
+	// attempts; defaults 50ms and 5s. The wait doubles after each failure.
+	MinBackoff, MaxBackoff time.Duration
+	// MaxBatch bounds how many packets go into one Link.Send; default 256.
+	MaxBatch int
+	// QueueSize bounds the packets waiting to be written on one link; a
+	// full queue slows the sending worker (backpressure). Default 1024.
+	QueueSize int
+}
+
+// ListenerInfo describes a listener.
+type ListenerInfo struct {
+	ID      string   `json:"id"`
+	Address string   `json:"address"` // the bound address, with the real port
+	Flow    string   `json:"flow"`
+	Allowed []string `json:"allowed"` // local addresses network input may reach
+	Up      bool     `json:"up"`      // false while being re-opened
+}
+
+// ConnectionInfo describes one link.
+type ConnectionInfo struct {
+	ID string `json:"id"`
+	// Worker is the local address to put in routes to send over this link.
+	Worker   routing.Address `json:"worker"`
+	Flow     string          `json:"flow"`
+	Local    string          `json:"local"`
+	Remote   string          `json:"remote"`
+	Listener string          `json:"listener,omitempty"` // id of the listener that accepted it
+	// Dialled is the address given to Connect or resolved from a route; empty
+	// for accepted links.
+	Dialled string   `json:"dialled,omitempty"`
+	Allowed []string `json:"allowed,omitempty"`
+	// Redial is true for Connect'ed connections, which come back after a
+	// failure at the same worker address.
+	Redial bool `json:"redial"`
+	Up     bool `json:"up"`
+}
+
+// Binding is a transport bound to a node.
+type Binding struct {
+	n     *node.Node
+	t     transport.Transport
+	info  transport.Info
+	log   hclog.Logger
+	codec routing.Codec
+	opts  Options
+	kind  string
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu        sync.Mutex
+	closed    bool
+	listeners map[string]*listener
+	conns     map[string]*conn
+	dialing   map[string]*pendingDial // resolver dials in flight, by address
+	kick      chan struct{}           // closed and replaced by Reconnect
+}
+
+type pendingDial struct {
+	done chan struct{}
+	c    *conn
+	err  error
+}
+
+// Attach binds t to n and registers a resolver for t.Info().AddressType, so
+// routes such as /tcp/127.0.0.1:4000/service/echo work. The caller keeps
+// ownership of t: Close closes the binding's links and listeners but not
+// the transport. The binding closes itself when the node shuts down.
+func Attach(n *node.Node, t transport.Transport, opts Options) (*Binding, error) {
+	if n == nil || t == nil {
+		return nil, errors.New("attach transport: node and transport must not be nil")
+	}
+	info := t.Info()
+	if info.AddressType == "" {
+		return nil, fmt.Errorf("attach transport %q: it declares no address type", info.Name)
+	}
+	if _, err := routing.NewAddress(info.AddressType, "x"); err != nil {
+		return nil, fmt.Errorf("attach transport %q: bad address type: %w", info.Name, err)
+	}
+	if opts.Logger == nil {
+		opts.Logger = n.Logger().Named("transport-" + info.AddressType)
+	}
+	if opts.MaxMessageSize <= 0 {
+		opts.MaxMessageSize = info.MaxMessageSize
+	}
+	if opts.MaxMessageSize <= 0 {
+		opts.MaxMessageSize = routing.DefaultMaxMessageSize
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = 50 * time.Millisecond
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = 5 * time.Second
+	}
+	if opts.MaxBackoff < opts.MinBackoff {
+		opts.MaxBackoff = opts.MinBackoff
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 256
+	}
+	if opts.QueueSize <= 0 {
+		opts.QueueSize = 1024
+	}
+	if opts.Settings != nil {
+		ctx, cancel := context.WithTimeout(n.Context(), 30*time.Second)
+		err := t.Configure(ctx, opts.Settings)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("configure transport %q: %w", info.Name, err)
+		}
+	}
+	b := &Binding{
+		n: n, t: t, info: info, log: opts.Logger, opts: opts,
+		codec:     routing.Codec{MaxSize: opts.MaxMessageSize},
+		kind:      info.AddressType + "-connection",
+		listeners: map[string]*listener{},
+		conns:     map[string]*conn{},
+		dialing:   map[string]*pendingDial{},
+		kick:      make(chan struct{}),
+	}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	n.RegisterResolver(info.AddressType, node.ResolverFunc(b.resolve))
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		select {
+		case <-n.Done():
+			go b.Close() // Close waits for this goroutine
+		case <-b.ctx.Done():
+		}
+	}()
+	return b, nil
+}
+
+// Transport returns the bound transport.
+func (b *Binding) Transport() transport.Transport { return b.t }
+
+// localAddrs checks and normalises allow lists: "echoer", "/service/echoer"
+// and "/worker/<id>" are accepted.
+func localAddrs(allow []string) ([]string, error) {
+	out := make([]string, 0, len(allow))
+	for _, a := range allow {
+		v := a
+		if strings.HasPrefix(a, "/") {
+			addr, err := routing.ParseAddress(a)
+			if err != nil {
+				return nil, fmt.Errorf("allowed consumer: %w", err)
+			}
+			if !addr.IsLocal() {
+				return nil, fmt.Errorf("allowed consumer %s is not a local address; write /service/NAME or /worker/ID", a)
+			}
+			v = addr.Value
+		}
+		if v == "" || len(v) > routing.MaxValueLen {
+			return nil, fmt.Errorf("allowed consumer %q: want a local worker name", a)
+		}
+		out = append(out, v)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// Listen starts accepting links at addr. Messages arriving on any of them
+// may reach only the local addresses in allow.
+func (b *Binding) Listen(ctx context.Context, addr string, allow ...string) (ListenerInfo, error) {
+	allowed, err := localAddrs(allow)
+	if err != nil {
+		return ListenerInfo{}, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	if b.isClosed() {
+		return ListenerInfo{}, fmt.Errorf("listen on %s: %w", addr, ErrClosed)
+	}
+	tl, err := b.t.Listen(ctx, addr)
+	if err != nil {
+		return ListenerInfo{}, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	id := node.NewWorkerID()
+	l := &listener{b: b, id: id, flow: "listener/" + id, allowed: allowed, addr: tl.Addr(), tl: tl, up: true, fin: make(chan struct{})}
+	for _, a := range allowed {
+		b.n.AllowConsumer(l.flow, a)
+	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		tl.Close()
+		b.n.RemoveFlow(l.flow)
+		return ListenerInfo{}, fmt.Errorf("listen on %s: %w", addr, ErrClosed)
+	}
+	l.ctx, l.cancel = context.WithCancel(b.ctx)
+	b.listeners[id] = l
+	b.wg.Add(1)
+	b.mu.Unlock()
+	go l.run()
+	b.log.Debug("listening", "address", l.addr, "id", id, "allowed", allowed)
+	return l.info(), nil
+}
+
+// Connect dials addr and keeps the connection up: after a failure it is
+// re-dialled with capped exponential backoff at the same worker address.
+// Messages arriving on it may reach only the local addresses in allow, plus
+// replies to workers that sent out through it.
+func (b *Binding) Connect(ctx context.Context, addr string, allow ...string) (ConnectionInfo, error) {
+	allowed, err := localAddrs(allow)
+	if err != nil {
+		return ConnectionInfo{}, fmt.Errorf("connect to %s: %w", addr, err)
+	}
+	c, err := b.dial(ctx, addr, allowed, true)
+	if err != nil {
+		return ConnectionInfo{}, err
+	}
+	return c.info(), nil
+}
+
+// dial opens a link to addr and starts its worker.
+func (b *Binding) dial(ctx context.Context, addr string, allowed []string, redial bool) (*conn, error) {
+	if b.isClosed() {
+		return nil, fmt.Errorf("connect to %s: %w", addr, ErrClosed)
+	}
+	id := node.NewWorkerID()
+	c := b.newConn(id, "connection/"+id, allowed, nil)
+	c.dialled, c.redial = addr, redial
+	link, release, err := b.dialLink(ctx, c.ctx, addr)
+	if err != nil {
+		c.cancel()
+		return nil, fmt.Errorf("connect to %s: %w", addr, err)
+	}
+	for _, a := range allowed {
+		b.n.AllowConsumer(c.flow, a)
+	}
+	if err := b.add(c); err != nil {
+		link.Close()
+		release()
+		c.cancel()
+		b.n.RemoveFlow(c.flow)
+		return nil, fmt.Errorf("connect to %s: %w", addr, err)
+	}
+	if err := c.start(link, release); err != nil {
+		link.Close()
+		release()
+		b.remove(c)
+		return nil, fmt.Errorf("connect to %s: %w", addr, err)
+	}
+	go c.supervise()
+	b.log.Debug("connected", "address", addr, "worker", c.addr(), "redial", redial)
+	return c, nil
+}
+
+// dialLink dials with a context that lives until release is called (when
+// the link's session ends) or parent ends, but that gives up when the
+// caller's ctx ends before the dial returns: a transport may tie the link's
+// lifetime to the dial context.
+func (b *Binding) dialLink(ctx, parent context.Context, addr string) (link transport.Link, release func(), err error) {
+	dctx, dcancel := context.WithCancel(parent)
+	stop := context.AfterFunc(ctx, dcancel)
+	link, err = b.t.Dial(dctx, addr)
+	if !stop() && err == nil {
+		// The caller gave up while the dial succeeded; the link may already
+		// be tied to a cancelled context.
+		link.Close()
+		dcancel()
+		return nil, nil, ctx.Err()
+	}
+	if err != nil {
+		dcancel()
+		return nil, nil, err
+	}
+	return link, dcancel, nil
+}
+
+// add registers a connection; it fails once the binding is closed.
+func (b *Binding) add(c *conn) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return ErrClosed
+	}
+	b.conns[c.id] = c
+	b.wg.Add(1)
+	return nil
+}
+
+// remove forgets a connection and its flow. The caller ends its goroutines.
+func (b *Binding) remove(c *conn) {
+	b.mu.Lock()
+	if b.conns[c.id] == c {
+		delete(b.conns, c.id)
+		b.wg.Done()
+	}
+	b.mu.Unlock()
+	c.cancel()
+	if c.listener == nil {
+		b.n.RemoveFlow(c.flow)
+	} else {
+		c.listener.release()
+	}
+}
+
+func (b *Binding) isClosed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closed
+}
+
+// resolve turns /TYPE/ADDR into the worker of an open outgoing connection to
+// ADDR, dialling one when there is none. Concurrent resolutions of one
+// address share a single dial.
+func (b *Binding) resolve(ctx context.Context, a routing.Address) (routing.Address, error) {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return routing.Address{}, ErrClosed
+	}
+	for _, c := range b.conns {
+		if c.dialled == a.Value && c.isUp() {
+			b.mu.Unlock()
+			return c.addr(), nil
+		}
+	}
+	p := b.dialing[a.Value]
+	if p == nil {
+		p = &pendingDial{done: make(chan struct{})}
+		b.dialing[a.Value] = p
+		b.mu.Unlock()
+		// The dial must not die with this one sender's context, since
+		// others may be waiting on it; bound it instead.
+		dctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+		p.c, p.err = b.dial(dctx, a.Value, nil, false)
+		cancel()
+		b.mu.Lock()
+		delete(b.dialing, a.Value)
+		b.mu.Unlock()
+		close(p.done)
+	} else {
+		b.mu.Unlock()
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+			return routing.Address{}, fmt.Errorf("wait for connection to %s: %w", a.Value, ctx.Err())
+		}
+	}
+	if p.err != nil {
+		return routing.Address{}, p.err
+	}
+	return p.c.addr(), nil
+}
+
+// Listeners lists the listeners, sorted by id.
+func (b *Binding) Listeners() []ListenerInfo {
+	b.mu.Lock()
+	ls := make([]*listener, 0, len(b.listeners))
+	for _, l := range b.listeners {
+		ls = append(ls, l)
+	}
+	b.mu.Unlock()
+	out := make([]ListenerInfo, 0, len(ls))
+	for _, l := range ls {
+		out = append(out, l.info())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Connections lists every link, accepted or dialled, sorted by id.
+func (b *Binding) Connections() []ConnectionInfo {
+	b.mu.Lock()
+	cs := make([]*conn, 0, len(b.conns))
+	for _, c := range b.conns {
+		cs = append(cs, c)
+	}
+	b.mu.Unlock()
+	out := make([]ConnectionInfo, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, c.info())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// CloseListener stops a listener. Links it accepted stay open.
+func (b *Binding) CloseListener(ctx context.Context, id string) error {
+	b.mu.Lock()
+	l := b.listeners[id]
+	b.mu.Unlock()
+	if l == nil {
+		return fmt.Errorf("close listener %s: %w", id, ErrNotFound)
+	}
+	l.close()
+	select {
+	case <-l.done():
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("close listener %s: %w", id, ctx.Err())
+	}
+}
+
+// CloseConnection closes a link and stops its worker; a Connect'ed
+// connection is not re-dialled. Routes naming its worker then fail.
+func (b *Binding) CloseConnection(ctx context.Context, id string) error {
+	b.mu.Lock()
+	c := b.conns[id]
+	b.mu.Unlock()
+	if c == nil {
+		return fmt.Errorf("close connection %s: %w", id, ErrNotFound)
+	}
+	c.cancel()
+	select {
+	case <-c.finished:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("close connection %s: %w", id, ctx.Err())
+	}
+}
+
+// Reconnect wakes every re-dial and re-listen loop that is waiting out its
+// backoff, so they try again now. Call it when the transport is known to be
+// usable again, for example after a supervised plugin restarted.
+func (b *Binding) Reconnect() {
+	b.mu.Lock()
+	close(b.kick)
+	b.kick = make(chan struct{})
+	b.mu.Unlock()
+}
+
+func (b *Binding) kicked() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.kick
+}
+
+// wait sleeps d unless the binding or the given context ends (false) or
+// Reconnect is called (true, early).
+func (b *Binding) wait(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-b.kicked():
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (b *Binding) nextBackoff(d time.Duration) time.Duration {
+	if d <= 0 {
+		return b.opts.MinBackoff
+	}
+	d *= 2
+	if d > b.opts.MaxBackoff {
+		d = b.opts.MaxBackoff
+	}
+	return d
+}
+
+// Close closes every listener and link of the binding, stops their workers
+// and unregisters the resolver. It does not close the transport.
+func (b *Binding) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		b.wg.Wait()
+		return nil
+	}
+	b.closed = true
+	ls := make([]*listener, 0, len(b.listeners))
+	for _, l := range b.listeners {
+		ls = append(ls, l)
+	}
+	b.mu.Unlock()
+	b.n.RegisterResolver(b.info.AddressType, nil)
+	for _, l := range ls {
+		l.close()
+	}
+	b.cancel()
+	b.wg.Wait()
+	return nil
+}
