@@ -1,0 +1,448 @@
+package relays
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/ferryhq/ferry/host/node"
+	"github.com/ferryhq/ferry/sdk/routing"
+)
+
+// Forwarder states reported by Service.List.
+const (
+	// ForwarderUp: the last message was forwarded, or the registrant
+	// registered or pinged recently and nothing failed since.
+	ForwarderUp = "up"
+	// ForwarderDown: forwarding to the registrant failed; LastError says
+	// why. The registrant will usually re-register (replacing the route).
+	ForwarderDown = "down"
+	// ForwarderStale: the registrant has not pinged for StaleAfter checks;
+	// its connection is probably gone.
+	ForwarderStale = "stale"
+)
+
+// DefaultStaleChecks is how many missed check intervals make a forwarder
+// stale when ServiceConfig.StaleChecks is zero.
+const DefaultStaleChecks = 3
+
+// ServiceConfig configures the relay service.
+type ServiceConfig struct {
+	// Address of the service; default ServiceAddress ("relay").
+	Address string
+	// Flows, when set, returns extra flows (listener ids) every new
+	// forwarder is allowed to receive from, besides the flow its
+	// registration arrived on.
+	Flows func() []string
+	// StaleChecks is how many of the registrant's check intervals may pass
+	// without a ping before its forwarder is reported stale; default
+	// DefaultStaleChecks.
+	StaleChecks int
+	// Logger; default the node's logger named "relay".
+	Logger hclog.Logger
+
+	now func() time.Time // tests
+}
+
+// Service is the relay service on a relay node: it accepts registrations and
+// runs one forwarder per registered name.
+type Service struct {
+	n    *node.Node
+	cfg  ServiceConfig
+	log  hclog.Logger
+	addr routing.Address
+
+	mu     sync.Mutex
+	fwd    map[string]*forwarder
+	closed bool
+}
+
+// ForwarderInfo describes one forwarder for `relay list` on the relay node.
+type ForwarderInfo struct {
+	Name      string `json:"name"`
+	Address   string `json:"address"`    // route text, e.g. /service/forward_to_n3
+	RouteBack string `json:"route_back"` // route text of the path to the registrant
+	Node      string `json:"node,omitempty"`
+	State     string `json:"state"`
+	LastError string `json:"last_error,omitempty"`
+	// Created is when the name was first registered; Registered when it was
+	// last (re)registered.
+	Created       time.Time `json:"created"`
+	Registered    time.Time `json:"registered"`
+	LastSeen      time.Time `json:"last_seen"` // last registration, ping or message from the registrant
+	Registrations uint64    `json:"registrations"`
+	Forwarded     uint64    `json:"forwarded"` // messages sent to the registrant
+	Returned      uint64    `json:"returned"`  // messages from the registrant passed on
+	Errors        uint64    `json:"errors"`
+	CheckInterval string    `json:"check_interval,omitempty"`
+}
+
+// StartService starts the relay service on n.
+func StartService(n *node.Node, cfg ServiceConfig) (*Service, error) {
+	if cfg.Address == "" {
+		cfg.Address = ServiceAddress
+	}
+	if cfg.StaleChecks <= 0 {
+		cfg.StaleChecks = DefaultStaleChecks
+	}
+	if cfg.now == nil {
+		cfg.now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = n.Logger().Named("relay")
+	}
+	s := &Service{n: n, cfg: cfg, log: log, fwd: map[string]*forwarder{}}
+	addr, err := n.StartWorker(cfg.Address, (*serviceWorker)(s), node.WithKind("relay"))
+	if err != nil {
+		return nil, fmt.Errorf("start relay service: %w", err)
+	}
+	s.addr = addr
+	return s, nil
+}
+
+// Address returns the service's local address.
+func (s *Service) Address() routing.Address { return s.addr }
+
+// List describes every forwarder, sorted by name.
+func (s *Service) List() []ForwarderInfo {
+	s.mu.Lock()
+	fs := make([]*forwarder, 0, len(s.fwd))
+	for _, f := range s.fwd {
+		fs = append(fs, f)
+	}
+	s.mu.Unlock()
+	now := s.cfg.now()
+	out := make([]ForwarderInfo, 0, len(fs))
+	for _, f := range fs {
+		out = append(out, f.info(now, s.cfg.StaleChecks))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Get describes the forwarder for name.
+func (s *Service) Get(name string) (ForwarderInfo, bool) {
+	s.mu.Lock()
+	f := s.fwd[name]
+	s.mu.Unlock()
+	if f == nil {
+		return ForwarderInfo{}, false
+	}
+	return f.info(s.cfg.now(), s.cfg.StaleChecks), true
+}
+
+// ErrUnknownRelay is returned for a name with no forwarder.
+var ErrUnknownRelay = errors.New("no relay by that name")
+
+// Delete stops the forwarder for name. A registrant still alive will notice
+// at its next check and register again; close the registration on the
+// registering node to remove a relay for good.
+func (s *Service) Delete(ctx context.Context, name string) error {
+	s.mu.Lock()
+	f := s.fwd[name]
+	delete(s.fwd, name)
+	s.mu.Unlock()
+	if f == nil {
+		return fmt.Errorf("delete relay %q: %w", name, ErrUnknownRelay)
+	}
+	return f.stop(ctx, s.n)
+}
+
+// Close stops the service and every forwarder.
+func (s *Service) Close(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	fs := s.fwd
+	s.fwd = map[string]*forwarder{}
+	s.mu.Unlock()
+	var errs []error
+	if err := s.n.StopWorker(ctx, s.addr.Value); err != nil && !errors.Is(err, node.ErrNoRoute) {
+		errs = append(errs, err)
+	}
+	for _, f := range fs {
+		if err := f.stop(ctx, s.n); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// serviceWorker is the Service seen as the node.Worker at /service/relay.
+type serviceWorker Service
+
+func (w *serviceWorker) HandleMessage(c *node.Context, m *routing.Message) error {
+	s := (*Service)(w)
+	req, err := decodeControl(m.Payload)
+	if err != nil {
+		s.log.Debug("ignored a message that is not a relay request", "error", err, "return", m.Return.String())
+		return nil
+	}
+	if len(m.Return) == 0 {
+		s.log.Debug("ignored a relay request without a return route", "kind", req.Kind.String())
+		return nil
+	}
+	var resp control
+	switch req.Kind {
+	case kindRegister:
+		resp = s.register(m, req)
+	case kindPing:
+		resp = s.ping(m, req)
+	case kindDelete:
+		resp = s.deleteOwn(c, m, req)
+	default:
+		resp = control{Kind: kindError, Error: fmt.Sprintf("the relay service does not accept %s messages", req.Kind)}
+	}
+	resp.Nonce = req.Nonce
+	b, err := resp.encode()
+	if err != nil {
+		return err
+	}
+	if err := c.Reply(c, m, b); err != nil {
+		s.log.Debug("could not answer a relay request", "kind", req.Kind.String(), "name", req.Name, "return", m.Return.String(), "error", err)
+		return err
+	}
+	return nil
+}
+
+func (s *Service) register(m *routing.Message, req control) control {
+	if err := ValidName(req.Name); err != nil {
+		return control{Kind: kindError, Error: err.Error()}
+	}
+	back := m.Return.Clone()
+	if err := back.Validate(); err != nil {
+		return control{Kind: kindError, Error: fmt.Sprintf("route back %s: %v", back, err)}
+	}
+	now := s.cfg.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return control{Kind: kindError, Error: "the relay service is stopping"}
+	}
+	addr := ForwarderAddress(req.Name)
+	f := s.fwd[req.Name]
+	if f != nil {
+		f.replace(back, req, now)
+		s.log.Info("relay registered again; route replaced", "name", req.Name, "route_back", back.String())
+	} else {
+		f = newForwarder(s, req, back, now)
+		if _, err := s.n.StartWorker(addr, f, node.WithKind("relay-forwarder")); err != nil {
+			return control{Kind: kindError, Error: fmt.Sprintf("start forwarder %s: %v", routing.Local(addr), err)}
+		}
+		s.fwd[req.Name] = f
+		s.log.Info("relay registered", "name", req.Name, "route_back", back.String())
+	}
+	// Network input reaches only allowed consumers: the forwarder must be
+	// reachable from wherever its registrant reached the service.
+	if flow := m.Local.Flow; flow != "" {
+		s.n.AllowConsumer(flow, addr)
+	}
+	if s.cfg.Flows != nil {
+		for _, flow := range s.cfg.Flows() {
+			s.n.AllowConsumer(flow, addr)
+		}
+	}
+	return control{Kind: kindRegistered, Name: req.Name, Status: statusOK, Forwarder: routing.Local(addr).String()}
+}
+
+func (s *Service) ping(m *routing.Message, req control) control {
+	s.mu.Lock()
+	f := s.fwd[req.Name]
+	s.mu.Unlock()
+	if f == nil {
+		return control{Kind: kindPong, Name: req.Name, Status: statusUnknown}
+	}
+	if !f.owns(m.Return) {
+		return control{Kind: kindPong, Name: req.Name, Status: statusMoved}
+	}
+	f.seen(s.cfg.now())
+	return control{Kind: kindPong, Name: req.Name, Status: statusOK}
+}
+
+// deleteOwn removes a forwarder on its registrant's request; only the
+// registration that currently owns the name may delete it, so a stale
+// registrant closing late cannot remove its successor.
+func (s *Service) deleteOwn(c *node.Context, m *routing.Message, req control) control {
+	s.mu.Lock()
+	f := s.fwd[req.Name]
+	if f == nil {
+		s.mu.Unlock()
+		return control{Kind: kindDeleted, Name: req.Name, Status: statusUnknown}
+	}
+	if !f.owns(m.Return) {
+		s.mu.Unlock()
+		return control{Kind: kindDeleted, Name: req.Name, Status: statusMoved}
+	}
+	delete(s.fwd, req.Name)
+	s.mu.Unlock()
+	if err := f.stop(c, s.n); err != nil {
+		return control{Kind: kindError, Name: req.Name, Error: err.Error()}
+	}
+	s.log.Info("relay deleted by its registrant", "name", req.Name)
+	return control{Kind: kindDeleted, Name: req.Name, Status: statusOK}
+}
+
+// forwarder is the worker at forward_to_NAME. Its state is read by List
+// while it handles messages, hence the mutex.
+type forwarder struct {
+	s    *Service
+	name string
+	addr string
+
+	mu            sync.Mutex
+	back          routing.Route
+	node          string
+	interval      time.Duration
+	created       time.Time
+	registered    time.Time
+	lastSeen      time.Time
+	registrations uint64
+	forwarded     uint64
+	returned      uint64
+	errors        uint64
+	down          bool
+	lastErr       string
+}
+
+func newForwarder(s *Service, req control, back routing.Route, now time.Time) *forwarder {
+	f := &forwarder{s: s, name: req.Name, addr: ForwarderAddress(req.Name), created: now}
+	f.replace(back, req, now)
+	return f
+}
+
+func (f *forwarder) replace(back routing.Route, req control, now time.Time) {
+	f.mu.Lock()
+	f.back = back
+	f.node = req.Node
+	f.interval = req.Interval
+	f.registered = now
+	f.lastSeen = now
+	f.registrations++
+	f.down = false
+	f.mu.Unlock()
+}
+
+func (f *forwarder) seen(now time.Time) {
+	f.mu.Lock()
+	f.lastSeen = now
+	f.mu.Unlock()
+}
+
+func (f *forwarder) route() routing.Route {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.back
+}
+
+// owns reports whether ret (a request's return route) is this forwarder's
+// route back, i.e. the request came from the current registrant.
+func (f *forwarder) owns(ret routing.Route) bool { return f.route().Equal(ret) }
+
+func fromRoute(ret, back routing.Route) bool {
+	return len(ret) >= len(back) && ret[:len(back)].Equal(back)
+}
+
+func (f *forwarder) stop(ctx context.Context, n *node.Node) error {
+	err := n.StopWorker(ctx, f.addr)
+	if err != nil && !errors.Is(err, node.ErrNoRoute) {
+		return fmt.Errorf("stop relay %q: %w", f.name, err)
+	}
+	return nil
+}
+
+func (f *forwarder) HandleMessage(c *node.Context, m *routing.Message) error {
+	back := f.route()
+	_, rest, err := m.Onward.Step()
+	if err != nil {
+		return err
+	}
+	if fromRoute(m.Return, back) {
+		// A reply (or a request) from the registrant's side on its way on.
+		f.mu.Lock()
+		f.lastSeen = f.s.cfg.now()
+		f.mu.Unlock()
+		if len(rest) == 0 {
+			return fmt.Errorf("relay %q: a message from the registrant has nowhere to go (return %s)", f.name, m.Return)
+		}
+		if err := c.Forward(c, m); err != nil {
+			f.count(false, err, false)
+			return err
+		}
+		f.count(false, nil, false)
+		return nil
+	}
+	ret, err := m.Return.Prepend(c.Address())
+	if err == nil {
+		var onward routing.Route
+		onward, err = back.Concat(rest)
+		if err == nil {
+			err = c.SendMessage(c, &routing.Message{Onward: onward, Return: ret, Payload: m.Payload})
+			if err != nil {
+				// The route to the registrant is the problem: report it.
+				f.count(true, err, true)
+				return err
+			}
+			f.count(true, nil, false)
+			return nil
+		}
+	}
+	f.count(true, err, false)
+	return err
+}
+
+// count records one message. deadRoute marks the forwarder down until the
+// next successful forward or registration.
+func (f *forwarder) count(toRegistrant bool, err error, deadRoute bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err != nil {
+		f.errors++
+		f.lastErr = err.Error()
+		if deadRoute && !f.down {
+			f.down = true
+			f.s.log.Warn("relay cannot reach its registrant; it stays down until the registrant registers again", "name", f.name, "route_back", f.back.String(), "error", err)
+		}
+		return
+	}
+	if toRegistrant {
+		f.forwarded++
+		f.down = false
+	} else {
+		f.returned++
+	}
+}
+
+func (f *forwarder) info(now time.Time, staleChecks int) ForwarderInfo {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fi := ForwarderInfo{
+		Name:          f.name,
+		Address:       routing.Local(f.addr).String(),
+		RouteBack:     f.back.String(),
+		Node:          f.node,
+		State:         ForwarderUp,
+		LastError:     f.lastErr,
+		Created:       f.created,
+		Registered:    f.registered,
+		LastSeen:      f.lastSeen,
+		Registrations: f.registrations,
+		Forwarded:     f.forwarded,
+		Returned:      f.returned,
+		Errors:        f.errors,
+	}
+	if f.interval > 0 {
+		fi.CheckInterval = f.interval.String()
+	}
+	switch {
+	case f.down:
+		fi.State = ForwarderDown
+	case f.interval > 0 && now.Sub(f.lastSeen) > time.Duration(staleChecks)*f.interval:
+		fi.State = ForwarderStale
+	}
+	return fi
+}
