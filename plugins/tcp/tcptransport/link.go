@@ -1,0 +1,345 @@
+package tcptransport
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ferryhq/ferry/sdk/transport"
+)
+
+// closeGrace bounds how long Close waits for a Send in progress before it
+// drops the connection without a close frame.
+const closeGrace = time.Second
+
+// ErrIdle is wrapped by the error Recv returns when nothing (not even a
+// heartbeat) arrived within the idle timeout.
+var ErrIdle = errors.New("tcp transport: link idle")
+
+// ErrPeerVanished is wrapped by the error Recv returns when the connection
+// ended without the peer's close frame: the peer process died, the network
+// dropped the connection, or the peer is not a ferry tcp transport.
+var ErrPeerVanished = errors.New("tcp transport: connection ended without a close frame")
+
+type link struct {
+	conn  *net.TCPConn
+	cfg   config
+	local string
+	peer  string
+	onEnd func(*link)
+
+	// Writing side: Send and the heartbeat share the buffered writer.
+	wmu       sync.Mutex
+	w         *bufio.Writer
+	hdr       []byte
+	lastWrite atomic.Int64 // unix nanos of the last frame written
+	werr      error        // sticky: the byte stream can no longer be trusted
+
+	// Reading side: one Recv at a time.
+	rmu      sync.Mutex
+	fr       *frameReader
+	out      [][]byte
+	rerr     error // sticky, returned once buffered frames were delivered
+	lastRead time.Time
+
+	closed    atomic.Bool // Close was called
+	closeOnce sync.Once
+	endOnce   sync.Once
+	cause     error // why the connection was closed; set before done closes
+	done      chan struct{}
+}
+
+func newLink(conn *net.TCPConn, cfg config, onEnd func(*link)) *link {
+	_ = conn.SetNoDelay(true)
+	_ = conn.SetKeepAliveConfig(net.KeepAliveConfig{
+		Enable:   true,
+		Idle:     cfg.keepAlive,
+		Interval: cfg.keepAlive,
+		Count:    3,
+	})
+	l := &link{
+		conn:     conn,
+		cfg:      cfg,
+		local:    conn.LocalAddr().String(),
+		peer:     conn.RemoteAddr().String(),
+		onEnd:    onEnd,
+		w:        bufio.NewWriterSize(conn, cfg.bufferSize),
+		hdr:      make([]byte, 0, headerSize),
+		fr:       newFrameReader(conn, cfg.maxMessageSize, cfg.bufferSize),
+		lastRead: time.Now(),
+		done:     make(chan struct{}),
+	}
+	l.lastWrite.Store(time.Now().UnixNano())
+	go l.heartbeat()
+	return l
+}
+
+func (l *link) LocalAddr() string  { return l.local }
+func (l *link) RemoteAddr() string { return l.peer }
+
+// Send writes packets as data frames and flushes once. If ctx ends while the
+// kernel buffer is full the link is closed: part of a frame may already be on
+// the wire and the stream cannot be resynchronised.
+func (l *link) Send(ctx context.Context, packets [][]byte) error {
+	for i, p := range packets {
+		if len(p) > l.cfg.maxMessageSize {
+			return fmt.Errorf("send packet %d of %d bytes to %s (maximum %d): %w", i, len(p), l.peer, l.cfg.maxMessageSize, transport.ErrTooLarge)
+		}
+	}
+	if len(packets) == 0 {
+		return nil
+	}
+	if l.closed.Load() {
+		return transport.ErrClosed
+	}
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	if l.werr != nil {
+		return l.werr
+	}
+	if ctx.Done() != nil {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		stop := context.AfterFunc(ctx, func() { _ = l.conn.SetWriteDeadline(time.Unix(1, 0)) })
+		defer func() {
+			if !stop() {
+				// The deadline may have been set; clear it for the next writer.
+				_ = l.conn.SetWriteDeadline(time.Time{})
+			}
+		}()
+	}
+	for _, p := range packets {
+		l.hdr = appendHeader(l.hdr[:0], frameData, len(p))
+		_, _ = l.w.Write(l.hdr)
+		if _, err := l.w.Write(p); err != nil {
+			return l.failWrite(ctx, err)
+		}
+	}
+	if err := l.w.Flush(); err != nil {
+		return l.failWrite(ctx, err)
+	}
+	l.lastWrite.Store(time.Now().UnixNano())
+	return nil
+}
+
+// failWrite turns a write error into the link's sticky error and closes the
+// connection. Called with wmu held.
+func (l *link) failWrite(ctx context.Context, err error) error {
+	switch {
+	case errors.Is(err, net.ErrClosed):
+		return l.endCause()
+	case ctx.Err() != nil:
+		err = fmt.Errorf("send to %s interrupted, link closed because a frame may be cut: %w", l.peer, ctx.Err())
+	default:
+		err = fmt.Errorf("send to %s: %w", l.peer, err)
+	}
+	l.werr = err
+	l.abort(err)
+	return err
+}
+
+// Recv returns every complete data frame already buffered, reading from the
+// connection only when none is. Heartbeats are consumed here.
+func (l *link) Recv(ctx context.Context) ([][]byte, error) {
+	l.rmu.Lock()
+	defer l.rmu.Unlock()
+	l.out = l.out[:0]
+	if l.rerr != nil {
+		return nil, l.rerr
+	}
+	if l.closed.Load() {
+		return nil, transport.ErrClosed
+	}
+	l.fr.shrink(l.cfg.bufferSize)
+	var stop func() bool
+	defer func() {
+		if stop != nil {
+			stop()
+		}
+	}()
+	for {
+		for {
+			typ, p, ok, err := l.fr.next()
+			if err != nil {
+				return l.failRead(fmt.Errorf("receive from %s: %w", l.peer, err))
+			}
+			if !ok {
+				break
+			}
+			switch typ {
+			case frameData:
+				l.out = append(l.out, p)
+			case frameClose:
+				return l.failRead(io.EOF)
+			}
+		}
+		if len(l.out) > 0 {
+			return l.out, nil
+		}
+		if stop == nil && ctx.Done() != nil {
+			// Wake a blocked read when ctx ends. A stale wake-up (from a
+			// previous call) is told apart below by checking ctx and the
+			// idle deadline, and the read is simply retried.
+			stop = context.AfterFunc(ctx, func() { _ = l.conn.SetReadDeadline(time.Unix(1, 0)) })
+		}
+		deadline := l.lastRead.Add(l.cfg.idleTimeout)
+		// When Recv was not called for a while the deadline may have
+		// passed although heartbeats sit unread in the socket: give the
+		// read a moment to find them before declaring the link idle.
+		readBy := deadline
+		if floor := time.Now().Add(l.cfg.idleTimeout / 10); readBy.Before(floor) {
+			readBy = floor
+		}
+		_ = l.conn.SetReadDeadline(readBy)
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		n, err := l.fr.fill()
+		if n > 0 {
+			l.fr.advance(n)
+			l.lastRead = time.Now()
+		}
+		if err == nil {
+			continue
+		}
+		var ne net.Error
+		switch {
+		case errors.Is(err, ErrBadFrame):
+			return l.failRead(fmt.Errorf("receive from %s: %w", l.peer, err))
+		case errors.Is(err, net.ErrClosed):
+			return nil, l.endCause()
+		case errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded):
+			if cerr := ctx.Err(); cerr != nil {
+				return nil, cerr
+			}
+			if n == 0 && !time.Now().Before(deadline) {
+				return l.failRead(fmt.Errorf("receive from %s: nothing received for %s: %w", l.peer, l.cfg.idleTimeout, ErrIdle))
+			}
+		case errors.Is(err, io.EOF):
+			if l.fr.e > l.fr.s {
+				return l.failRead(fmt.Errorf("receive from %s: connection ended in the middle of a frame: %w", l.peer, ErrPeerVanished))
+			}
+			return l.failRead(fmt.Errorf("receive from %s: %w", l.peer, ErrPeerVanished))
+		default:
+			return l.failRead(fmt.Errorf("receive from %s: %w", l.peer, err))
+		}
+	}
+}
+
+// failRead records the link's terminal read error. Frames already collected
+// in this call are returned first; the error comes with the next Recv. A
+// broken stream closes the connection (that link only).
+func (l *link) failRead(err error) ([][]byte, error) {
+	l.rerr = err
+	if err == io.EOF {
+		// The peer is gone; later Sends fail as on a closed link.
+		l.abort(fmt.Errorf("%s closed the link: %w", l.peer, transport.ErrClosed))
+	} else {
+		l.abort(err)
+	}
+	if len(l.out) > 0 {
+		return l.out, nil
+	}
+	return nil, err
+}
+
+// heartbeat keeps an otherwise quiet link alive so the peer's idle timeout
+// only fires when this side is really gone.
+func (l *link) heartbeat() {
+	t := time.NewTicker(l.cfg.heartbeatInterval)
+	defer t.Stop()
+	hb := appendHeader(nil, frameHeartbeat, 0)
+	for {
+		select {
+		case <-l.done:
+			return
+		case <-t.C:
+		}
+		if time.Since(time.Unix(0, l.lastWrite.Load())) < l.cfg.heartbeatInterval {
+			continue
+		}
+		// A Send in progress is as good as a heartbeat; do not queue behind it.
+		if !l.wmu.TryLock() {
+			continue
+		}
+		if l.werr == nil {
+			_, _ = l.w.Write(hb)
+			if err := l.w.Flush(); err != nil {
+				l.werr = fmt.Errorf("send heartbeat to %s: %w", l.peer, err)
+				l.abort(l.werr)
+			} else {
+				l.lastWrite.Store(time.Now().UnixNano())
+			}
+		}
+		l.wmu.Unlock()
+	}
+}
+
+// Close sends a close frame so the peer's Recv returns io.EOF after every
+// packet sent before, then closes the connection.
+func (l *link) Close() error {
+	l.closeOnce.Do(func() {
+		l.closed.Store(true)
+		locked := make(chan struct{})
+		go func() { l.wmu.Lock(); close(locked) }()
+		timer := time.NewTimer(closeGrace)
+		defer timer.Stop()
+		select {
+		case <-locked:
+		case <-timer.C:
+			// A Send is stuck on a full socket: drop the connection to
+			// release it.
+			l.end(transport.ErrClosed)
+			<-locked
+		}
+		if l.werr == nil {
+			_ = l.conn.SetWriteDeadline(time.Now().Add(closeGrace))
+			_, _ = l.w.Write(appendHeader(nil, frameClose, 0))
+			if l.w.Flush() == nil {
+				_ = l.conn.CloseWrite()
+			}
+			l.werr = transport.ErrClosed
+		}
+		l.wmu.Unlock()
+		l.end(transport.ErrClosed)
+	})
+	return nil
+}
+
+// abort closes the connection at once, without a close frame; cause is what
+// a Recv or Send blocked on the connection reports.
+func (l *link) abort(cause error) { l.end(cause) }
+
+func (l *link) end(cause error) {
+	l.endOnce.Do(func() {
+		l.cause = cause
+		close(l.done)
+		_ = l.conn.Close()
+		if l.onEnd != nil {
+			l.onEnd(l)
+		}
+	})
+}
+
+// endCause is the error that ended the link, for operations that failed
+// because the connection was closed under them.
+func (l *link) endCause() error {
+	select {
+	case <-l.done:
+		if l.cause != nil {
+			return l.cause
+		}
+	default:
+	}
+	return transport.ErrClosed
+}
+
+var _ transport.Link = (*link)(nil)

@@ -1,0 +1,360 @@
+// Package tcptransport is Ferry's TCP transport: links are TCP connections
+// carrying length-prefixed frames.
+//
+// The same value serves in-process (an embedding program passes New() to the
+// node) and as the tcp plugin (plugins/tcp calls transport.Serve(New())).
+//
+// Each frame is a version byte (FrameVersion), a type byte (data, heartbeat
+// or close) and a 4-byte big-endian payload length, then the payload. The
+// reader checks the header against max_message_size before it reserves any
+// memory for the payload. Connections use TCP_NODELAY and TCP keepalives;
+// a link sends a heartbeat frame when it has written nothing for
+// heartbeat_interval, and Recv fails a link from which nothing arrived for
+// idle_timeout (which also closes a connection that stalls mid-frame).
+//
+// Malformed bytes (wrong version, unknown type, a length above the maximum)
+// close only the link that carried them; Recv returns an error wrapping
+// ErrBadFrame. A clean Close sends a close frame, so the peer's Recv returns
+// io.EOF after every packet sent before it; a connection that ends without
+// one makes Recv return an error wrapping ErrPeerVanished.
+package tcptransport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ferryhq/ferry/sdk/routing"
+	"github.com/ferryhq/ferry/sdk/transport"
+)
+
+// Version is the release version this package reports in Info.
+const Version = "0.1.0"
+
+// Setting names accepted by Configure.
+const (
+	SettingMaxMessageSize    = "max_message_size"
+	SettingHeartbeatInterval = "heartbeat_interval"
+	SettingIdleTimeout       = "idle_timeout"
+	SettingDialTimeout       = "dial_timeout"
+	SettingKeepAlive         = "keepalive_period"
+	SettingBufferSize        = "buffer_size"
+)
+
+type config struct {
+	maxMessageSize    int
+	heartbeatInterval time.Duration
+	idleTimeout       time.Duration
+	dialTimeout       time.Duration
+	keepAlive         time.Duration
+	bufferSize        int
+}
+
+func defaultConfig() config {
+	return config{
+		maxMessageSize:    routing.DefaultMaxMessageSize,
+		heartbeatInterval: 5 * time.Second,
+		idleTimeout:       30 * time.Second,
+		dialTimeout:       10 * time.Second,
+		keepAlive:         15 * time.Second,
+		bufferSize:        64 << 10,
+	}
+}
+
+func settingsSchema() []transport.Setting {
+	d := defaultConfig()
+	return []transport.Setting{
+		{Name: SettingMaxMessageSize, Type: transport.Int, Default: strconv.Itoa(d.maxMessageSize),
+			Description: "largest packet in bytes; larger frames from the network close the link, larger sends fail with ErrTooLarge"},
+		{Name: SettingHeartbeatInterval, Type: transport.Duration, Default: d.heartbeatInterval.String(),
+			Description: "send a heartbeat frame when nothing was written for this long"},
+		{Name: SettingIdleTimeout, Type: transport.Duration, Default: d.idleTimeout.String(),
+			Description: "close a link from which nothing (not even a heartbeat) arrived for this long; at least twice heartbeat_interval"},
+		{Name: SettingDialTimeout, Type: transport.Duration, Default: d.dialTimeout.String(),
+			Description: "give up connecting after this long"},
+		{Name: SettingKeepAlive, Type: transport.Duration, Default: d.keepAlive.String(),
+			Description: "TCP keepalive idle time and probe interval"},
+		{Name: SettingBufferSize, Type: transport.Int, Default: strconv.Itoa(d.bufferSize),
+			Description: "read and write buffer size per link in bytes"},
+	}
+}
+
+// Transport is the TCP transport. Use New.
+type Transport struct {
+	mu         sync.Mutex
+	cfg        config
+	configured bool
+	closed     bool
+	listeners  map[*listener]struct{}
+	links      map[*link]struct{}
+}
+
+// New returns a TCP transport with default settings; Configure changes them.
+func New() transport.Transport { return newTransport() }
+
+func newTransport() *Transport {
+	return &Transport{
+		cfg:       defaultConfig(),
+		listeners: map[*listener]struct{}{},
+		links:     map[*link]struct{}{},
+	}
+}
+
+// Info describes the transport; it does not depend on settings.
+func (t *Transport) Info() transport.Info {
+	return transport.Info{
+		Name:           "tcp",
+		Version:        Version,
+		AddressType:    "tcp",
+		MaxMessageSize: defaultConfig().maxMessageSize,
+		Settings:       settingsSchema(),
+	}
+}
+
+// Configure applies settings. Unknown names and bad values are refused with
+// an error naming the setting; nothing is applied then.
+func (t *Transport) Configure(_ context.Context, settings map[string]string) error {
+	cfg := defaultConfig()
+	names := make([]string, 0, len(settings))
+	for k := range settings {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		v := settings[k]
+		var err error
+		switch k {
+		case SettingMaxMessageSize:
+			cfg.maxMessageSize, err = parseSize(v, 1, 1<<31-1)
+		case SettingBufferSize:
+			cfg.bufferSize, err = parseSize(v, 4<<10, 64<<20)
+		case SettingHeartbeatInterval:
+			cfg.heartbeatInterval, err = parsePositiveDuration(v)
+		case SettingIdleTimeout:
+			cfg.idleTimeout, err = parsePositiveDuration(v)
+		case SettingDialTimeout:
+			cfg.dialTimeout, err = parsePositiveDuration(v)
+		case SettingKeepAlive:
+			cfg.keepAlive, err = parsePositiveDuration(v)
+		default:
+			return fmt.Errorf("tcp transport: unknown setting %q (known: %s)", k, knownSettings())
+		}
+		if err != nil {
+			return fmt.Errorf("tcp transport: setting %s=%q: %w", k, v, err)
+		}
+	}
+	if cfg.idleTimeout < 2*cfg.heartbeatInterval {
+		return fmt.Errorf("tcp transport: %s (%s) must be at least twice %s (%s), or a healthy quiet link would be closed",
+			SettingIdleTimeout, cfg.idleTimeout, SettingHeartbeatInterval, cfg.heartbeatInterval)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return transport.ErrClosed
+	}
+	t.cfg = cfg
+	t.configured = true
+	return nil
+}
+
+func knownSettings() string {
+	s := ""
+	for i, st := range settingsSchema() {
+		if i > 0 {
+			s += ", "
+		}
+		s += st.Name
+	}
+	return s
+}
+
+func parseSize(v string, min, max int) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, fmt.Errorf("want a whole number of bytes")
+	}
+	if n < min || n > max {
+		return 0, fmt.Errorf("want between %d and %d", min, max)
+	}
+	return n, nil
+}
+
+func parsePositiveDuration(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("want a duration such as 5s or 250ms")
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("want a positive duration")
+	}
+	return d, nil
+}
+
+func (t *Transport) config() (config, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return config{}, transport.ErrClosed
+	}
+	return t.cfg, nil
+}
+
+// Listen binds a TCP listener at address (host:port; port 0 picks one).
+func (t *Transport) Listen(ctx context.Context, address string) (transport.Listener, error) {
+	cfg, err := t.config()
+	if err != nil {
+		return nil, err
+	}
+	var lc net.ListenConfig
+	nl, err := lc.Listen(ctx, "tcp", address)
+	if err != nil {
+		return nil, fmt.Errorf("tcp transport: listen %s: %w", address, err)
+	}
+	l := &listener{t: t, l: nl.(*net.TCPListener), cfg: cfg, addr: nl.Addr().String(),
+		conns: make(chan *net.TCPConn), done: make(chan struct{}), closing: make(chan struct{})}
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		_ = nl.Close()
+		return nil, transport.ErrClosed
+	}
+	t.listeners[l] = struct{}{}
+	t.mu.Unlock()
+	return l, nil
+}
+
+// Dial connects to address (host:port) within dial_timeout or ctx.
+func (t *Transport) Dial(ctx context.Context, address string) (transport.Link, error) {
+	cfg, err := t.config()
+	if err != nil {
+		return nil, err
+	}
+	d := net.Dialer{Timeout: cfg.dialTimeout, KeepAlive: -1}
+	c, err := d.DialContext(ctx, "tcp", address)
+	if err != nil {
+		return nil, fmt.Errorf("tcp transport: dial %s: %w", address, err)
+	}
+	return t.adopt(c.(*net.TCPConn), cfg)
+}
+
+func (t *Transport) adopt(c *net.TCPConn, cfg config) (*link, error) {
+	l := newLink(c, cfg, t.forget)
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		l.abort(transport.ErrClosed)
+		return nil, transport.ErrClosed
+	}
+	t.links[l] = struct{}{}
+	t.mu.Unlock()
+	return l, nil
+}
+
+func (t *Transport) forget(l *link) {
+	t.mu.Lock()
+	delete(t.links, l)
+	t.mu.Unlock()
+}
+
+// Close closes every listener and link (links with a close frame).
+func (t *Transport) Close() error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil
+	}
+	t.closed = true
+	ls := make([]*listener, 0, len(t.listeners))
+	for l := range t.listeners {
+		ls = append(ls, l)
+	}
+	ks := make([]*link, 0, len(t.links))
+	for k := range t.links {
+		ks = append(ks, k)
+	}
+	t.mu.Unlock()
+	for _, l := range ls {
+		_ = l.Close()
+	}
+	var wg sync.WaitGroup
+	for _, k := range ks {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = k.Close() }()
+	}
+	wg.Wait()
+	return nil
+}
+
+type listener struct {
+	t       *Transport
+	l       *net.TCPListener
+	cfg     config
+	addr    string
+	start   sync.Once
+	once    sync.Once
+	conns   chan *net.TCPConn
+	done    chan struct{}
+	closing chan struct{}
+	err     error // why the accept loop stopped; read after done closes
+}
+
+func (l *listener) Addr() string { return l.addr }
+
+// Accept waits for the next connection. Several goroutines may call it, each
+// with its own context: connections are accepted by one goroutine and handed
+// to whichever caller is waiting.
+func (l *listener) Accept(ctx context.Context) (transport.Link, error) {
+	l.start.Do(func() { go l.acceptLoop() })
+	select {
+	case c := <-l.conns:
+		return l.t.adopt(c, l.cfg)
+	case <-l.done:
+		return nil, l.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (l *listener) acceptLoop() {
+	for {
+		c, err := l.l.AcceptTCP()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				l.err = transport.ErrClosed
+			} else {
+				l.err = fmt.Errorf("tcp transport: accept on %s: %w", l.addr, err)
+				_ = l.l.Close()
+			}
+			close(l.done)
+			return
+		}
+		select {
+		case l.conns <- c:
+		case <-l.closing:
+			_ = c.Close()
+		}
+	}
+}
+
+// Close stops accepting. Links already accepted stay open.
+func (l *listener) Close() error {
+	l.once.Do(func() {
+		close(l.closing)
+		_ = l.l.Close()
+		l.start.Do(func() { l.err = transport.ErrClosed; close(l.done) })
+		l.t.mu.Lock()
+		delete(l.t.listeners, l)
+		l.t.mu.Unlock()
+	})
+	return nil
+}
+
+var (
+	_ transport.Transport = (*Transport)(nil)
+	_ transport.Listener  = (*listener)(nil)
+)
