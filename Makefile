@@ -47,7 +47,7 @@ unit:
 # Every `func FuzzXxx` in a *_test.go file is run for $(FUZZTIME) in its
 # package, on top of its seed corpus under testdata/fuzz/.
 fuzz:
-	@grep -rl --include='*_test.go' '^func Fuzz' . | grep -v '^./vendor/' | sort | while read -r f; do \
+	@{ grep -rl --include='*_test.go' --exclude-dir=.git --exclude-dir=vendor '^func Fuzz' . || true; } | sort | while read -r f; do \
 		dir=$$(dirname "$$f"); \
 		for name in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' "$$f"); do \
 			echo "fuzz $$dir $$name ($(FUZZTIME))"; \

@@ -152,12 +152,18 @@ func (w *worker) run() {
 	for {
 		w.mu.Lock()
 		if w.stopped {
-			dropped := w.size
+			var dropped []routing.Message
+			if w.size > 0 && w.n.log.IsDebug() {
+				dropped = make([]routing.Message, 0, w.size)
+				for i := 0; i < w.size; i++ {
+					dropped = append(dropped, w.buf[(w.head+i)%len(w.buf)])
+				}
+			}
 			w.buf, w.head, w.size = nil, 0, 0
 			w.running = false
 			w.mu.Unlock()
-			if dropped > 0 {
-				w.n.log.Debug("worker stopped with messages queued; dropped them", "address", w.addrs[0], "dropped", dropped)
+			for i := range dropped {
+				w.logDropped(&dropped[i])
 			}
 			w.finish()
 			return
@@ -186,7 +192,7 @@ func (w *worker) run() {
 		for i := 0; i < k; i++ {
 			if w.isStopped() {
 				for j := i; j < k; j++ {
-					w.n.log.Debug("worker stopped; message dropped", "address", w.addrs[0], "onward", batch[j].Onward.String(), "return", batch[j].Return.String())
+					w.logDropped(&batch[j])
 				}
 				clear(batch[i:k])
 				break
@@ -194,6 +200,16 @@ func (w *worker) run() {
 			w.handle(&batch[i])
 			batch[i] = routing.Message{}
 		}
+	}
+}
+
+// logDropped records a message that was accepted into the mailbox but could
+// not be handled because the worker stopped first. Senders already got nil
+// back, so the debug log is where such a message can be traced.
+func (w *worker) logDropped(m *routing.Message) {
+	if w.n.log.IsDebug() {
+		w.n.log.Debug("worker stopped before handling a queued message; dropped it",
+			"address", routing.Local(w.addrs[0]).String(), "onward", m.Onward.String(), "return", m.Return.String())
 	}
 }
 
@@ -235,6 +251,9 @@ func (n *Node) stopWorker(w *worker) <-chan struct{} {
 	w.mu.Unlock()
 	n.unregister(w)
 	w.cancel()
+	if w.inbox != nil {
+		w.drainInbox()
+	}
 	if !running {
 		w.finish()
 	}
@@ -257,4 +276,18 @@ func (w *worker) finish() {
 	d := w.done
 	w.mu.Unlock()
 	close(d)
+}
+
+// drainInbox logs and discards what a stopped detached context never read.
+// A sender racing with the stop may still add a message after the drain; it
+// is garbage collected with the channel.
+func (w *worker) drainInbox() {
+	for {
+		select {
+		case m := <-w.inbox:
+			w.logDropped(&m)
+		default:
+			return
+		}
+	}
 }
