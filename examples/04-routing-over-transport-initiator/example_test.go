@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestResponderAndInitiator builds both examples and runs them as real
+// processes on a port picked by the kernel.
+func TestResponderAndInitiator(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs example binaries")
+	}
+	bin := buildExamples(t, "04-routing-over-transport-responder", "04-routing-over-transport-initiator")
+	addr, out := startServer(t, filepath.Join(bin, "04-routing-over-transport-responder"), "-listen", "127.0.0.1:0")
+	got := runClient(t, filepath.Join(bin, "04-routing-over-transport-initiator"), "-connect", addr)
+	if !strings.Contains(got, "App Received: Hello Ferry!\n") {
+		t.Fatalf("initiator printed %q", got)
+	}
+	waitFor(t, out, "Echoer: Received: Hello Ferry!")
+}
+
+// buildExamples builds the named example directories (siblings of this one)
+// into a temporary directory.
+func buildExamples(t *testing.T, dirs ...string) string {
+	t.Helper()
+	bin := t.TempDir()
+	args := []string{"build", "-o", bin + string(os.PathSeparator)}
+	for _, d := range dirs {
+		args = append(args, "../"+d)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, goTool(t), args...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return bin
+}
+
+func goTool(t *testing.T) string {
+	t.Helper()
+	if p := filepath.Join(os.Getenv("GOROOT"), "bin", "go"); os.Getenv("GOROOT") != "" {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	p, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go command to build the examples with")
+	}
+	return p
+}
+
+// startServer starts a long-running example, waits for its "listening on
+// ADDR" line and returns ADDR and a channel of its later output lines. The
+// process is stopped when the test ends.
+func startServer(t *testing.T, path string, args ...string) (string, <-chan string) {
+	t.Helper()
+	cmd := exec.Command(path, args...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := &strings.Builder{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 100)
+	go func() {
+		defer close(lines)
+		s := bufio.NewScanner(stdout)
+		for s.Scan() {
+			lines <- s.Text()
+		}
+		io.Copy(io.Discard, stdout)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+			t.Errorf("%s did not stop on interrupt", filepath.Base(path))
+		}
+	})
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("%s exited before listening; stderr:\n%s", filepath.Base(path), stderr.String())
+			}
+			if a, found := strings.CutPrefix(l, "listening on "); found {
+				return strings.TrimSpace(a), lines
+			}
+		case <-timeout:
+			t.Fatalf("%s did not print a listening line in time", filepath.Base(path))
+		}
+	}
+}
+
+// runClient runs an example to completion and returns its stdout.
+func runClient(t *testing.T, path string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, args...)
+	stderr := &strings.Builder{}
+	cmd.Stderr = stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s: %v\nstdout:\n%s\nstderr:\n%s", filepath.Base(path), err, out, stderr.String())
+	}
+	return string(out)
+}
+
+// waitFor waits for a line containing want on lines.
+func waitFor(t *testing.T, lines <-chan string, want string) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("output ended without %q", want)
+			}
+			if strings.Contains(l, want) {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no line with %q in time", want)
+		}
+	}
+}
