@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -164,7 +165,18 @@ func Register(ctx context.Context, n *node.Node, at routing.Route, name string, 
 	if len(opts.Allow) > 0 {
 		r.allow = map[string]struct{}{}
 		for _, a := range opts.Allow {
-			r.allow[a] = struct{}{}
+			v := a
+			if strings.HasPrefix(a, "/") {
+				addr, err := routing.ParseAddress(a)
+				if err != nil || !addr.IsLocal() {
+					return nil, fmt.Errorf("register relay %q: allowed destination %q: want a local address such as /service/echo", name, a)
+				}
+				v = addr.Value
+			}
+			if v == "" {
+				return nil, fmt.Errorf("register relay %q: an allowed destination is empty", name)
+			}
+			r.allow[v] = struct{}{}
 		}
 	}
 	addr, err := n.StartWorker("", (*registrant)(r), node.WithKind("relay-registrant"))

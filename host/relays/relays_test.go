@@ -297,7 +297,7 @@ func TestStaleForwarder(t *testing.T) {
 	if fi, _ := svc.Get("n3"); fi.State != ForwarderUp || fi.CheckInterval != "1h0m0s" {
 		t.Fatalf("fresh forwarder: %+v", fi)
 	}
-	now = now.Add(3*time.Hour + time.Second)
+	now = now.Add(3*time.Hour + 2*time.Second)
 	if fi, _ := svc.Get("n3"); fi.State != ForwarderStale {
 		t.Fatalf("forwarder not pinged for 3 intervals: %+v", fi)
 	}

@@ -22,10 +22,14 @@ const (
 	// ForwarderDown: forwarding to the registrant failed; LastError says
 	// why. The registrant will usually re-register (replacing the route).
 	ForwarderDown = "down"
-	// ForwarderStale: the registrant has not pinged for StaleAfter checks;
-	// its connection is probably gone.
+	// ForwarderStale: the registrant has not pinged for StaleChecks of its
+	// check intervals (plus a second); its connection is probably gone.
 	ForwarderStale = "stale"
 )
+
+// staleSlack is added to the stale threshold so a ping a little late (a
+// loaded machine, a slow path) does not flip the state.
+const staleSlack = time.Second
 
 // DefaultStaleChecks is how many missed check intervals make a forwarder
 // stale when ServiceConfig.StaleChecks is zero.
@@ -35,9 +39,11 @@ const DefaultStaleChecks = 3
 type ServiceConfig struct {
 	// Address of the service; default ServiceAddress ("relay").
 	Address string
-	// Flows, when set, returns extra flows (listener ids) every new
-	// forwarder is allowed to receive from, besides the flow its
-	// registration arrived on.
+	// Flows, when set, returns extra flows (listener flows) every forwarder
+	// is allowed to receive from, besides the flow its registration arrived
+	// on. It is consulted at each registration and each ping, so a listener
+	// opened later serves existing forwarders within one check interval.
+	// See ListenerFlows.
 	Flows func() []string
 	// StaleChecks is how many of the registrant's check intervals may pass
 	// without a ping before its forwarder is reported stale; default
@@ -237,17 +243,22 @@ func (s *Service) register(m *routing.Message, req control) control {
 		s.fwd[req.Name] = f
 		s.log.Info("relay registered", "name", req.Name, "route_back", back.String())
 	}
-	// Network input reaches only allowed consumers: the forwarder must be
-	// reachable from wherever its registrant reached the service.
-	if flow := m.Local.Flow; flow != "" {
+	s.allow(addr, m.Local.Flow)
+	return control{Kind: kindRegistered, Name: req.Name, Status: statusOK, Forwarder: routing.Local(addr).String()}
+}
+
+// allow makes the forwarder at addr reachable from wherever its registrant
+// reached the service (network input reaches only allowed consumers) and
+// from the flows cfg.Flows names. AllowConsumer is idempotent.
+func (s *Service) allow(addr, flow string) {
+	if flow != "" {
 		s.n.AllowConsumer(flow, addr)
 	}
 	if s.cfg.Flows != nil {
-		for _, flow := range s.cfg.Flows() {
-			s.n.AllowConsumer(flow, addr)
+		for _, f := range s.cfg.Flows() {
+			s.n.AllowConsumer(f, addr)
 		}
 	}
-	return control{Kind: kindRegistered, Name: req.Name, Status: statusOK, Forwarder: routing.Local(addr).String()}
 }
 
 func (s *Service) ping(m *routing.Message, req control) control {
@@ -261,6 +272,8 @@ func (s *Service) ping(m *routing.Message, req control) control {
 		return control{Kind: kindPong, Name: req.Name, Status: statusMoved}
 	}
 	f.seen(s.cfg.now())
+	// Listeners opened since the registration pick the forwarder up here.
+	s.allow(f.addr, m.Local.Flow)
 	return control{Kind: kindPong, Name: req.Name, Status: statusOK}
 }
 
@@ -441,7 +454,7 @@ func (f *forwarder) info(now time.Time, staleChecks int) ForwarderInfo {
 	switch {
 	case f.down:
 		fi.State = ForwarderDown
-	case f.interval > 0 && now.Sub(f.lastSeen) > time.Duration(staleChecks)*f.interval:
+	case f.interval > 0 && now.Sub(f.lastSeen) > time.Duration(staleChecks)*f.interval+staleSlack:
 		fi.State = ForwarderStale
 	}
 	return fi

@@ -1,0 +1,232 @@
+package relays
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferryhq/ferry/host/node"
+	"github.com/ferryhq/ferry/host/transports"
+	"github.com/ferryhq/ferry/plugins/tcp/tcptransport"
+	"github.com/ferryhq/ferry/sdk/routing"
+)
+
+// tcpNode is a node with a TCP transport bound to it, all closed at cleanup.
+func tcpNode(t *testing.T, name string) (*node.Node, *transports.Binding) {
+	t.Helper()
+	n := newNode(t, name)
+	tr := tcptransport.New()
+	b, err := transports.Attach(n, tr, transports.Options{MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		b.Close()
+		tr.Close()
+	})
+	return n, b
+}
+
+func routeOf(t *testing.T, first routing.Address, rest string) routing.Route {
+	t.Helper()
+	r, err := routing.Route{first}.Concat(routing.MustParseRoute(rest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// requestEventually retries a request until it gets the wanted reply, for
+// paths that are coming back up.
+func requestEventually(t *testing.T, n *node.Node, route routing.Route, payload, want string) {
+	t.Helper()
+	var got string
+	var err error
+	eventually(t, "a reply over "+route.String(), func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		got, err = node.Request(ctx, n, route, payload)
+		return err == nil && got == want
+	})
+}
+
+func TestThreeNodesOverTCP(t *testing.T) {
+	checkGoroutines(t)
+	n2, b2 := tcpNode(t, "n2")
+	n3, b3 := tcpNode(t, "n3")
+	n1, b1 := tcpNode(t, "n1")
+
+	svc, err := StartService(n2, ServiceConfig{Flows: ListenerFlows("", b2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Only the relay service may be reached from the network on n2; the
+	// forwarder is allowed on the registration's flow by the service.
+	l, err := b2.Listen(ctxT(t), "127.0.0.1:0", ServiceAddress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// n3 only dials out, and allows nothing from the network explicitly.
+	c3, err := b3.Connect(ctxT(t), l.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := Register(ctxT(t), n3, routeOf(t, c3.Worker, "/service/relay"), "n3", fast())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close(context.Background())
+	if got := n2.Consumers(l.Flow); strings.Join(got, ",") != "forward_to_n3,relay" {
+		t.Fatalf("consumers of the listener's flow: %v", got)
+	}
+
+	c1, err := b1.Connect(ctxT(t), l.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	viaRelay := routeOf(t, c1.Worker, "/service/forward_to_n3/service/uppercase")
+	mustRequest(t, n1, viaRelay.String(), "hello", "HELLO")
+	mustRequest(t, n1, routeOf(t, c1.Worker, "/service/forward_to_n3/service/hop/service/echo").String(), "through a hop", "through a hop")
+
+	// Deny by default: n1 cannot reach n2's own uppercase.
+	deny := func(r routing.Route) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		if got, err := node.Request(ctx, n1, r, "x"); err == nil {
+			t.Fatalf("%s answered %q although it is not allowed", r, got)
+		}
+	}
+	deny(routeOf(t, c1.Worker, "/service/uppercase"))
+
+	fi, ok := svc.Get("n3")
+	if !ok || fi.State != ForwarderUp || fi.Forwarded != 2 || fi.Returned != 2 || fi.Node != "n3" {
+		t.Fatalf("forwarder on n2: %+v\nregistration %+v", fi, reg.Info())
+	}
+	if !strings.HasSuffix(fi.RouteBack, reg.Address().String()) || !strings.HasPrefix(fi.RouteBack, "/worker/") {
+		t.Fatalf("route back %s does not lead to the registrant %s", fi.RouteBack, reg.Address())
+	}
+
+	// A second listener that allows the relay service reaches the forwarder
+	// too (ServiceConfig.Flows), although n3 registered through the first.
+	lb, err := b2.Listen(ctxT(t), "127.0.0.1:0", ServiceAddress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A registration limited to echo refuses to pass anything else on.
+	regEcho, err := Register(ctxT(t), n3, routeOf(t, c3.Worker, "/service/relay"), "n3echo", Options{CheckInterval: time.Hour, Allow: []string{"/service/echo"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c1b, err := b1.Connect(ctxT(t), lb.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	requestEventually(t, n1, routeOf(t, c1b.Worker, "/service/forward_to_n3/service/uppercase"), "second listener", "SECOND LISTENER")
+	mustRequest(t, n1, routeOf(t, c1b.Worker, "/service/forward_to_n3echo/service/echo").String(), "echo only", "echo only")
+	deny(routeOf(t, c1b.Worker, "/service/forward_to_n3echo/service/uppercase"))
+	if i := regEcho.Info(); i.Refused != 1 || i.Forwarded != 2 {
+		t.Fatalf("allow-listed registration: %+v", i)
+	}
+	if err := regEcho.Close(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b1.CloseConnection(ctxT(t), c1b.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := b2.CloseListener(ctxT(t), lb.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	// n2's listener goes away with its connections and comes back on the
+	// same address: n3 and n1 re-dial, n3 registers again.
+	before := reg.Info().Registrations
+	if err := b2.CloseListener(ctxT(t), l.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range b2.Connections() {
+		if c.Listener == l.ID {
+			if err := b2.CloseConnection(ctxT(t), c.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	eventually(t, "the registrant to notice the drop", func() bool { return reg.Info().State == StateDown })
+	l2, err := b2.Listen(ctxT(t), l.Address, ServiceAddress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "n3 to register again", func() bool {
+		i := reg.Info()
+		return i.State == StateUp && i.Registrations > before
+	})
+	if reg.Info().Reregistrations < 1 {
+		t.Fatalf("info: %+v", reg.Info())
+	}
+	requestEventually(t, n1, viaRelay, "again", "AGAIN")
+	if got := n2.Consumers(l2.Flow); strings.Join(got, ",") != "forward_to_n3,relay" {
+		t.Fatalf("consumers of the new listener's flow: %v", got)
+	}
+
+	if err := reg.Close(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := svc.Get("n3"); ok {
+		t.Fatal("the forwarder outlived its registration's Close")
+	}
+}
+
+func TestRelayNodeRestartsOverTCP(t *testing.T) {
+	checkGoroutines(t)
+	n3, _ := tcpNode(t, "n3")
+	n1, b1 := tcpNode(t, "n1")
+
+	n2, b2 := tcpNode(t, "n2")
+	if _, err := StartService(n2, ServiceConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := b2.Listen(ctxT(t), "127.0.0.1:0", ServiceAddress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The route names the relay by transport address: the node's resolver
+	// dials (and re-dials) it.
+	reg, err := Register(ctxT(t), n3, routing.MustParseRoute("/tcp/"+l.Address+"/service/relay"), "n3", fast())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close(context.Background())
+	c1, err := b1.Connect(ctxT(t), l.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	viaRelay := routeOf(t, c1.Worker, "/service/forward_to_n3/service/uppercase")
+	mustRequest(t, n1, viaRelay.String(), "hello", "HELLO")
+
+	// n2 stops and a fresh n2 starts on the same address, knowing nothing.
+	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
+	defer cancel()
+	if err := n2.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b2.Close()
+	eventually(t, "the registrant to notice n2 is gone", func() bool { return reg.Info().State == StateDown })
+
+	n2b, b2b := tcpNode(t, "n2")
+	svc, err := StartService(n2b, ServiceConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b2b.Listen(ctxT(t), l.Address, ServiceAddress); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "n3 to register at the new n2", func() bool {
+		_, ok := svc.Get("n3")
+		return ok && reg.Info().State == StateUp
+	})
+	requestEventually(t, n1, viaRelay, "again", "AGAIN")
+	if i := reg.Info(); i.Reregistrations < 1 || i.LastError != "" {
+		t.Fatalf("info: %+v", i)
+	}
+}
