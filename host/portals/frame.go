@@ -1,0 +1,201 @@
+package portals
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
+// The portal session protocol. Every frame is one message payload whose first
+// byte is its kind:
+//
+//	open    1  uvarint version, 16-byte session id, uvarint window
+//	opened  2  uvarint version, uvarint window
+//	data    3  uvarint seq, bytes (at least one)
+//	fin     4  uvarint seq
+//	credit  5  uvarint consumed (total bytes the receiver has written out)
+//	close   6  reason (UTF-8, at most maxReason bytes)
+//	ping    7
+//	pong    8
+//
+// data and fin share one sequence per direction starting at 0, so a lost or
+// reordered message (over a lossy route) is detected and resets the session
+// rather than corrupting the stream. credit is cumulative so a lost credit is
+// repaired by the next one; it doubles as the keepalive.
+
+// ProtocolVersion is the session protocol version carried in open/opened.
+const ProtocolVersion = 1
+
+// Frame kinds.
+const (
+	kindOpen   byte = 1
+	kindOpened byte = 2
+	kindData   byte = 3
+	kindFin    byte = 4
+	kindCredit byte = 5
+	kindClose  byte = 6
+	kindPing   byte = 7
+	kindPong   byte = 8
+)
+
+const (
+	idLen     = 16
+	maxReason = 1024
+	// maxWindow bounds the window a peer may announce, so a hostile open
+	// cannot make us queue unbounded memory.
+	maxWindow = 64 << 20
+	// dataHeadroom is the space reserved in front of a data buffer for its
+	// header (kind byte + a 64-bit uvarint), so data is framed without a copy.
+	dataHeadroom = 1 + binary.MaxVarintLen64
+)
+
+var errFrame = errors.New("malformed portal frame")
+
+type frame struct {
+	kind     byte
+	version  uint64
+	id       [idLen]byte
+	window   uint64
+	seq      uint64
+	consumed uint64
+	data     []byte
+	reason   string
+}
+
+func kindName(k byte) string {
+	switch k {
+	case kindOpen:
+		return "open"
+	case kindOpened:
+		return "opened"
+	case kindData:
+		return "data"
+	case kindFin:
+		return "fin"
+	case kindCredit:
+		return "credit"
+	case kindClose:
+		return "close"
+	case kindPing:
+		return "ping"
+	case kindPong:
+		return "pong"
+	}
+	return fmt.Sprintf("kind %d", k)
+}
+
+// encode returns f's wire form. data frames are built with frameData instead
+// on the hot path.
+func (f *frame) encode() []byte {
+	b := []byte{f.kind}
+	switch f.kind {
+	case kindOpen:
+		b = binary.AppendUvarint(b, f.version)
+		b = append(b, f.id[:]...)
+		b = binary.AppendUvarint(b, f.window)
+	case kindOpened:
+		b = binary.AppendUvarint(b, f.version)
+		b = binary.AppendUvarint(b, f.window)
+	case kindData:
+		b = binary.AppendUvarint(b, f.seq)
+		b = append(b, f.data...)
+	case kindFin:
+		b = binary.AppendUvarint(b, f.seq)
+	case kindCredit:
+		b = binary.AppendUvarint(b, f.consumed)
+	case kindClose:
+		r := f.reason
+		if len(r) > maxReason {
+			// Cutting may split a rune; drop the fragment so the peer's
+			// UTF-8 check accepts the reason.
+			r = strings.ToValidUTF8(r[:maxReason], "")
+		}
+		b = append(b, r...)
+	}
+	return b
+}
+
+// frameData frames buf[dataHeadroom:] as a data frame in place: the header is
+// written just in front of the data and the returned slice shares buf.
+func frameData(buf []byte, seq uint64) []byte {
+	var hdr [dataHeadroom]byte
+	hdr[0] = kindData
+	n := 1 + binary.PutUvarint(hdr[1:], seq)
+	start := dataHeadroom - n
+	copy(buf[start:dataHeadroom], hdr[:n])
+	return buf[start:]
+}
+
+// decodeFrame parses one frame. data aliases b. Every byte sequence is either
+// a valid frame or an error; nothing panics.
+func decodeFrame(b []byte) (frame, error) {
+	var f frame
+	if len(b) == 0 {
+		return f, fmt.Errorf("%w: empty payload", errFrame)
+	}
+	f.kind = b[0]
+	rest := b[1:]
+	uv := func(what string) (uint64, error) {
+		x, n := binary.Uvarint(rest)
+		if n <= 0 {
+			return 0, fmt.Errorf("%w: %s: bad or truncated varint", errFrame, kindName(f.kind)+" "+what)
+		}
+		rest = rest[n:]
+		return x, nil
+	}
+	var err error
+	switch f.kind {
+	case kindOpen:
+		if f.version, err = uv("version"); err != nil {
+			return f, err
+		}
+		if len(rest) < idLen {
+			return f, fmt.Errorf("%w: open: session id truncated", errFrame)
+		}
+		copy(f.id[:], rest[:idLen])
+		rest = rest[idLen:]
+		if f.window, err = uv("window"); err != nil {
+			return f, err
+		}
+	case kindOpened:
+		if f.version, err = uv("version"); err != nil {
+			return f, err
+		}
+		if f.window, err = uv("window"); err != nil {
+			return f, err
+		}
+	case kindData:
+		if f.seq, err = uv("seq"); err != nil {
+			return f, err
+		}
+		if len(rest) == 0 {
+			return f, fmt.Errorf("%w: data frame without data", errFrame)
+		}
+		f.data, rest = rest, nil
+	case kindFin:
+		if f.seq, err = uv("seq"); err != nil {
+			return f, err
+		}
+	case kindCredit:
+		if f.consumed, err = uv("consumed"); err != nil {
+			return f, err
+		}
+	case kindClose:
+		if len(rest) > maxReason || !utf8.Valid(rest) {
+			return f, fmt.Errorf("%w: close reason must be UTF-8 of at most %d bytes", errFrame, maxReason)
+		}
+		f.reason, rest = string(rest), nil
+	case kindPing, kindPong:
+	default:
+		return f, fmt.Errorf("%w: unknown kind %d", errFrame, f.kind)
+	}
+	if len(rest) != 0 {
+		return f, fmt.Errorf("%w: %s: %d trailing bytes", errFrame, kindName(f.kind), len(rest))
+	}
+	if (f.kind == kindOpen || f.kind == kindOpened) && (f.window == 0 || f.window > maxWindow) {
+		return f, fmt.Errorf("%w: %s: window %d outside 1..%d", errFrame, kindName(f.kind), f.window, maxWindow)
+	}
+	return f, nil
+}

@@ -1,0 +1,106 @@
+package portals
+
+import (
+	"bytes"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestFrameRoundTrip(t *testing.T) {
+	id := newSessionID()
+	for _, f := range []frame{
+		{kind: kindOpen, version: ProtocolVersion, id: id, window: 1 << 20},
+		{kind: kindOpened, version: ProtocolVersion, window: 65536},
+		{kind: kindData, seq: 1<<40 + 3, data: []byte("hello")},
+		{kind: kindFin, seq: 7},
+		{kind: kindCredit, consumed: 123456789},
+		{kind: kindClose, reason: "dial 127.0.0.1:1: connection refused"},
+		{kind: kindPing},
+		{kind: kindPong},
+	} {
+		got, err := decodeFrame(f.encode())
+		if err != nil {
+			t.Fatalf("%s: %v", kindName(f.kind), err)
+		}
+		if !bytes.Equal(got.data, f.data) {
+			t.Fatalf("%s: data %q, want %q", kindName(f.kind), got.data, f.data)
+		}
+		if !reflect.DeepEqual(got, f) {
+			t.Fatalf("round trip: got %+v, want %+v", got, f)
+		}
+	}
+}
+
+func TestFrameDataInPlace(t *testing.T) {
+	for _, seq := range []uint64{0, 127, 128, 1 << 63} {
+		buf := make([]byte, dataHeadroom+3)
+		copy(buf[dataHeadroom:], "abc")
+		f, err := decodeFrame(frameData(buf, seq))
+		if err != nil || f.kind != kindData || f.seq != seq || string(f.data) != "abc" {
+			t.Fatalf("seq %d: %+v, %v", seq, f, err)
+		}
+	}
+}
+
+func TestFrameRejects(t *testing.T) {
+	for name, b := range map[string][]byte{
+		"empty":          nil,
+		"unknown kind":   {99},
+		"data no bytes":  {kindData, 0},
+		"open truncated": {kindOpen, 1, 1, 2},
+		"window zero":    append(append([]byte{kindOpen, 1}, make([]byte, idLen)...), 0),
+		"window huge":    {kindOpened, 1, 0xff, 0xff, 0xff, 0xff, 0x0f},
+		"fin trailing":   {kindFin, 1, 2},
+		"ping trailing":  {kindPing, 0},
+		"bad varint":     {kindCredit, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
+		"close not utf8": {kindClose, 0xff, 0xfe},
+		"close too long": append([]byte{kindClose}, bytes.Repeat([]byte("a"), maxReason+1)...),
+	} {
+		if _, err := decodeFrame(b); !errors.Is(err, errFrame) {
+			t.Errorf("%s: got %v, want a malformed-frame error", name, err)
+		}
+	}
+}
+
+func TestCloseReasonTruncatedToValidUTF8(t *testing.T) {
+	long := strings.Repeat("é", maxReason) // 2 bytes per rune: the cut splits one
+	f, err := decodeFrame((&frame{kind: kindClose, reason: long}).encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.reason) > maxReason || !strings.HasPrefix(long, f.reason) {
+		t.Fatalf("reason of %d bytes", len(f.reason))
+	}
+}
+
+func FuzzDecodeFrame(f *testing.F) {
+	id := newSessionID()
+	for _, fr := range []frame{
+		{kind: kindOpen, version: 1, id: id, window: 1 << 20},
+		{kind: kindOpened, version: 1, window: 4096},
+		{kind: kindData, seq: 300, data: []byte("xyz")},
+		{kind: kindFin, seq: 2},
+		{kind: kindCredit, consumed: 1 << 33},
+		{kind: kindClose, reason: "bye"},
+		{kind: kindPing},
+	} {
+		f.Add(fr.encode())
+	}
+	f.Add([]byte{})
+	f.Add([]byte{kindData, 0x80})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fr, err := decodeFrame(b)
+		if err != nil {
+			return
+		}
+		again, err := decodeFrame(fr.encode())
+		if err != nil {
+			t.Fatalf("re-decoding an accepted frame failed: %v", err)
+		}
+		if !reflect.DeepEqual(again, fr) {
+			t.Fatalf("round trip changed the frame: %+v vs %+v", again, fr)
+		}
+	})
+}

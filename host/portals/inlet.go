@@ -1,0 +1,298 @@
+package portals
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/ferryhq/ferry/host/node"
+	"github.com/ferryhq/ferry/sdk/portal"
+	"github.com/ferryhq/ferry/sdk/routing"
+)
+
+// InletOptions configure an inlet.
+type InletOptions struct {
+	// ListenAddress is where local clients connect, e.g. "127.0.0.1:6000".
+	ListenAddress string
+	// Route leads to the outlet, e.g. /tcp/127.0.0.1:7000/service/outlet.
+	Route routing.Route
+	// Portal listens for clients.
+	Portal portal.Portal
+	// OpenTimeout bounds how long one client waits for the outlet to
+	// answer its session (default 5s).
+	OpenTimeout time.Duration
+	// WaitTimeout is how long after creation the inlet keeps retrying an
+	// outlet it has never reached (default 30s). Clients arriving in that
+	// time wait (up to OpenTimeout) for the path instead of being refused
+	// at the first failed send; later, a client whose path is down is
+	// closed at once.
+	WaitTimeout time.Duration
+	// ProbeInterval is how often the inlet checks its path for Status
+	// while it is up (default 10s).
+	ProbeInterval time.Duration
+	// Logger defaults to the node's logger.
+	Logger  hclog.Logger
+	Session SessionOptions
+}
+
+// Inlet accepts local streams and carries each to the outlet over a route.
+type Inlet struct {
+	n       *node.Node
+	opts    InletOptions
+	log     hclog.Logger
+	ln      portal.Listener
+	created time.Time
+	stats   counters
+	state   stateBox
+	wg      sync.WaitGroup // accept loop, prober, sessions' goroutines
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	closed   bool
+	sessions map[*session]struct{}
+}
+
+// NewInlet starts listening and returns at once; the path to the outlet is
+// probed in the background and Status reports it.
+func NewInlet(ctx context.Context, n *node.Node, opts InletOptions) (*Inlet, error) {
+	if len(opts.Route) == 0 {
+		return nil, errors.New("inlet: a route to the outlet is required (e.g. /service/outlet)")
+	}
+	if err := opts.Route.Validate(); err != nil {
+		return nil, fmt.Errorf("inlet: route %s: %w", opts.Route, err)
+	}
+	if opts.Portal == nil {
+		return nil, errors.New("inlet: a portal is required to listen for clients")
+	}
+	if opts.ListenAddress == "" {
+		return nil, errors.New("inlet: a listen address is required (e.g. 127.0.0.1:6000)")
+	}
+	if opts.OpenTimeout <= 0 {
+		opts.OpenTimeout = 5 * time.Second
+	}
+	if opts.WaitTimeout <= 0 {
+		opts.WaitTimeout = 30 * time.Second
+	}
+	if opts.ProbeInterval <= 0 {
+		opts.ProbeInterval = 10 * time.Second
+	}
+	so, err := opts.Session.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("inlet: %w", err)
+	}
+	opts.Session = so
+	opts.Route = opts.Route.Clone()
+	log := opts.Logger
+	if log == nil {
+		log = n.Logger()
+	}
+	ln, err := opts.Portal.Listen(ctx, opts.ListenAddress)
+	if err != nil {
+		return nil, fmt.Errorf("inlet: %w", err)
+	}
+	in := &Inlet{
+		n: n, opts: opts, ln: ln, created: time.Now(),
+		log:      log.Named("inlet").With("inlet", ln.Addr(), "route", opts.Route.String()),
+		sessions: map[*session]struct{}{},
+	}
+	in.ctx, in.cancel = context.WithCancel(context.Background())
+	in.state.set(StateConnecting, nil)
+	in.wg.Add(2)
+	go func() { defer in.wg.Done(); in.acceptLoop() }()
+	go func() { defer in.wg.Done(); in.probeLoop() }()
+	return in, nil
+}
+
+// Addr returns the bound listen address.
+func (in *Inlet) Addr() string { return in.ln.Addr() }
+
+// Status reports counters and the path's state.
+func (in *Inlet) Status() Status {
+	st, le := in.state.get()
+	return Status{
+		Kind: "inlet", Address: in.ln.Addr(), Route: in.opts.Route.String(),
+		State: st, LastError: le,
+		ActiveSessions: in.stats.active.Load(), TotalSessions: in.stats.total.Load(),
+		BytesOut: in.stats.bytesOut.Load(), BytesIn: in.stats.bytesIn.Load(),
+	}
+}
+
+// Close stops listening and ends every session, telling each outlet side.
+func (in *Inlet) Close() error {
+	in.mu.Lock()
+	if in.closed {
+		in.mu.Unlock()
+		return nil
+	}
+	in.closed = true
+	live := make([]*session, 0, len(in.sessions))
+	for s := range in.sessions {
+		live = append(live, s)
+	}
+	in.mu.Unlock()
+	in.cancel()
+	err := in.ln.Close()
+	for _, s := range live {
+		s.end(errors.New("inlet closed"), true)
+	}
+	in.wg.Wait()
+	in.state.set(StateClosed, nil)
+	return err
+}
+
+// waiting reports whether the inlet is still within its initial wait for an
+// outlet it has never reached.
+func (in *Inlet) waiting() bool {
+	st, _ := in.state.get()
+	return st == StateConnecting && time.Since(in.created) < in.opts.WaitTimeout
+}
+
+func (in *Inlet) acceptLoop() {
+	backoff := 10 * time.Millisecond
+	for {
+		conn, err := in.ln.Accept(in.ctx)
+		if err != nil {
+			if in.ctx.Err() != nil || errors.Is(err, portal.ErrClosed) {
+				return
+			}
+			// Accept errors such as EMFILE pass; back off instead of spinning.
+			in.log.Warn("accept failed", "error", err)
+			select {
+			case <-time.After(backoff):
+			case <-in.ctx.Done():
+				return
+			}
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 10 * time.Millisecond
+		in.startSession(conn)
+	}
+}
+
+func (in *Inlet) startSession(conn portal.Stream) {
+	s := newSession(in.opts.Session, &in.stats, conn, in.log, &in.wg, in.sessionEnded)
+	in.mu.Lock()
+	if in.closed {
+		in.mu.Unlock()
+		conn.Close()
+		in.stats.active.Add(-1)
+		return
+	}
+	in.sessions[s] = struct{}{}
+	in.mu.Unlock()
+	if _, err := in.n.StartWorker("", s, node.WithKind("tcp-inlet-session")); err != nil {
+		s.end(fmt.Errorf("start session worker: %w", err), false)
+		return
+	}
+	in.wg.Add(1)
+	go func() { defer in.wg.Done(); in.open(s) }()
+}
+
+func (in *Inlet) sessionEnded(s *session, err error) {
+	in.mu.Lock()
+	delete(in.sessions, s)
+	in.mu.Unlock()
+	if err == nil {
+		return
+	}
+	select {
+	case <-s.opened:
+		in.log.Info("session ended", "session", s.addr.String(), "error", err)
+	default:
+		// The client never got a session: say why it was closed.
+		in.log.Warn("closed client connection: no portal session", "error", err)
+	}
+}
+
+// open sends open frames until the outlet answers, the open timeout passes
+// or the path is known to be down.
+func (in *Inlet) open(s *session) {
+	id := newSessionID()
+	msg := (&frame{kind: kindOpen, version: ProtocolVersion, id: id, window: uint64(in.opts.Session.Window)}).encode()
+	deadline := time.NewTimer(in.opts.OpenTimeout)
+	defer deadline.Stop()
+	backoff := 20 * time.Millisecond
+	const resend = time.Second // an open or opened lost on a lossy route
+	for {
+		ctx, cancel := context.WithTimeout(s.c, in.opts.OpenTimeout)
+		err := s.c.Send(ctx, in.opts.Route, msg)
+		cancel()
+		wait := resend
+		if err != nil {
+			err = fmt.Errorf("outlet not reachable along %s: %w", in.opts.Route, err)
+			if !in.waiting() {
+				in.state.set(StateDown, err)
+				s.end(err, false)
+				return
+			}
+			in.state.set(StateConnecting, err)
+			wait, backoff = backoff, min(2*backoff, 500*time.Millisecond)
+		}
+		select {
+		case <-s.opened:
+			in.state.set(StateUp, nil)
+			s.start()
+			return
+		case <-s.done:
+			// The outlet refused (its reason is the session's error).
+			return
+		case <-deadline.C:
+			err := fmt.Errorf("outlet along %s did not answer within %s", in.opts.Route, in.opts.OpenTimeout)
+			in.state.set(StateDown, err)
+			s.end(err, false)
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// probeLoop keeps Status honest: ping the outlet, quickly while never
+// reached, at ProbeInterval once up.
+func (in *Inlet) probeLoop() {
+	ping := (&frame{kind: kindPing}).encode()
+	backoff := 100 * time.Millisecond
+	for {
+		timeout := min(in.opts.OpenTimeout, 5*time.Second)
+		ctx, cancel := context.WithTimeout(in.ctx, timeout)
+		m, err := in.n.SendAndReceive(ctx, in.opts.Route, ping)
+		cancel()
+		if in.ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			if f, ferr := decodeFrame(m.Payload); ferr != nil || f.kind != kindPong {
+				err = fmt.Errorf("the worker at %s is not a portal outlet", in.opts.Route)
+			}
+		}
+		wait := in.opts.ProbeInterval
+		if err != nil {
+			err = fmt.Errorf("probe outlet along %s: %w", in.opts.Route, err)
+			st, _ := in.state.get()
+			switch {
+			case in.waiting():
+				in.state.set(StateConnecting, err)
+				wait, backoff = backoff, min(2*backoff, 2*time.Second)
+			case st != StateDown:
+				in.log.Warn("path to outlet is down", "error", err)
+				in.state.set(StateDown, err)
+			default:
+				in.state.set(StateDown, err)
+			}
+		} else {
+			backoff = 100 * time.Millisecond
+			in.state.set(StateUp, nil)
+		}
+		select {
+		case <-time.After(wait):
+		case <-in.ctx.Done():
+			return
+		}
+	}
+}

@@ -1,0 +1,318 @@
+// Package portals carries byte streams (TCP connections) over Ferry routes.
+//
+// An Outlet is a worker (by default at /service/outlet) that, for each portal
+// session opened to it, dials its target and starts a session worker. An
+// Inlet listens on a local address and, for each accepted stream, starts a
+// session worker that opens a session along its route to an outlet. After
+// the handshake the two session workers exchange frames directly, each using
+// the return route of the other's open/opened message.
+//
+// Bytes flow both ways in order, in chunks, under credit-based flow control
+// (a receiver grants credit as it writes to its stream, a sender stops
+// reading its stream when out of credit), so a slow reader slows the writer
+// end to end and memory per session is bounded by the window. Data carries
+// sequence numbers: a lost message resets the session instead of corrupting
+// the stream. A stream's EOF is sent as fin and becomes a half-close on the
+// other side. Either side closing, a send failing, or silence longer than
+// the keepalive timeout tears the session down on both ends.
+//
+// Streams come from a portal.Portal, in-process or a plugin; the session
+// logic here is the same for both.
+//
+// Access control: an outlet is a worker like any other, so a node admits
+// network input to it only when the flow it arrives on allows the outlet's
+// address (Outlet.Address). Session workers need no extra grants: each one
+// first sends through the link the peer uses, which admits the replies.
+package portals
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/ferryhq/ferry/host/node"
+	"github.com/ferryhq/ferry/sdk/portal"
+	"github.com/ferryhq/ferry/sdk/routing"
+)
+
+// DefaultOutletAddress is where an outlet listens for sessions unless
+// configured otherwise (route text /service/outlet).
+const DefaultOutletAddress = "outlet"
+
+// Status describes an inlet or outlet for listings such as `node show`.
+type Status struct {
+	Kind string `json:"kind"` // "inlet" or "outlet"
+	// Address is the inlet's bound listen address or the outlet's worker
+	// address in route text.
+	Address string `json:"address"`
+	// Route is the inlet's route to its outlet; Target is the outlet's
+	// target.
+	Route  string `json:"route,omitempty"`
+	Target string `json:"target,omitempty"`
+	// State is "connecting", "up", "down" or "closed".
+	State          string `json:"state"`
+	LastError      string `json:"last_error,omitempty"`
+	ActiveSessions int64  `json:"active_sessions"`
+	TotalSessions  int64  `json:"total_sessions"`
+	// BytesOut counts bytes read from local streams and sent into the
+	// portal; BytesIn counts bytes that came through the portal and were
+	// written to local streams.
+	BytesOut uint64 `json:"bytes_out"`
+	BytesIn  uint64 `json:"bytes_in"`
+}
+
+// Portal states.
+const (
+	StateConnecting = "connecting"
+	StateUp         = "up"
+	StateDown       = "down"
+	StateClosed     = "closed"
+)
+
+type stateBox struct {
+	mu      sync.Mutex
+	state   string
+	lastErr string
+}
+
+func (b *stateBox) set(state string, err error) {
+	b.mu.Lock()
+	b.state = state
+	if err != nil {
+		b.lastErr = err.Error()
+	}
+	b.mu.Unlock()
+}
+
+func (b *stateBox) get() (string, string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.state, b.lastErr
+}
+
+// OutletOptions configure an outlet.
+type OutletOptions struct {
+	// Address is the local worker address sessions are opened to
+	// (default DefaultOutletAddress).
+	Address string
+	// Target is what the portal dials for each session, e.g.
+	// "127.0.0.1:9000".
+	Target string
+	// Portal dials the target.
+	Portal portal.Portal
+	// DialTimeout bounds dialling the target (default 10s).
+	DialTimeout time.Duration
+	// Logger defaults to the node's logger.
+	Logger  hclog.Logger
+	Session SessionOptions
+}
+
+// Outlet accepts portal sessions and connects each to its target.
+type Outlet struct {
+	n     *node.Node
+	opts  OutletOptions
+	log   hclog.Logger
+	addr  routing.Address
+	stats counters
+	state stateBox
+	wg    sync.WaitGroup
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	closed   bool
+	sessions map[[idLen]byte]*session // nil value: dial in progress
+}
+
+// NewOutlet starts an outlet worker on n.
+func NewOutlet(n *node.Node, opts OutletOptions) (*Outlet, error) {
+	if opts.Address == "" {
+		opts.Address = DefaultOutletAddress
+	}
+	if opts.Target == "" {
+		return nil, errors.New("outlet: a target address is required (e.g. 127.0.0.1:9000)")
+	}
+	if opts.Portal == nil {
+		return nil, errors.New("outlet: a portal is required to dial the target")
+	}
+	if opts.DialTimeout <= 0 {
+		opts.DialTimeout = 10 * time.Second
+	}
+	so, err := opts.Session.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("outlet: %w", err)
+	}
+	opts.Session = so
+	log := opts.Logger
+	if log == nil {
+		log = n.Logger()
+	}
+	o := &Outlet{n: n, opts: opts, log: log.Named("outlet").With("outlet", opts.Address, "target", opts.Target), sessions: map[[idLen]byte]*session{}}
+	o.ctx, o.cancel = context.WithCancel(context.Background())
+	o.state.set(StateUp, nil)
+	addr, err := n.StartWorker(opts.Address, outletWorker{o}, node.WithKind("tcp-outlet"))
+	if err != nil {
+		o.cancel()
+		return nil, fmt.Errorf("start outlet: %w", err)
+	}
+	o.addr = addr
+	return o, nil
+}
+
+// Address returns the outlet's worker address; allow it on the flows that
+// may open sessions.
+func (o *Outlet) Address() routing.Address { return o.addr }
+
+// Status reports counters and state.
+func (o *Outlet) Status() Status {
+	st, le := o.state.get()
+	return Status{
+		Kind: "outlet", Address: o.addr.String(), Target: o.opts.Target,
+		State: st, LastError: le,
+		ActiveSessions: o.stats.active.Load(), TotalSessions: o.stats.total.Load(),
+		BytesOut: o.stats.bytesOut.Load(), BytesIn: o.stats.bytesIn.Load(),
+	}
+}
+
+// Close stops the outlet and ends its sessions, telling each peer why.
+func (o *Outlet) Close() error {
+	o.mu.Lock()
+	if o.closed {
+		o.mu.Unlock()
+		return nil
+	}
+	o.closed = true
+	var live []*session
+	for _, s := range o.sessions {
+		if s != nil {
+			live = append(live, s)
+		}
+	}
+	o.mu.Unlock()
+	o.cancel()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := o.n.StopWorker(ctx, o.addr.Value)
+	if errors.Is(err, node.ErrNoRoute) {
+		err = nil // already gone with the node
+	}
+	for _, s := range live {
+		s.end(errors.New("outlet closed"), true)
+	}
+	o.wg.Wait()
+	o.state.set(StateClosed, nil)
+	return err
+}
+
+type outletWorker struct{ o *Outlet }
+
+func (w outletWorker) HandleMessage(c *node.Context, m *routing.Message) error {
+	o := w.o
+	f, err := decodeFrame(m.Payload)
+	if err != nil {
+		return fmt.Errorf("outlet %s: frame from %s: %w", o.addr, m.Return, err)
+	}
+	switch f.kind {
+	case kindPing:
+		return c.Reply(c, m, (&frame{kind: kindPong}).encode())
+	case kindOpen:
+	default:
+		return fmt.Errorf("outlet %s: unexpected %s frame from %s", o.addr, kindName(f.kind), m.Return)
+	}
+	if f.version != ProtocolVersion {
+		return c.Reply(c, m, (&frame{kind: kindClose, reason: fmt.Sprintf("outlet speaks portal protocol %d, the inlet %d", ProtocolVersion, f.version)}).encode())
+	}
+	o.mu.Lock()
+	if o.closed {
+		o.mu.Unlock()
+		return c.Reply(c, m, (&frame{kind: kindClose, reason: "outlet is closing"}).encode())
+	}
+	s, dup := o.sessions[f.id]
+	if !dup {
+		o.sessions[f.id] = nil
+		o.wg.Add(1)
+	}
+	o.mu.Unlock()
+	if dup {
+		if s != nil {
+			// Let the session answer the repeated open itself.
+			return c.SendMessage(c, &routing.Message{Onward: routing.Route{s.addr}, Return: m.Return, Payload: m.Payload})
+		}
+		return nil // still dialling; the opened will come
+	}
+	ret := m.Return.Clone()
+	go func() {
+		defer o.wg.Done()
+		o.accept(c, f, ret)
+	}()
+	return nil
+}
+
+// accept dials the target for a new session and starts its worker; on
+// failure it tells the inlet why so it can close its client promptly.
+func (o *Outlet) accept(c *node.Context, f frame, ret routing.Route) {
+	forget := func() {
+		o.mu.Lock()
+		delete(o.sessions, f.id)
+		o.mu.Unlock()
+	}
+	refuse := func(reason error) {
+		forget()
+		ctx, cancel := context.WithTimeout(o.ctx, 5*time.Second)
+		defer cancel()
+		if err := c.Send(ctx, ret, (&frame{kind: kindClose, reason: reason.Error()}).encode()); err != nil {
+			o.log.Debug("could not tell the inlet the session was refused", "error", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(o.ctx, o.opts.DialTimeout)
+	conn, err := o.opts.Portal.Dial(ctx, o.opts.Target)
+	cancel()
+	if err != nil {
+		err = fmt.Errorf("outlet %s cannot reach its target: %w", o.addr, err)
+		o.state.set(StateUp, err)
+		o.log.Warn("session refused", "error", err)
+		refuse(err)
+		return
+	}
+	s := newSession(o.opts.Session, &o.stats, conn, o.log, &o.wg, func(s *session, err error) {
+		forget()
+		if err != nil {
+			o.log.Info("session ended", "session", s.addr.String(), "error", err)
+		}
+	})
+	s.peer = ret
+	s.peerWindow = f.window
+	if _, err := o.n.StartWorker("", s, node.WithKind("tcp-outlet-session")); err != nil {
+		conn.Close()
+		o.stats.active.Add(-1)
+		refuse(fmt.Errorf("outlet %s: %w", o.addr, err))
+		return
+	}
+	o.mu.Lock()
+	closed := o.closed
+	if !closed {
+		o.sessions[f.id] = s
+	}
+	o.mu.Unlock()
+	if closed {
+		s.end(errors.New("outlet closed"), true)
+		return
+	}
+	if err := s.c.Send(s.c, ret, (&frame{kind: kindOpened, version: ProtocolVersion, window: uint64(o.opts.Session.Window)}).encode()); err != nil {
+		s.end(fmt.Errorf("answer open from %s: %w", ret, err), false)
+		return
+	}
+	s.start()
+}
+
+func newSessionID() [idLen]byte {
+	var id [idLen]byte
+	_, _ = rand.Read(id[:]) // crypto/rand.Read never fails on supported platforms
+	return id
+}
