@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"sync"
+
+	"github.com/ferryhq/ferry/sdk/transport"
+)
+
+// loop is an in-memory transport. Dial("echo") returns a link that sends
+// every packet straight back; Listen(name) and Dial(name) make in-process
+// pipes; Dial("panic") crashes the process, for crash tests.
+type loop struct {
+	name string
+	max  int
+
+	mu        sync.Mutex
+	listeners map[string]*loopListener
+}
+
+func newLoop(name string) *loop {
+	max := 1 << 20
+	if v, err := strconv.Atoi(os.Getenv("FERRY_LOOP_MAX")); err == nil && v > 0 {
+		max = v
+	}
+	return &loop{name: name, max: max, listeners: map[string]*loopListener{}}
+}
+
+func (t *loop) Info() transport.Info {
+	return transport.Info{
+		Name:           t.name,
+		Version:        "0.0.1-test",
+		AddressType:    "loop",
+		MaxMessageSize: t.max,
+		Settings: []transport.Setting{
+			{Name: "greeting", Type: transport.String, Description: "ignored; lets tests check Configure"},
+		},
+	}
+}
+
+func (t *loop) Configure(ctx context.Context, settings map[string]string) error {
+	if v, ok := settings["fail"]; ok {
+		return fmt.Errorf("configure: asked to fail: %s", v)
+	}
+	return nil
+}
+
+func (t *loop) Listen(ctx context.Context, address string) (transport.Listener, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.listeners[address]; ok {
+		return nil, fmt.Errorf("listen %s: address in use", address)
+	}
+	l := &loopListener{t: t, addr: address, ch: make(chan transport.Link), done: make(chan struct{})}
+	t.listeners[address] = l
+	return l, nil
+}
+
+func (t *loop) Dial(ctx context.Context, address string) (transport.Link, error) {
+	switch address {
+	case "echo":
+		e := newEnd(t.max, "echo", "echo")
+		e.peer = e
+		return e, nil
+	case "panic":
+		panic("testplugin: asked to crash by dialling \"panic\"")
+	}
+	t.mu.Lock()
+	l := t.listeners[address]
+	t.mu.Unlock()
+	if l == nil {
+		return nil, fmt.Errorf("dial %s: nothing listens there", address)
+	}
+	a := newEnd(t.max, "dialer", address)
+	b := newEnd(t.max, address, "dialer")
+	a.peer, b.peer = b, a
+	select {
+	case l.ch <- b:
+		return a, nil
+	case <-l.done:
+		return nil, fmt.Errorf("dial %s: listener closed", address)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (t *loop) Close() error {
+	t.mu.Lock()
+	ls := t.listeners
+	t.listeners = map[string]*loopListener{}
+	t.mu.Unlock()
+	for _, l := range ls {
+		l.Close()
+	}
+	return nil
+}
+
+type loopListener struct {
+	t    *loop
+	addr string
+	ch   chan transport.Link
+	done chan struct{}
+	once sync.Once
+}
+
+func (l *loopListener) Addr() string { return l.addr }
+
+func (l *loopListener) Accept(ctx context.Context) (transport.Link, error) {
+	select {
+	case link := <-l.ch:
+		return link, nil
+	case <-l.done:
+		return nil, transport.ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (l *loopListener) Close() error {
+	l.once.Do(func() {
+		close(l.done)
+		l.t.mu.Lock()
+		if l.t.listeners[l.addr] == l {
+			delete(l.t.listeners, l.addr)
+		}
+		l.t.mu.Unlock()
+	})
+	return nil
+}
+
+// end is one end of an in-memory link. Batches sent on an end arrive at
+// its peer in order; the queue is bounded so a slow reader slows the writer.
+type end struct {
+	max           int
+	local, remote string
+	peer          *end
+	in            chan [][]byte
+	done          chan struct{} // this end closed
+	once          sync.Once
+}
+
+func newEnd(max int, local, remote string) *end {
+	return &end{max: max, local: local, remote: remote, in: make(chan [][]byte, 8), done: make(chan struct{})}
+}
+
+func (e *end) LocalAddr() string  { return e.local }
+func (e *end) RemoteAddr() string { return e.remote }
+
+func (e *end) Send(ctx context.Context, packets [][]byte) error {
+	total := 0
+	for _, p := range packets {
+		if len(p) > e.max {
+			return fmt.Errorf("send %d bytes: %w", len(p), transport.ErrTooLarge)
+		}
+		total += len(p)
+	}
+	// Copy: the caller reuses its packets once Send returns.
+	buf := make([]byte, 0, total)
+	batch := make([][]byte, len(packets))
+	for i, p := range packets {
+		buf = append(buf, p...)
+		batch[i] = buf[len(buf)-len(p) : len(buf) : len(buf)]
+	}
+	select {
+	case e.peer.in <- batch:
+		return nil
+	case <-e.done:
+		return transport.ErrClosed
+	case <-e.peer.done:
+		return fmt.Errorf("send: peer closed: %w", transport.ErrClosed)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (e *end) Recv(ctx context.Context) ([][]byte, error) {
+	select {
+	case b := <-e.in:
+		return b, nil
+	default:
+	}
+	select {
+	case b := <-e.in:
+		return b, nil
+	case <-e.done:
+		return nil, transport.ErrClosed
+	case <-e.peer.done:
+		select {
+		case b := <-e.in:
+			return b, nil
+		default:
+		}
+		return nil, io.EOF
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (e *end) Close() error {
+	e.once.Do(func() { close(e.done) })
+	return nil
+}

@@ -1,0 +1,43 @@
+// Command testplugin is a transport plugin for host/plugins tests and the
+// ferrybench "grpc" section. It serves an in-memory "loop" transport, and
+// misbehaves on purpose depending on the name it was installed under:
+//
+//	noisy    prints to stdout before serving (breaks the handshake)
+//	silent   never completes the handshake
+//	anything else serves normally
+//
+// With FERRY_UNIX_ECHO=path it instead serves a plain Unix-socket echo of
+// length-prefixed batches (the benchmark's baseline), and exits when its
+// parent does.
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ferryhq/ferry/sdk/transport"
+)
+
+func main() {
+	if path := os.Getenv("FERRY_UNIX_ECHO"); path != "" {
+		if err := unixEcho(path); err != nil {
+			fmt.Fprintln(os.Stderr, "unix echo:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	name := filepath.Base(os.Args[0])
+	switch {
+	case strings.HasPrefix(name, "noisy"):
+		fmt.Println("hello from a plugin that prints before serving")
+	case strings.HasPrefix(name, "silent"):
+		// Never answer; the host's start timeout must end this. Exit on our
+		// own eventually so a broken test cannot leave us behind for long.
+		time.Sleep(time.Minute)
+		os.Exit(1)
+	}
+	transport.Serve(newLoop(name), transport.WithLogger(transport.NewPluginLogger(name)))
+}

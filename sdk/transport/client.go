@@ -1,0 +1,515 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/ferryhq/ferry/sdk/transport/internal/pb"
+)
+
+// closeFlush bounds how long closing a link waits for packets already
+// accepted by Send to reach the plugin.
+const closeFlush = 5 * time.Second
+
+// Remote is a Transport served by a plugin process, driven over gRPC. The
+// host uses it like any in-process Transport. When the plugin process is
+// gone, calls and links fail with errors matching ErrUnavailable.
+type Remote struct {
+	conn  *grpc.ClientConn
+	c     pb.TransportClient
+	info  Info
+	minor int
+	pid   int
+	done  <-chan struct{}
+	limit int
+
+	mu        sync.Mutex
+	links     map[*remoteLink]struct{}
+	listeners map[*remoteListener]struct{}
+	closed    bool
+}
+
+var _ Transport = (*Remote)(nil)
+
+// NewRemote says hello to the plugin served on conn and returns the
+// Transport it serves. done, if not nil, is closed when the plugin process
+// ends; errors then say so. go-plugin hosts get a Remote by dispensing
+// PluginName from PluginSet instead.
+func NewRemote(ctx context.Context, conn *grpc.ClientConn, done <-chan struct{}) (*Remote, error) {
+	r := &Remote{
+		conn:      conn,
+		c:         pb.NewTransportClient(conn),
+		done:      done,
+		links:     map[*remoteLink]struct{}{},
+		listeners: map[*remoteListener]struct{}{},
+	}
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := r.c.Hello(hctx, &pb.HelloRequest{HostMajor: ProtocolMajor, HostMinor: ProtocolMinor})
+	if err != nil {
+		return nil, fromStatus("hello", err)
+	}
+	if resp.PluginMajor != ProtocolMajor {
+		return nil, fmt.Errorf("hello: plugin speaks protocol %d, host %d; rebuild the plugin against this SDK", resp.PluginMajor, ProtocolMajor)
+	}
+	r.info = infoFromPB(resp.Info)
+	if r.info.MaxMessageSize <= 0 {
+		return nil, fmt.Errorf("hello: plugin %q reports max message size %d; it must be positive", r.info.Name, r.info.MaxMessageSize)
+	}
+	r.minor = int(min(resp.PluginMinor, ProtocolMinor))
+	r.pid = int(resp.Pid)
+	r.limit = grpcLimit(r.info.MaxMessageSize)
+	return r, nil
+}
+
+func newRemote(doneCtx context.Context, conn *grpc.ClientConn) (*Remote, error) {
+	return NewRemote(doneCtx, conn, doneCtx.Done())
+}
+
+// Info returns the plugin's Info, as it reported it at hello.
+func (r *Remote) Info() Info { return r.info }
+
+// ProtocolMinor is the minor protocol version both sides speak.
+func (r *Remote) ProtocolMinor() int { return r.minor }
+
+// Pid is the plugin's process id.
+func (r *Remote) Pid() int { return r.pid }
+
+// Done is closed when the plugin process has ended (nil if unknown).
+func (r *Remote) Done() <-chan struct{} { return r.done }
+
+// Status reports how many listeners and links the plugin holds for the host.
+func (r *Remote) Status(ctx context.Context) (listeners, links int, err error) {
+	resp, err := r.c.Status(ctx, &pb.Empty{})
+	if err != nil {
+		return 0, 0, r.wrap("status", err)
+	}
+	return int(resp.Listeners), int(resp.Links), nil
+}
+
+func (r *Remote) gone() bool {
+	if r.done == nil {
+		return false
+	}
+	select {
+	case <-r.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// wrap explains an error from a call into the plugin.
+func (r *Remote) wrap(what string, err error) error {
+	if r.gone() {
+		return fmt.Errorf("%s: transport plugin %q has exited: %w", what, r.info.Name, ErrUnavailable)
+	}
+	return fromStatus(what, err)
+}
+
+// Configure implements Transport.
+func (r *Remote) Configure(ctx context.Context, settings map[string]string) error {
+	if _, err := r.c.Configure(ctx, &pb.ConfigureRequest{Settings: settings}); err != nil {
+		return r.wrap("configure", err)
+	}
+	return nil
+}
+
+// Listen implements Transport.
+func (r *Remote) Listen(ctx context.Context, address string) (Listener, error) {
+	resp, err := r.c.Listen(ctx, &pb.ListenRequest{Address: address})
+	if err != nil {
+		return nil, r.wrap("listen "+address, err)
+	}
+	l := &remoteListener{r: r, id: resp.ListenerId, addr: resp.Address, ch: make(chan Link), failed: make(chan struct{})}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	r.mu.Lock()
+	closed := r.closed
+	if !closed {
+		r.listeners[l] = struct{}{}
+	}
+	r.mu.Unlock()
+	if closed {
+		l.Close()
+		return nil, fmt.Errorf("listen %s: %w", address, ErrClosed)
+	}
+	return l, nil
+}
+
+// Dial implements Transport.
+func (r *Remote) Dial(ctx context.Context, address string) (Link, error) {
+	li, err := r.c.Dial(ctx, &pb.DialRequest{Address: address})
+	if err != nil {
+		return nil, r.wrap("dial "+address, err)
+	}
+	return r.openLink(li)
+}
+
+// Close closes every listener and link opened through r. It does not end
+// the plugin process; whoever launched it does that.
+func (r *Remote) Close() error {
+	r.mu.Lock()
+	r.closed = true
+	links, ls := r.links, r.listeners
+	r.links, r.listeners = map[*remoteLink]struct{}{}, map[*remoteListener]struct{}{}
+	r.mu.Unlock()
+	var wg sync.WaitGroup
+	for l := range ls {
+		wg.Go(func() { l.Close() })
+	}
+	for l := range links {
+		wg.Go(func() { l.Close() })
+	}
+	wg.Wait()
+	return nil
+}
+
+func (r *Remote) openLink(li *pb.LinkInfo) (*remoteLink, error) {
+	l := &remoteLink{
+		r:          r,
+		id:         li.LinkId,
+		local:      li.LocalAddress,
+		remote:     li.RemoteAddress,
+		sendq:      make(chan *[]byte, 2),
+		closing:    make(chan struct{}),
+		closed:     make(chan struct{}),
+		writerDone: make(chan struct{}),
+		recvDone:   make(chan struct{}),
+		full:       make(chan *inFrame, 1),
+		free:       make(chan *inFrame, 3),
+	}
+	for range 3 {
+		l.free <- &inFrame{maxPacket: r.info.MaxMessageSize}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ctx = metadata.AppendToOutgoingContext(ctx, linkIDKey, strconv.FormatUint(li.LinkId, 10))
+	stream, err := r.conn.NewStream(ctx, &pb.Transport_ServiceDesc.Streams[0], pb.Transport_Link_FullMethodName,
+		grpc.ForceCodecV2(linkCodec{}), grpc.MaxCallRecvMsgSize(r.limit), grpc.MaxCallSendMsgSize(r.limit))
+	if err != nil {
+		cancel()
+		cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer ccancel()
+		r.c.CloseLink(cctx, &pb.CloseLinkRequest{LinkId: li.LinkId})
+		return nil, r.wrap(fmt.Sprintf("open link %d to %s", li.LinkId, li.RemoteAddress), err)
+	}
+	l.stream, l.cancel = stream, cancel
+	r.mu.Lock()
+	closed := r.closed
+	if !closed {
+		r.links[l] = struct{}{}
+	}
+	r.mu.Unlock()
+	go l.writer()
+	go l.reader()
+	if closed {
+		l.Close()
+		return nil, fmt.Errorf("open link to %s: %w", li.RemoteAddress, ErrClosed)
+	}
+	return l, nil
+}
+
+func (r *Remote) forgetLink(l *remoteLink) {
+	r.mu.Lock()
+	delete(r.links, l)
+	r.mu.Unlock()
+}
+
+func (r *Remote) forgetListener(l *remoteListener) {
+	r.mu.Lock()
+	delete(r.listeners, l)
+	r.mu.Unlock()
+}
+
+// remoteListener accepts links from a listener inside the plugin. Once
+// Accept is first called, one Accept call at a time is kept outstanding in
+// the plugin, so at most one link waits on the host side.
+type remoteListener struct {
+	r      *Remote
+	id     uint64
+	addr   string
+	ctx    context.Context
+	cancel context.CancelFunc
+	start  sync.Once
+	ch     chan Link
+	failed chan struct{}
+	err    error
+	once   sync.Once
+}
+
+func (l *remoteListener) Addr() string { return l.addr }
+
+func (l *remoteListener) Accept(ctx context.Context) (Link, error) {
+	l.start.Do(func() { go l.loop() })
+	select {
+	case link := <-l.ch:
+		return link, nil
+	case <-l.failed:
+		return nil, l.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("accept on %s: %w", l.addr, ctx.Err())
+	}
+}
+
+func (l *remoteListener) loop() {
+	defer close(l.failed)
+	for {
+		li, err := l.r.c.Accept(l.ctx, &pb.AcceptRequest{ListenerId: l.id})
+		if err != nil {
+			if l.ctx.Err() != nil {
+				l.err = fmt.Errorf("accept on %s: %w", l.addr, ErrClosed)
+			} else {
+				l.err = l.r.wrap("accept on "+l.addr, err)
+			}
+			return
+		}
+		link, err := l.r.openLink(li)
+		if err != nil {
+			l.err = err
+			return
+		}
+		select {
+		case l.ch <- link:
+		case <-l.ctx.Done():
+			link.Close()
+			l.err = fmt.Errorf("accept on %s: %w", l.addr, ErrClosed)
+			return
+		}
+	}
+}
+
+func (l *remoteListener) Close() error {
+	var err error
+	l.once.Do(func() {
+		l.cancel()
+		l.r.forgetListener(l)
+		if l.r.gone() {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, e := l.r.c.CloseListener(ctx, &pb.CloseListenerRequest{ListenerId: l.id}); e != nil {
+			err = l.r.wrap("close listener "+l.addr, e)
+		}
+	})
+	return err
+}
+
+// remoteLink is one link inside the plugin. A writer goroutine owns the
+// stream's send side so Send can honour its context without breaking the
+// stream; a reader goroutine fills a small ring of reused frames ahead of
+// Recv.
+type remoteLink struct {
+	r             *Remote
+	id            uint64
+	local, remote string
+	stream        grpc.ClientStream
+	cancel        context.CancelFunc
+
+	sendMu     sync.Mutex
+	sendq      chan *[]byte
+	closing    chan struct{} // Close started: refuse new sends
+	writerDone chan struct{}
+	sendErr    error
+
+	recvMu   sync.Mutex
+	full     chan *inFrame
+	free     chan *inFrame
+	cur      *inFrame
+	closed   chan struct{} // Close flushed the send side: discard input
+	recvDone chan struct{}
+	recvErr  error
+
+	once sync.Once
+}
+
+func (l *remoteLink) LocalAddr() string  { return l.local }
+func (l *remoteLink) RemoteAddr() string { return l.remote }
+
+func (l *remoteLink) Send(ctx context.Context, packets [][]byte) error {
+	max := l.r.info.MaxMessageSize
+	for i, p := range packets {
+		if len(p) > max {
+			return fmt.Errorf("send to %s: packet %d is %d bytes, over the maximum %d: %w", l.remote, i, len(p), max, ErrTooLarge)
+		}
+	}
+	l.sendMu.Lock()
+	defer l.sendMu.Unlock()
+	pool := mem.DefaultBufferPool()
+	for len(packets) > 0 {
+		select {
+		case <-l.closing:
+			return fmt.Errorf("send to %s: %w", l.remote, ErrClosed)
+		case <-l.writerDone:
+			return l.sendErr
+		default:
+		}
+		n, body := splitBatch(packets)
+		buf := pool.Get(frameSize(body))
+		*buf = appendFrame((*buf)[:0], packets[:n], body)
+		select {
+		case l.sendq <- buf:
+		case <-l.closing:
+			pool.Put(buf)
+			return fmt.Errorf("send to %s: %w", l.remote, ErrClosed)
+		case <-l.writerDone:
+			pool.Put(buf)
+			return l.sendErr
+		case <-ctx.Done():
+			pool.Put(buf)
+			return fmt.Errorf("send to %s: %w", l.remote, ctx.Err())
+		}
+		packets = packets[n:]
+	}
+	return nil
+}
+
+func (l *remoteLink) writer() {
+	defer close(l.writerDone)
+	var f encodedFrame
+	for buf := range l.sendq {
+		f.buf = buf
+		if err := l.stream.SendMsg(&f); err != nil {
+			if f.buf != nil {
+				mem.DefaultBufferPool().Put(f.buf)
+			}
+			// The real reason comes from the receive side of the stream.
+			var recvErr error
+			select {
+			case <-l.recvDone:
+				recvErr = l.recvErr
+			case <-time.After(time.Second):
+			}
+			switch {
+			case recvErr != nil && !errors.Is(recvErr, io.EOF):
+				l.sendErr = recvErr
+			case l.r.gone():
+				l.sendErr = fmt.Errorf("send to %s: transport plugin %q has exited: %w", l.remote, l.r.info.Name, ErrUnavailable)
+			default:
+				l.sendErr = fmt.Errorf("send to %s: link closed by the remote end: %w", l.remote, ErrClosed)
+			}
+			go func() {
+				for b := range l.sendq {
+					mem.DefaultBufferPool().Put(b)
+				}
+			}()
+			return
+		}
+	}
+	l.sendErr = fmt.Errorf("send to %s: %w", l.remote, ErrClosed)
+	l.stream.CloseSend()
+}
+
+func (l *remoteLink) reader() {
+	defer close(l.recvDone)
+	discard := &inFrame{maxPacket: l.r.info.MaxMessageSize}
+	for {
+		var f *inFrame
+		select {
+		case f = <-l.free:
+		case <-l.closed:
+			f = discard
+		}
+		if err := l.stream.RecvMsg(f); err != nil {
+			switch {
+			case errors.Is(err, io.EOF):
+				l.recvErr = io.EOF
+			case isClosed(l.closed):
+				l.recvErr = fmt.Errorf("receive from %s: %w", l.remote, ErrClosed)
+			default:
+				l.recvErr = l.r.wrap("receive from "+l.remote, err)
+				l.cancel()
+			}
+			return
+		}
+		if f == discard || len(f.packets) == 0 {
+			if f != discard {
+				l.free <- f
+			}
+			continue
+		}
+		select {
+		case l.full <- f:
+		case <-l.closed:
+		}
+	}
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+func (l *remoteLink) Recv(ctx context.Context) ([][]byte, error) {
+	l.recvMu.Lock()
+	defer l.recvMu.Unlock()
+	if l.cur != nil {
+		l.free <- l.cur
+		l.cur = nil
+	}
+	if isClosed(l.closed) {
+		return nil, fmt.Errorf("receive from %s: %w", l.remote, ErrClosed)
+	}
+	select {
+	case f := <-l.full:
+		l.cur = f
+		return f.packets, nil
+	default:
+	}
+	select {
+	case f := <-l.full:
+		l.cur = f
+		return f.packets, nil
+	case <-l.recvDone:
+		select {
+		case f := <-l.full:
+			l.cur = f
+			return f.packets, nil
+		default:
+		}
+		return nil, l.recvErr
+	case <-l.closed:
+		return nil, fmt.Errorf("receive from %s: %w", l.remote, ErrClosed)
+	case <-ctx.Done():
+		return nil, fmt.Errorf("receive from %s: %w", l.remote, ctx.Err())
+	}
+}
+
+// Close sends what Send already accepted, ends the link in the plugin and
+// waits (bounded) for the plugin to confirm before releasing the stream.
+func (l *remoteLink) Close() error {
+	l.once.Do(func() {
+		close(l.closing)
+		l.sendMu.Lock()
+		close(l.sendq)
+		l.sendMu.Unlock()
+		t := time.NewTimer(closeFlush)
+		defer t.Stop()
+		select {
+		case <-l.writerDone:
+		case <-l.r.done:
+		case <-t.C:
+		}
+		close(l.closed)
+		select {
+		case <-l.recvDone:
+		case <-l.r.done:
+		case <-t.C:
+		}
+		l.cancel()
+		l.r.forgetLink(l)
+	})
+	return nil
+}

@@ -1,0 +1,155 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"os"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	"github.com/ferryhq/ferry/sdk/transport/internal/pb"
+)
+
+// PluginName is the key a transport is dispensed under in go-plugin's
+// plugin set.
+const PluginName = "transport"
+
+// ErrUnavailable is returned by calls into a plugin whose process is gone
+// (crashed, killed or shut down).
+var ErrUnavailable = errors.New("transport: plugin unavailable")
+
+// HandshakeConfig is the go-plugin handshake shared by hosts and transport
+// plugins. Its ProtocolVersion is ProtocolMajor.
+func HandshakeConfig() plugin.HandshakeConfig {
+	return plugin.HandshakeConfig{
+		ProtocolVersion:  ProtocolMajor,
+		MagicCookieKey:   "FERRY_TRANSPORT_PLUGIN",
+		MagicCookieValue: "b6f1d0c4-ferry-transport",
+	}
+}
+
+// PluginSet returns the go-plugin plugin set for transports. A host passes
+// it in plugin.ClientConfig.Plugins and dispenses PluginName, which yields
+// a *Remote.
+func PluginSet() plugin.PluginSet {
+	return plugin.PluginSet{PluginName: &grpcPlugin{}}
+}
+
+// ServeOption changes how Serve runs.
+type ServeOption func(*serveConfig)
+
+type serveConfig struct {
+	logger      hclog.Logger
+	parentCheck time.Duration
+	test        *plugin.ServeTestConfig
+}
+
+// WithLogger sets the logger Serve and the gRPC glue log to. The default
+// writes JSON to stderr, which the host parses and forwards into its own
+// log under the plugin's name with the right levels; a transport should log
+// the same way (see NewPluginLogger).
+func WithLogger(l hclog.Logger) ServeOption {
+	return func(c *serveConfig) { c.logger = l }
+}
+
+// WithParentCheck sets how often Serve checks that the host process is
+// still its parent (default 250ms; 0 disables). On Linux the host also sets
+// a parent-death signal; the check covers other systems and the case where
+// the thread that started the plugin ended.
+func WithParentCheck(every time.Duration) ServeOption {
+	return func(c *serveConfig) { c.parentCheck = every }
+}
+
+// WithTestConfig serves in-process for a test host (go-plugin's
+// ServeTestConfig): the host attaches with the reattach config the test
+// receives, and no parent check runs.
+func WithTestConfig(tc *plugin.ServeTestConfig) ServeOption {
+	return func(c *serveConfig) { c.test = tc; c.parentCheck = 0 }
+}
+
+// NewPluginLogger returns a logger for code inside a plugin: JSON on stderr
+// at trace level, so the host's log level decides what is shown.
+func NewPluginLogger(name string) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:       name,
+		Level:      hclog.Trace,
+		Output:     os.Stderr,
+		JSONFormat: true,
+	})
+}
+
+// Serve serves t to the host that launched this process and returns when
+// the host ends the plugin. A plugin's main is:
+//
+//	func main() { transport.Serve(mytransport.New()) }
+//
+// Stdout belongs to the go-plugin handshake: nothing may be printed on it
+// before Serve. Once serving, go-plugin redirects os.Stdout and os.Stderr
+// to the host, which logs them. Serve exits the process if the host dies.
+func Serve(t Transport, opts ...ServeOption) {
+	cfg := serveConfig{parentCheck: 250 * time.Millisecond}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.logger == nil {
+		cfg.logger = NewPluginLogger("transport")
+	}
+	srv := newServer(t, cfg.logger)
+	if cfg.parentCheck > 0 {
+		go watchParent(cfg.parentCheck, cfg.logger, srv)
+	}
+	plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig: HandshakeConfig(),
+		Plugins:         plugin.PluginSet{PluginName: &grpcPlugin{srv: srv}},
+		GRPCServer: func(o []grpc.ServerOption) *grpc.Server {
+			return grpc.NewServer(append(o, serverOptions(srv.info.MaxMessageSize)...)...)
+		},
+		Logger: cfg.logger,
+		Test:   cfg.test,
+	})
+	if err := srv.close(); err != nil {
+		cfg.logger.Debug("closing transport", "error", err)
+	}
+}
+
+// watchParent exits the process once its parent changes: the host died
+// and the plugin was re-parented, so nobody will ever use it again.
+func watchParent(every time.Duration, logger hclog.Logger, srv *server) {
+	parent := os.Getppid()
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for range tick.C {
+		if os.Getppid() != parent {
+			logger.Warn("host process is gone; exiting", "host_pid", parent)
+			done := make(chan struct{})
+			go func() { srv.close(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(2 * time.Second):
+			}
+			os.Exit(3)
+		}
+	}
+}
+
+// grpcPlugin is the go-plugin glue: the plugin side registers the server,
+// the host side builds a Remote.
+type grpcPlugin struct {
+	plugin.NetRPCUnsupportedPlugin
+	srv *server
+}
+
+func (p *grpcPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+	if p.srv == nil {
+		return errors.New("transport plugin: no transport to serve")
+	}
+	pb.RegisterTransportServer(s, p.srv)
+	return nil
+}
+
+func (p *grpcPlugin) GRPCClient(ctx context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
+	return newRemote(ctx, c)
+}
