@@ -99,3 +99,7 @@ func TestTCPPeerVanishesAndComesBack(t *testing.T) {
 		t.Fatalf("connections after re-dial: %+v", cs)
 	}
 }
+
+func attachB(n *node.Node) (*transports.Binding, error) {
+	return transports.Attach(n, tcptransport.New(), transports.Options{})
+}
