@@ -28,7 +28,9 @@ type config struct {
 }
 
 // sections lists every group in the order they run. Add yours here.
-var sections = []section{}
+var sections = []section{
+	tcpSection,
+}
 
 func main() {
 	only := flag.String("only", "", "comma-separated sections to run (default all)")
