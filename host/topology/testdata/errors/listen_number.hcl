@@ -1,0 +1,5 @@
+node "n1" {
+  transport "public" {
+    listen = 7000
+  }
+}

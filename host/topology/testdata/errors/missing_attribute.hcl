@@ -1,0 +1,5 @@
+node "n1" {
+  connection "to_n2" {
+    plugin = "tcp"
+  }
+}

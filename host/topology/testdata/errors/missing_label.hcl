@@ -1,0 +1,7 @@
+node "n1" {
+  service "echo" {}
+}
+
+node {
+  service "echo" {}
+}

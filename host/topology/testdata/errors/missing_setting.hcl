@@ -1,0 +1,6 @@
+node "n1" {
+  connection "line" {
+    plugin = "kafka"
+    to     = "peer-topic"
+  }
+}

@@ -1,0 +1,7 @@
+node "n1" {
+  transport "line" {
+    plugin   = "serial"
+    listen   = "/dev/ttyUSB0"
+    settings = { baud = 9600, flwo = true }
+  }
+}

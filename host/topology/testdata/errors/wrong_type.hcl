@@ -1,0 +1,7 @@
+node "n1" {
+  transport "public" {
+    listen = "127.0.0.1:0"
+    allow  = "echo"
+  }
+  service "echo" {}
+}
