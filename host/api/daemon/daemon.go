@@ -1,0 +1,396 @@
+// Package daemon is the node process behind `ferry node run`: a node with
+// the default services, the TCP transport bound to it with a listener whose
+// network input reaches only the services meant for it, and the control API
+// on the node's Unix socket.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/ferryhq/ferry/host/api"
+	"github.com/ferryhq/ferry/host/node"
+	"github.com/ferryhq/ferry/host/services"
+	"github.com/ferryhq/ferry/host/state"
+	"github.com/ferryhq/ferry/host/transports"
+	"github.com/ferryhq/ferry/sdk/routing"
+	"github.com/ferryhq/ferry/sdk/transport"
+)
+
+// DefaultServices start on every node the ferry command runs.
+var DefaultServices = []string{services.EchoAddress, services.UppercaseAddress}
+
+// NetworkAllow are the local addresses network input may reach on the
+// node's listeners and connections: the services meant for remote callers.
+var NetworkAllow = []string{services.EchoAddress, services.UppercaseAddress, services.HopAddress, "relay"}
+
+// serviceKinds are the worker kinds listed as services.
+var serviceKinds = append(services.Names(), "relay")
+
+// Transports provides the node's transports; the ferry command backs it
+// with the plugin manager (plugins as subprocesses), tests may use an
+// in-process transport.
+type Transports interface {
+	// Transport starts (or returns) the transport plugin called name.
+	Transport(ctx context.Context, name string) (transport.Transport, error)
+	// Plugins lists the plugins available to the node.
+	Plugins(ctx context.Context) ([]api.Plugin, error)
+	// Watch calls restarted whenever the process behind t is running again
+	// after a crash; it returns a function that stops watching.
+	Watch(t transport.Transport, restarted func()) (cancel func())
+	// Close stops every plugin.
+	Close() error
+}
+
+// Options configure Run.
+type Options struct {
+	Config     state.NodeConfig
+	Home       *state.Home
+	Logger     hclog.Logger
+	Transports Transports
+	// Ready is called once the control API answers, with the status.
+	Ready func(api.Status)
+}
+
+// Run runs the node until ctx ends or the control API asks it to shut down.
+// An error before Ready was called means the node never served.
+func Run(ctx context.Context, o Options) error {
+	log := o.Logger
+	if log == nil {
+		log = hclog.New(&hclog.LoggerOptions{Name: "ferry", Level: hclog.Info})
+	}
+	cfg := o.Config
+	if err := o.Home.CheckSocketPath(cfg.Name); err != nil {
+		return err
+	}
+	n, err := node.New(node.Config{Name: cfg.Name, Logger: log})
+	if err != nil {
+		return fmt.Errorf("start node %s: %w", cfg.Name, err)
+	}
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	r := &runtime{n: n, log: log, name: cfg.Name, stop: stop, started: time.Now(), tr: o.Transports}
+	defer r.teardown()
+
+	for _, s := range DefaultServices {
+		if _, err := services.Start(n, s, ""); err != nil {
+			return fmt.Errorf("start service %s: %w", s, err)
+		}
+	}
+	for _, s := range cfg.Services {
+		if slices.Contains(DefaultServices, s.Address) && s.Address == s.Type {
+			continue
+		}
+		if _, err := services.Start(n, s.Type, s.Address); err != nil {
+			return fmt.Errorf("start service %s at %s: %w", s.Type, s.Address, err)
+		}
+	}
+	if o.Transports != nil {
+		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := r.startTCP(tctx, cfg)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+	srv, err := api.Listen(o.Home.SocketPath(cfg.Name), r, log.Named("api"))
+	if err != nil {
+		return err
+	}
+	pid := os.Getpid()
+	if err := o.Home.WritePid(cfg.Name, pid); err != nil {
+		srv.Close(context.Background())
+		return err
+	}
+	defer o.Home.RemovePid(cfg.Name, pid)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
+	st, _ := r.Status(ctx)
+	log.Info("node serving", "pid", pid, "socket", o.Home.SocketPath(cfg.Name), "listeners", len(st.Listeners))
+	if o.Ready != nil {
+		o.Ready(st)
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-served:
+		if err != nil {
+			log.Error("control API stopped", "error", err)
+		}
+	case <-n.Done():
+	}
+	log.Info("node stopping")
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return srv.Close(sctx)
+}
+
+type runtime struct {
+	n       *node.Node
+	log     hclog.Logger
+	name    string
+	stop    context.CancelFunc
+	started time.Time
+	tr      Transports
+
+	mu        sync.Mutex
+	tcp       *transports.Binding
+	defaultID string // the node's own listener, listed first
+	unwatch   func()
+}
+
+func (r *runtime) startTCP(ctx context.Context, cfg state.NodeConfig) error {
+	t, err := r.tr.Transport(ctx, "tcp")
+	if err != nil {
+		return fmt.Errorf("start the tcp transport plugin: %w", err)
+	}
+	b, err := transports.Attach(r.n, t, transports.Options{Logger: r.log.Named("tcp"), Settings: map[string]string{}})
+	if err != nil {
+		return fmt.Errorf("attach the tcp transport: %w", err)
+	}
+	r.tcp = b
+	r.unwatch = r.tr.Watch(t, b.Reconnect)
+	addr := cfg.TCPListenerAddress
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	li, err := b.Listen(ctx, addr, NetworkAllow...)
+	if err != nil {
+		return fmt.Errorf("tcp listener at %s (--tcp-listener-address): %w", addr, err)
+	}
+	r.defaultID = li.ID
+	for _, a := range cfg.Listeners {
+		if _, err := b.Listen(ctx, a, NetworkAllow...); err != nil {
+			return fmt.Errorf("tcp listener at %s: %w", a, err)
+		}
+	}
+	return nil
+}
+
+func (r *runtime) teardown() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if r.unwatch != nil {
+		r.unwatch()
+	}
+	if r.tcp != nil {
+		r.tcp.Close()
+	}
+	if err := r.n.Shutdown(ctx); err != nil {
+		r.log.Warn("node shutdown", "error", err)
+	}
+	if r.tr != nil {
+		if err := r.tr.Close(); err != nil {
+			r.log.Warn("stop plugins", "error", err)
+		}
+	}
+}
+
+func (r *runtime) Status(ctx context.Context) (api.Status, error) {
+	st := api.Status{Name: r.name, Pid: os.Getpid(), Started: r.started}
+	st.Listeners, _ = r.Listeners(ctx)
+	st.Connections, _ = r.Connections(ctx)
+	st.Workers, _ = r.Workers(ctx)
+	st.Services, _ = r.Services(ctx)
+	return st, nil
+}
+
+func addrText(a string) string { return routing.Local(a).String() }
+
+func (r *runtime) Workers(context.Context) ([]api.Worker, error) {
+	ws := r.n.Workers()
+	out := make([]api.Worker, 0, len(ws))
+	for _, w := range ws {
+		aw := api.Worker{Kind: w.Kind, Queued: w.Queued}
+		for _, a := range w.Addresses {
+			aw.Addresses = append(aw.Addresses, addrText(a))
+		}
+		out = append(out, aw)
+	}
+	return out, nil
+}
+
+func (r *runtime) Services(context.Context) ([]api.Service, error) {
+	var out []api.Service
+	for _, w := range r.n.Workers() {
+		if slices.Contains(serviceKinds, w.Kind) {
+			out = append(out, api.Service{Type: w.Kind, Address: addrText(w.Addresses[0])})
+		}
+	}
+	return out, nil
+}
+
+func (r *runtime) StartService(_ context.Context, req api.StartServiceRequest) (api.Service, error) {
+	if _, err := services.New(req.Type); err != nil {
+		return api.Service{}, api.BadRequest(err)
+	}
+	addr := req.Address
+	if addr != "" && addr[0] == '/' {
+		a, err := routing.ParseAddress(addr)
+		if err != nil || !a.IsLocal() {
+			return api.Service{}, api.BadRequest(fmt.Errorf("service address %q: want a local address such as /service/NAME", req.Address))
+		}
+		addr = a.Value
+	}
+	a, err := services.Start(r.n, req.Type, addr)
+	if err != nil {
+		if errors.Is(err, node.ErrAddressInUse) {
+			return api.Service{}, api.BadRequest(fmt.Errorf("%w; see ferry service list", err))
+		}
+		return api.Service{}, err
+	}
+	return api.Service{Type: req.Type, Address: a.String()}, nil
+}
+
+func (r *runtime) Send(ctx context.Context, route routing.Route, payload []byte) (*routing.Message, error) {
+	if next, _ := route.Next(); next.Type == "node" {
+		return nil, api.BadRequest(fmt.Errorf("route %s names a node; the ferry command resolves /node/NAME before sending", route))
+	}
+	m, err := r.n.SendAndReceive(ctx, route, payload)
+	if err != nil {
+		switch {
+		case errors.Is(err, node.ErrNoRoute):
+			return nil, api.NotFound(fmt.Errorf("%w; see ferry worker list", err))
+		case errors.Is(err, node.ErrUnknownTranspt):
+			return nil, api.BadRequest(err)
+		}
+		return nil, err
+	}
+	return m, nil
+}
+
+func (r *runtime) binding() (*transports.Binding, error) {
+	if r.tcp == nil {
+		return nil, api.Unavailable(errors.New("this node runs without the tcp transport"))
+	}
+	return r.tcp, nil
+}
+
+func (r *runtime) Listeners(context.Context) ([]api.Listener, error) {
+	b, err := r.binding()
+	if err != nil {
+		return nil, nil
+	}
+	var out []api.Listener
+	for _, l := range b.Listeners() {
+		al := api.Listener{ID: l.ID, Transport: "tcp", Address: l.Address, Default: l.ID == r.defaultID}
+		for _, a := range l.Allowed {
+			al.Allow = append(al.Allow, addrText(a))
+		}
+		out = append(out, al)
+	}
+	// The node's own listener first: /node/NAME routes resolve to it.
+	slices.SortStableFunc(out, func(a, b api.Listener) int {
+		switch {
+		case a.Default == b.Default:
+			return 0
+		case a.Default:
+			return -1
+		}
+		return 1
+	})
+	return out, nil
+}
+
+func (r *runtime) CreateListener(ctx context.Context, address string) (api.Listener, error) {
+	b, err := r.binding()
+	if err != nil {
+		return api.Listener{}, err
+	}
+	if address == "" {
+		return api.Listener{}, api.BadRequest(errors.New("listener address is empty; give host:port such as 127.0.0.1:0"))
+	}
+	l, err := b.Listen(ctx, address, NetworkAllow...)
+	if err != nil {
+		return api.Listener{}, api.BadRequest(err)
+	}
+	al := api.Listener{ID: l.ID, Transport: "tcp", Address: l.Address}
+	for _, a := range l.Allowed {
+		al.Allow = append(al.Allow, addrText(a))
+	}
+	return al, nil
+}
+
+func (r *runtime) DeleteListener(ctx context.Context, id string) error {
+	b, err := r.binding()
+	if err != nil {
+		return err
+	}
+	if err := b.CloseListener(ctx, id); err != nil {
+		if errors.Is(err, transports.ErrNotFound) {
+			return api.NotFound(fmt.Errorf("no tcp listener %q; see ferry tcp-listener list", id))
+		}
+		return err
+	}
+	return nil
+}
+
+func connInfo(c transports.ConnectionInfo) api.Connection {
+	ac := api.Connection{ID: c.ID, Transport: "tcp", Remote: c.Remote, Local: c.Local, Worker: c.Worker.String(), Up: c.Up, Accepted: c.Listener != ""}
+	for _, a := range c.Allowed {
+		ac.Allow = append(ac.Allow, addrText(a))
+	}
+	return ac
+}
+
+func (r *runtime) Connections(context.Context) ([]api.Connection, error) {
+	b, err := r.binding()
+	if err != nil {
+		return nil, nil
+	}
+	var out []api.Connection
+	for _, c := range b.Connections() {
+		out = append(out, connInfo(c))
+	}
+	return out, nil
+}
+
+func (r *runtime) CreateConnection(ctx context.Context, address string) (api.Connection, error) {
+	b, err := r.binding()
+	if err != nil {
+		return api.Connection{}, err
+	}
+	if address == "" {
+		return api.Connection{}, api.BadRequest(errors.New("connection address is empty; give host:port"))
+	}
+	c, err := b.Connect(ctx, address, NetworkAllow...)
+	if err != nil {
+		return api.Connection{}, api.BadRequest(err)
+	}
+	return connInfo(c), nil
+}
+
+func (r *runtime) DeleteConnection(ctx context.Context, id string) error {
+	b, err := r.binding()
+	if err != nil {
+		return err
+	}
+	// Accept the worker address too: it is what users copy from listings.
+	for _, c := range b.Connections() {
+		if c.Worker.String() == id || c.Worker.Value == id {
+			id = c.ID
+		}
+	}
+	if err := b.CloseConnection(ctx, id); err != nil {
+		if errors.Is(err, transports.ErrNotFound) {
+			return api.NotFound(fmt.Errorf("no tcp connection %q; see ferry tcp-connection list", id))
+		}
+		return err
+	}
+	return nil
+}
+
+func (r *runtime) Plugins(ctx context.Context) ([]api.Plugin, error) {
+	if r.tr == nil {
+		return nil, nil
+	}
+	return r.tr.Plugins(ctx)
+}
+
+func (r *runtime) Shutdown() { r.stop() }

@@ -1,0 +1,164 @@
+// Package api is the local control API a running node serves to the ferry
+// command: HTTP+JSON over a Unix socket that only the owning user can open
+// (mode 0600 inside a 0700 directory). The server side is a thin layer over
+// a Backend; Client is what the command uses.
+//
+// Endpoints (all under /v1):
+//
+//	GET    /status                 Status
+//	GET    /workers                []Worker
+//	GET    /services               []Service
+//	POST   /services               StartServiceRequest -> Service
+//	POST   /messages               SendRequest -> SendReply
+//	GET    /tcp-listeners          []Listener
+//	POST   /tcp-listeners          CreateRequest -> Listener
+//	DELETE /tcp-listeners/{id}
+//	GET    /tcp-connections        []Connection
+//	POST   /tcp-connections        CreateRequest -> Connection
+//	DELETE /tcp-connections/{id}
+//	GET    /plugins                []Plugin
+//	POST   /shutdown
+//
+// Errors are a JSON Error body with a 4xx/5xx status.
+package api
+
+import (
+	"context"
+	"time"
+
+	"github.com/ferryhq/ferry/sdk/routing"
+)
+
+// Status describes a running node.
+type Status struct {
+	Name        string       `json:"name"`
+	Pid         int          `json:"pid"`
+	Started     time.Time    `json:"started"`
+	Listeners   []Listener   `json:"listeners"`
+	Connections []Connection `json:"connections"`
+	Workers     []Worker     `json:"workers"`
+	Services    []Service    `json:"services"`
+}
+
+// Worker is one running worker; addresses are in route text form.
+type Worker struct {
+	Addresses []string `json:"addresses"`
+	Kind      string   `json:"kind"`
+	Queued    int      `json:"queued"`
+}
+
+// Service is a running service worker.
+type Service struct {
+	Type    string `json:"type"`
+	Address string `json:"address"`
+}
+
+// StartServiceRequest starts service Type at Address (default: the type's
+// conventional name).
+type StartServiceRequest struct {
+	Type    string `json:"type"`
+	Address string `json:"address,omitempty"`
+}
+
+// SendRequest asks the node to send Payload along Route and wait for the
+// first reply for at most Timeout.
+type SendRequest struct {
+	Route   string        `json:"route"`
+	Payload []byte        `json:"payload"`
+	Timeout time.Duration `json:"timeout"`
+}
+
+// SendReply is the reply the node received.
+type SendReply struct {
+	Payload []byte `json:"payload"`
+	Return  string `json:"return_route"`
+}
+
+// CreateRequest creates a listener or connection at Address.
+type CreateRequest struct {
+	Address string `json:"address"`
+}
+
+// Listener is a transport listener; network input from it may reach only
+// the Allow addresses.
+type Listener struct {
+	ID        string   `json:"id"`
+	Transport string   `json:"transport"`
+	Address   string   `json:"address"`
+	Allow     []string `json:"allow"`
+	// Default marks the node's own listener (--tcp-listener-address), the
+	// one /node/NAME routes from other nodes go to.
+	Default bool `json:"default"`
+}
+
+// Connection is an outgoing transport connection. Worker is the local
+// address (/worker/<hex>) to use in routes over it.
+type Connection struct {
+	ID        string   `json:"id"`
+	Transport string   `json:"transport"`
+	Remote    string   `json:"remote_address"`
+	Local     string   `json:"local_address,omitempty"`
+	Worker    string   `json:"worker"`
+	Allow     []string `json:"allow"`
+	Up        bool     `json:"up"`
+	// Accepted is true for links a listener accepted (not dialled here).
+	Accepted bool `json:"accepted"`
+}
+
+// Plugin describes a plugin binary the node's plugin manager knows.
+type Plugin struct {
+	Name          string `json:"name"`
+	Version       string `json:"version"`
+	ProtocolMajor int    `json:"protocol_major"`
+	ProtocolMinor int    `json:"protocol_minor"`
+	Path          string `json:"path"`
+	SHA256        string `json:"sha256"`
+	Running       bool   `json:"running"`
+	Pid           int    `json:"pid,omitempty"`
+	// Error says why the plugin could not be queried (a broken binary).
+	Error string `json:"error,omitempty"`
+}
+
+// Error is the body of a failed call.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// StatusError carries the HTTP status a failed Backend call maps to; its
+// message is what the user sees.
+type StatusError struct {
+	Code int
+	Err  error
+}
+
+func (e *StatusError) Error() string { return e.Err.Error() }
+func (e *StatusError) Unwrap() error { return e.Err }
+
+// NotFound marks err as "the thing named does not exist" (404).
+func NotFound(err error) error { return &StatusError{Code: 404, Err: err} }
+
+// BadRequest marks err as a mistake in the request (400).
+func BadRequest(err error) error { return &StatusError{Code: 400, Err: err} }
+
+// Unavailable marks err as "this node cannot do that now" (503).
+func Unavailable(err error) error { return &StatusError{Code: 503, Err: err} }
+
+// Backend is what the server exposes: a node process implements it.
+type Backend interface {
+	Status(ctx context.Context) (Status, error)
+	Workers(ctx context.Context) ([]Worker, error)
+	Services(ctx context.Context) ([]Service, error)
+	StartService(ctx context.Context, req StartServiceRequest) (Service, error)
+	// Send sends payload along route and returns the first reply.
+	Send(ctx context.Context, route routing.Route, payload []byte) (*routing.Message, error)
+	Listeners(ctx context.Context) ([]Listener, error)
+	CreateListener(ctx context.Context, address string) (Listener, error)
+	DeleteListener(ctx context.Context, id string) error
+	Connections(ctx context.Context) ([]Connection, error)
+	CreateConnection(ctx context.Context, address string) (Connection, error)
+	DeleteConnection(ctx context.Context, id string) error
+	Plugins(ctx context.Context) ([]Plugin, error)
+	// Shutdown starts stopping the node; it must not wait for the API
+	// server, which is still answering this call.
+	Shutdown()
+}

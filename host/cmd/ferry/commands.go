@@ -1,0 +1,150 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ferryhq/ferry/host/api"
+	"github.com/ferryhq/ferry/host/state"
+)
+
+// requireAt fails clearly when --at is missing.
+func requireAt(at string) error {
+	if at == "" {
+		return fmt.Errorf("say which node with --at NAME; see ferry node list")
+	}
+	return state.ValidName(at)
+}
+
+// withConfig changes node name's saved configuration under its lock, so a
+// restart starts what was started by hand.
+func (a *app) withConfig(name string, change func(*state.NodeConfig)) error {
+	h, err := a.home()
+	if err != nil {
+		return err
+	}
+	l, err := h.Lock(name, lockTimeout)
+	if err != nil {
+		return err
+	}
+	defer l.Unlock()
+	cfg, err := h.Load(name)
+	if err != nil {
+		return err
+	}
+	change(cfg)
+	return h.Save(cfg)
+}
+
+func (a *app) newWorkerCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "worker", Short: "Inspect workers"}
+	var at string
+	list := &cobra.Command{
+		Use:   "list --at NODE",
+		Short: "List the addresses of every worker on a node",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := requireAt(at); err != nil {
+				return err
+			}
+			c, _, err := a.connect(cmd.Context(), at)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ws, err := c.Workers(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				if ws == nil {
+					ws = []api.Worker{}
+				}
+				return a.printJSON(ws)
+			}
+			w := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(w, "ADDRESS\tKIND")
+			for _, wk := range ws {
+				fmt.Fprintf(w, "%s\t%s\n", strings.Join(wk.Addresses, " "), kindOr(wk.Kind))
+			}
+			return w.Flush()
+		},
+	}
+	list.Flags().StringVar(&at, "at", "", "node name")
+	cmd.AddCommand(list)
+	return cmd
+}
+
+func (a *app) newServiceCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "service", Short: "List and start services"}
+	var at string
+	list := &cobra.Command{
+		Use:   "list --at NODE",
+		Short: "List the type and address of each service on a node",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := requireAt(at); err != nil {
+				return err
+			}
+			c, _, err := a.connect(cmd.Context(), at)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ss, err := c.Services(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				if ss == nil {
+					ss = []api.Service{}
+				}
+				return a.printJSON(ss)
+			}
+			w := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(w, "TYPE\tADDRESS")
+			for _, s := range ss {
+				fmt.Fprintf(w, "%s\t%s\n", s.Type, s.Address)
+			}
+			return w.Flush()
+		},
+	}
+	list.Flags().StringVar(&at, "at", "", "node name")
+	var startAt, addr string
+	start := &cobra.Command{
+		Use:   "start TYPE --at NODE",
+		Short: "Start a built-in service (echo, uppercase, hop) on a node",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := requireAt(startAt); err != nil {
+				return err
+			}
+			c, _, err := a.connect(cmd.Context(), startAt)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			s, err := c.StartService(cmd.Context(), api.StartServiceRequest{Type: args[0], Address: addr})
+			if err != nil {
+				return err
+			}
+			local, ok := strings.CutPrefix(s.Address, "/service/")
+			if !ok {
+				local = strings.TrimPrefix(s.Address, "/worker/")
+			}
+			if err := a.withConfig(startAt, func(cfg *state.NodeConfig) {
+				cfg.Services = append(cfg.Services, state.Service{Type: s.Type, Address: local})
+			}); err != nil {
+				return fmt.Errorf("service started, but saving it for the next start failed: %w", err)
+			}
+			return a.printResult(s, "Started %s service at %s on node %s\n", s.Type, s.Address, startAt)
+		},
+	}
+	start.Flags().StringVar(&startAt, "at", "", "node name")
+	start.Flags().StringVar(&addr, "address", "", "address for the service (default: its type, e.g. /service/hop)")
+	cmd.AddCommand(list, start)
+	return cmd
+}

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"text/tabwriter"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/spf13/cobra"
+
+	"github.com/ferryhq/ferry/host/api"
+	"github.com/ferryhq/ferry/host/plugins"
+	"github.com/ferryhq/ferry/sdk/transport"
+)
+
+// pluginTransports gives a node its transports as plugin subprocesses,
+// supervised by the plugin manager.
+type pluginTransports struct {
+	m   *plugins.Manager
+	log hclog.Logger
+}
+
+func newPluginTransports(dir string, log hclog.Logger) (*pluginTransports, error) {
+	m, err := plugins.NewManager(plugins.Config{Dir: dir, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("plugin manager: %w", err)
+	}
+	return &pluginTransports{m: m, log: log}, nil
+}
+
+func (p *pluginTransports) Transport(ctx context.Context, name string) (transport.Transport, error) {
+	t, err := p.m.Transport(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// Watch calls restarted each time the supervised plugin behind t runs again
+// after a crash, so the node re-opens listeners and re-dials at once, and
+// logs crashes with the plugin's last stderr lines.
+func (p *pluginTransports) Watch(t transport.Transport, restarted func()) (cancel func()) {
+	pt, ok := t.(*plugins.Transport)
+	if !ok {
+		return func() {}
+	}
+	log := p.log
+	return pt.Subscribe(func(e plugins.Event) {
+		switch e.Kind {
+		case plugins.Crashed:
+			log.Error("plugin crashed; restarting it", "plugin", e.Plugin, "error", e.Err, "stderr", e.Stderr)
+		case plugins.Restarted:
+			log.Info("plugin restarted", "plugin", e.Plugin, "pid", e.Pid)
+			restarted()
+		case plugins.GaveUp:
+			log.Error("plugin keeps crashing; gave up restarting it", "plugin", e.Plugin, "error", e.Err, "stderr", e.Stderr)
+		}
+	})
+}
+
+func (p *pluginTransports) Plugins(ctx context.Context) ([]api.Plugin, error) {
+	return listPlugins(ctx, p.m)
+}
+
+func (p *pluginTransports) Close() error { return p.m.Close() }
+
+func listPlugins(ctx context.Context, m *plugins.Manager) ([]api.Plugin, error) {
+	infos, err := m.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Plugin, 0, len(infos))
+	for _, i := range infos {
+		out = append(out, api.Plugin{Name: i.Name, Version: i.Version, ProtocolMajor: i.ProtocolMajor, ProtocolMinor: i.ProtocolMinor,
+			Path: i.Path, SHA256: i.SHA256, Running: i.Running, Pid: i.Pid, Error: i.Error})
+	}
+	return out, nil
+}
+
+func (a *app) newPluginCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "plugin", Short: "Inspect transport and portal plugins"}
+	var at, dir string
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List plugins: name, version, protocol version, path, sha256",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var ps []api.Plugin
+			if at != "" {
+				c, _, err := a.connect(cmd.Context(), at)
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				if ps, err = c.Plugins(cmd.Context()); err != nil {
+					return err
+				}
+			} else {
+				if dir == "" {
+					dir = os.Getenv("FERRY_PLUGIN_DIR")
+				}
+				m, err := plugins.NewManager(plugins.Config{Dir: dir, Logger: hclog.NewNullLogger()})
+				if err != nil {
+					return fmt.Errorf("plugin manager: %w", err)
+				}
+				defer m.Close()
+				if ps, err = listPlugins(cmd.Context(), m); err != nil {
+					return err
+				}
+			}
+			if a.json() {
+				if ps == nil {
+					ps = []api.Plugin{}
+				}
+				return a.printJSON(ps)
+			}
+			if len(ps) == 0 {
+				a.printf("No plugins found; build them with make build, or point --plugin-dir / FERRY_PLUGIN_DIR at them\n")
+				return nil
+			}
+			w := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(w, "NAME\tVERSION\tPROTOCOL\tRUNNING\tPATH\tSHA256")
+			for _, p := range ps {
+				run := "no"
+				if p.Running {
+					run = fmt.Sprintf("pid %d", p.Pid)
+				}
+				fmt.Fprintf(w, "%s\t%s\t%d.%d\t%s\t%s\t%s\n", p.Name, p.Version, p.ProtocolMajor, p.ProtocolMinor, run, p.Path, p.SHA256)
+			}
+			return w.Flush()
+		},
+	}
+	list.Flags().StringVar(&at, "at", "", "ask this node (shows which plugins it runs)")
+	list.Flags().StringVar(&dir, "plugin-dir", "", "directory of plugin binaries (default $FERRY_PLUGIN_DIR, else beside the ferry binary)")
+	cmd.AddCommand(list)
+	return cmd
+}
