@@ -107,8 +107,8 @@ func runTCP(ctx context.Context, cfg config) (*table, error) {
 		fmtDur(sub.p99), fmtRatio(float64(sub.p99), float64(raw.p99)), fmtRatio(float64(sub.p99), float64(inproc.p99)), "")
 	t.note("raw TCP: this process and a helper process, frames of version+type+4-byte length, buffered writes, TCP_NODELAY; one-way waits for the peer's ack of the last frame")
 	t.note("ferry: node A's app sends to a counting worker on node B over a connected link (/worker/<conn>/service/sink); round trip is node.Request to an echo service on B")
-	t.note("plugin: each node drives its own tcp plugin process over gRPC (host/plugins.Launch); %s 64 B, %s × %d KiB, %s round trips",
-		fmtCount(sz.small), fmtCount(sz.large), sz.largeSize>>10, fmtCount(sz.rtt))
+	t.note("plugin: each node drives its own tcp plugin process over gRPC (host/plugins.Launch); %d × 64 B, %d × %d KiB, %d round trips",
+		sz.small, sz.large, sz.largeSize>>10, sz.rtt)
 	return t, nil
 }
 
