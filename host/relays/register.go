@@ -58,9 +58,12 @@ type Options struct {
 	// re-dialled) by the node on every send.
 	Route func(ctx context.Context) (routing.Route, error)
 	// Allow, when not empty, lists the local addresses messages arriving
-	// through the relay may be forwarded to (the first hop after the
-	// registrant). Empty allows every address, which is what a relay is for
-	// in the common case; replies from local workers are always passed on.
+	// through the relay may be passed on to (the first hop after the
+	// registrant), e.g. "echo" or "/service/echo". Empty allows every local
+	// worker, which is what a relay is for in the common case. Messages from
+	// the network are never passed on to a transport address (route them
+	// through a hop for that); replies from local workers are always passed
+	// on.
 	Allow []string
 	// NoWait makes Register return at once instead of waiting for the first
 	// acknowledgement; the registrant keeps trying in the background.
@@ -88,6 +91,7 @@ type RegistrationInfo struct {
 	Reregistrations uint64    `json:"reregistrations"` // registrations after the first
 	Forwarded       uint64    `json:"forwarded"`       // messages passed on by the registrant
 	Refused         uint64    `json:"refused"`         // messages not passed on (Allow, errors)
+	LastRefusal     string    `json:"last_refusal,omitempty"`
 }
 
 // Registration is the registering side of a relay: a registrant worker on
@@ -286,6 +290,11 @@ func (r *Registration) setState(f func(*RegistrationInfo)) {
 // run keeps the registration alive until life ends.
 func (r *Registration) run(life context.Context, first chan<- error) {
 	defer close(r.done)
+	defer func() {
+		if r.n.Context().Err() != nil {
+			r.setState(func(i *RegistrationInfo) { i.State = StateClosed })
+		}
+	}()
 	backoff := r.opts.BackoffMin
 	registered := false
 	for {
@@ -475,18 +484,30 @@ func (w *registrant) HandleMessage(c *node.Context, m *routing.Message) error {
 		r.log.Debug("dropped a message addressed to the registrant that answers no request", "return", m.Return.String())
 		return nil
 	}
-	if m.Local.Flow != "" && r.allow != nil {
-		if _, ok := r.allow[m.Onward[1].Value]; !m.Onward[1].IsLocal() || !ok {
-			r.setState(func(i *RegistrationInfo) { i.Refused++ })
-			return fmt.Errorf("relay %q: %s is not in the allowed destinations; message dropped", r.name, m.Onward[1])
+	if m.Local.Flow != "" {
+		// From the network: pass on to local workers only (a transport
+		// address would make this node dial out for a remote sender), and
+		// only to allowed ones when Allow is set.
+		next := m.Onward[1]
+		if !next.IsLocal() {
+			return r.refuse(fmt.Errorf("relay %q: %s is not a local address; messages through a relay go to local workers (route through a hop to go further)", r.name, next))
+		}
+		if _, ok := r.allow[next.Value]; r.allow != nil && !ok {
+			return r.refuse(fmt.Errorf("relay %q: %s is not in the allowed destinations; message dropped", r.name, next))
 		}
 	}
 	if err := c.Forward(c, m); err != nil {
-		r.setState(func(i *RegistrationInfo) { i.Refused++ })
-		return fmt.Errorf("relay %q: pass on to %s: %w", r.name, m.Onward[1:], err)
+		return r.refuse(fmt.Errorf("relay %q: pass on to %s: %w", r.name, m.Onward[1:], err))
 	}
 	r.setState(func(i *RegistrationInfo) { i.Forwarded++ })
 	return nil
+}
+
+// refuse counts a message not passed on and returns why (the node logs it at
+// debug level).
+func (r *Registration) refuse(err error) error {
+	r.setState(func(i *RegistrationInfo) { i.Refused++; i.LastRefusal = err.Error() })
+	return err
 }
 
 func jitter(d time.Duration) time.Duration {

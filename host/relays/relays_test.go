@@ -414,3 +414,73 @@ func TestServiceRefusesBadRequests(t *testing.T) {
 		t.Fatalf("after garbage: %+v", r)
 	}
 }
+
+func TestSet(t *testing.T) {
+	checkGoroutines(t)
+	n := newNode(t, "n")
+	svc, err := StartService(n, ServiceConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close(context.Background())
+	var set Set
+	at := routing.MustParseRoute("/service/relay")
+	for _, name := range []string{"b", "a"} {
+		if _, err := set.Register(ctxT(t), n, at, name, Options{CheckInterval: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := set.Register(ctxT(t), n, at, "a", Options{}); !errors.Is(err, ErrExists) {
+		t.Fatalf("duplicate: %v", err)
+	}
+	l := set.List()
+	if len(l) != 2 || l[0].Name != "a" || l[1].Name != "b" || l[0].State != StateUp {
+		t.Fatalf("list: %+v", l)
+	}
+	if r, ok := set.Get("a"); !ok || r.Name() != "a" {
+		t.Fatal("get a")
+	}
+	if err := set.Delete(ctxT(t), "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := set.Delete(ctxT(t), "a"); !errors.Is(err, ErrUnknownRelay) {
+		t.Fatalf("second delete: %v", err)
+	}
+	if got := svc.List(); len(got) != 1 || got[0].Name != "b" {
+		t.Fatalf("relay side after delete: %+v", got)
+	}
+	// A failed registration leaves no entry behind.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := set.Register(ctx, n, routing.MustParseRoute("/service/nothing"), "c", Options{BackoffMin: 10 * time.Millisecond}); err == nil {
+		t.Fatal("registered at nothing")
+	}
+	if len(set.List()) != 1 {
+		t.Fatalf("list: %+v", set.List())
+	}
+	if err := set.Close(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if got := svc.List(); len(got) != 0 {
+		t.Fatalf("relay side after close: %+v", got)
+	}
+}
+
+func TestNodeShutdownClosesRegistration(t *testing.T) {
+	checkGoroutines(t)
+	n := newNode(t, "n")
+	if _, err := StartService(n, ServiceConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := Register(ctxT(t), n, routing.MustParseRoute("/service/relay"), "n3", fast())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Shutdown(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "closed state", func() bool { return reg.Info().State == StateClosed })
+	if err := reg.Close(ctxT(t)); err != nil {
+		t.Fatalf("close after node shutdown: %v", err)
+	}
+}

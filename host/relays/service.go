@@ -356,6 +356,11 @@ func (f *forwarder) route() routing.Route {
 // route back, i.e. the request came from the current registrant.
 func (f *forwarder) owns(ret routing.Route) bool { return f.route().Equal(ret) }
 
+// fromRoute reports whether a message with return route ret comes from the
+// registrant's side. It cannot be forged from elsewhere: a link puts its own
+// worker first on the return route of whatever arrives on it, and local hops
+// put themselves in front of that, so only messages that came in over the
+// registrant's own path (from the registrant's node) match back.
 func fromRoute(ret, back routing.Route) bool {
 	return len(ret) >= len(back) && ret[:len(back)].Equal(back)
 }

@@ -101,11 +101,48 @@ func TestThreeNodesOverTCP(t *testing.T) {
 	deny(routeOf(t, c1.Worker, "/service/uppercase"))
 
 	fi, ok := svc.Get("n3")
-	if !ok || fi.State != ForwarderUp || fi.Forwarded != 2 || fi.Returned != 2 || fi.Node != "n3" {
+	if !ok || fi.State != ForwarderUp || fi.Forwarded != 2 || fi.Returned != 2 || fi.Node != "n3" || fi.Errors != 0 {
 		t.Fatalf("forwarder on n2: %+v\nregistration %+v", fi, reg.Info())
 	}
 	if !strings.HasSuffix(fi.RouteBack, reg.Address().String()) || !strings.HasPrefix(fi.RouteBack, "/worker/") {
 		t.Fatalf("route back %s does not lead to the registrant %s", fi.RouteBack, reg.Address())
+	}
+
+	// A sender on n1 that forges the registrant's route back as its return
+	// route does not turn the forwarder into a hop into n2: n2's link puts
+	// its own address first, so the message still goes to n3.
+	secret := make(chan struct{}, 1)
+	if _, err := n2.StartWorker("secret", node.WorkerFunc(func(*node.Context, *routing.Message) error {
+		secret <- struct{}{}
+		return nil
+	})); err != nil {
+		t.Fatal(err)
+	}
+	forger, err := n1.NewContext("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer forger.Close()
+	back := routing.MustParseRoute(fi.RouteBack)
+	refusedBefore := reg.Info().Refused
+	if err := forger.SendMessage(ctxT(t), &routing.Message{Onward: routeOf(t, c1.Worker, "/service/forward_to_n3/service/secret"), Return: back, Payload: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the forged message to reach n3", func() bool { fi, _ := svc.Get("n3"); return fi.Forwarded == 3 })
+	// Nor does the registrant dial out for a sender on the network.
+	if err := n1.Send(ctxT(t), routeOf(t, c1.Worker, "/service/forward_to_n3/tcp/"+strings.ReplaceAll(l.Address, "/", "%2F")+"/service/relay"), []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	// Two refusals: n3 has no "secret" for the forged message, and the
+	// transport address.
+	eventually(t, "the registrant to refuse a transport address", func() bool { return reg.Info().Refused == refusedBefore+2 })
+	if e := reg.Info().LastRefusal; !strings.Contains(e, "not a local address") {
+		t.Fatalf("last refusal: %q", e)
+	}
+	select {
+	case <-secret:
+		t.Fatal("a forged return route let n1 reach a worker on n2")
+	default:
 	}
 
 	// A second listener that allows the relay service reaches the forwarder
@@ -126,7 +163,7 @@ func TestThreeNodesOverTCP(t *testing.T) {
 	requestEventually(t, n1, routeOf(t, c1b.Worker, "/service/forward_to_n3/service/uppercase"), "second listener", "SECOND LISTENER")
 	mustRequest(t, n1, routeOf(t, c1b.Worker, "/service/forward_to_n3echo/service/echo").String(), "echo only", "echo only")
 	deny(routeOf(t, c1b.Worker, "/service/forward_to_n3echo/service/uppercase"))
-	if i := regEcho.Info(); i.Refused != 1 || i.Forwarded != 2 {
+	if i := regEcho.Info(); i.Refused != 1 || i.Forwarded != 2 || !strings.Contains(i.LastRefusal, "not in the allowed") {
 		t.Fatalf("allow-listed registration: %+v", i)
 	}
 	if err := regEcho.Close(ctxT(t)); err != nil {
