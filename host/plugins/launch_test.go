@@ -383,4 +383,3 @@ func alive(pid int) bool {
 	}
 	return true
 }
-

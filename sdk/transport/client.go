@@ -328,7 +328,8 @@ type remoteLink struct {
 	recvDone chan struct{}
 	recvErr  error
 
-	once sync.Once
+	once     sync.Once
+	closeErr error // why the link is closed; set before closing is closed
 }
 
 func (l *remoteLink) LocalAddr() string  { return l.local }
@@ -347,7 +348,10 @@ func (l *remoteLink) Send(ctx context.Context, packets [][]byte) error {
 	for len(packets) > 0 {
 		select {
 		case <-l.closing:
-			return fmt.Errorf("send to %s: %w", l.remote, ErrClosed)
+			return l.closeErr
+		default:
+		}
+		select {
 		case <-l.writerDone:
 			return l.sendErr
 		default:
@@ -359,7 +363,7 @@ func (l *remoteLink) Send(ctx context.Context, packets [][]byte) error {
 		case l.sendq <- buf:
 		case <-l.closing:
 			pool.Put(buf)
-			return fmt.Errorf("send to %s: %w", l.remote, ErrClosed)
+			return l.closeErr
 		case <-l.writerDone:
 			pool.Put(buf)
 			return l.sendErr
@@ -423,7 +427,7 @@ func (l *remoteLink) reader() {
 			case errors.Is(err, io.EOF):
 				l.recvErr = io.EOF
 			case isClosed(l.closed):
-				l.recvErr = fmt.Errorf("receive from %s: %w", l.remote, ErrClosed)
+				l.recvErr = l.closeErr
 			default:
 				l.recvErr = l.r.wrap("receive from "+l.remote, err)
 				l.cancel()
@@ -460,7 +464,7 @@ func (l *remoteLink) Recv(ctx context.Context) ([][]byte, error) {
 		l.cur = nil
 	}
 	if isClosed(l.closed) {
-		return nil, fmt.Errorf("receive from %s: %w", l.remote, ErrClosed)
+		return nil, l.closeErr
 	}
 	select {
 	case f := <-l.full:
@@ -481,7 +485,7 @@ func (l *remoteLink) Recv(ctx context.Context) ([][]byte, error) {
 		}
 		return nil, l.recvErr
 	case <-l.closed:
-		return nil, fmt.Errorf("receive from %s: %w", l.remote, ErrClosed)
+		return nil, l.closeErr
 	case <-ctx.Done():
 		return nil, fmt.Errorf("receive from %s: %w", l.remote, ctx.Err())
 	}
@@ -491,6 +495,11 @@ func (l *remoteLink) Recv(ctx context.Context) ([][]byte, error) {
 // waits (bounded) for the plugin to confirm before releasing the stream.
 func (l *remoteLink) Close() error {
 	l.once.Do(func() {
+		if l.r.gone() {
+			l.closeErr = fmt.Errorf("link to %s: transport plugin %q has exited: %w", l.remote, l.r.info.Name, ErrUnavailable)
+		} else {
+			l.closeErr = fmt.Errorf("link to %s: %w", l.remote, ErrClosed)
+		}
 		close(l.closing)
 		l.sendMu.Lock()
 		close(l.sendq)
