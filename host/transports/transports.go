@@ -16,8 +16,9 @@
 // re-dialled with capped exponential backoff and comes back at the same
 // worker address, so routes that name it keep working; a listener whose
 // Accept fails (for example because a plugin process crashed) is re-opened
-// on the address it was bound to. Reconnect cuts the backoff short, which a
-// plugin supervisor calls once a crashed plugin is running again.
+// on the address it was bound to. Reconnect cuts the backoff short; Attach
+// subscribes to a supervised plugin (*plugins.Transport) and calls it when
+// the plugin has been restarted.
 package transports
 
 import (
@@ -32,6 +33,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/ferryhq/ferry/host/node"
+	"github.com/ferryhq/ferry/host/plugins"
 	"github.com/ferryhq/ferry/sdk/routing"
 	"github.com/ferryhq/ferry/sdk/transport"
 )
@@ -177,6 +179,20 @@ func Attach(n *node.Node, t transport.Transport, opts Options) (*Binding, error)
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	n.RegisterResolver(info.AddressType, node.ResolverFunc(b.resolve))
+	if p, ok := t.(*plugins.Transport); ok {
+		// Links and listeners fail when the plugin process dies and their
+		// loops retry with backoff; a restart makes them retry at once.
+		unsubscribe := p.Subscribe(func(e plugins.Event) {
+			switch e.Kind {
+			case plugins.Restarted:
+				b.log.Info("plugin restarted; re-opening listeners and re-dialling connections", "plugin", e.Plugin, "pid", e.Pid)
+				b.Reconnect()
+			case plugins.GaveUp:
+				b.log.Error("plugin gave up restarting; its links stay down", "plugin", e.Plugin, "error", e.Err)
+			}
+		})
+		context.AfterFunc(b.ctx, unsubscribe)
+	}
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
