@@ -29,7 +29,8 @@ const fuzzMax = 1 << 16
 // decodeAll runs the frame reader over data as Recv does and returns the data
 // payloads (copied) and the terminal error.
 func decodeAll(data []byte, chunk int) (payloads [][]byte, closed bool, err error) {
-	fr := newFrameReader(&chunkReader{data: data, n: chunk}, fuzzMax, 0)
+	// A tiny initial buffer exercises compaction and growth on every input.
+	fr := &frameReader{r: &chunkReader{data: data, n: chunk}, max: fuzzMax, buf: make([]byte, 16)}
 	for {
 		for {
 			typ, p, ok, err := fr.next()
@@ -48,7 +49,7 @@ func decodeAll(data []byte, chunk int) (payloads [][]byte, closed bool, err erro
 		}
 		n, err := fr.fill()
 		fr.advance(n)
-		if len(fr.buf) > fuzzMax+headerSize && len(fr.buf) > minReadBuffer {
+		if len(fr.buf) > fuzzMax+headerSize {
 			return nil, false, errors.New("buffer grew beyond the maximum frame")
 		}
 		if err != nil {

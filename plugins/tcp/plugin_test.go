@@ -1,0 +1,29 @@
+package main
+
+import (
+	"net"
+	"testing"
+
+	"github.com/ferryhq/ferry/plugins/tcp/tcptransport"
+	"github.com/ferryhq/ferry/sdk/transporttest"
+	"github.com/ferryhq/ferry/sdk/transporttest/plugintest"
+)
+
+// TestConformanceAsPlugin runs the conformance suite against the tcp plugin
+// binary, launched as a subprocess and driven over gRPC as a node does.
+func TestConformanceAsPlugin(t *testing.T) {
+	p := plugintest.Build(t, ".")
+	p.Settings = map[string]string{
+		tcptransport.SettingHeartbeatInterval: "200ms",
+		tcptransport.SettingIdleTimeout:       "2s",
+	}
+	transporttest.Run(t, transporttest.Config{
+		New:           p.New,
+		Kill:          p.Kill,
+		ListenAddress: "127.0.0.1:0",
+		RawDial:       func(addr string) (net.Conn, error) { return net.Dial("tcp", addr) },
+		BadInputs: []transporttest.BadInput{
+			{Name: "4GiB_length", Bytes: []byte{tcptransport.FrameVersion, 1, 0xff, 0xff, 0xff, 0xff}},
+		},
+	})
+}
