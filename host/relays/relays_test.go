@@ -5,6 +5,7 @@ import (
 	"errors"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,7 +17,7 @@ import (
 const testDeadline = 10 * time.Second
 
 // newNode starts a node with echo, uppercase and hop, shut down at cleanup.
-func newNode(t *testing.T, name string) *node.Node {
+func newNode(t testing.TB, name string) *node.Node {
 	t.Helper()
 	n, err := node.New(node.Config{Name: name})
 	if err != nil {
@@ -483,4 +484,60 @@ func TestNodeShutdownClosesRegistration(t *testing.T) {
 	if err := reg.Close(ctxT(t)); err != nil {
 		t.Fatalf("close after node shutdown: %v", err)
 	}
+}
+
+func TestRouteFuncIsAskedBeforeEachRegistration(t *testing.T) {
+	checkGoroutines(t)
+	n := newNode(t, "n")
+	for _, h := range []string{"h1", "h2"} {
+		if _, err := n.StartWorker(h, services.Hop{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	svc, err := StartService(n, ServiceConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close(context.Background())
+	var mu sync.Mutex
+	current, fail := "/service/h1/service/relay", false
+	opts := fast()
+	opts.Route = func(ctx context.Context) (routing.Route, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if fail {
+			return nil, errors.New("no connection to n2 yet")
+		}
+		return routing.ParseRoute(current)
+	}
+	reg, err := Register(ctxT(t), n, nil, "n3", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close(context.Background())
+	if i := reg.Info(); i.Relay != "/service/h1/service/relay" {
+		t.Fatalf("info: %+v", i)
+	}
+	// The path through h1 breaks; the route function has no route for now.
+	mu.Lock()
+	fail = true
+	mu.Unlock()
+	if err := n.StopWorker(ctxT(t), "h1"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the route function's error to be reported", func() bool {
+		i := reg.Info()
+		return i.State == StateDown && strings.Contains(i.LastError, "no connection to n2 yet")
+	})
+	mu.Lock()
+	fail, current = false, "/service/h2/service/relay"
+	mu.Unlock()
+	eventually(t, "registration over the new route", func() bool {
+		i := reg.Info()
+		return i.State == StateUp && i.Relay == "/service/h2/service/relay"
+	})
+	if fi, _ := svc.Get("n3"); !strings.HasPrefix(fi.RouteBack, "/service/h2/") {
+		t.Fatalf("forwarder: %+v", fi)
+	}
+	mustRequest(t, n, "/service/forward_to_n3/service/uppercase", "new route", "NEW ROUTE")
 }

@@ -13,7 +13,7 @@ import (
 )
 
 // tcpNode is a node with a TCP transport bound to it, all closed at cleanup.
-func tcpNode(t *testing.T, name string) (*node.Node, *transports.Binding) {
+func tcpNode(t testing.TB, name string) (*node.Node, *transports.Binding) {
 	t.Helper()
 	n := newNode(t, name)
 	tr := tcptransport.New()
