@@ -35,8 +35,10 @@ type link struct {
 	peer  string
 	onEnd func(*link)
 
-	// Writing side: Send and the heartbeat share the buffered writer.
-	wmu       sync.Mutex
+	// Writing side: Send and the heartbeat share the buffered writer. wsem
+	// is a one-slot semaphore rather than a mutex so a Send waiting for
+	// another writer still honours its context.
+	wsem      chan struct{}
 	w         *bufio.Writer
 	hdr       []byte
 	lastWrite atomic.Int64 // unix nanos of the last frame written
@@ -70,6 +72,7 @@ func newLink(conn *net.TCPConn, cfg config, onEnd func(*link)) *link {
 		local:    conn.LocalAddr().String(),
 		peer:     conn.RemoteAddr().String(),
 		onEnd:    onEnd,
+		wsem:     make(chan struct{}, 1),
 		w:        bufio.NewWriterSize(conn, cfg.bufferSize),
 		hdr:      make([]byte, 0, headerSize),
 		fr:       newFrameReader(conn, cfg.maxMessageSize, cfg.bufferSize),
@@ -99,8 +102,12 @@ func (l *link) Send(ctx context.Context, packets [][]byte) error {
 	if l.closed.Load() {
 		return transport.ErrClosed
 	}
-	l.wmu.Lock()
-	defer l.wmu.Unlock()
+	select {
+	case l.wsem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-l.wsem }()
 	if l.werr != nil {
 		return l.werr
 	}
@@ -108,10 +115,16 @@ func (l *link) Send(ctx context.Context, packets [][]byte) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		stop := context.AfterFunc(ctx, func() { _ = l.conn.SetWriteDeadline(time.Unix(1, 0)) })
+		fired := make(chan struct{})
+		stop := context.AfterFunc(ctx, func() {
+			_ = l.conn.SetWriteDeadline(time.Unix(1, 0))
+			close(fired)
+		})
 		defer func() {
 			if !stop() {
-				// The deadline may have been set; clear it for the next writer.
+				// ctx ended: wait until its deadline is set, then clear it
+				// so it cannot hit the next writer.
+				<-fired
 				_ = l.conn.SetWriteDeadline(time.Time{})
 			}
 		}()
@@ -131,7 +144,7 @@ func (l *link) Send(ctx context.Context, packets [][]byte) error {
 }
 
 // failWrite turns a write error into the link's sticky error and closes the
-// connection. Called with wmu held.
+// connection. Called holding wsem.
 func (l *link) failWrite(ctx context.Context, err error) error {
 	switch {
 	case errors.Is(err, net.ErrClosed):
@@ -254,7 +267,9 @@ func (l *link) failRead(err error) ([][]byte, error) {
 // heartbeat keeps an otherwise quiet link alive so the peer's idle timeout
 // only fires when this side is really gone.
 func (l *link) heartbeat() {
-	t := time.NewTicker(l.cfg.heartbeatInterval)
+	// Ticking at half the interval keeps the gap between frames below 1.5
+	// intervals, well inside the peer's idle timeout (at least 2 intervals).
+	t := time.NewTicker(l.cfg.heartbeatInterval / 2)
 	defer t.Stop()
 	hb := appendHeader(nil, frameHeartbeat, 0)
 	for {
@@ -267,7 +282,9 @@ func (l *link) heartbeat() {
 			continue
 		}
 		// A Send in progress is as good as a heartbeat; do not queue behind it.
-		if !l.wmu.TryLock() {
+		select {
+		case l.wsem <- struct{}{}:
+		default:
 			continue
 		}
 		if l.werr == nil {
@@ -279,7 +296,7 @@ func (l *link) heartbeat() {
 				l.lastWrite.Store(time.Now().UnixNano())
 			}
 		}
-		l.wmu.Unlock()
+		<-l.wsem
 	}
 }
 
@@ -288,17 +305,15 @@ func (l *link) heartbeat() {
 func (l *link) Close() error {
 	l.closeOnce.Do(func() {
 		l.closed.Store(true)
-		locked := make(chan struct{})
-		go func() { l.wmu.Lock(); close(locked) }()
 		timer := time.NewTimer(closeGrace)
 		defer timer.Stop()
 		select {
-		case <-locked:
+		case l.wsem <- struct{}{}:
 		case <-timer.C:
 			// A Send is stuck on a full socket: drop the connection to
 			// release it.
 			l.end(transport.ErrClosed)
-			<-locked
+			l.wsem <- struct{}{}
 		}
 		if l.werr == nil {
 			_ = l.conn.SetWriteDeadline(time.Now().Add(closeGrace))
@@ -308,7 +323,7 @@ func (l *link) Close() error {
 			}
 			l.werr = transport.ErrClosed
 		}
-		l.wmu.Unlock()
+		<-l.wsem
 		l.end(transport.ErrClosed)
 	})
 	return nil

@@ -48,7 +48,7 @@ func TestConformance(t *testing.T) {
 }
 
 // pair returns two connected links with the given settings on both sides.
-func pair(t *testing.T, settings map[string]string) (client, server transport.Link, srv transport.Transport) {
+func pair(t testing.TB, settings map[string]string) (client, server transport.Link, srv transport.Transport) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
@@ -84,7 +84,7 @@ func pair(t *testing.T, settings map[string]string) (client, server transport.Li
 }
 
 // rawLink accepts a raw TCP connection on a transport listener.
-func rawLink(t *testing.T, settings map[string]string) (net.Conn, transport.Link) {
+func rawLink(t testing.TB, settings map[string]string) (net.Conn, transport.Link) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
