@@ -82,7 +82,9 @@ type CreateRequest struct {
 // Listener is a transport listener; network input from it may reach only
 // the Allow addresses.
 type Listener struct {
-	ID        string   `json:"id"`
+	ID string `json:"id"`
+	// Name is the listener's name in the topology file, if any.
+	Name      string   `json:"name,omitempty"`
 	Transport string   `json:"transport"`
 	Address   string   `json:"address"`
 	Allow     []string `json:"allow"`
@@ -94,7 +96,9 @@ type Listener struct {
 // Connection is an outgoing transport connection. Worker is the local
 // address (/worker/<hex>) to use in routes over it.
 type Connection struct {
-	ID        string   `json:"id"`
+	ID string `json:"id"`
+	// Name is the connection's name in the topology file, if any.
+	Name      string   `json:"name,omitempty"`
 	Transport string   `json:"transport"`
 	Remote    string   `json:"remote_address"`
 	Local     string   `json:"local_address,omitempty"`

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/ferryhq/ferry/host/node"
 	"github.com/ferryhq/ferry/host/services"
 	"github.com/ferryhq/ferry/host/state"
+	"github.com/ferryhq/ferry/host/topology"
 	"github.com/ferryhq/ferry/host/transports"
 	"github.com/ferryhq/ferry/sdk/routing"
 	"github.com/ferryhq/ferry/sdk/transport"
@@ -55,6 +57,10 @@ type Options struct {
 	Home       *state.Home
 	Logger     hclog.Logger
 	Transports Transports
+	// Spec, when set, is the node as a topology file declares it (with
+	// references resolved): exactly its plugins, listeners, connections
+	// and services, instead of the command's defaults.
+	Spec *topology.NodeSpec
 	// Ready is called once the control API answers, with the status.
 	Ready func(api.Status)
 }
@@ -76,29 +82,19 @@ func Run(ctx context.Context, o Options) error {
 	}
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-	r := &runtime{n: n, log: log, name: cfg.Name, stop: stop, started: time.Now(), tr: o.Transports}
+	r := &runtime{n: n, log: log, name: cfg.Name, stop: stop, started: time.Now(), tr: o.Transports,
+		bindings: map[string]*binding{}, names: map[string]string{}}
 	defer r.teardown()
 
-	for _, s := range DefaultServices {
-		if _, err := services.Start(n, s, ""); err != nil {
-			return fmt.Errorf("start service %s: %w", s, err)
-		}
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	if o.Spec != nil {
+		err = r.startSpec(tctx, o.Spec)
+	} else {
+		err = r.startDefault(tctx, cfg)
 	}
-	for _, s := range cfg.Services {
-		if slices.Contains(DefaultServices, s.Address) && s.Address == s.Type {
-			continue
-		}
-		if _, err := services.Start(n, s.Type, s.Address); err != nil {
-			return fmt.Errorf("start service %s at %s: %w", s.Type, s.Address, err)
-		}
-	}
-	if o.Transports != nil {
-		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := r.startTCP(tctx, cfg)
-		cancel()
-		if err != nil {
-			return err
-		}
+	cancel()
+	if err != nil {
+		return err
 	}
 	srv, err := api.Listen(o.Home.SocketPath(cfg.Name), r, log.Named("api"))
 	if err != nil {
@@ -140,22 +136,65 @@ type runtime struct {
 	tr      Transports
 
 	mu        sync.Mutex
-	tcp       *transports.Binding
-	defaultID string // the node's own listener, listed first
-	unwatch   func()
+	bindings  map[string]*binding // by plugin name
+	names     map[string]string   // listener/connection id -> name in the topology file
+	defaultID string              // the node's own listener, listed first
 }
 
-func (r *runtime) startTCP(ctx context.Context, cfg state.NodeConfig) error {
-	t, err := r.tr.Transport(ctx, "tcp")
-	if err != nil {
-		return fmt.Errorf("start the tcp transport plugin: %w", err)
+type binding struct {
+	plugin  string
+	b       *transports.Binding
+	unwatch func()
+}
+
+// attach starts plugin and binds it to the node (once per plugin).
+func (r *runtime) attach(ctx context.Context, plugin string, settings map[string]string) (*transports.Binding, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if b := r.bindings[plugin]; b != nil {
+		return b.b, nil
 	}
-	b, err := transports.Attach(r.n, t, transports.Options{Logger: r.log.Named("tcp"), Settings: map[string]string{}})
-	if err != nil {
-		return fmt.Errorf("attach the tcp transport: %w", err)
+	if r.tr == nil {
+		return nil, api.Unavailable(fmt.Errorf("this node runs without transports, so it cannot use %s", plugin))
 	}
-	r.tcp = b
-	r.unwatch = r.tr.Watch(t, b.Reconnect)
+	t, err := r.tr.Transport(ctx, plugin)
+	if err != nil {
+		return nil, fmt.Errorf("start the %s transport plugin: %w", plugin, err)
+	}
+	if settings == nil {
+		settings = map[string]string{}
+	}
+	b, err := transports.Attach(r.n, t, transports.Options{Logger: r.log.Named(plugin), Settings: settings})
+	if err != nil {
+		return nil, fmt.Errorf("attach the %s transport: %w", plugin, err)
+	}
+	r.bindings[plugin] = &binding{plugin: plugin, b: b, unwatch: r.tr.Watch(t, b.Reconnect)}
+	return b, nil
+}
+
+// startDefault starts what every node the ferry command creates has: the
+// default services and a TCP listener open to the network services.
+func (r *runtime) startDefault(ctx context.Context, cfg state.NodeConfig) error {
+	for _, s := range DefaultServices {
+		if _, err := services.Start(r.n, s, ""); err != nil {
+			return fmt.Errorf("start service %s: %w", s, err)
+		}
+	}
+	for _, s := range cfg.Services {
+		if slices.Contains(DefaultServices, s.Address) && s.Address == s.Type {
+			continue
+		}
+		if _, err := services.Start(r.n, s.Type, s.Address); err != nil {
+			return fmt.Errorf("start service %s at %s: %w", s.Type, s.Address, err)
+		}
+	}
+	if r.tr == nil {
+		return nil
+	}
+	b, err := r.attach(ctx, "tcp", nil)
+	if err != nil {
+		return err
+	}
 	addr := cfg.TCPListenerAddress
 	if addr == "" {
 		addr = "127.0.0.1:0"
@@ -173,14 +212,73 @@ func (r *runtime) startTCP(ctx context.Context, cfg state.NodeConfig) error {
 	return nil
 }
 
+// startSpec starts the node a topology file declares.
+func (r *runtime) startSpec(ctx context.Context, spec *topology.NodeSpec) error {
+	var missing []string
+	if len(spec.Relays) > 0 {
+		missing = append(missing, "relays")
+	}
+	if len(spec.Inlets) > 0 {
+		missing = append(missing, "inlets")
+	}
+	if len(spec.Outlets) > 0 {
+		missing = append(missing, "outlets")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("node %s declares %s, which this ferry does not start from topology files yet; remove them from the file or create them with the command", spec.Name, strings.Join(missing, " and "))
+	}
+	for _, p := range spec.Plugins {
+		if _, err := r.attach(ctx, p.Name, p.Settings); err != nil {
+			return fmt.Errorf("node %s: %w", spec.Name, err)
+		}
+	}
+	for _, s := range spec.Services {
+		if _, err := services.Start(r.n, s.Type, s.Address); err != nil {
+			return fmt.Errorf("node %s: service %s: %w", spec.Name, s.Type, err)
+		}
+	}
+	for _, l := range spec.Listeners {
+		b, err := r.attach(ctx, l.Plugin, nil)
+		if err != nil {
+			return fmt.Errorf("node %s: listener %s: %w", spec.Name, l.Name, err)
+		}
+		li, err := b.Listen(ctx, l.Address, l.Allow...)
+		if err != nil {
+			return fmt.Errorf("node %s: listener %s: %w", spec.Name, l.Name, err)
+		}
+		r.mu.Lock()
+		r.names[li.ID] = l.Name
+		if r.defaultID == "" && l.Plugin == "tcp" {
+			r.defaultID = li.ID
+		}
+		r.mu.Unlock()
+	}
+	for _, c := range spec.Connections {
+		b, err := r.attach(ctx, c.Plugin, nil)
+		if err != nil {
+			return fmt.Errorf("node %s: connection %s: %w", spec.Name, c.Name, err)
+		}
+		ci, err := b.Connect(ctx, c.Address, c.Allow...)
+		if err != nil {
+			return fmt.Errorf("node %s: connection %s to %s: %w", spec.Name, c.Name, c.Address, err)
+		}
+		r.mu.Lock()
+		r.names[ci.ID] = c.Name
+		r.mu.Unlock()
+	}
+	return nil
+}
+
 func (r *runtime) teardown() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if r.unwatch != nil {
-		r.unwatch()
-	}
-	if r.tcp != nil {
-		r.tcp.Close()
+	r.mu.Lock()
+	bs := r.bindings
+	r.bindings = map[string]*binding{}
+	r.mu.Unlock()
+	for _, b := range bs {
+		b.unwatch()
+		b.b.Close()
 	}
 	if err := r.n.Shutdown(ctx); err != nil {
 		r.log.Warn("node shutdown", "error", err)
@@ -265,25 +363,45 @@ func (r *runtime) Send(ctx context.Context, route routing.Route, payload []byte)
 	return m, nil
 }
 
-func (r *runtime) binding() (*transports.Binding, error) {
-	if r.tcp == nil {
-		return nil, api.Unavailable(errors.New("this node runs without the tcp transport"))
+// tcp returns the TCP binding the tcp-listener and tcp-connection
+// endpoints use, starting the plugin if this node has not yet.
+func (r *runtime) tcp(ctx context.Context) (*transports.Binding, error) {
+	return r.attach(ctx, "tcp", nil)
+}
+
+func (r *runtime) all() []*binding {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*binding, 0, len(r.bindings))
+	for _, b := range r.bindings {
+		out = append(out, b)
 	}
-	return r.tcp, nil
+	slices.SortFunc(out, func(a, b *binding) int { return strings.Compare(a.plugin, b.plugin) })
+	return out
+}
+
+func (r *runtime) nameOf(id string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.names[id]
+}
+
+func (r *runtime) listenerInfo(plugin string, l transports.ListenerInfo) api.Listener {
+	r.mu.Lock()
+	al := api.Listener{ID: l.ID, Name: r.names[l.ID], Transport: plugin, Address: l.Address, Default: l.ID == r.defaultID}
+	r.mu.Unlock()
+	for _, a := range l.Allowed {
+		al.Allow = append(al.Allow, addrText(a))
+	}
+	return al
 }
 
 func (r *runtime) Listeners(context.Context) ([]api.Listener, error) {
-	b, err := r.binding()
-	if err != nil {
-		return nil, nil
-	}
-	var out []api.Listener
-	for _, l := range b.Listeners() {
-		al := api.Listener{ID: l.ID, Transport: "tcp", Address: l.Address, Default: l.ID == r.defaultID}
-		for _, a := range l.Allowed {
-			al.Allow = append(al.Allow, addrText(a))
+	out := []api.Listener{}
+	for _, b := range r.all() {
+		for _, l := range b.b.Listeners() {
+			out = append(out, r.listenerInfo(b.plugin, l))
 		}
-		out = append(out, al)
 	}
 	// The node's own listener first: /node/NAME routes resolve to it.
 	slices.SortStableFunc(out, func(a, b api.Listener) int {
@@ -299,40 +417,33 @@ func (r *runtime) Listeners(context.Context) ([]api.Listener, error) {
 }
 
 func (r *runtime) CreateListener(ctx context.Context, address string) (api.Listener, error) {
-	b, err := r.binding()
-	if err != nil {
-		return api.Listener{}, err
-	}
 	if address == "" {
 		return api.Listener{}, api.BadRequest(errors.New("listener address is empty; give host:port such as 127.0.0.1:0"))
+	}
+	b, err := r.tcp(ctx)
+	if err != nil {
+		return api.Listener{}, err
 	}
 	l, err := b.Listen(ctx, address, NetworkAllow...)
 	if err != nil {
 		return api.Listener{}, api.BadRequest(err)
 	}
-	al := api.Listener{ID: l.ID, Transport: "tcp", Address: l.Address}
-	for _, a := range l.Allowed {
-		al.Allow = append(al.Allow, addrText(a))
-	}
-	return al, nil
+	return r.listenerInfo("tcp", l), nil
 }
 
 func (r *runtime) DeleteListener(ctx context.Context, id string) error {
-	b, err := r.binding()
-	if err != nil {
-		return err
-	}
-	if err := b.CloseListener(ctx, id); err != nil {
-		if errors.Is(err, transports.ErrNotFound) {
-			return api.NotFound(fmt.Errorf("no tcp listener %q; see ferry tcp-listener list", id))
+	for _, b := range r.all() {
+		err := b.b.CloseListener(ctx, id)
+		if err == nil || !errors.Is(err, transports.ErrNotFound) {
+			return err
 		}
-		return err
 	}
-	return nil
+	return api.NotFound(fmt.Errorf("no listener %q; see ferry tcp-listener list", id))
 }
 
-func connInfo(c transports.ConnectionInfo) api.Connection {
-	ac := api.Connection{ID: c.ID, Transport: "tcp", Remote: c.Remote, Local: c.Local, Worker: c.Worker.String(), Up: c.Up, Accepted: c.Listener != ""}
+func (r *runtime) connInfo(plugin string, c transports.ConnectionInfo) api.Connection {
+	ac := api.Connection{ID: c.ID, Name: r.nameOf(c.ID), Transport: plugin, Remote: c.Remote, Local: c.Local,
+		Worker: c.Worker.String(), Up: c.Up, Accepted: c.Listener != ""}
 	for _, a := range c.Allowed {
 		ac.Allow = append(ac.Allow, addrText(a))
 	}
@@ -340,50 +451,45 @@ func connInfo(c transports.ConnectionInfo) api.Connection {
 }
 
 func (r *runtime) Connections(context.Context) ([]api.Connection, error) {
-	b, err := r.binding()
-	if err != nil {
-		return nil, nil
-	}
-	var out []api.Connection
-	for _, c := range b.Connections() {
-		out = append(out, connInfo(c))
+	out := []api.Connection{}
+	for _, b := range r.all() {
+		for _, c := range b.b.Connections() {
+			out = append(out, r.connInfo(b.plugin, c))
+		}
 	}
 	return out, nil
 }
 
 func (r *runtime) CreateConnection(ctx context.Context, address string) (api.Connection, error) {
-	b, err := r.binding()
-	if err != nil {
-		return api.Connection{}, err
-	}
 	if address == "" {
 		return api.Connection{}, api.BadRequest(errors.New("connection address is empty; give host:port"))
+	}
+	b, err := r.tcp(ctx)
+	if err != nil {
+		return api.Connection{}, err
 	}
 	c, err := b.Connect(ctx, address, NetworkAllow...)
 	if err != nil {
 		return api.Connection{}, api.BadRequest(err)
 	}
-	return connInfo(c), nil
+	return r.connInfo("tcp", c), nil
 }
 
 func (r *runtime) DeleteConnection(ctx context.Context, id string) error {
-	b, err := r.binding()
-	if err != nil {
-		return err
-	}
-	// Accept the worker address too: it is what users copy from listings.
-	for _, c := range b.Connections() {
-		if c.Worker.String() == id || c.Worker.Value == id {
-			id = c.ID
+	for _, b := range r.all() {
+		// Accept the worker address too: it is what users copy.
+		cid := id
+		for _, c := range b.b.Connections() {
+			if c.Worker.String() == id || c.Worker.Value == id {
+				cid = c.ID
+			}
+		}
+		err := b.b.CloseConnection(ctx, cid)
+		if err == nil || !errors.Is(err, transports.ErrNotFound) {
+			return err
 		}
 	}
-	if err := b.CloseConnection(ctx, id); err != nil {
-		if errors.Is(err, transports.ErrNotFound) {
-			return api.NotFound(fmt.Errorf("no tcp connection %q; see ferry tcp-connection list", id))
-		}
-		return err
-	}
-	return nil
+	return api.NotFound(fmt.Errorf("no connection %q; see ferry tcp-connection list", id))
 }
 
 func (r *runtime) Plugins(ctx context.Context) ([]api.Plugin, error) {

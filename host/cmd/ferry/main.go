@@ -69,6 +69,9 @@ func (a *app) root() *cobra.Command {
 		a.newTCPListenerCmd(),
 		a.newTCPConnectionCmd(),
 		a.newPluginCmd(),
+		a.newUpCmd(),
+		a.newDownCmd(),
+		newValidateCmd(),
 	)
 	return root
 }

@@ -112,6 +112,8 @@ func (a *app) newNodeCmd() *cobra.Command {
 }
 
 type createFlags struct {
+	config     string
+	vars       []string
 	listen     string
 	foreground bool
 	verbose    bool
@@ -138,6 +140,20 @@ func (a *app) newNodeCreateCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&f.verbose, "verbose", false, "log at debug level (each worker as it starts)")
 	cmd.Flags().StringVar(&f.pluginDir, "plugin-dir", "", "directory of plugin binaries (default $FERRY_PLUGIN_DIR, else beside the ferry binary)")
 	cmd.Flags().DurationVar(&f.timeout, "timeout", 30*time.Second, "how long to wait for the node to answer")
+	cmd.Flags().StringVar(&f.config, "config", "", "start node NAME as declared in this topology file")
+	cmd.Flags().StringArrayVar(&f.vars, "var", nil, "with --config: set a variable, --var NAME=VALUE (repeatable)")
+	cmd.PreRunE = func(cmd *cobra.Command, args []string) error {
+		if f.config == "" && len(f.vars) > 0 {
+			return errors.New("--var needs --config FILE")
+		}
+		if f.config != "" && cmd.Flags().Changed("tcp-listener-address") {
+			return errors.New("--tcp-listener-address does not apply with --config: the file declares the node's listeners")
+		}
+		if f.config != "" && len(args) == 0 {
+			return errors.New("with --config, name the node of the file to start: ferry node create NAME --config FILE")
+		}
+		return nil
+	}
 	return cmd
 }
 
@@ -151,13 +167,31 @@ func (a *app) createNode(ctx context.Context, name string, f createFlags) error 
 			return err
 		}
 	}
-	pluginDir := f.pluginDir
-	if pluginDir == "" {
-		pluginDir = os.Getenv("FERRY_PLUGIN_DIR")
-	}
-	if pluginDir != "" {
-		if pluginDir, err = absPath(pluginDir); err != nil {
+	pluginDir := envPluginDir()
+	if f.pluginDir != "" {
+		if pluginDir, err = absPath(f.pluginDir); err != nil {
 			return err
+		}
+	}
+	var file string
+	var vars map[string]string
+	if f.config != "" {
+		if file, err = absPath(f.config); err != nil {
+			return err
+		}
+		if vars, err = parseVars(f.vars); err != nil {
+			return err
+		}
+		t, err := a.loadTopology(ctx, file, vars)
+		if err != nil {
+			return err
+		}
+		if t.Node(name) == nil {
+			var names []string
+			for _, n := range t.Nodes {
+				names = append(names, n.Name)
+			}
+			return fmt.Errorf("%s declares no node %q; it declares %s", f.config, name, strings.Join(names, ", "))
 		}
 	}
 	var lock *state.Lock
@@ -170,7 +204,10 @@ func (a *app) createNode(ctx context.Context, name string, f createFlags) error 
 		if err != nil {
 			return err
 		}
-		cfg := &state.NodeConfig{Name: n, TCPListenerAddress: f.listen, PluginDir: pluginDir, Created: time.Now().UTC()}
+		cfg := &state.NodeConfig{Name: n, TCPListenerAddress: f.listen, PluginDir: pluginDir, ConfigFile: file, Vars: vars, Created: time.Now().UTC()}
+		if file != "" {
+			cfg.TCPListenerAddress = ""
+		}
 		err = h.Create(cfg)
 		if errors.Is(err, state.ErrExists) && name == "" && tries < 10 {
 			lock.Unlock()

@@ -15,6 +15,7 @@ import (
 	"github.com/ferryhq/ferry/host/api"
 	"github.com/ferryhq/ferry/host/api/daemon"
 	"github.com/ferryhq/ferry/host/state"
+	"github.com/ferryhq/ferry/host/topology"
 )
 
 // newNodeRunCmd is the background node process that `node create` and
@@ -78,11 +79,18 @@ func runNode(ctx context.Context, h *state.Home, cfg *state.NodeConfig, logTo io
 		level = hclog.Debug
 	}
 	log := hclog.New(&hclog.LoggerOptions{Name: "ferry", Level: level, Output: logTo})
+	var spec *topology.NodeSpec
+	if cfg.ConfigFile != "" {
+		var err error
+		if spec, err = resolveSpec(ctx, h, cfg); err != nil {
+			return err
+		}
+	}
 	tr, err := newPluginTransports(cfg.PluginDir, log.Named("plugins"))
 	if err != nil {
 		return err
 	}
-	return daemon.Run(ctx, daemon.Options{Config: *cfg, Home: h, Logger: log, Transports: tr, Ready: ready})
+	return daemon.Run(ctx, daemon.Options{Config: *cfg, Home: h, Logger: log, Transports: tr, Spec: spec, Ready: ready})
 }
 
 // runForeground runs a node created with --foreground: status on stdout

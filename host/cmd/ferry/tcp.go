@@ -67,14 +67,17 @@ func (a *app) newTCPListenerCmd() *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			ls, err := c.Listeners(cmd.Context())
+			all, err := c.Listeners(cmd.Context())
 			if err != nil {
 				return err
 			}
-			if a.json() {
-				if ls == nil {
-					ls = []api.Listener{}
+			ls := []api.Listener{}
+			for _, l := range all {
+				if l.Transport == "tcp" {
+					ls = append(ls, l)
 				}
+			}
+			if a.json() {
 				return a.printJSON(ls)
 			}
 			w := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
@@ -216,14 +219,17 @@ func (a *app) newTCPConnectionCmd() *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			cs, err := c.Connections(cmd.Context())
+			all, err := c.Connections(cmd.Context())
 			if err != nil {
 				return err
 			}
-			if a.json() {
-				if cs == nil {
-					cs = []api.Connection{}
+			cs := []api.Connection{}
+			for _, cn := range all {
+				if cn.Transport == "tcp" {
+					cs = append(cs, cn)
 				}
+			}
+			if a.json() {
 				return a.printJSON(cs)
 			}
 			w := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)

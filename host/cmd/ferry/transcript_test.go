@@ -559,3 +559,95 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+type jsonConn struct {
+	Name     string `json:"name"`
+	Worker   string `json:"worker"`
+	Accepted bool   `json:"accepted"`
+}
+
+func TestUpBridgeMessageDown(t *testing.T) {
+	e := newEnv(t)
+	bridge, _ := filepath.Abs("../../../configs/bridge.hcl")
+	out := e.ok("up", bridge, "--var", "n2_port=0", "--var", "n3_port=0")
+	for _, w := range []string{"Started 3 nodes", "n1", "n2", "n3"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("up summary lacks %q:\n%s", w, out)
+		}
+	}
+	nodes := e.nodes()
+	for _, n := range []string{"n1", "n2", "n3"} {
+		if nodes[n].Status != "UP" {
+			t.Fatalf("after up, %s is %+v", n, nodes[n])
+		}
+	}
+	// Dependency order: n3 was started first, n1 last.
+	if !(strings.Index(out, "\nn3 ") < strings.Index(out, "\nn2 ") && strings.Index(out, "\nn2 ") < strings.Index(out, "\nn1 ")) {
+		t.Errorf("up did not start n3, n2, n1 in order:\n%s", out)
+	}
+	conn := func(node, name string) string {
+		var v struct{ Connections []jsonConn }
+		e.json(&v, "node", "show", node)
+		for _, c := range v.Connections {
+			if c.Name == name {
+				return c.Worker
+			}
+		}
+		t.Fatalf("node %s has no connection %s: %+v", node, name, v.Connections)
+		return ""
+	}
+	// Across the bridge over the file's own connections: n1 -> n2's hop -> n3.
+	route := conn("n1", "to_n2") + "/service/hop" + conn("n2", "to_n3") + "/service/uppercase"
+	if got := e.ok("message", "send", "hello", "--from", "n1", "--to", route); got != "HELLO\n" {
+		t.Errorf("across the bridge: %q", got)
+	}
+	// And with /node/ names resolved to the listeners.
+	if got := e.ok("message", "send", "hello", "--from", "n1", "--to", "/node/n2/service/hop/node/n3/service/echo"); got != "hello\n" {
+		t.Errorf("across the bridge by node names: %q", got)
+	}
+	// n2's listener allows only hop: uppercase there is refused (no reply).
+	e.fails("no reply", "message", "send", "x", "--from", "n1", "--to", "/node/n2/service/uppercase", "--timeout", "300ms")
+
+	// up again is harmless: the nodes are running.
+	e.ok("up", bridge, "--var", "n2_port=0", "--var", "n3_port=0")
+	out = e.ok("down", bridge)
+	if !strings.Contains(out, "3 nodes") {
+		t.Errorf("down: %q", out)
+	}
+	eventually(t, 10*time.Second, "no process left after down", func() bool { return len(e.ferryProcesses()) == 0 })
+	if n := e.nodes(); len(n) != 0 {
+		t.Errorf("nodes after down: %v", n)
+	}
+}
+
+func TestNodeCreateFromConfig(t *testing.T) {
+	e := newEnv(t)
+	bridge, _ := filepath.Abs("../../../configs/bridge.hcl")
+	out := e.ok("node", "create", "n3", "--config", bridge, "--var", "n3_port=0")
+	if !regexp.MustCompile(`Status:\s+UP`).MatchString(out) {
+		t.Fatalf("node create n3 --config: %q", out)
+	}
+	var svcs []struct{ Type string }
+	e.json(&svcs, "service", "list", "--at", "n3")
+	if len(svcs) != 3 {
+		t.Errorf("n3 from the file runs %+v, want echo, hop, uppercase", svcs)
+	}
+	// n2 refers to n3's listener: running here, so its bound port is used.
+	e.ok("node", "create", "n2", "--config", bridge, "--var", "n3_port=0", "--var", "n2_port=0")
+	if got := e.ok("message", "send", "hi", "--from", "n2", "--to", "/service/hop/node/n3/service/uppercase"); got != "HI\n" {
+		t.Errorf("n2 -> n3: %q", got)
+	}
+	// n1 refers to n2, whose port 0 cannot be known from the file alone
+	// when n2 is not running here.
+	e.ok("node", "delete", "n2")
+	e.fails("port 0", "node", "create", "n1", "--config", bridge, "--var", "n2_port=0")
+	e.fails(`declares no node "n7"`, "node", "create", "n7", "--config", bridge)
+	e.fails("--tcp-listener-address does not apply", "node", "create", "n9", "--config", bridge, "--tcp-listener-address", "127.0.0.1:0")
+
+	bad := filepath.Join(t.TempDir(), "bad.hcl")
+	os.WriteFile(bad, []byte("node \"a\" {\n  servce \"echo\" {}\n}\n"), 0o600)
+	r := e.run("up", bad)
+	if r.code == 0 || !strings.Contains(r.stderr, "bad.hcl line 2") || !strings.Contains(r.stderr, `Did you mean "service"`) {
+		t.Errorf("up of a bad file: exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+}
