@@ -70,7 +70,7 @@ func settingsSchema() []transport.Setting {
 	d := defaultConfig()
 	return []transport.Setting{
 		{Name: SettingMaxMessageSize, Type: transport.Int, Default: strconv.Itoa(d.maxMessageSize),
-			Description: "largest packet in bytes; larger frames from the network close the link, larger sends fail with ErrTooLarge"},
+			Description: "largest packet in bytes, at most the default; larger frames from the network close the link, larger sends fail with ErrTooLarge"},
 		{Name: SettingHeartbeatInterval, Type: transport.Duration, Default: d.heartbeatInterval.String(),
 			Description: "send a heartbeat frame when nothing was written for this long"},
 		{Name: SettingIdleTimeout, Type: transport.Duration, Default: d.idleTimeout.String(),
@@ -130,7 +130,9 @@ func (t *Transport) Configure(_ context.Context, settings map[string]string) err
 		var err error
 		switch k {
 		case SettingMaxMessageSize:
-			cfg.maxMessageSize, err = parseSize(v, 1, 1<<31-1)
+			// Capped at the default, which Info reports before settings
+			// are known: the plugin's gRPC limits are sized from it.
+			cfg.maxMessageSize, err = parseSize(v, 1, routing.DefaultMaxMessageSize)
 		case SettingBufferSize:
 			cfg.bufferSize, err = parseSize(v, 4<<10, 64<<20)
 		case SettingHeartbeatInterval:

@@ -307,6 +307,7 @@ func TestConfigure(t *testing.T) {
 		{map[string]string{"nope": "1"}, `unknown setting "nope"`},
 		{map[string]string{SettingMaxMessageSize: "big"}, "max_message_size"},
 		{map[string]string{SettingMaxMessageSize: "0"}, "between"},
+		{map[string]string{SettingMaxMessageSize: "16777217"}, "between"},
 		{map[string]string{SettingIdleTimeout: "1s", SettingHeartbeatInterval: "1s"}, "at least twice"},
 		{map[string]string{SettingDialTimeout: "-1s"}, "positive"},
 	}
