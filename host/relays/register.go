@@ -108,6 +108,9 @@ type Registration struct {
 
 	allow map[string]struct{}
 
+	closeOnce sync.Once
+	closeErr  error
+
 	reqMu   sync.Mutex
 	pending map[uint64]chan control
 	nonce   uint64
@@ -236,6 +239,11 @@ func (r *Registration) Info() RegistrationInfo {
 // registrant. The returned error says when the relay could not be told; its
 // forwarder then stays there (reported stale) until deleted on the relay node.
 func (r *Registration) Close(ctx context.Context) error {
+	r.closeOnce.Do(func() { r.closeErr = r.close(ctx) })
+	return r.closeErr
+}
+
+func (r *Registration) close(ctx context.Context) error {
 	r.stop()
 	<-r.done
 	r.mu.Lock()
