@@ -622,6 +622,29 @@ func (l *loader) loadNode(b *hcl.Block) {
 	for _, p := range defaultAllow {
 		*p = append([]string{}, serves...)
 	}
+	// An explicit allow entry that nothing in the file serves is usually a
+	// typo; it may also be a service started later with the ferry command,
+	// so this is a warning.
+	check := func(allow []string, rng *hcl.Range) {
+		for _, a := range allow {
+			if rng == nil || contains(serves, a) || strings.HasPrefix(a, "forward_to_") {
+				continue
+			}
+			l.diags = append(l.diags, &hcl.Diagnostic{
+				Severity: hcl.DiagWarning,
+				Summary:  "Allowed address not served",
+				Detail: fmt.Sprintf("allow lists %q, but node %q declares no service or outlet at that address.%s Network input to it finds nothing until one is started (ferry service start ... --at %s).",
+					a, name, didYouMean(a, serves), name),
+				Subject: rng,
+			})
+		}
+	}
+	for _, ls := range n.Listeners {
+		check(ls.Allow, ls.allowRng)
+	}
+	for _, c := range n.Connections {
+		check(c.Allow, c.allowRng)
+	}
 }
 
 func (l *loader) pluginAttr(content *hcl.BodyContent, def, kind, block string) (string, hcl.Range, bool, bool) {
@@ -657,6 +680,7 @@ func (l *loader) loadListener(n *Node, b *hcl.Block) *Listener {
 		if ls.Allow, ok = l.evalAllow(a); !ok {
 			return nil
 		}
+		ls.allowRng = rp(a.Expr.Range())
 	}
 	if a, ok := content.Attributes["settings"]; ok {
 		l.collectSettings(n, ls.Plugin, b, a, func(m map[string]string) { ls.Settings = m })
@@ -678,6 +702,7 @@ func (l *loader) loadConnection(n *Node, b *hcl.Block) *Connection {
 		if c.Allow, ok = l.evalAllow(a); !ok {
 			return nil
 		}
+		c.allowRng = rp(a.Expr.Range())
 	}
 	a, ok := content.Attributes["to"]
 	if !ok {
@@ -837,7 +862,7 @@ func (l *loader) loadInlet(n *Node, b *hcl.Block) *Inlet {
 	}
 	if a, ok := content.Attributes["listen"]; ok {
 		s, ok := l.evalString(a, `"127.0.0.1:6000"`)
-		if !ok || !l.checkHostPort(DefaultPortalPlugin, s, a.Expr.Range(), "listen", true) {
+		if !ok || !l.checkHostPort(in.Plugin, s, a.Expr.Range(), "listen", true) {
 			return nil
 		}
 		in.Listen = s
@@ -867,7 +892,7 @@ func (l *loader) loadOutlet(n *Node, b *hcl.Block) *Outlet {
 	}
 	if a, ok := content.Attributes["to"]; ok {
 		s, ok := l.evalString(a, `"127.0.0.1:9000"`)
-		if !ok || !l.checkHostPort(DefaultPortalPlugin, s, a.Expr.Range(), "to", false) {
+		if !ok || !l.checkHostPort(o.Plugin, s, a.Expr.Range(), "to", false) {
 			return nil
 		}
 		o.Target = s

@@ -100,6 +100,8 @@ type Listener struct {
 	Allow    []string
 	Settings map[string]string
 	Range    hcl.Range `json:"-"`
+
+	allowRng *hcl.Range
 }
 
 // Connection is a `connection "name" {}` block: the node dials out.
@@ -112,6 +114,8 @@ type Connection struct {
 	Allow    []string
 	Settings map[string]string
 	Range    hcl.Range `json:"-"`
+
+	allowRng *hcl.Range
 }
 
 // Target is either a literal transport address or a reference.

@@ -106,6 +106,7 @@ func TestErrorFiles(t *testing.T) {
 		{"conflicting_settings", "Conflicting plugin settings", 10, 25, `already sets baud = "9600"`},
 		{"self_connection", "Connection to the node itself", 4, 10, "remove this connection"},
 		{"reference_kind_typo", "Invalid reference", 7, 17, `Did you mean "transport"?`},
+		{"allow_warning", "Allowed address not served", 3, 13, `Did you mean "uppercase"?`},
 		{"syntax_error", "Unexpected comma after argument", 3, 27, "separated by newlines"},
 	}
 	seen := map[string]bool{}
