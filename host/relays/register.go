@@ -74,6 +74,9 @@ type Options struct {
 	sleep func(ctx context.Context, d time.Duration) error // tests: observe backoff
 }
 
+// errRefused marks an answer from the relay service that said no.
+var errRefused = errors.New("refused the registration")
+
 // RegistrationInfo describes a registration for `relay list` on the
 // registering node.
 type RegistrationInfo struct {
@@ -205,6 +208,8 @@ func Register(ctx context.Context, n *node.Node, at routing.Route, name string, 
 		if err == nil {
 			return r, nil
 		}
+		_ = r.shutdown()
+		return nil, fmt.Errorf("register relay %q: %w", name, err)
 	case <-r.done: // the node stopped
 	case <-ctx.Done():
 	}
@@ -319,6 +324,14 @@ func (r *Registration) run(life context.Context, first chan<- error) {
 					}
 					i.LastError = err.Error()
 				})
+				if errors.Is(err, errRefused) {
+					// Waiting will not change the relay's mind; let
+					// Register fail now. Later refusals are retried.
+					select {
+					case first <- err:
+					default:
+					}
+				}
 				r.log.Debug("relay registration failed; retrying", "error", err, "in", backoff)
 				if r.opts.sleep(life, jitter(backoff)) != nil {
 					return
@@ -374,7 +387,7 @@ func (r *Registration) register(life context.Context) error {
 	}
 	switch {
 	case resp.Kind == kindError:
-		return fmt.Errorf("relay service at %s refused the registration: %s", at, resp.Error)
+		return fmt.Errorf("relay service at %s %w: %s", at, errRefused, resp.Error)
 	case resp.Kind != kindRegistered:
 		return fmt.Errorf("relay service at %s answered %s to a registration", at, resp.Kind)
 	}

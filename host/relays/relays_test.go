@@ -407,6 +407,15 @@ func TestServiceRefusesBadRequests(t *testing.T) {
 	if r := ask(control{Kind: kindRegister, Name: "taken"}); r.Kind != kindError || !strings.Contains(r.Error, "in use") {
 		t.Fatalf("taken address: %+v", r)
 	}
+	// Register reports a refusal at once instead of waiting for its deadline.
+	start := time.Now()
+	_, err = Register(ctxT(t), n, routing.MustParseRoute("/service/relay"), "taken", Options{})
+	if err == nil || !strings.Contains(err.Error(), "refused the registration") || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("register a taken name: %v", err)
+	}
+	if time.Since(start) > testDeadline/2 {
+		t.Fatalf("a refusal took %s to report", time.Since(start))
+	}
 	// Garbage is ignored; the service keeps working.
 	if err := n.Send(ctxT(t), routing.MustParseRoute("/service/relay"), []byte("garbage")); err != nil {
 		t.Fatal(err)
