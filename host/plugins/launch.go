@@ -51,6 +51,10 @@ type LaunchConfig struct {
 	StartTimeout time.Duration
 	// Env is added to the plugin's environment.
 	Env []string
+	// DisableMTLS turns off go-plugin's automatic mutual TLS on the plugin
+	// connection. Only for measuring what TLS costs (ferrybench); hosts
+	// keep it on so no other local process can talk to the plugin.
+	DisableMTLS bool
 }
 
 // Client is one running plugin process.
@@ -100,7 +104,8 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Client, error) {
 		Cmd:              cmd,
 		SecureConfig:     secure,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		AutoMTLS:         true,
+		AutoMTLS:         !cfg.DisableMTLS,
+		GRPCDialOptions:  transport.DialOptions(),
 		StartTimeout:     cfg.StartTimeout,
 		Logger:           logger,
 		Stderr:           ring,

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/ferryhq/ferry/sdk/transport/internal/pb"
@@ -344,7 +343,7 @@ func (l *remoteLink) Send(ctx context.Context, packets [][]byte) error {
 	}
 	l.sendMu.Lock()
 	defer l.sendMu.Unlock()
-	pool := mem.DefaultBufferPool()
+	pool := frames
 	for len(packets) > 0 {
 		select {
 		case <-l.closing:
@@ -383,7 +382,7 @@ func (l *remoteLink) writer() {
 		f.buf = buf
 		if err := l.stream.SendMsg(&f); err != nil {
 			if f.buf != nil {
-				mem.DefaultBufferPool().Put(f.buf)
+				frames.Put(f.buf)
 			}
 			// The real reason comes from the receive side of the stream.
 			var recvErr error
@@ -402,7 +401,7 @@ func (l *remoteLink) writer() {
 			}
 			go func() {
 				for b := range l.sendq {
-					mem.DefaultBufferPool().Put(b)
+					frames.Put(b)
 				}
 			}()
 			return

@@ -141,14 +141,14 @@ func (linkCodec) Name() string { return grpcproto.Name }
 func (linkCodec) Marshal(v any) (mem.BufferSlice, error) {
 	switch f := v.(type) {
 	case *outFrame:
-		pool := mem.DefaultBufferPool()
+		pool := frames
 		buf := pool.Get(frameSize(f.body))
 		*buf = appendFrame((*buf)[:0], f.packets, f.body)
 		return mem.BufferSlice{mem.NewBuffer(buf, pool)}, nil
 	case *encodedFrame:
 		b := f.buf
 		f.buf = nil
-		return mem.BufferSlice{mem.NewBuffer(b, mem.DefaultBufferPool())}, nil
+		return mem.BufferSlice{mem.NewBuffer(b, frames)}, nil
 	}
 	return protoCodec.Marshal(v)
 }

@@ -344,5 +344,30 @@ func serverOptions(maxPacket int) []grpc.ServerOption {
 		grpc.MaxRecvMsgSize(limit),
 		grpc.MaxSendMsgSize(limit),
 		grpc.ForceServerCodecV2(linkCodec{}),
+		grpc.InitialWindowSize(streamWindow),
+		grpc.InitialConnWindowSize(connWindow),
+		grpc.ReadBufferSize(ioBuffer),
+		grpc.WriteBufferSize(ioBuffer),
+	}
+}
+
+// Flow-control windows and socket buffers for the plugin connection. Fixed
+// windows (which turn off gRPC's BDP probing) sized for a local socket: big
+// enough that a stream of 64 KiB packets never waits for a window update
+// round trip, small enough to bound what a stalled link holds.
+const (
+	streamWindow = 4 << 20
+	connWindow   = 16 << 20
+	ioBuffer     = 256 << 10
+)
+
+// DialOptions are the gRPC options a host should dial a plugin with (go-plugin
+// ClientConfig.GRPCDialOptions), matching the server's flow-control tuning.
+func DialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithInitialWindowSize(streamWindow),
+		grpc.WithInitialConnWindowSize(connWindow),
+		grpc.WithReadBufferSize(ioBuffer),
+		grpc.WithWriteBufferSize(ioBuffer),
 	}
 }

@@ -1,0 +1,239 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ferryhq/ferry/host/plugins"
+	"github.com/ferryhq/ferry/sdk/transport"
+)
+
+// The grpc section measures one gRPC crossing: packets go host → plugin
+// process → host over one link of the test plugin's in-memory "echo"
+// transport (the data path of every subprocess transport), against the same
+// echo done by the same binary over a plain Unix socket with the same
+// length-prefixed batches (the cost of the process boundary alone).
+var grpcSection = section{
+	name: "grpc",
+	desc: "one gRPC crossing host → plugin → host (echo link) vs the same echo over a Unix socket",
+	run:  runGRPC,
+}
+
+type grpcCase struct {
+	size, count int
+}
+
+func runGRPC(ctx context.Context, cfg config) (*table, error) {
+	cases := []grpcCase{{64, 3_000_000}, {1 << 10, 1_000_000}, {16 << 10, 120_000}, {64 << 10, 40_000}}
+	if cfg.quick {
+		for i := range cases {
+			cases[i].count /= 100
+		}
+	}
+	dir, err := os.MkdirTemp("", "ferrybench-grpc-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "loopbench")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/ferryhq/ferry/host/plugins/testdata/testplugin")
+	if out, err := build.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build the test plugin (run from the repository): %v\n%s", err, out)
+	}
+	c, err := plugins.Launch(ctx, plugins.LaunchConfig{Path: bin})
+	if err != nil {
+		return nil, err
+	}
+	defer c.Kill()
+	echo, err := startUnixEcho(ctx, bin, filepath.Join(dir, "echo.sock"))
+	if err != nil {
+		return nil, fmt.Errorf("unix echo baseline: %w", err)
+	}
+	defer echo.stop()
+
+	t := newTable("payload", "batch", "plugin msg/s", "plugin MB/s", "unix msg/s", "unix MB/s", "plugin/unix")
+	for _, tc := range cases {
+		batch := max(1, min(64, (256<<10)/tc.size))
+		pr, err := grpcEcho(ctx, c.Transport(), tc, batch)
+		if err != nil {
+			return nil, fmt.Errorf("plugin echo %d B: %w", tc.size, err)
+		}
+		ur, err := echo.run(ctx, tc, batch)
+		if err != nil {
+			return nil, fmt.Errorf("unix echo %d B: %w", tc.size, err)
+		}
+		t.add(fmtSize(tc.size), fmt.Sprint(batch), fmtRate(pr), fmtMBps(pr*float64(tc.size)), fmtRate(ur), fmtMBps(ur*float64(tc.size)), fmtRatio(pr, ur))
+	}
+	t.note("messages/s = payloads echoed per second (each crosses the boundary twice); MB/s counts one direction")
+	t.note("targets: ≥ 1M msg/s at 64 B and ≥ 1 GB/s at 64 KiB through the plugin")
+	return t, nil
+}
+
+func fmtSize(n int) string {
+	if n >= 1<<10 {
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// grpcEcho sends tc.count payloads over an echo link in batches while a
+// second goroutine receives them, and returns payloads per second.
+func grpcEcho(ctx context.Context, tr transport.Transport, tc grpcCase, batch int) (float64, error) {
+	link, err := tr.Dial(ctx, "echo")
+	if err != nil {
+		return 0, err
+	}
+	defer link.Close()
+	payload := make([]byte, tc.size)
+	packets := make([][]byte, batch)
+	for i := range packets {
+		packets[i] = payload
+	}
+	// Warm up the stream and the pools.
+	if err := link.Send(ctx, packets); err != nil {
+		return 0, err
+	}
+	for got := 0; got < batch; {
+		ps, err := link.Recv(ctx)
+		if err != nil {
+			return 0, err
+		}
+		got += len(ps)
+	}
+	sendErr := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		for sent := 0; sent < tc.count; sent += batch {
+			n := min(batch, tc.count-sent)
+			if err := link.Send(ctx, packets[:n]); err != nil {
+				sendErr <- err
+				return
+			}
+		}
+		sendErr <- nil
+	}()
+	for got := 0; got < tc.count; {
+		ps, err := link.Recv(ctx)
+		if err != nil {
+			return 0, err
+		}
+		for _, p := range ps {
+			if len(p) != tc.size {
+				return 0, fmt.Errorf("echo returned %d bytes, sent %d", len(p), tc.size)
+			}
+		}
+		got += len(ps)
+	}
+	el := time.Since(start)
+	if err := <-sendErr; err != nil {
+		return 0, err
+	}
+	return float64(tc.count) / el.Seconds(), nil
+}
+
+// unixEcho is the baseline's echo process (the test plugin binary in its
+// Unix echo mode).
+type unixEcho struct {
+	cmd  *exec.Cmd
+	path string
+}
+
+func startUnixEcho(ctx context.Context, bin, path string) (*unixEcho, error) {
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "FERRY_UNIX_ECHO="+path)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	e := &unixEcho{cmd: cmd, path: path}
+	ready := make(chan error, 1)
+	go func() {
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err == nil && strings.TrimSpace(line) != "ready" {
+			err = fmt.Errorf("echo process said %q", line)
+		}
+		ready <- err
+	}()
+	select {
+	case err = <-ready:
+	case <-time.After(10 * time.Second):
+		err = errors.New("echo process did not start within 10s")
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
+		e.stop()
+		return nil, err
+	}
+	return e, nil
+}
+
+func (e *unixEcho) stop() {
+	e.cmd.Process.Kill()
+	e.cmd.Wait()
+}
+
+func (e *unixEcho) run(ctx context.Context, tc grpcCase, batch int) (float64, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", e.path)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	payload := make([]byte, tc.size)
+	sendErr := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		w := bufio.NewWriterSize(conn, 256<<10)
+		var hdr [binary.MaxVarintLen64]byte
+		h := hdr[:binary.PutUvarint(hdr[:], uint64(tc.size))]
+		for sent := 0; sent < tc.count; {
+			for i := 0; i < batch && sent < tc.count; i++ {
+				w.Write(h)
+				w.Write(payload)
+				sent++
+			}
+			if err := w.Flush(); err != nil {
+				sendErr <- err
+				return
+			}
+		}
+		sendErr <- nil
+	}()
+	r := bufio.NewReaderSize(conn, 256<<10)
+	buf := make([]byte, tc.size)
+	for got := 0; got < tc.count; got++ {
+		n, err := binary.ReadUvarint(r)
+		if err != nil {
+			return 0, err
+		}
+		if n != uint64(tc.size) {
+			return 0, fmt.Errorf("echo returned a %d-byte packet, sent %d", n, tc.size)
+		}
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return 0, err
+		}
+	}
+	el := time.Since(start)
+	if err := <-sendErr; err != nil {
+		return 0, err
+	}
+	return float64(tc.count) / el.Seconds(), nil
+}
