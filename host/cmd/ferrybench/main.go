@@ -30,6 +30,7 @@ type config struct {
 // sections lists every group in the order they run. Add yours here.
 var sections = []section{
 	tcpSection,
+	grpcSection,
 	cliSection,
 }
 
