@@ -421,6 +421,18 @@ func (s *session) reader() {
 // the node over the link.
 type linkWorker struct{ s *session }
 
+// Shutdown closes the connection for good when the worker was stopped by
+// someone other than the binding (Node.StopWorker, node shutdown): a link
+// without its worker could only drop messages. When the binding stops the
+// worker itself, the session has already ended and this does nothing.
+func (w *linkWorker) Shutdown(*node.Context) error {
+	if w.s.ctx.Err() == nil {
+		w.s.c.b.log.Debug("link worker stopped; closing its connection", "worker", w.s.c.addr())
+		w.s.c.cancel()
+	}
+	return nil
+}
+
 func (w *linkWorker) HandleMessage(c *node.Context, msg *routing.Message) error {
 	s := w.s
 	onward := msg.Onward[1:]

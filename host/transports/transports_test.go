@@ -477,3 +477,17 @@ func TestNodeShutdownClosesBinding(t *testing.T) {
 	}
 	eventually(t, "initiator notices", func() bool { return !p.ba.Connections()[0].Up })
 }
+
+func TestStoppingTheWorkerClosesTheConnection(t *testing.T) {
+	p := newPair(t, newMemNet())
+	ctx := tctx(t)
+	if err := p.a.StopWorker(ctx, p.c.ID); err != nil {
+		t.Fatal(err)
+	}
+	// Closed for good: not re-dialled, forgotten, and the peer notices.
+	eventually(t, "connection forgotten", func() bool { return len(p.ba.Connections()) == 0 })
+	eventually(t, "peer notices", func() bool { return len(p.bb.Connections()) == 0 })
+	if err := p.a.Send(ctx, route(t, p.c.Worker, "/service/echoer"), []byte("x")); !errors.Is(err, node.ErrNoRoute) {
+		t.Fatalf("send after stop: %v", err)
+	}
+}
