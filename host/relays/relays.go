@@ -31,8 +31,13 @@
 // listener reaches it. On the registering node nothing needs configuring: the
 // registrant sent its registration through the connection, so the node's
 // reply grant lets messages from that connection reach it, and what it
-// forwards on is local traffic. Options.Allow narrows which local workers
-// network messages may be forwarded to.
+// forwards on is local traffic, and it passes network messages on to local
+// workers only. Options.Allow narrows which ones.
+//
+// Whoever can reach the relay service can register a name, and registering
+// an existing name replaces its route (so a reconnecting node is never
+// locked out by its own stale registration): allow the relay service only on
+// listeners whose peers are trusted with that.
 package relays
 
 import (

@@ -20,7 +20,8 @@ const (
 	// registered or pinged recently and nothing failed since.
 	ForwarderUp = "up"
 	// ForwarderDown: forwarding to the registrant failed; LastError says
-	// why. The registrant will usually re-register (replacing the route).
+	// why. It is up again after a successful forward, ping or registration
+	// (a reconnecting registrant replaces the route).
 	ForwarderDown = "down"
 	// ForwarderStale: the registrant has not pinged for StaleChecks of its
 	// check intervals (plus a second); its connection is probably gone.
@@ -340,9 +341,12 @@ func (f *forwarder) replace(back routing.Route, req control, now time.Time) {
 	f.mu.Unlock()
 }
 
+// seen records a ping that came over the route back, which proves that route
+// works again.
 func (f *forwarder) seen(now time.Time) {
 	f.mu.Lock()
 	f.lastSeen = now
+	f.down = false
 	f.mu.Unlock()
 }
 
@@ -423,7 +427,7 @@ func (f *forwarder) count(toRegistrant bool, err error, deadRoute bool) {
 		f.lastErr = err.Error()
 		if deadRoute && !f.down {
 			f.down = true
-			f.s.log.Warn("relay cannot reach its registrant; it stays down until the registrant registers again", "name", f.name, "route_back", f.back.String(), "error", err)
+			f.s.log.Warn("relay cannot reach its registrant; reported down until the registrant is heard from again", "name", f.name, "route_back", f.back.String(), "error", err)
 		}
 		return
 	}
