@@ -255,9 +255,11 @@ func (h *Home) Remove(name string) error {
 	return nil
 }
 
-// WritePid records the running process of node name.
+// WritePid records the running process of node name. The pid file is a
+// hint (liveness is measured), so it is renamed into place but not fsynced:
+// a sync here costs a node tens of milliseconds to start on a busy disk.
 func (h *Home) WritePid(name string, pid int) error {
-	return WriteFileAtomic(h.PidPath(name), []byte(strconv.Itoa(pid)+"\n"), 0o600)
+	return writeFile(h.PidPath(name), []byte(strconv.Itoa(pid)+"\n"), 0o600, false)
 }
 
 // ReadPid returns the pid recorded for node name, 0 if none.
@@ -284,6 +286,10 @@ func (h *Home) RemovePid(name string, pid int) {
 // either the old content or the new, never a mix: temp file in the same
 // directory, fsync, rename, fsync of the directory.
 func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	return writeFile(path, data, perm, true)
+}
+
+func writeFile(path string, data []byte, perm os.FileMode, durable bool) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
 	if err != nil {
@@ -301,8 +307,10 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	if _, err := f.Write(data); err != nil {
 		return fail(err)
 	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
+	if durable {
+		if err := f.Sync(); err != nil {
+			return fail(err)
+		}
 	}
 	if err := f.Close(); err != nil {
 		os.Remove(tmp)
@@ -311,6 +319,9 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	if err := os.Rename(tmp, path); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if !durable {
+		return nil
 	}
 	if d, err := os.Open(dir); err == nil {
 		_ = d.Sync() // best effort: makes the rename durable
