@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/ferryhq/ferry/host/services"
 	"github.com/ferryhq/ferry/sdk/routing"
 	"github.com/ferryhq/ferry/sdk/transport"
 	"github.com/hashicorp/hcl/v2"
@@ -63,9 +64,16 @@ const (
 	DefaultOutletAddress   = "outlet"
 )
 
-// serviceTypes are the service types a node can start. The relay service
-// arrives with the relay work; the schema has room for it already.
-var serviceTypes = []string{"echo", "hop", "relay", "uppercase"}
+// serviceTypes lists the service types a node can start: the built-in
+// services plus relay, which the ferry command starts from host/relays.
+func serviceTypes() []string {
+	out := services.Names()
+	if !contains(out, "relay") {
+		out = append(out, "relay")
+	}
+	sort.Strings(out)
+	return out
+}
 
 // Load reads and checks a topology file. It always returns a non-nil
 // Topology so that diagnostics can be printed with its source
@@ -770,10 +778,10 @@ func (l *loader) listener(r *Ref) *Listener {
 func (l *loader) loadService(b *hcl.Block) *Service {
 	typ := b.Labels[0]
 	content := l.content(b.Body, serviceSchema, "service")
-	if !contains(serviceTypes, typ) {
+	if types := serviceTypes(); !contains(types, typ) {
 		l.errorf(rp(b.LabelRanges[0]), "Unknown service type",
 			"there is no built-in service %q.%s Services are %s; give a service another address with address = \"...\".",
-			typ, didYouMean(typ, serviceTypes), quotedList(serviceTypes))
+			typ, didYouMean(typ, types), quotedList(types))
 		return nil
 	}
 	s := &Service{Type: typ, Address: typ, Range: b.DefRange}
@@ -1012,7 +1020,11 @@ func (l *loader) evalStringExpr(expr hcl.Expression, attr, example string) (stri
 	if d.HasErrors() {
 		return "", false
 	}
-	if val.IsNull() || !val.IsKnown() || val.Type() != cty.String {
+	if !val.IsKnown() {
+		// Only a variable without a value makes one; it was reported.
+		return "", false
+	}
+	if val.IsNull() || val.Type() != cty.String {
 		l.errorf(rp(expr.Range()), "Incorrect attribute value type",
 			"%s must be a string such as %s; this is %s.", attr, example, describe(val))
 		return "", false
@@ -1029,7 +1041,10 @@ func (l *loader) evalAllow(a *hcl.Attribute) ([]string, bool) {
 	if d.HasErrors() {
 		return nil, false
 	}
-	if val.IsNull() || !val.IsKnown() || !(val.Type().IsTupleType() || val.Type().IsListType() || val.Type().IsSetType()) {
+	if !val.IsWhollyKnown() {
+		return nil, false // a variable without a value, reported already
+	}
+	if val.IsNull() || !(val.Type().IsTupleType() || val.Type().IsListType() || val.Type().IsSetType()) {
 		l.errorf(rp(a.Expr.Range()), "Incorrect attribute value type",
 			"allow must be a list of local addresses such as [\"echo\", \"uppercase\"]; this is %s.", describe(val))
 		return nil, false

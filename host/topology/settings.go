@@ -47,7 +47,10 @@ func (l *loader) collectSettings(n *Node, plugin string, b *hcl.Block, a *hcl.At
 		if d.HasErrors() {
 			return
 		}
-		if val.IsNull() || !val.IsKnown() || !(val.Type().IsObjectType() || val.Type().IsMapType()) {
+		if !val.IsWhollyKnown() {
+			return // a variable without a value, reported already
+		}
+		if val.IsNull() || !(val.Type().IsObjectType() || val.Type().IsMapType()) {
 			l.errorf(rp(a.Expr.Range()), "Incorrect attribute value type",
 				"settings must be an object such as { baud = 9600 }; this is %s.", describe(val))
 			return
@@ -210,6 +213,9 @@ func describeSetting(s transport.Setting) string {
 // form plugins receive ("9600", "true", "1.5s").
 func (l *loader) settingString(plugin string, sv settingValue, decl *transport.Setting) (string, bool) {
 	v := sv.val
+	if !v.IsKnown() {
+		return "", false // a variable without a value, reported already
+	}
 	bad := func(format string, args ...any) (string, bool) {
 		l.errorf(rp(sv.valRng), "Invalid setting value", format, args...)
 		return "", false
