@@ -279,8 +279,10 @@ func (s *Service) ping(m *routing.Message, req control) control {
 }
 
 // deleteOwn removes a forwarder on its registrant's request; only the
-// registration that currently owns the name may delete it, so a stale
-// registrant closing late cannot remove its successor.
+// registrant that currently owns the name may delete it, so a stale
+// registrant closing late cannot remove its successor. The path may have
+// changed since the registration (a re-dialled connection), so the
+// registrant is recognised by its own address, the last hop of the route.
 func (s *Service) deleteOwn(c *node.Context, m *routing.Message, req control) control {
 	s.mu.Lock()
 	f := s.fwd[req.Name]
@@ -288,7 +290,7 @@ func (s *Service) deleteOwn(c *node.Context, m *routing.Message, req control) co
 		s.mu.Unlock()
 		return control{Kind: kindDeleted, Name: req.Name, Status: statusUnknown}
 	}
-	if !f.owns(m.Return) {
+	if back := f.route(); !sameRegistrant(m.Return, back) {
 		s.mu.Unlock()
 		return control{Kind: kindDeleted, Name: req.Name, Status: statusMoved}
 	}
@@ -365,6 +367,10 @@ func (f *forwarder) owns(ret routing.Route) bool { return f.route().Equal(ret) }
 // worker first on the return route of whatever arrives on it, and local hops
 // put themselves in front of that, so only messages that came in over the
 // registrant's own path (from the registrant's node) match back.
+func sameRegistrant(ret, back routing.Route) bool {
+	return len(ret) > 0 && len(back) > 0 && ret[len(ret)-1:].Equal(back[len(back)-1:])
+}
+
 func fromRoute(ret, back routing.Route) bool {
 	return len(ret) >= len(back) && ret[:len(back)].Equal(back)
 }

@@ -267,3 +267,62 @@ func TestRelayNodeRestartsOverTCP(t *testing.T) {
 		t.Fatalf("info: %+v", i)
 	}
 }
+
+func TestCloseAfterReconnectDeletesForwarder(t *testing.T) {
+	checkGoroutines(t)
+	n2, b2 := tcpNode(t, "n2")
+	n3, b3 := tcpNode(t, "n3")
+	svc, err := StartService(n2, ServiceConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := b2.Listen(ctxT(t), "127.0.0.1:0", ServiceAddress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c3, err := b3.Connect(ctxT(t), l.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No checks during the test: the registration keeps its old route back.
+	reg, err := Register(ctxT(t), n3, routeOf(t, c3.Worker, "/service/relay"), "n3", Options{CheckInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := func() []transports.ConnectionInfo {
+		var out []transports.ConnectionInfo
+		for _, c := range b2.Connections() {
+			if c.Listener == l.ID {
+				out = append(out, c)
+			}
+		}
+		return out
+	}
+	old := accepted()
+	if len(old) != 1 {
+		t.Fatalf("accepted connections: %+v", old)
+	}
+	if err := b2.CloseConnection(ctxT(t), old[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "n3 to re-dial", func() bool {
+		a := accepted()
+		return len(a) == 1 && a[0].ID != old[0].ID && a[0].Up
+	})
+	eventually(t, "n3's side of the connection to be up again", func() bool {
+		for _, c := range b3.Connections() {
+			if c.ID == c3.ID {
+				return c.Up
+			}
+		}
+		return false
+	})
+	// The path changed, the registrant did not: its Close still removes
+	// its forwarder.
+	if err := reg.Close(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if fi, ok := svc.Get("n3"); ok {
+		t.Fatalf("forwarder left after its registrant closed: %+v", fi)
+	}
+}
