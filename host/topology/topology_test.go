@@ -477,3 +477,69 @@ func TestSuggest(t *testing.T) {
 		}
 	}
 }
+
+// Independent mistakes are all reported in one run, each at its place.
+func TestSeveralMistakes(t *testing.T) {
+	src := `node "n1" {
+  transport "public" {
+    listen = "127.0.0.1"
+  }
+  service "ecko" {}
+  connection "c" {
+    to = node.n7.transport.public
+  }
+}
+`
+	top, diags := LoadSource("several.hcl", []byte(src), LoadOptions{})
+	want := []struct {
+		summary string
+		line    int
+	}{{"Invalid address", 3}, {"Unknown service type", 5}, {"Reference to undefined node", 7}}
+	if len(diags) != len(want) {
+		t.Fatalf("%d diagnostics, want %d:\n%s", len(diags), len(want), render(t, top, diags))
+	}
+	for i, w := range want {
+		if diags[i].Summary != w.summary || diags[i].Subject.Start.Line != w.line {
+			t.Errorf("diagnostic %d: %s at line %d, want %s at line %d", i, diags[i].Summary, diags[i].Subject.Start.Line, w.summary, w.line)
+		}
+	}
+}
+
+// A relay whose at is route text has no known host: a reference may name
+// any node but the one registering it.
+func TestRelayWithLiteralAt(t *testing.T) {
+	src := `node "hub" {
+  transport "public" {}
+  service "relay" {}
+}
+node "edge" {
+  relay "edge" {
+    at = "/tcp/127.0.0.1:7000"
+  }
+}
+node "client" {
+  connection "up" {
+    to = node.hub.transport.public
+  }
+  inlet "i" {
+    listen = "127.0.0.1:6000"
+    to     = [node.client.connection.up, node.hub.relay.edge, "/service/outlet"]
+  }
+}
+`
+	top, diags := LoadSource("relay.hcl", []byte(src), LoadOptions{})
+	if diags.HasErrors() {
+		t.Fatal(render(t, top, diags))
+	}
+	if h := top.Node("edge").Relays[0].Host; h != "" {
+		t.Errorf("host %q, want unknown", h)
+	}
+	if got := top.Node("client").Dependencies(); !reflect.DeepEqual(got, []string{"hub"}) {
+		t.Errorf("client depends on %v, want [hub]", got)
+	}
+	bad := strings.Replace(src, "node.hub.relay.edge", "node.edge.relay.edge", 1)
+	top, diags = LoadSource("relay.hcl", []byte(bad), LoadOptions{})
+	if !diags.HasErrors() || diags[0].Summary != "Relay is hosted elsewhere" || diags[0].Subject.Start.Line != 16 {
+		t.Errorf("reference through the registering node:\n%s", render(t, top, diags))
+	}
+}

@@ -117,3 +117,33 @@ func TestValidateJSON(t *testing.T) {
 		t.Errorf("%+v %v", v, err)
 	}
 }
+
+// --check-plugins reads a third-party plugin's schema by starting it; a
+// plugin that cannot start is a diagnostic naming its plugin block.
+func TestValidateCheckPlugins(t *testing.T) {
+	f := writeFile(t, "third.hcl", `plugin "mine" {
+  path = "./no-such-plugin"
+}
+
+node "n1" {
+  transport "t" {
+    plugin = "mine"
+    listen = "somewhere"
+  }
+}
+`)
+	if out, errOut, err := runValidate(t, f); err != nil {
+		t.Fatalf("without --check-plugins the file is valid: %v\n%s", err, errOut)
+	} else if !strings.Contains(out, "OK") {
+		t.Errorf("stdout %q", out)
+	}
+	_, errOut, err := runValidate(t, f, "--check-plugins")
+	if err == nil {
+		t.Fatal("a plugin that cannot start passed --check-plugins")
+	}
+	for _, want := range []string{"Cannot read plugin settings schema", "line 1", `plugin "mine"`, "no-such-plugin"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errOut)
+		}
+	}
+}
