@@ -29,16 +29,15 @@ func (n *Node) NewContext(addr string, opts ...WorkerOption) (*Context, error) {
 	if addr == "" {
 		addr = NewWorkerID()
 	}
-	addrs := append([]string{addr}, o.extra...)
-	for _, a := range addrs {
+	wk := n.newWorker(addr, detached{}, o)
+	for _, a := range wk.addrs {
 		if err := validLocal(a); err != nil {
 			return nil, fmt.Errorf("new context: %w", err)
 		}
 	}
-	wk := n.newWorker(addrs, detached{}, o)
 	wk.inbox = make(chan routing.Message, wk.limit)
 	if err := n.register(wk); err != nil {
-		wk.cancel()
+		wk.abandon()
 		return nil, err
 	}
 	return &wk.ctx, nil
@@ -57,7 +56,7 @@ func (c *Context) Receive(ctx context.Context) (*routing.Message, error) {
 	select {
 	case m := <-c.w.inbox:
 		return &m, nil
-	case <-c.w.ctx.Done():
+	case <-c.w.Done():
 		return nil, fmt.Errorf("receive at %s: %w", c.self[0], ErrWorkerStopped)
 	case <-ctx.Done():
 		return nil, fmt.Errorf("receive at %s: %w", c.self[0], ctx.Err())

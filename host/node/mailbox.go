@@ -10,31 +10,32 @@ import (
 	"github.com/ferryhq/ferry/sdk/routing"
 )
 
-// batchSize is how many messages a worker goroutine takes from its mailbox
-// per lock; it amortises the lock without holding messages back long.
-const batchSize = 32
-
 type worker struct {
 	n       *Node
 	addrs   []string
+	addr0   [1]string          // backing store of addrs for one address
+	self0   [1]routing.Address // backing store of ctx.self
 	h       Worker
 	kind    string
 	limit   int
 	outFlow string
-	ctx     Context
-	cancel  context.CancelFunc
-	inbox   chan routing.Message // detached contexts only
+	// generated is set when the only address is a fresh random id.
+	generated bool
+	ctx       Context
+	inbox     chan routing.Message // detached contexts only
 
 	stopFlag atomic.Bool
 
-	mu         sync.Mutex
-	buf        []routing.Message // ring buffer, grown on demand up to limit
-	head, size int
-	running    bool
-	stopped    bool
-	space      chan struct{} // closed when room appears; nil when nobody waits
-	done       chan struct{} // closed when stopped and finished
-	replyFlows map[string]struct{}
+	mu          sync.Mutex
+	first, last *segment // queued messages (see segment)
+	size        int
+	running     bool
+	stopped     bool
+	space       chan struct{} // closed when room appears; nil when nobody waits
+	done        chan struct{} // closed when stopped and finished
+	replyFlows  map[string]struct{}
+	cancelled   chan struct{}           // Done() of the worker's context; made on first use
+	after       map[*afterFunc]struct{} // context.AfterFunc callbacks
 }
 
 func (w *worker) isStopped() bool { return w.stopFlag.Load() }
@@ -89,7 +90,7 @@ func (w *worker) enqueue(ctx context.Context, msg *routing.Message) error {
 		select {
 		case w.inbox <- *msg:
 			return nil
-		case <-w.ctx.Done():
+		case <-w.Done():
 			return w.stoppedErr()
 		case <-ctx.Done():
 			return fmt.Errorf("deliver to %s: mailbox full: %w", routing.Local(w.addrs[0]), ctx.Err())
@@ -106,7 +107,7 @@ func (w *worker) enqueue(ctx context.Context, msg *routing.Message) error {
 			if !w.running {
 				w.running = true
 				w.n.active.Add(1)
-				go w.run()
+				w.n.schedule(w)
 			}
 			w.mu.Unlock()
 			return nil
@@ -124,82 +125,104 @@ func (w *worker) enqueue(ctx context.Context, msg *routing.Message) error {
 	}
 }
 
-// push appends to the ring; the caller holds mu and checked the limit.
+// segment is a fixed-size piece of a mailbox queue. Mailboxes are linked
+// lists of segments taken from a pool, so a burst costs no copying, and a
+// drained mailbox holds no memory at all.
+type segment struct {
+	msgs       [segmentSize]routing.Message
+	head, tail int // msgs[head:tail] are queued
+	next       *segment
+}
+
+// segmentSize is the number of messages per segment; it is also the batch a
+// runner takes from a mailbox under one lock.
+const segmentSize = 32
+
+var segmentPool = sync.Pool{New: func() any { return new(segment) }}
+
+func putSegment(s *segment) {
+	clear(s.msgs[s.head:s.tail]) // drop references before pooling
+	s.head, s.tail, s.next = 0, 0, nil
+	segmentPool.Put(s)
+}
+
+// push appends msg; the caller holds mu and checked the limit.
 func (w *worker) push(msg *routing.Message) {
-	if w.size == len(w.buf) {
-		c := 2 * len(w.buf)
-		if c < 8 {
-			c = 8
+	if w.last == nil || w.last.tail == segmentSize {
+		s := segmentPool.Get().(*segment)
+		if w.last == nil {
+			w.first = s
+		} else {
+			w.last.next = s
 		}
-		if c > w.limit {
-			c = w.limit
-		}
-		nb := make([]routing.Message, c)
-		for i := 0; i < w.size; i++ {
-			nb[i] = w.buf[(w.head+i)%len(w.buf)]
-		}
-		w.buf, w.head = nb, 0
+		w.last = s
 	}
-	w.buf[(w.head+w.size)%len(w.buf)] = *msg
+	w.last.msgs[w.last.tail] = *msg
+	w.last.tail++
 	w.size++
 }
 
-// run drains the mailbox and exits when it is empty, so idle workers hold no
-// goroutine.
+// takeQueued detaches and returns every queued segment; the caller holds mu.
+func (w *worker) takeQueued() *segment {
+	s := w.first
+	w.first, w.last, w.size = nil, nil, 0
+	return s
+}
+
+// dropSegments logs every message in the list and returns the segments to
+// the pool.
+func (w *worker) dropSegments(s *segment) {
+	for s != nil {
+		next := s.next
+		for i := s.head; i < s.tail; i++ {
+			w.logDropped(&s.msgs[i])
+		}
+		putSegment(s)
+		s = next
+	}
+}
+
+// run drains the mailbox and returns when it is empty, so idle workers hold
+// no goroutine.
 func (w *worker) run() {
 	defer w.n.active.Add(-1)
-	var batch [batchSize]routing.Message
 	for {
 		w.mu.Lock()
 		if w.stopped {
-			var dropped []routing.Message
-			if w.size > 0 && w.n.log.IsDebug() {
-				dropped = make([]routing.Message, 0, w.size)
-				for i := 0; i < w.size; i++ {
-					dropped = append(dropped, w.buf[(w.head+i)%len(w.buf)])
-				}
-			}
-			w.buf, w.head, w.size = nil, 0, 0
+			q := w.takeQueued()
 			w.running = false
 			w.mu.Unlock()
-			for i := range dropped {
-				w.logDropped(&dropped[i])
-			}
+			w.dropSegments(q)
 			w.finish()
 			return
 		}
 		if w.size == 0 {
 			w.running = false
-			if len(w.buf) > 64 {
-				w.buf, w.head = nil, 0 // give memory back once a burst is over
-			}
 			w.mu.Unlock()
 			return
 		}
-		k := 0
-		for k < batchSize && w.size > 0 {
-			batch[k] = w.buf[w.head]
-			w.buf[w.head] = routing.Message{}
-			w.head = (w.head + 1) % len(w.buf)
-			w.size--
-			k++
+		// Take the first segment whole; senders start a new one if it was
+		// the last.
+		seg := w.first
+		w.first = seg.next
+		if w.first == nil {
+			w.last = nil
 		}
+		seg.next = nil
+		w.size -= seg.tail - seg.head
 		if w.space != nil {
 			close(w.space)
 			w.space = nil
 		}
 		w.mu.Unlock()
-		for i := 0; i < k; i++ {
+		for ; seg.head < seg.tail; seg.head++ {
 			if w.isStopped() {
-				for j := i; j < k; j++ {
-					w.logDropped(&batch[j])
-				}
-				clear(batch[i:k])
 				break
 			}
-			w.handle(&batch[i])
-			batch[i] = routing.Message{}
+			w.handle(&seg.msgs[seg.head])
+			seg.msgs[seg.head] = routing.Message{}
 		}
+		w.dropSegments(seg) // logs what a stop left unhandled
 	}
 }
 
@@ -238,19 +261,19 @@ func (n *Node) stopWorker(w *worker) <-chan struct{} {
 		w.mu.Unlock()
 		return d
 	}
-	w.stopped = true
-	w.stopFlag.Store(true)
+	w.markStopped()
 	if w.space != nil {
 		close(w.space)
 		w.space = nil
 	}
 	running := w.running
+	var q *segment
 	if !running {
-		w.buf, w.head, w.size = nil, 0, 0
+		q = w.takeQueued() // empty unless a racing push; nobody will run it
 	}
 	w.mu.Unlock()
+	w.dropSegments(q)
 	n.unregister(w)
-	w.cancel()
 	if w.inbox != nil {
 		w.drainInbox()
 	}

@@ -286,8 +286,14 @@ func TestIdleWorkersHoldNoGoroutine(t *testing.T) {
 		}
 	}
 	eventually(t, "every worker to handle its message", func() bool { return handled.Load() == count })
-	// Once their mailboxes are drained, the workers' goroutines exit.
-	eventually(t, "worker goroutines to exit", func() bool { return runtime.NumGoroutine() <= before+5 })
+	// Once their mailboxes are drained, the runners that ran them exit or
+	// park; at most MaxIdleRunners stay, however many workers there are.
+	eventually(t, "runner goroutines to exit or park", func() bool {
+		return runtime.NumGoroutine() <= before+node.MaxIdleRunners+5
+	})
+	if node.MaxIdleRunners+5 >= count/10 {
+		t.Fatalf("MaxIdleRunners = %d makes this test meaningless", node.MaxIdleRunners)
+	}
 }
 
 func TestRoutingErrors(t *testing.T) {
@@ -813,4 +819,83 @@ func TestHopRoutesRepliesBack(t *testing.T) {
 	if got, err := node.Request(ctx, n, route("/service/h1/service/h2/service/h3/service/echoer"), "round"); err != nil || got != "round" {
 		t.Fatalf("round trip through 3 hops: %q, %v", got, err)
 	}
+}
+
+func TestWorkerContextCancelledOnStop(t *testing.T) {
+	n := newNode(t, nil, node.Config{})
+	ctx := testCtx(t)
+	type seen struct {
+		errBefore error
+		derived   context.Context
+		stopAF    func() bool
+	}
+	got := make(chan seen, 1)
+	afterRan := make(chan struct{})
+	stoppedAF := make(chan struct{}, 1)
+	n.StartWorker("w", node.WorkerFunc(func(c *node.Context, m *routing.Message) error {
+		d, cancel := context.WithTimeout(c, time.Hour)
+		_ = cancel // cancelled through the worker's stop
+		context.AfterFunc(c, func() { close(afterRan) })
+		stop := context.AfterFunc(c, func() { stoppedAF <- struct{}{} })
+		got <- seen{errBefore: c.Err(), derived: d, stopAF: stop}
+		return nil
+	}))
+	n.Send(ctx, route("/service/w"), nil)
+	s := <-got
+	if s.errBefore != nil || s.derived.Err() != nil {
+		t.Fatalf("context cancelled early: %v, %v", s.errBefore, s.derived.Err())
+	}
+	if !s.stopAF() {
+		t.Fatal("stopping an AfterFunc before the worker stopped returned false")
+	}
+	if err := n.StopWorker(ctx, "w"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.derived.Done():
+	case <-ctx.Done():
+		t.Fatal("a context derived from the handler's was not cancelled when the worker stopped")
+	}
+	if !errors.Is(s.derived.Err(), context.Canceled) {
+		t.Fatalf("derived Err = %v", s.derived.Err())
+	}
+	select {
+	case <-afterRan:
+	case <-ctx.Done():
+		t.Fatal("AfterFunc did not run when the worker stopped")
+	}
+	select {
+	case <-stoppedAF:
+		t.Fatal("a stopped AfterFunc ran")
+	default:
+	}
+}
+
+func TestShutdownLeavesNoGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
+	n, err := node.New(node.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t)
+	services.Start(n, "echo", "")
+	services.Start(n, "hop", "")
+	var wg sync.WaitGroup
+	for i := 0; i < 32; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < 20; j++ {
+				if _, err := node.Request(ctx, n, route("/service/hop/service/echo"), "x"); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := n.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the node's goroutines to exit", func() bool { return runtime.NumGoroutine() <= before })
 }

@@ -29,9 +29,11 @@ type config struct {
 
 // sections lists every group in the order they run. Add yours here.
 var sections = []section{
+	coreSection,
 	tcpSection,
 	grpcSection,
 	cliSection,
+	topologySection,
 }
 
 func main() {

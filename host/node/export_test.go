@@ -1,0 +1,4 @@
+package node
+
+// MaxIdleRunners exposes the bound on parked runner goroutines to tests.
+var MaxIdleRunners = maxIdleRunners
