@@ -24,7 +24,12 @@ func (s *benchSink) HandleMessage(*node.Context, *routing.Message) error {
 
 // BenchmarkOneWayTCP64 sends 64-byte messages from one node to a worker on
 // another over the in-process TCP transport (make bench has the table).
-func BenchmarkOneWayTCP64(b *testing.B) {
+func BenchmarkOneWayTCP64(b *testing.B) { benchOneWay(b, 64) }
+
+// BenchmarkOneWayTCP64K is the same with 64 KiB payloads.
+func BenchmarkOneWayTCP64K(b *testing.B) { benchOneWay(b, 64<<10) }
+
+func benchOneWay(b *testing.B, size int) {
 	a, err := node.New(node.Config{Name: "a"})
 	if err != nil {
 		b.Fatal(err)
@@ -59,8 +64,8 @@ func BenchmarkOneWayTCP64(b *testing.B) {
 		b.Fatal(err)
 	}
 	r := routing.Route{c.Worker, routing.Local("sink")}
-	payload := make([]byte, 64)
-	b.SetBytes(64)
+	payload := make([]byte, size)
+	b.SetBytes(int64(size))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if err := a.Send(ctx, r, payload); err != nil {

@@ -223,7 +223,7 @@ func (c *conn) info() ConnectionInfo {
 // link's reader and writer.
 func (c *conn) start(link transport.Link, release func()) error {
 	b := c.b
-	s := &session{c: c, link: link, release: release, out: make(chan []byte, b.opts.QueueSize), done: make(chan struct{})}
+	s := &session{c: c, link: link, release: release, out: make(chan *[]byte, b.opts.QueueSize), done: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(c.ctx)
 	if _, err := b.n.StartWorker(c.id, &linkWorker{s: s}, node.WithKind(b.kind), node.WithOutboundFlow(c.flow)); err != nil {
 		s.cancel()
@@ -318,7 +318,7 @@ type session struct {
 	release func()
 	ctx     context.Context
 	cancel  context.CancelFunc
-	out     chan []byte
+	out     chan *[]byte
 	wg      sync.WaitGroup
 	done    chan struct{}
 
@@ -335,15 +335,18 @@ func (s *session) fail(err error) {
 }
 
 // writer batches queued packets into Link.Send calls: one crossing of a
-// plugin boundary per batch instead of per message.
+// plugin boundary per batch instead of per message. Packet buffers go back
+// to the pool once Send returns: a Link copies or writes what it is given
+// before returning, as every transport here does.
 func (s *session) writer() {
 	defer s.wg.Done()
 	b := s.c.b
 	batch := make([][]byte, 0, b.opts.MaxBatch)
+	bufs := make([]*[]byte, 0, b.opts.MaxBatch)
 	for {
 		select {
 		case p := <-s.out:
-			batch = append(batch[:0], p)
+			batch, bufs = append(batch[:0], *p), append(bufs[:0], p)
 		case <-s.ctx.Done():
 			return
 		}
@@ -352,22 +355,65 @@ func (s *session) writer() {
 		for len(batch) < b.opts.MaxBatch && size < maxBatchBytes {
 			select {
 			case p := <-s.out:
-				batch = append(batch, p)
-				size += len(p)
+				batch, bufs = append(batch, *p), append(bufs, p)
+				size += len(*p)
 			default:
 				break fill
 			}
 		}
-		if err := s.link.Send(s.ctx, batch); err != nil {
+		err := s.link.Send(s.ctx, batch)
+		clear(batch)
+		for _, p := range bufs {
+			putBuf(p)
+		}
+		bufs = bufs[:0]
+		if err != nil {
 			if errors.Is(err, transport.ErrTooLarge) {
 				b.log.Warn("transport refused a batch as too large; dropped it", "worker", s.c.addr(), "packets", len(batch), "error", err)
-				clear(batch)
 				continue
 			}
 			s.fail(fmt.Errorf("send: %w", err))
 			return
 		}
-		clear(batch)
+	}
+}
+
+// Encoded packets come from two pools, so small messages do not pin large
+// buffers; buffers above maxPooled are left to the garbage collector.
+const (
+	smallBuf  = 2 << 10
+	maxPooled = 1 << 20
+)
+
+var smallBufs, largeBufs sync.Pool
+
+func getBuf(size int) *[]byte {
+	pool := &largeBufs
+	if size <= smallBuf {
+		pool = &smallBufs
+	}
+	if size <= maxPooled {
+		if p, ok := pool.Get().(*[]byte); ok {
+			return p
+		}
+	}
+	c := size
+	if size <= smallBuf {
+		c = smallBuf
+	}
+	b := make([]byte, 0, c)
+	return &b
+}
+
+func putBuf(p *[]byte) {
+	switch c := cap(*p); {
+	case c > maxPooled:
+	case c <= smallBuf:
+		*p = (*p)[:0]
+		smallBufs.Put(p)
+	default:
+		*p = (*p)[:0]
+		largeBufs.Put(p)
 	}
 }
 
@@ -439,17 +485,23 @@ func (w *linkWorker) HandleMessage(c *node.Context, msg *routing.Message) error 
 	if len(onward) == 0 {
 		return fmt.Errorf("link %s: the onward route ends at the link; add the worker on the other side, e.g. %s/service/echo", c.Address(), c.Address())
 	}
-	pkt, err := s.c.b.codec.Encode(&routing.Message{Onward: onward, Return: msg.Return, Payload: msg.Payload})
+	out := routing.Message{Onward: onward, Return: msg.Return, Payload: msg.Payload}
+	p := getBuf(routing.EncodedSize(&out))
+	pkt, err := s.c.b.codec.Append((*p)[:0], &out)
 	if err != nil {
+		putBuf(p)
 		s.c.b.log.Warn("message not sent over link", "worker", c.Address(), "onward", onward.String(), "error", err)
 		return err
 	}
+	*p = pkt
 	select {
-	case s.out <- pkt:
+	case s.out <- p:
 		return nil
 	case <-s.ctx.Done():
+		putBuf(p)
 		return fmt.Errorf("link %s is down: %w", c.Address(), transport.ErrClosed)
 	case <-c.Done():
+		putBuf(p)
 		return fmt.Errorf("link %s: %w", c.Address(), node.ErrWorkerStopped)
 	}
 }
