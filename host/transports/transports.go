@@ -19,6 +19,14 @@
 // on the address it was bound to. Reconnect cuts the backoff short; Attach
 // subscribes to a supervised plugin (*plugins.Transport) and calls it when
 // the plugin has been restarted.
+//
+// Performance: each link has a writer goroutine that packs every packet
+// queued at the moment into one Link.Send (one crossing of the plugin
+// boundary per batch) and a reader goroutine that decodes and delivers.
+// Encoded packets are pooled and reused once Link.Send returns, so a Link
+// must copy or write the packets before Send returns (the TCP transport and
+// the plugin client both do). A destination whose mailbox is full slows the
+// link's reader, which in turn slows the sender on the other side.
 package transports
 
 import (
