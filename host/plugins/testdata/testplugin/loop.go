@@ -133,18 +133,33 @@ func (l *loopListener) Close() error {
 }
 
 // end is one end of an in-memory link. Batches sent on an end arrive at
-// its peer in order; the queue is bounded so a slow reader slows the writer.
+// its peer in order. Each end owns a few reusable batch buffers: Send
+// copies into a free one (waiting for one is the backpressure), and Recv
+// hands the previous one back, so steady traffic allocates nothing.
 type end struct {
 	max           int
 	local, remote string
 	peer          *end
-	in            chan [][]byte
+	in            chan *batch
+	free          chan *batch
+	cur           *batch
 	done          chan struct{} // this end closed
 	once          sync.Once
 }
 
+type batch struct {
+	buf     []byte
+	packets [][]byte
+}
+
+const endBuffers = 4
+
 func newEnd(max int, local, remote string) *end {
-	return &end{max: max, local: local, remote: remote, in: make(chan [][]byte, 8), done: make(chan struct{})}
+	e := &end{max: max, local: local, remote: remote, in: make(chan *batch, endBuffers), free: make(chan *batch, endBuffers), done: make(chan struct{})}
+	for range endBuffers {
+		e.free <- &batch{}
+	}
+	return e
 }
 
 func (e *end) LocalAddr() string  { return e.local }
@@ -158,16 +173,9 @@ func (e *end) Send(ctx context.Context, packets [][]byte) error {
 		}
 		total += len(p)
 	}
-	// Copy: the caller reuses its packets once Send returns.
-	buf := make([]byte, 0, total)
-	batch := make([][]byte, len(packets))
-	for i, p := range packets {
-		buf = append(buf, p...)
-		batch[i] = buf[len(buf)-len(p) : len(buf) : len(buf)]
-	}
+	var b *batch
 	select {
-	case e.peer.in <- batch:
-		return nil
+	case b = <-e.peer.free:
 	case <-e.done:
 		return transport.ErrClosed
 	case <-e.peer.done:
@@ -175,23 +183,41 @@ func (e *end) Send(ctx context.Context, packets [][]byte) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	// Copy: the caller reuses its packets once Send returns.
+	if cap(b.buf) < total {
+		b.buf = make([]byte, 0, total)
+	}
+	b.buf, b.packets = b.buf[:0], b.packets[:0]
+	for _, p := range packets {
+		b.buf = append(b.buf, p...)
+		b.packets = append(b.packets, b.buf[len(b.buf)-len(p):len(b.buf):len(b.buf)])
+	}
+	e.peer.in <- b // never blocks: there are as many buffers as slots
+	return nil
 }
 
 func (e *end) Recv(ctx context.Context) ([][]byte, error) {
+	if e.cur != nil {
+		e.free <- e.cur
+		e.cur = nil
+	}
 	select {
 	case b := <-e.in:
-		return b, nil
+		e.cur = b
+		return b.packets, nil
 	default:
 	}
 	select {
 	case b := <-e.in:
-		return b, nil
+		e.cur = b
+		return b.packets, nil
 	case <-e.done:
 		return nil, transport.ErrClosed
 	case <-e.peer.done:
 		select {
 		case b := <-e.in:
-			return b, nil
+			e.cur = b
+			return b.packets, nil
 		default:
 		}
 		return nil, io.EOF
