@@ -3,6 +3,7 @@ package relays
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"strings"
 	"sync"
@@ -549,4 +550,62 @@ func TestRouteFuncIsAskedBeforeEachRegistration(t *testing.T) {
 		t.Fatalf("forwarder: %+v", fi)
 	}
 	mustRequest(t, n, "/service/forward_to_n3/service/uppercase", "new route", "NEW ROUTE")
+}
+
+func TestForwarderUnderLoadAndBadInput(t *testing.T) {
+	checkGoroutines(t)
+	n := newNode(t, "n")
+	svc, err := StartService(n, ServiceConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close(context.Background())
+	reg, err := Register(ctxT(t), n, routing.MustParseRoute("/service/hop/service/relay"), "n3", Options{CheckInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close(context.Background())
+
+	// Many senders at once, each checking its own replies.
+	const senders, each = 32, 25
+	errs := make(chan error, senders)
+	for s := 0; s < senders; s++ {
+		go func() {
+			for i := 0; i < each; i++ {
+				ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
+				want := strings.Repeat("x", s+1) + string(rune('a'+i%26))
+				got, err := node.Request(ctx, n, routing.MustParseRoute("/service/forward_to_n3/service/uppercase"), want)
+				cancel()
+				if err != nil || got != strings.ToUpper(want) {
+					errs <- fmt.Errorf("sender %d: got %q, %v", s, got, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for s := 0; s < senders; s++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	fi, _ := svc.Get("n3")
+	if fi.Forwarded != senders*each || fi.Returned != senders*each || fi.Errors != 0 {
+		t.Fatalf("forwarder after load: %+v", fi)
+	}
+
+	// A return route already at the hop limit cannot take the forwarder's
+	// address: counted as an error, not as a dead route.
+	long := make(routing.Route, routing.MaxHops)
+	for i := range long {
+		long[i] = routing.Local("app")
+	}
+	if err := n.App().SendMessage(ctxT(t), &routing.Message{Onward: routing.MustParseRoute("/service/forward_to_n3/service/uppercase"), Return: long, Payload: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the error to be counted", func() bool { fi, _ := svc.Get("n3"); return fi.Errors == 1 })
+	if fi, _ := svc.Get("n3"); fi.State != ForwarderUp || !strings.Contains(fi.LastError, "hops") {
+		t.Fatalf("forwarder after a too-long route: %+v", fi)
+	}
+	mustRequest(t, n, "/service/forward_to_n3/service/uppercase", "fine", "FINE")
 }
