@@ -44,9 +44,11 @@ import (
 
 // Config tells Run how to use the transport under test.
 type Config struct {
-	// New returns a fresh, configured transport. Run calls it once per side
-	// (listening and dialling get separate values, as on two nodes) and
-	// closes what it returns when the subtest ends. Required.
+	// New returns a fresh, configured transport. Run keeps two of them,
+	// one listening and one dialling (as on two nodes), for the subtests
+	// that leave a transport usable, and makes fresh ones for those that
+	// close or kill it. Run closes every transport it got from New.
+	// Required.
 	New func(t *testing.T) transport.Transport
 
 	// ListenAddress is passed to Listen, e.g. "127.0.0.1:0". Every subtest
@@ -99,6 +101,8 @@ type BadInput struct {
 
 // suite carries the normalised config through the subtests.
 type suite struct {
+	srv     transport.Transport // shared by the subtests that keep it usable
+	cli     transport.Transport
 	cfg     Config
 	max     int
 	links   int
@@ -121,10 +125,12 @@ func Run(t *testing.T, cfg Config) {
 	if s.timeout <= 0 {
 		s.timeout = 10 * time.Second
 	}
+	// The shared transports are made here, on the top-level test's
+	// goroutine, so a failing New stops the run cleanly.
+	s.srv = s.newTransport(t)
+	s.cli = s.newTransport(t)
 	if s.max <= 0 {
-		tr := cfg.New(t)
-		s.max = tr.Info().MaxMessageSize
-		_ = tr.Close()
+		s.max = s.srv.Info().MaxMessageSize
 		if s.max <= 0 {
 			t.Fatal("transporttest: Info().MaxMessageSize is not positive and Config.MaxMessageSize is unset")
 		}
@@ -189,9 +195,22 @@ type env struct {
 	ln       transport.Listener
 }
 
+// setup listens on the shared listening transport; links are dialled from
+// the shared dialling one.
 func (s *suite) setup(t *testing.T) *env {
 	t.Helper()
-	e := &env{srv: s.newTransport(t), cli: s.newTransport(t)}
+	return s.listen(t, &env{srv: s.srv, cli: s.cli})
+}
+
+// setupFresh is setup with transports of the subtest's own, for subtests
+// that close or kill them.
+func (s *suite) setupFresh(t *testing.T) *env {
+	t.Helper()
+	return s.listen(t, &env{srv: s.newTransport(t), cli: s.newTransport(t)})
+}
+
+func (s *suite) listen(t *testing.T, e *env) *env {
+	t.Helper()
 	addr := s.listenAddress(t)
 	ln, err := e.srv.Listen(s.ctx(t), addr)
 	if err != nil {
@@ -668,7 +687,7 @@ func (s *suite) testPeerDeath(t *testing.T) {
 	if s.cfg.Kill != nil {
 		ran = true
 		t.Run("kill", func(t *testing.T) {
-			e := s.setup(t)
+			e := s.setupFresh(t)
 			c, sv := s.pair(t, e)
 			ctx := s.ctx(t)
 			if err := sendAll(ctx, c, 9, 0, repeat(1, 10), 1); err != nil {
@@ -782,7 +801,7 @@ func (s *suite) testAcceptContext(t *testing.T) {
 }
 
 func (s *suite) testTransportClose(t *testing.T) {
-	e := s.setup(t)
+	e := s.setupFresh(t)
 	c, sv := s.pair(t, e)
 	ctx := s.ctx(t)
 	if err := e.srv.Close(); err != nil {
@@ -807,16 +826,11 @@ func (s *suite) testTransportClose(t *testing.T) {
 }
 
 func (s *suite) testDialRefused(t *testing.T) {
-	srv := s.newTransport(t)
+	e := s.setup(t)
 	ctx := s.ctx(t)
-	ln, err := srv.Listen(ctx, s.listenAddress(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr()
-	_ = ln.Close()
-	cli := s.newTransport(t)
-	l, err := cli.Dial(ctx, addr)
+	addr := e.ln.Addr()
+	_ = e.ln.Close()
+	l, err := e.cli.Dial(ctx, addr)
 	if err == nil {
 		_ = l.Close()
 		t.Fatalf("Dial(%q) of a closed listener succeeded", addr)

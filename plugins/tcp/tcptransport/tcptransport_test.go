@@ -139,9 +139,11 @@ func TestStallMidFrameClosedByIdleTimeout(t *testing.T) {
 }
 
 func TestHeartbeatsKeepQuietLinkAlive(t *testing.T) {
-	c, s, _ := pair(t, map[string]string{SettingHeartbeatInterval: "20ms", SettingIdleTimeout: "100ms"})
-	// No data for several idle timeouts: heartbeats must keep both ends up.
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	// Generous margins: on a loaded machine goroutines can be descheduled
+	// for tens of milliseconds.
+	c, s, _ := pair(t, map[string]string{SettingHeartbeatInterval: "100ms", SettingIdleTimeout: "800ms"})
+	// No data for about two idle timeouts: heartbeats must keep both ends up.
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 	defer cancel()
 	if _, err := s.Recv(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("quiet link: Recv got %v, want only the context deadline", err)
