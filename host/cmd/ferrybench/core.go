@@ -55,8 +55,8 @@ func runCore(ctx context.Context, cfg config) (*table, error) {
 		fmtBytes(idle.heapPerWorker), "", fmtBytes(base.heapPerWorker), "", fmtRatio(idle.heapPerWorker, base.heapPerWorker), "≤ 1 KiB")
 	t.add("idle worker, process RSS growth", fmtBytes(idle.rssPerWorker), "", fmtBytes(base.rssPerWorker), "", fmtRatio(idle.rssPerWorker, base.rssPerWorker), "")
 	baseStart := time.Duration(float64(base.start) * scale)
-	t.add(fmt.Sprintf("start %s workers (wall)", fmtCount(sz.idle)), fmtDur(idle.start), fmtDur(idle.cpu/time.Duration(sz.idle)),
-		fmtDur(baseStart), fmtDur(base.cpu/time.Duration(sz.baseIdle)), fmtRatio(float64(idle.start), float64(baseStart)), "≤ 3s")
+	t.add(fmt.Sprintf("start %s workers (wall)", fmtCount(sz.idle)), fmtDur(idle.start), fmtCPU(idle.cpu/time.Duration(sz.idle)),
+		fmtDur(baseStart), fmtCPU(base.cpu/time.Duration(sz.baseIdle)), fmtRatio(float64(idle.start), float64(baseStart)), "≤ 3s")
 	t.add(fmt.Sprintf("start %s workers (process CPU)", fmtCount(sz.idle)), fmtDur(idle.cpu), "",
 		fmtDur(time.Duration(float64(base.cpu)*scale)), "", fmtRatio(float64(idle.cpu), float64(base.cpu)*scale), "")
 	t.note("idle baseline: one goroutine blocked on its own channel per worker (%s of them, scaled to %s)", fmtCount(sz.baseIdle), fmtCount(sz.idle))
@@ -69,14 +69,14 @@ func runCore(ctx context.Context, cfg config) (*table, error) {
 		return nil, err
 	}
 	b1 := channelDelivery(1, sz.oneWay)
-	t.add("one-way delivery, 1 sender → 1 worker (msg/s)", fmtRate(r1.rate), fmtDur(r1.cpu), fmtRate(b1.rate), fmtDur(b1.cpu), fmtRatio(r1.rate, b1.rate), "")
+	t.add("one-way delivery, 1 sender → 1 worker (msg/s)", fmtRate(r1.rate), fmtCPU(r1.cpu), fmtRate(b1.rate), fmtCPU(b1.cpu), fmtRatio(r1.rate, b1.rate), "")
 	per := sz.oneWay / sz.pairs * 2
 	rN, err := measureDelivery(ctx, sz.pairs, per)
 	if err != nil {
 		return nil, err
 	}
 	bN := channelDelivery(sz.pairs, per)
-	t.add(fmt.Sprintf("one-way delivery, %d sender/worker pairs (msg/s)", sz.pairs), fmtRate(rN.rate), fmtDur(rN.cpu), fmtRate(bN.rate), fmtDur(bN.cpu), fmtRatio(rN.rate, bN.rate), "≥ 3.00M")
+	t.add(fmt.Sprintf("one-way delivery, %d sender/worker pairs (msg/s)", sz.pairs), fmtRate(rN.rate), fmtCPU(rN.cpu), fmtRate(bN.rate), fmtCPU(bN.cpu), fmtRatio(rN.rate, bN.rate), "≥ 3.00M")
 	t.note("delivery baseline: a buffered Go channel (1024) per pair carrying routing.Message values")
 
 	// Request/reply.
@@ -85,12 +85,12 @@ func runCore(ctx context.Context, cfg config) (*table, error) {
 		return nil, err
 	}
 	bPing := channelPingPong(sz.roundTrip)
-	t.add("request/reply via echo (round trips/s)", fmtRate(rrEcho.rate), fmtDur(rrEcho.cpu), fmtRate(bPing.rate), fmtDur(bPing.cpu), fmtRatio(rrEcho.rate, bPing.rate), "")
+	t.add("request/reply via echo (round trips/s)", fmtRate(rrEcho.rate), fmtCPU(rrEcho.cpu), fmtRate(bPing.rate), fmtCPU(bPing.cpu), fmtRatio(rrEcho.rate, bPing.rate), "")
 	rrHops, err := measureRoundTrips(ctx, "/service/h1/service/h2/service/h3/service/echo", sz.roundTrip/2)
 	if err != nil {
 		return nil, err
 	}
-	t.add("request/reply via 3 hops + echo (round trips/s)", fmtRate(rrHops.rate), fmtDur(rrHops.cpu), fmtRate(bPing.rate), fmtDur(bPing.cpu), fmtRatio(rrHops.rate, bPing.rate), "")
+	t.add("request/reply via 3 hops + echo (round trips/s)", fmtRate(rrHops.rate), fmtCPU(rrHops.cpu), fmtRate(bPing.rate), fmtCPU(bPing.cpu), fmtRatio(rrHops.rate, bPing.rate), "")
 	t.note("round-trip baseline: two goroutines ping-ponging over a pair of unbuffered channels")
 	t.note("load average at end: %s", loadAverage())
 	return t, nil
@@ -384,6 +384,14 @@ func loadAverage() string {
 		return "?"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// fmtCPU prints a per-operation CPU time with nanosecond resolution.
+func fmtCPU(d time.Duration) string {
+	if d < time.Microsecond {
+		return fmt.Sprintf("%dns", d.Nanoseconds())
+	}
+	return fmtDur(d)
 }
 
 func fmtBytes(b float64) string {
