@@ -121,7 +121,10 @@ func (a *app) connect(ctx context.Context, name string) (*api.Client, api.Status
 	st, err := probe(ctx, c)
 	if err != nil {
 		c.Close()
-		return nil, api.Status{}, fmt.Errorf("node %q is not running (%v); start it with ferry node start %s", name, err, name)
+		if errors.Is(err, api.ErrNotRunning) {
+			return nil, api.Status{}, fmt.Errorf("node %q is not running; start it with ferry node start %s", name, name)
+		}
+		return nil, api.Status{}, fmt.Errorf("node %q does not answer (%v); see ferry node show %s and its log", name, err, name)
 	}
 	return c, st, nil
 }

@@ -368,12 +368,16 @@ func (a *app) printNode(v nodeView, detail bool) error {
 	}
 	a.printf("Listeners:\n")
 	for _, l := range v.Listeners {
-		a.printf("  /tcp/%s  id %s  allows %s\n", l.Address, l.ID, strings.Join(l.Allow, " "))
+		a.printf("  /%s/%s%s  id %s  allows %s\n", l.Transport, l.Address, named(l.Name), l.ID, strings.Join(l.Allow, " "))
 	}
 	if len(v.Connections) > 0 {
 		a.printf("Connections:\n")
 		for _, c := range v.Connections {
-			a.printf("  %s  to %s  id %s\n", c.Worker, c.Remote, c.ID)
+			dir := "to"
+			if c.Accepted {
+				dir = "from"
+			}
+			a.printf("  %s%s  %s /%s/%s\n", c.Worker, named(c.Name), dir, c.Transport, c.Remote)
 		}
 	}
 	a.printf("Services:\n")
@@ -385,6 +389,13 @@ func (a *app) printNode(v nodeView, detail bool) error {
 		a.printf("  %s  (%s)\n", strings.Join(wk.Addresses, " "), kindOr(wk.Kind))
 	}
 	return nil
+}
+
+func named(name string) string {
+	if name == "" {
+		return ""
+	}
+	return " (" + name + ")"
 }
 
 func kindOr(k string) string {
