@@ -107,10 +107,12 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Client, error) {
 		AutoMTLS:         !cfg.DisableMTLS,
 		GRPCDialOptions:  transport.DialOptions(),
 		StartTimeout:     cfg.StartTimeout,
-		Logger:           logger,
-		Stderr:           ring,
-		SyncStdout:       &lineLogger{log: logger, what: "stdout"},
-		SyncStderr:       io.MultiWriter(ring, &lineLogger{log: logger, what: "stderr"}),
+		// go-plugin forwards the plugin's log lines to this logger named
+		// after the executable, which is the plugin's name.
+		Logger:     cfg.Logger,
+		Stderr:     ring,
+		SyncStdout: &lineLogger{log: logger, what: "stdout"},
+		SyncStderr: io.MultiWriter(ring, &lineLogger{log: logger, what: "stderr"}),
 	})
 
 	type result struct {

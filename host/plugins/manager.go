@@ -133,6 +133,11 @@ func (m *Manager) Transport(ctx context.Context, name string) (*Transport, error
 		return nil, fmt.Errorf("plugin %s: manager closed", name)
 	}
 	t := m.transports[name]
+	if t != nil && t.down() {
+		// It gave up earlier; a new request starts it afresh.
+		delete(m.transports, name)
+		t = nil
+	}
 	if t == nil {
 		t = &Transport{m: m, name: name, path: filepath.Join(m.dir, name), ready: make(chan struct{}), subs: map[int]func(Event){}}
 		m.transports[name] = t
@@ -326,6 +331,12 @@ func (t *Transport) firstStart(ctx context.Context) error {
 
 // Name is the plugin's name.
 func (t *Transport) Name() string { return t.name }
+
+func (t *Transport) down() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.gaveUp != nil
+}
 
 func (t *Transport) client() *Client {
 	t.mu.Lock()

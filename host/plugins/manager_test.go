@@ -209,6 +209,51 @@ func TestManagerGivesUp(t *testing.T) {
 	if _, err := tr.Dial(ctx, "echo"); !errors.Is(err, transport.ErrUnavailable) || !strings.Contains(err.Error(), "gave up") {
 		t.Fatalf("dial after giving up: %v", err)
 	}
+	// Once fixed, asking the Manager again starts it afresh.
+	if err := os.Chmod(path, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tr2, err := m.Transport(ctx, "loop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := tr2.Dial(ctx, "echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := echo(ctx, l, []byte("back")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The plugin's hclog output lands in the host's log under the plugin's name.
+func TestManagerForwardsPluginLogs(t *testing.T) {
+	dir := t.TempDir()
+	install(t, dir, "chatty", 0o755)
+	var buf syncBuffer
+	logger := hclog.New(&hclog.LoggerOptions{Name: "node1", Output: &buf, Level: hclog.Info})
+	m := newManager(t, Config{Dir: dir, Logger: logger})
+	ctx := testCtx(t, 30*time.Second)
+	tr, err := m.Transport(ctx, "chatty")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Configure(ctx, map[string]string{"greeting": "bonjour"}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(buf.String(), "greeting=bonjour") {
+		if time.Now().After(deadline) {
+			t.Fatalf("plugin log line not forwarded; host log:\n%s", buf.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, line := range strings.Split(buf.String(), "\n") {
+		if strings.Contains(line, "greeting=bonjour") && !strings.Contains(line, "node1.chatty") {
+			t.Fatalf("forwarded line not under the plugin's name: %s", line)
+		}
+	}
 }
 
 func TestManagerDiscoveryAndList(t *testing.T) {

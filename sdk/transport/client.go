@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/ferryhq/ferry/sdk/transport/internal/pb"
 )
@@ -109,6 +111,16 @@ func (r *Remote) gone() bool {
 
 // wrap explains an error from a call into the plugin.
 func (r *Remote) wrap(what string, err error) error {
+	if status.Code(err) == codes.Unavailable && r.done != nil {
+		// The connection usually breaks a moment before the process is
+		// reaped; wait briefly so the error can say what happened.
+		t := time.NewTimer(250 * time.Millisecond)
+		select {
+		case <-r.done:
+		case <-t.C:
+		}
+		t.Stop()
+	}
 	if r.gone() {
 		return fmt.Errorf("%s: transport plugin %q has exited: %w", what, r.info.Name, ErrUnavailable)
 	}

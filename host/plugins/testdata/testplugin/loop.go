@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/ferryhq/ferry/sdk/transport"
 )
 
@@ -17,17 +19,18 @@ import (
 type loop struct {
 	name string
 	max  int
+	log  hclog.Logger
 
 	mu        sync.Mutex
 	listeners map[string]*loopListener
 }
 
-func newLoop(name string) *loop {
+func newLoop(name string, log hclog.Logger) *loop {
 	max := 1 << 20
 	if v, err := strconv.Atoi(os.Getenv("FERRY_LOOP_MAX")); err == nil && v > 0 {
 		max = v
 	}
-	return &loop{name: name, max: max, listeners: map[string]*loopListener{}}
+	return &loop{name: name, max: max, log: log, listeners: map[string]*loopListener{}}
 }
 
 func (t *loop) Info() transport.Info {
@@ -46,6 +49,7 @@ func (t *loop) Configure(ctx context.Context, settings map[string]string) error 
 	if v, ok := settings["fail"]; ok {
 		return fmt.Errorf("configure: asked to fail: %s", v)
 	}
+	t.log.Info("configured", "greeting", settings["greeting"])
 	return nil
 }
 

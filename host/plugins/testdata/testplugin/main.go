@@ -39,5 +39,6 @@ func main() {
 		time.Sleep(time.Minute)
 		os.Exit(1)
 	}
-	transport.Serve(newLoop(name), transport.WithLogger(transport.NewPluginLogger(name)))
+	log := transport.NewPluginLogger(name)
+	transport.Serve(newLoop(name, log), transport.WithLogger(log))
 }
