@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/ferryhq/ferry/host/plugins"
 )
 
 // The cli section measures the ferry command as users run it: the time
@@ -32,8 +34,8 @@ func runCLI(ctx context.Context, cfg config) (*table, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	ferry, plugins := filepath.Join(dir, "ferry"), filepath.Join(dir, "plugins")
-	for _, b := range [][2]string{{ferry, "./host/cmd/ferry"}, {filepath.Join(plugins, "tcp"), "./plugins/tcp"}} {
+	ferry, pluginDir := filepath.Join(dir, "ferry"), filepath.Join(dir, "plugins")
+	for _, b := range [][2]string{{ferry, "./host/cmd/ferry"}, {filepath.Join(pluginDir, "tcp"), "./plugins/tcp"}} {
 		bctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 		cmd := exec.CommandContext(bctx, "go", "build", "-o", b[0], b[1])
 		cmd.Dir = root
@@ -44,7 +46,7 @@ func runCLI(ctx context.Context, cfg config) (*table, error) {
 		}
 	}
 	home := filepath.Join(dir, "home")
-	env := append(os.Environ(), "FERRY_HOME="+home, "FERRY_PLUGIN_DIR="+plugins)
+	env := append(os.Environ(), "FERRY_HOME="+home, "FERRY_PLUGIN_DIR="+pluginDir)
 	run := func(args ...string) (time.Duration, error) {
 		rctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
@@ -96,8 +98,26 @@ func runCLI(ctx context.Context, cfg config) (*table, error) {
 		return nil, err
 	}
 
+	// What the plugin alone costs, to attribute node create's time.
+	launch, err := median(func(int) (time.Duration, error) {
+		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		start := time.Now()
+		c, err := plugins.Launch(lctx, plugins.LaunchConfig{Path: filepath.Join(pluginDir, "tcp")})
+		if err != nil {
+			return 0, err
+		}
+		d := time.Since(start)
+		c.Kill()
+		return d, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+
 	t := newTable("operation", fmt.Sprintf("median of %d", runs), "per node", "ratio")
 	t.add("ferry --version (baseline)", fmtDur(base), fmtDur(base), "1.00x")
+	t.add("tcp plugin launch alone (plugins.Launch)", fmtDur(launch), fmtDur(launch), fmtRatio(float64(launch), float64(base)))
 	t.add("ferry node create (to UP)", fmtDur(create), fmtDur(create), fmtRatio(float64(create), float64(base)))
 
 	bridge := filepath.Join(root, "configs", "bridge.hcl")
