@@ -65,10 +65,11 @@ func parseHeader(h []byte, max int) (typ byte, n int, err error) {
 // frameReader decodes frames from r into one reusable buffer. Payloads it
 // returns alias that buffer and stay valid until the next call to fill.
 type frameReader struct {
-	r    io.Reader
-	max  int
-	buf  []byte
-	s, e int // unread bytes are buf[s:e]
+	r     io.Reader
+	max   int
+	buf   []byte
+	s, e  int // unread bytes are buf[s:e]
+	quiet int // consecutive shrink calls that found a large buffer empty
 }
 
 const minReadBuffer = 64 << 10
@@ -115,6 +116,9 @@ func (fr *frameReader) fill() (int, error) {
 			return 0, err
 		}
 		need = headerSize + n
+		if need > len(fr.buf)/4 {
+			fr.quiet = 0 // the large buffer is still in use
+		}
 	}
 	if fr.s+need > len(fr.buf) || fr.e == len(fr.buf) {
 		if need <= len(fr.buf) {
@@ -138,11 +142,21 @@ func (fr *frameReader) fill() (int, error) {
 // the bytes of a read that also returned an error).
 func (fr *frameReader) advance(n int) { fr.e += n }
 
-// shrink drops an oversized buffer once it holds no unread bytes, so one
-// large message does not pin its buffer for the life of the link.
+// shrinkAfter is how many calls in a row shrink must find an oversized
+// buffer empty before dropping it: a stream of large messages keeps its
+// buffer, one large message does not pin it for the life of the link.
+const shrinkAfter = 32
+
+// shrink is called between batches; see shrinkAfter.
 func (fr *frameReader) shrink(size int) {
-	if fr.s == fr.e && len(fr.buf) > 4*size && len(fr.buf) > 4*minReadBuffer {
+	if len(fr.buf) <= 4*size || len(fr.buf) <= 4*minReadBuffer {
+		return
+	}
+	if fr.s != fr.e {
+		return
+	}
+	if fr.quiet++; fr.quiet >= shrinkAfter {
 		fr.buf = make([]byte, size)
-		fr.s, fr.e = 0, 0
+		fr.s, fr.e, fr.quiet = 0, 0, 0
 	}
 }

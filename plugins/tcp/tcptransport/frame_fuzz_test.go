@@ -132,3 +132,46 @@ func FuzzRoundTrip(f *testing.F) {
 		}
 	})
 }
+
+func TestReaderBufferShrinksAfterLargeFrame(t *testing.T) {
+	big := bytes.Repeat([]byte{1}, 1<<20)
+	payloads := [][]byte{big, big}
+	for i := 0; i < shrinkAfter+1; i++ {
+		payloads = append(payloads, []byte{2})
+	}
+	var data []byte
+	for _, p := range payloads {
+		data = appendHeader(data, frameData, len(p))
+		data = append(data, p...)
+	}
+	// Reads of one small frame each, as when they arrive one by one.
+	fr := newFrameReader(&chunkReader{data: data, n: headerSize + 1}, 2<<20, 0)
+	got, maxBuf := 0, 0
+	for got < len(payloads) {
+		fr.shrink(minReadBuffer)
+		_, p, ok, err := fr.next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			n, err := fr.fill()
+			fr.advance(n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if len(p) != len(payloads[got]) {
+			t.Fatalf("frame %d: %d bytes, want %d", got, len(p), len(payloads[got]))
+		}
+		got++
+		maxBuf = max(maxBuf, len(fr.buf))
+	}
+	if maxBuf < 1<<20 {
+		t.Fatalf("buffer never grew to the large frame (max %d)", maxBuf)
+	}
+	fr.shrink(minReadBuffer)
+	if len(fr.buf) != minReadBuffer {
+		t.Errorf("buffer is %d bytes after %d small frames, want it shrunk to %d", len(fr.buf), shrinkAfter+1, minReadBuffer)
+	}
+}
