@@ -84,7 +84,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func newNode(t *testing.T, name string) (*node.Node, *syncBuffer) {
+func newNode(t testing.TB, name string) (*node.Node, *syncBuffer) {
 	t.Helper()
 	logs := &syncBuffer{}
 	lvl := hclog.Warn
@@ -105,7 +105,7 @@ func newNode(t *testing.T, name string) (*node.Node, *syncBuffer) {
 	return n, logs
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	if testing.Verbose() {
@@ -130,7 +130,11 @@ type pairOptions struct {
 	noOutlet  bool
 }
 
-func newPair(t *testing.T, target string, po pairOptions) *pair {
+func newPairB(t testing.TB, target string) *pair { return newPairTB(t, target, pairOptions{}) }
+
+func newPair(t *testing.T, target string, po pairOptions) *pair { return newPairTB(t, target, po) }
+
+func newPairTB(t testing.TB, target string, po pairOptions) *pair {
 	t.Helper()
 	n, logs := newNode(t, "n1")
 	p := &pair{n: n, logs: logs, target: target}

@@ -381,7 +381,20 @@ func (s *session) keepalive() {
 			s.end(fmt.Errorf("nothing from the peer for %s (keepalive timeout %s): the path is down", idle.Round(time.Millisecond), s.opts.KeepaliveTimeout), true)
 			return
 		}
-		s.sendCredit(peer, s.consumed.Load())
+		err := s.c.Send(s.c, peer, (&frame{kind: kindCredit, consumed: s.consumed.Load()}).encode())
+		if err == nil {
+			continue
+		}
+		s.mu.Lock()
+		peerFinished := s.finRecv
+		s.mu.Unlock()
+		// Once the peer sent its fin it may end cleanly at any time, and a
+		// keepalive then has nobody to reach; before that, a failed send
+		// means the path is broken.
+		if !peerFinished {
+			s.end(fmt.Errorf("keepalive to %s: %w", peer, err), true)
+			return
+		}
 	}
 }
 

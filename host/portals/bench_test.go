@@ -1,0 +1,46 @@
+package portals
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"testing"
+)
+
+func BenchmarkPortalUpload(b *testing.B) {
+	for _, so := range []SessionOptions{
+		{ChunkSize: 16 << 10}, {ChunkSize: 32 << 10}, {ChunkSize: 64 << 10}, {ChunkSize: 128 << 10},
+		{ChunkSize: 64 << 10, Window: 4 << 20}, {ChunkSize: 256 << 10, Window: 4 << 20},
+	} {
+		b.Run(fmt.Sprintf("chunk=%dK/window=%dK", so.ChunkSize>>10, max(so.Window, DefaultWindow)>>10), func(b *testing.B) {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer l.Close()
+			go func() {
+				for {
+					c, err := l.Accept()
+					if err != nil {
+						return
+					}
+					go func() { io.Copy(io.Discard, c); c.Close() }()
+				}
+			}()
+			p := newPairTB(b, l.Addr().String(), pairOptions{session: so})
+			c, err := net.Dial("tcp", p.inlet.Addr())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			buf := make([]byte, 256<<10)
+			b.SetBytes(int64(len(buf)))
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := c.Write(buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
