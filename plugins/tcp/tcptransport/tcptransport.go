@@ -323,18 +323,28 @@ func (l *listener) Accept(ctx context.Context) (transport.Link, error) {
 }
 
 func (l *listener) acceptLoop() {
+	var backoff time.Duration
 	for {
 		c, err := l.l.AcceptTCP()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				l.err = transport.ErrClosed
-			} else {
-				l.err = fmt.Errorf("tcp transport: accept on %s: %w", l.addr, err)
-				_ = l.l.Close()
+				close(l.done)
+				return
 			}
-			close(l.done)
-			return
+			// Out of file descriptors and the like: the condition may
+			// pass, so back off and retry rather than stop listening.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			select {
+			case <-time.After(backoff):
+				continue
+			case <-l.closing:
+				l.err = transport.ErrClosed
+				close(l.done)
+				return
+			}
 		}
+		backoff = 0
 		select {
 		case l.conns <- c:
 		case <-l.closing:
