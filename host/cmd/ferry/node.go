@@ -167,7 +167,10 @@ func (a *app) createNode(ctx context.Context, name string, f createFlags) error 
 			return err
 		}
 	}
-	pluginDir := envPluginDir()
+	// Only an explicit --plugin-dir is saved; $FERRY_PLUGIN_DIR is read
+	// from the environment at every start, like any other setting of the
+	// user's shell.
+	pluginDir := ""
 	if f.pluginDir != "" {
 		if pluginDir, err = absPath(f.pluginDir); err != nil {
 			return err
@@ -556,6 +559,7 @@ func waitExit(ctx context.Context, pid int, d time.Duration) bool {
 func (a *app) newNodeStartCmd() *cobra.Command {
 	var verbose bool
 	var timeout time.Duration
+	var pluginDir string
 	cmd := &cobra.Command{
 		Use:   "start NAME",
 		Short: "Start a stopped node again with the same configuration",
@@ -576,6 +580,18 @@ func (a *app) newNodeStartCmd() *cobra.Command {
 			} else if v.Note != "" {
 				return fmt.Errorf("node %s: %s; stop it first with ferry node stop %s", name, v.Note, name)
 			}
+			if pluginDir != "" {
+				cfg, err := h.Load(name)
+				if err != nil {
+					return err
+				}
+				if cfg.PluginDir, err = absPath(pluginDir); err != nil {
+					return err
+				}
+				if err := h.Save(cfg); err != nil {
+					return err
+				}
+			}
 			st, err := spawn(cmd.Context(), h, name, verbose, timeout)
 			if err != nil {
 				return err
@@ -585,6 +601,7 @@ func (a *app) newNodeStartCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&verbose, "verbose", false, "log at debug level")
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for the node to answer")
+	cmd.Flags().StringVar(&pluginDir, "plugin-dir", "", "use (and remember) this plugin directory from now on")
 	return cmd
 }
 

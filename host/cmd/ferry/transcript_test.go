@@ -88,10 +88,16 @@ type result struct {
 
 func (e *env) run(args ...string) result {
 	e.t.Helper()
+	return e.runEnv(nil, args...)
+}
+
+// runEnv runs ferry with extra environment variables (later ones win).
+func (e *env) runEnv(extra []string, args ...string) result {
+	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, ferryBin, args...)
-	cmd.Env = e.environ()
+	cmd.Env = append(e.environ(), extra...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -430,6 +436,20 @@ func TestErrorsSayWhatToDo(t *testing.T) {
 	// A listener address that is taken is refused with the reason.
 	n := e.nodes()["e1"]
 	e.fails("address already in use", "tcp-listener", "create", n.Listeners[0].Address, "--at", "e1")
+	// A node whose plugin is missing says what to do, keeps its state, and
+	// starts once the plugin is there.
+	r := e.runEnv([]string{"FERRY_PLUGIN_DIR=" + filepath.Join(e.home, "nope")}, "node", "create", "p1")
+	if r.code == 0 || !strings.Contains(r.stderr, "build it (make build)") || !strings.Contains(r.stderr, "ferry node start p1") {
+		t.Fatalf("create without plugins: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if s := e.nodes()["p1"].Status; s != "DOWN" {
+		t.Fatalf("p1 after a failed start is %q, want DOWN", s)
+	}
+	e.ok("node", "start", "p1")
+	if got := e.ok("message", "send", "ok", "--to", "/node/p1/service/uppercase"); got != "OK\n" {
+		t.Errorf("p1 after start: %q", got)
+	}
+
 	// A broken config is reported, not half-used.
 	e.ok("node", "stop", "e1")
 	os.WriteFile(filepath.Join(e.home, "nodes", "e1", "config.json"), []byte("{"), 0o600)

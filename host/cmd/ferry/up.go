@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -202,7 +201,7 @@ func (a *app) upNode(ctx context.Context, h *state.Home, name, file string, vars
 	cfg, err := h.Load(name)
 	switch {
 	case errors.Is(err, state.ErrNotFound):
-		cfg = &state.NodeConfig{Name: name, ConfigFile: file, Vars: vars, PluginDir: envPluginDir(), Created: time.Now().UTC()}
+		cfg = &state.NodeConfig{Name: name, ConfigFile: file, Vars: vars, Created: time.Now().UTC()}
 		if err := h.Create(cfg); err != nil {
 			return nodeView{}, err
 		}
@@ -224,20 +223,6 @@ func (a *app) upNode(ctx context.Context, h *state.Home, name, file string, vars
 		return nodeView{}, err
 	}
 	return nodeFromStatus(h, st), nil
-}
-
-// envPluginDir is $FERRY_PLUGIN_DIR made absolute, kept in a node's
-// config so `node start` from another directory finds the same plugins.
-func envPluginDir() string {
-	d := os.Getenv("FERRY_PLUGIN_DIR")
-	if d == "" {
-		return ""
-	}
-	abs, err := absPath(d)
-	if err != nil {
-		return ""
-	}
-	return abs
 }
 
 func (a *app) newDownCmd() *cobra.Command {
