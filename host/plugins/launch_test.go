@@ -42,6 +42,17 @@ func TestLaunchHandshakeAndEchoBatches(t *testing.T) {
 	if err := c.Transport().Configure(ctx, map[string]string{"fail": "on purpose"}); err == nil || !strings.Contains(err.Error(), "on purpose") {
 		t.Fatalf("configure error did not cross the boundary: %v", err)
 	}
+	// Raw writes to descriptor 1 after the handshake reach the host's
+	// stderr capture instead of the handshake pipe.
+	if err := c.Transport().Configure(ctx, map[string]string{"raw_stdout": "raw write to fd 1"}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(strings.Join(c.Stderr(), "\n"), "raw write to fd 1"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("raw stdout write not redirected to stderr; stderr: %q", c.Stderr())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	link, err := c.Transport().Dial(ctx, "echo")
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ferryhq/ferry/sdk/transport/internal/pb"
 )
 
 // memTransport is a small in-memory transport for the SDK's own tests:
@@ -285,5 +287,28 @@ func TestInProcessRecvContextAndClose(t *testing.T) {
 	}
 	if _, err := d.Recv(ctx); err == nil {
 		t.Fatal("recv after Remote.Close succeeded")
+	}
+}
+
+// A link whose stream the host never opens is closed by the plugin.
+func TestUnclaimedLinkIsClosed(t *testing.T) {
+	srv := newServer(&memTransport{max: 10, lns: map[string]*memListener{}}, nil)
+	srv.unclaimed = 10 * time.Millisecond
+	li, err := srv.Dial(tctx(t), &pb.DialRequest{Address: "echo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		srv.mu.Lock()
+		l := srv.links[li.LinkId]
+		srv.mu.Unlock()
+		if l == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("unclaimed link kept")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -87,8 +87,10 @@ func NewPluginLogger(name string) hclog.Logger {
 //	func main() { transport.Serve(mytransport.New()) }
 //
 // Stdout belongs to the go-plugin handshake: nothing may be printed on it
-// before Serve. Once serving, go-plugin redirects os.Stdout and os.Stderr
-// to the host, which logs them. Serve exits the process if the host dies.
+// before Serve. Serve points file descriptor 1 at stderr (Unix) so stray
+// writes cannot corrupt the handshake, and once serving go-plugin sends
+// os.Stdout and os.Stderr to the host, which logs them. Serve exits the
+// process if the host dies.
 func Serve(t Transport, opts ...ServeOption) {
 	cfg := serveConfig{parentCheck: 250 * time.Millisecond}
 	for _, o := range opts {
@@ -98,6 +100,9 @@ func Serve(t Transport, opts ...ServeOption) {
 		cfg.logger = NewPluginLogger("transport")
 	}
 	srv := newServer(t, cfg.logger)
+	if cfg.test == nil {
+		reserveStdout()
+	}
 	if cfg.parentCheck > 0 {
 		go watchParent(cfg.parentCheck, cfg.logger, srv)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
@@ -33,6 +34,7 @@ type server struct {
 	listeners map[uint64]Listener
 	links     map[uint64]*serverLink
 	closed    bool
+	unclaimed time.Duration // how long a link may wait for its stream
 }
 
 type serverLink struct {
@@ -41,12 +43,16 @@ type serverLink struct {
 }
 
 func newServer(t Transport, logger hclog.Logger) *server {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
 	return &server{
 		t:         t,
 		info:      t.Info(),
 		logger:    logger,
 		listeners: map[uint64]Listener{},
 		links:     map[uint64]*serverLink{},
+		unclaimed: 30 * time.Second,
 	}
 }
 
@@ -115,8 +121,25 @@ func (s *server) addLink(link Link) (*pb.LinkInfo, error) {
 		return nil, toStatus(ErrClosed)
 	}
 	s.nextID++
-	s.links[s.nextID] = &serverLink{Link: link}
-	return &pb.LinkInfo{LinkId: s.nextID, LocalAddress: link.LocalAddr(), RemoteAddress: link.RemoteAddr()}, nil
+	id := s.nextID
+	s.links[id] = &serverLink{Link: link}
+	// If the host never opens the link's stream (the reply was lost to a
+	// cancelled call or a dying host), do not keep the link forever.
+	time.AfterFunc(s.unclaimed, func() {
+		s.mu.Lock()
+		l := s.links[id]
+		if l != nil && !l.streaming {
+			delete(s.links, id)
+		} else {
+			l = nil
+		}
+		s.mu.Unlock()
+		if l != nil {
+			s.logger.Debug("closing a link the host never opened", "link", id, "remote", l.RemoteAddr())
+			l.Close()
+		}
+	})
+	return &pb.LinkInfo{LinkId: id, LocalAddress: link.LocalAddr(), RemoteAddress: link.RemoteAddr()}, nil
 }
 
 func (s *server) CloseLink(ctx context.Context, req *pb.CloseLinkRequest) (*pb.Empty, error) {
