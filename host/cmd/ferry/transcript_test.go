@@ -380,6 +380,28 @@ func TestTranscript(t *testing.T) {
 		t.Errorf("plugin list text:\n%s", out)
 	}
 
+	// Only the owner can reach a node: socket 0600 in a 0700 directory.
+	for path, want := range map[string]os.FileMode{
+		filepath.Join(e.home, "nodes", "n1"):             0o700 | os.ModeDir,
+		filepath.Join(e.home, "nodes", "n1", "api.sock"): 0o600 | os.ModeSocket,
+	} {
+		if st, err := os.Stat(path); err != nil || st.Mode() != want {
+			t.Errorf("%s: mode %v (%v), want %v", path, st.Mode(), err, want)
+		}
+	}
+
+	// Every command that prints has --output json.
+	for _, args := range [][]string{
+		{"node", "create", "j1"}, {"node", "show", "j1"}, {"node", "list"}, {"worker", "list", "--at", "j1"},
+		{"service", "list", "--at", "j1"}, {"service", "start", "hop", "--at", "j1"},
+		{"message", "send", "x", "--to", "/node/j1/service/echo"}, {"tcp-listener", "list", "--at", "j1"},
+		{"tcp-connection", "create", "--from", "j1", "--to", "/node/n1"}, {"tcp-connection", "list", "--at", "j1"},
+		{"plugin", "list", "--at", "j1"}, {"node", "stop", "j1"}, {"node", "start", "j1"}, {"node", "delete", "j1"},
+	} {
+		var v any
+		e.json(&v, args...)
+	}
+
 	// stop keeps state; start brings back the same configuration (hop).
 	e.ok("node", "stop", "n1")
 	if s := e.nodes()["n1"].Status; s != "DOWN" {
