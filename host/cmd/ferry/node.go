@@ -327,6 +327,9 @@ func spawn(ctx context.Context, h *state.Home, name string, verbose bool, timeou
 	if msg, ok := strings.CutPrefix(line, "error "); ok {
 		return api.Status{}, fmt.Errorf("node %s failed to start: %s (log: %s)", name, msg, h.LogPath(name))
 	}
+	if ctx.Err() != nil {
+		return api.Status{}, fmt.Errorf("start of node %s interrupted: %w", name, ctx.Err())
+	}
 	if rerr != nil && errors.Is(rerr, os.ErrDeadlineExceeded) {
 		return api.Status{}, fmt.Errorf("node %s did not answer within %s; see its log %s", name, timeout, h.LogPath(name))
 	}
