@@ -12,7 +12,11 @@ import (
 // BenchmarkEcho measures the host side of one gRPC crossing (host → plugin
 // → host over an echo link); ferrybench's grpc section prints the table.
 func BenchmarkEcho(b *testing.B) {
-	c, err := Launch(context.Background(), LaunchConfig{Path: pluginBin})
+	var env []string
+	if p := os.Getenv("FERRY_TESTPLUGIN_CPUPROFILE"); p != "" {
+		env = append(env, "FERRY_TESTPLUGIN_CPUPROFILE="+p)
+	}
+	c, err := Launch(context.Background(), LaunchConfig{Path: pluginBin, Env: env, DisableMTLS: os.Getenv("FERRY_BENCH_NO_MTLS") != ""})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -17,9 +17,9 @@ import (
 	"github.com/ferryhq/ferry/sdk/transport/internal/pb"
 )
 
-// closeFlush bounds how long closing a link waits for packets already
-// accepted by Send to reach the plugin.
-const closeFlush = 5 * time.Second
+// defaultCloseFlush bounds how long closing a link waits for packets
+// already accepted by Send to reach the plugin.
+const defaultCloseFlush = 5 * time.Second
 
 // Remote is a Transport served by a plugin process, driven over gRPC. The
 // host uses it like any in-process Transport. When the plugin process is
@@ -32,6 +32,9 @@ type Remote struct {
 	pid   int
 	done  <-chan struct{}
 	limit int
+	// closeFlush bounds how long closing a link waits for packets already
+	// accepted by Send to reach the plugin.
+	closeFlush time.Duration
 
 	mu        sync.Mutex
 	links     map[*remoteLink]struct{}
@@ -52,6 +55,8 @@ func NewRemote(ctx context.Context, conn *grpc.ClientConn, done <-chan struct{})
 		done:      done,
 		links:     map[*remoteLink]struct{}{},
 		listeners: map[*remoteListener]struct{}{},
+
+		closeFlush: defaultCloseFlush,
 	}
 	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -515,18 +520,24 @@ func (l *remoteLink) Close() error {
 		l.sendMu.Lock()
 		close(l.sendq)
 		l.sendMu.Unlock()
-		t := time.NewTimer(closeFlush)
+		// One deadline for both waits: a plugin that stopped reading must
+		// not hold Close beyond closeFlush.
+		t := time.NewTimer(l.r.closeFlush)
 		defer t.Stop()
+		expired := false
 		select {
 		case <-l.writerDone:
 		case <-l.r.done:
 		case <-t.C:
+			expired = true
 		}
 		close(l.closed)
-		select {
-		case <-l.recvDone:
-		case <-l.r.done:
-		case <-t.C:
+		if !expired {
+			select {
+			case <-l.recvDone:
+			case <-l.r.done:
+			case <-t.C:
+			}
 		}
 		l.cancel()
 		l.r.forgetLink(l)

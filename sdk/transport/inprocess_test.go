@@ -312,3 +312,49 @@ func TestUnclaimedLinkIsClosed(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// Closing a link whose peer stopped reading does not hang: the flush of
+// what Send accepted is bounded.
+func TestCloseUnderBackpressureIsBounded(t *testing.T) {
+	r := serveMem(t, 1<<20)
+	r.closeFlush = 200 * time.Millisecond
+	ctx := tctx(t)
+	ln, err := r.Listen(ctx, "bp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan Link, 1)
+	go func() {
+		l, _ := ln.Accept(ctx)
+		got <- l
+	}()
+	d, err := r.Dial(ctx, "bp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := <-got
+	if a == nil {
+		t.Fatal("accept failed")
+	}
+	defer a.Close()
+	chunk := [][]byte{make([]byte, 256<<10)}
+	for i := 0; ; i++ {
+		if i == 2000 {
+			t.Fatal("sender never blocked")
+		}
+		sctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		err := d.Send(sctx, chunk)
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	d.Close()
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("Close took %s", el)
+	}
+}

@@ -33,6 +33,18 @@
 //     sender's topic. Dial(topic) produces to topic, stamping the node's own
 //     inbound topic (a setting) in every record.
 //
+// # Plugin protocol
+//
+// Serve runs a Transport as a go-plugin gRPC server (AutoMTLS, gRPC only,
+// handshake version ProtocolMajor). Control calls (hello, configure,
+// listen, accept, dial, close, status) are unary RPCs; each link's packets
+// travel on one bidirectional stream, many packets per gRPC message, in
+// order, with gRPC flow control carrying backpressure both ways. The host
+// side is Remote, itself a Transport; ServeInProcess gives tests the same
+// gRPC path without a process. Errors keep their identity across the
+// boundary (errors.Is works for ErrClosed, ErrTooLarge, context errors),
+// and calls into a plugin whose process died fail with ErrUnavailable.
+//
 // # Versions
 //
 // The major protocol version is go-plugin's handshake version; a host and a

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -38,6 +39,13 @@ func main() {
 		// own eventually so a broken test cannot leave us behind for long.
 		time.Sleep(time.Minute)
 		os.Exit(1)
+	}
+	if path := os.Getenv("FERRY_TESTPLUGIN_CPUPROFILE"); path != "" {
+		// For looking at the plugin side of the benchmarks.
+		if f, err := os.Create(path); err == nil {
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
 	}
 	log := transport.NewPluginLogger(name)
 	transport.Serve(newLoop(name, log), transport.WithLogger(log))
