@@ -472,6 +472,13 @@ func TestErrorsSayWhatToDo(t *testing.T) {
 		t.Errorf("p1 after start: %q", got)
 	}
 
+	// A node that does not answer in time is killed, not left behind.
+	e.fails("did not answer within 1ms", "node", "create", "slow", "--timeout", "1ms")
+	if s := e.nodes()["slow"].Status; s != "DOWN" {
+		t.Errorf("slow node is %q after its start timed out", s)
+	}
+	e.ok("node", "delete", "slow")
+
 	// A broken config is reported, not half-used.
 	e.ok("node", "stop", "e1")
 	os.WriteFile(filepath.Join(e.home, "nodes", "e1", "config.json"), []byte("{"), 0o600)
