@@ -457,7 +457,9 @@ func (n *Node) draining(from *worker) bool { return from != nil && !from.isStopp
 
 // Shutdown stops every worker, runs their shutdown hooks and returns when
 // they are done or ctx ends. Messages still queued are dropped and logged at
-// debug level. Calling Shutdown twice is harmless.
+// debug level. Calling Shutdown twice is harmless. A handler that wants to
+// stop its node must call Shutdown in a new goroutine: its own worker cannot
+// finish until the handler returns.
 func (n *Node) Shutdown(ctx context.Context) error {
 	if n.stopping.Swap(true) {
 		return nil
