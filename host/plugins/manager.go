@@ -466,7 +466,7 @@ func (t *Transport) restart() (*Client, error) {
 		c.Kill()
 		return nil, fmt.Errorf("plugin %s: %w", t.name, transport.ErrClosed)
 	}
-	t.cur = c
+	t.cur, t.info = c, c.Remote().Info()
 	return c, nil
 }
 
