@@ -21,6 +21,7 @@ import (
 
 	"github.com/ferryhq/ferry/host/node"
 	"github.com/ferryhq/ferry/plugins/portal-tcp/tcpportal"
+	"github.com/ferryhq/ferry/sdk/portal"
 	"github.com/ferryhq/ferry/sdk/routing"
 )
 
@@ -128,6 +129,7 @@ type pairOptions struct {
 	route     string // default /service/outlet
 	inletOpts func(*InletOptions)
 	noOutlet  bool
+	portal    portal.Portal // default: an in-process tcpportal
 }
 
 func newPairB(t testing.TB, target string) *pair { return newPairTB(t, target, pairOptions{}) }
@@ -138,8 +140,12 @@ func newPairTB(t testing.TB, target string, po pairOptions) *pair {
 	t.Helper()
 	n, logs := newNode(t, "n1")
 	p := &pair{n: n, logs: logs, target: target}
-	pt := tcpportal.New()
-	t.Cleanup(func() { pt.Close() })
+	var pt portal.Portal = po.portal
+	if pt == nil {
+		tp := tcpportal.New()
+		t.Cleanup(func() { tp.Close() })
+		pt = tp
+	}
 	if !po.noOutlet {
 		o, err := NewOutlet(n, OutletOptions{Target: target, Portal: pt, Session: po.session})
 		if err != nil {

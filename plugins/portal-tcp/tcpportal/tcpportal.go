@@ -39,7 +39,8 @@ func (p *Portal) Listen(ctx context.Context, address string) (portal.Listener, e
 	var lc net.ListenConfig
 	l, err := lc.Listen(ctx, "tcp", address)
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", address, err)
+		return nil, err // net's error already says "listen tcp ADDR: ..."
+
 	}
 	ln := &listener{p: p, l: l.(*net.TCPListener)}
 	p.mu.Lock()
@@ -58,7 +59,8 @@ func (p *Portal) Dial(ctx context.Context, address string) (portal.Stream, error
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", address)
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", address, err)
+		return nil, err // net's error already says "dial tcp ADDR: ..."
+
 	}
 	return p.track(c.(*net.TCPConn))
 }

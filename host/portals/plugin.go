@@ -1,0 +1,207 @@
+package portals
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+
+	"github.com/ferryhq/ferry/sdk/portal"
+)
+
+// PluginConfig describes one portal plugin process to start (for example
+// bin/plugins/portal-tcp).
+type PluginConfig struct {
+	// Path is the plugin executable.
+	Path string
+	// Name is the plugin's name in logs; default: the file name.
+	Name string
+	// Logger receives the plugin's log output; default: none.
+	Logger hclog.Logger
+	// SHA256, if set, is the hex SHA-256 the executable must have.
+	SHA256 string
+	// StartTimeout bounds the handshake; default 10s.
+	StartTimeout time.Duration
+}
+
+// PluginClient is one running portal plugin process.
+type PluginClient struct {
+	name   string
+	pc     *plugin.Client
+	remote *portal.Remote
+	stderr *tailLines
+}
+
+// LaunchPlugin starts a portal plugin, checks it (executable, checksum,
+// handshake, protocol version) and returns it serving. The plugin dies with
+// this process.
+func LaunchPlugin(ctx context.Context, cfg PluginConfig) (*PluginClient, error) {
+	if cfg.Name == "" {
+		cfg.Name = filepath.Base(cfg.Path)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = 10 * time.Second
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		cfg.StartTimeout = min(cfg.StartTimeout, time.Until(dl))
+	}
+	if err := checkPluginBinary(cfg.Name, cfg.Path, cfg.SHA256); err != nil {
+		return nil, err
+	}
+	var secure *plugin.SecureConfig
+	if cfg.SHA256 != "" {
+		want, _ := hex.DecodeString(cfg.SHA256)
+		secure = &plugin.SecureConfig{Checksum: want, Hash: sha256.New()}
+	}
+	tail := &tailLines{max: 20}
+	cmd := exec.Command(cfg.Path)
+	cmd.SysProcAttr = sysProcAttr()
+	pc := plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig:  portal.HandshakeConfig(),
+		Plugins:          portal.PluginSet(),
+		Cmd:              cmd,
+		SecureConfig:     secure,
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		AutoMTLS:         true,
+		GRPCDialOptions:  portal.DialOptions(),
+		StartTimeout:     cfg.StartTimeout,
+		Logger:           cfg.Logger,
+		Stderr:           tail,
+	})
+	type result struct {
+		r   *portal.Remote
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		rpc, err := pc.Client()
+		if err != nil {
+			res <- result{err: err}
+			return
+		}
+		raw, err := rpc.Dispense(portal.PluginName)
+		if err != nil {
+			res <- result{err: err}
+			return
+		}
+		r, ok := raw.(*portal.Remote)
+		if !ok {
+			res <- result{err: fmt.Errorf("dispensed %T, want a portal (is %s a transport plugin?)", raw, cfg.Path)}
+			return
+		}
+		res <- result{r: r}
+	}()
+	var out result
+	select {
+	case out = <-res:
+	case <-ctx.Done():
+		pc.Kill()
+		<-res
+		return nil, fmt.Errorf("portal plugin %s (%s): start cancelled: %w", cfg.Name, cfg.Path, ctx.Err())
+	}
+	if out.err != nil {
+		pc.Kill()
+		msg, _, _ := strings.Cut(out.err.Error(), "\n")
+		if lines := tail.lines(); len(lines) > 0 {
+			msg += "; its stderr ended with: " + lines[len(lines)-1]
+		}
+		return nil, fmt.Errorf("portal plugin %s (%s): start failed: %s", cfg.Name, cfg.Path, msg)
+	}
+	return &PluginClient{name: cfg.Name, pc: pc, remote: out.r, stderr: tail}, nil
+}
+
+// Portal is the plugin's Portal, driven over gRPC.
+func (c *PluginClient) Portal() portal.Portal { return c.remote }
+
+// Pid is the plugin's process id.
+func (c *PluginClient) Pid() int { return c.remote.Pid() }
+
+// Exited reports whether the plugin process has ended.
+func (c *PluginClient) Exited() bool { return c.pc.Exited() }
+
+// Stderr returns the plugin's last stderr lines.
+func (c *PluginClient) Stderr() []string { return c.stderr.lines() }
+
+// Kill ends the plugin's streams and the process, and returns once it is
+// gone.
+func (c *PluginClient) Kill() {
+	c.remote.Close()
+	c.pc.Kill()
+}
+
+func checkPluginBinary(name, path, want string) error {
+	st, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("portal plugin %s: %s does not exist; build it (make build)", name, path)
+	}
+	if err != nil {
+		return fmt.Errorf("portal plugin %s: %w", name, err)
+	}
+	if !st.Mode().IsRegular() || st.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("portal plugin %s: %s is not an executable file", name, path)
+	}
+	if want == "" {
+		return nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("portal plugin %s: %w", name, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return fmt.Errorf("portal plugin %s: checksum %s: %w", name, path, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); !strings.EqualFold(got, want) {
+		return fmt.Errorf("portal plugin %s: %s has SHA-256 %s but %s is pinned; reinstall the pinned build or update the pin", name, path, got, strings.ToLower(want))
+	}
+	return nil
+}
+
+// tailLines keeps the last lines written to it.
+type tailLines struct {
+	mu   sync.Mutex
+	max  int
+	buf  []string
+	part string
+}
+
+func (t *tailLines) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.part + string(p)
+	parts := strings.Split(s, "\n")
+	t.part = parts[len(parts)-1]
+	if len(t.part) > 4096 {
+		t.part = t.part[:4096]
+	}
+	for _, l := range parts[:len(parts)-1] {
+		if l = strings.TrimSpace(l); l != "" {
+			t.buf = append(t.buf, l)
+		}
+	}
+	if len(t.buf) > t.max {
+		t.buf = t.buf[len(t.buf)-t.max:]
+	}
+	return len(p), nil
+}
+
+func (t *tailLines) lines() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]string(nil), t.buf...)
+}

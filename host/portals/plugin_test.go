@@ -1,0 +1,109 @@
+package portals
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func launchPlugin(t *testing.T) *PluginClient {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := LaunchPlugin(ctx, PluginConfig{Path: pluginBin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Kill)
+	return c
+}
+
+func TestPluginPortal(t *testing.T) {
+	checkLeaks(t)
+	pc := launchPlugin(t)
+	if i := pc.Portal().Info(); i.Name != "portal-tcp" || i.Protocol != "tcp" {
+		t.Fatalf("info %+v", i)
+	}
+	p := newPair(t, startTarget(t), pairOptions{portal: pc.Portal()})
+	size := bigSize() / 4
+	var wg sync.WaitGroup
+	errs := make(chan error, 22)
+	up, down := p.dial(t), p.dial(t)
+	wg.Add(2)
+	go func() { defer wg.Done(); errs <- upload(up, size, 21); up.Close() }()
+	go func() { defer wg.Done(); errs <- download(down, size, 22); down.Close() }()
+	for i := range 20 {
+		c := p.dial(t)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			payload := make([]byte, 100<<10+i)
+			newGen(uint64(200 + i)).Read(payload)
+			if err := echo(c, payload); err != nil {
+				errs <- fmt.Errorf("echo %d: %w", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	waitFor(t, "sessions to end", 10*time.Second, func() bool {
+		return p.inlet.Status().ActiveSessions == 0 && p.outlet.Status().ActiveSessions == 0
+	})
+}
+
+func TestPluginTargetRefuses(t *testing.T) {
+	checkLeaks(t)
+	pc := launchPlugin(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := l.Addr().String()
+	l.Close()
+	p := newPair(t, target, pairOptions{portal: pc.Portal()})
+	c := p.dial(t)
+	expectClosed(t, c, 5*time.Second)
+	waitFor(t, "the reason in the outlet's status", 5*time.Second, func() bool {
+		return strings.Contains(p.outlet.Status().LastError, "refused")
+	})
+}
+
+func TestPluginKilledEndsSessions(t *testing.T) {
+	checkLeaks(t)
+	pc := launchPlugin(t)
+	p := newPair(t, startTarget(t), pairOptions{portal: pc.Portal()})
+	c := p.dial(t)
+	if _, err := c.Write([]byte{modeEcho, 'a'}); err != nil {
+		t.Fatal(err)
+	}
+	var b [1]byte
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	pc.Kill()
+	expectClosed(t, c, 5*time.Second)
+	waitFor(t, "sessions to end", 10*time.Second, func() bool {
+		return p.inlet.Status().ActiveSessions == 0 && p.outlet.Status().ActiveSessions == 0
+	})
+}
+
+func TestLaunchPluginErrors(t *testing.T) {
+	ctx := context.Background()
+	if _, err := LaunchPlugin(ctx, PluginConfig{Path: "/nonexistent/portal-tcp"}); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("missing binary: %v", err)
+	}
+	if _, err := LaunchPlugin(ctx, PluginConfig{Path: pluginBin, SHA256: strings.Repeat("0", 64)}); err == nil || !strings.Contains(err.Error(), "pinned") {
+		t.Fatalf("wrong pin: %v", err)
+	}
+}

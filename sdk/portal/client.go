@@ -1,0 +1,250 @@
+package portal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/ferryhq/ferry/sdk/portal/internal/pb"
+)
+
+// Remote is a Portal served by a plugin process, driven over gRPC. Hosts get
+// one by dispensing PluginName from a go-plugin client.
+type Remote struct {
+	c     pb.PortalClient
+	info  Info
+	pid   int
+	major uint32
+	minor uint32
+
+	ctx    context.Context // ends every stream on Close
+	cancel context.CancelFunc
+}
+
+func newRemote(ctx context.Context, conn *grpc.ClientConn) (*Remote, error) {
+	c := pb.NewPortalClient(conn)
+	hello, err := c.Hello(ctx, &pb.Empty{})
+	if err != nil {
+		return nil, fmt.Errorf("portal plugin hello: %w", err)
+	}
+	if hello.PluginMajor != ProtocolMajor {
+		return nil, fmt.Errorf("portal plugin speaks protocol %d, this host %d; rebuild it against this Ferry SDK", hello.PluginMajor, ProtocolMajor)
+	}
+	r := &Remote{c: c, info: Info{Name: hello.Name, Version: hello.Version, Protocol: hello.Protocol}, pid: int(hello.Pid), major: hello.PluginMajor, minor: hello.PluginMinor}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	return r, nil
+}
+
+// Info describes the plugin.
+func (r *Remote) Info() Info { return r.info }
+
+// Pid is the plugin's process id.
+func (r *Remote) Pid() int { return r.pid }
+
+// Close ends every stream opened through r. The plugin process itself is
+// ended by whoever launched it.
+func (r *Remote) Close() error {
+	r.cancel()
+	return nil
+}
+
+// rpcErr turns a gRPC status into an error that says what failed. The
+// plugin reports its own failures (dial refused, stream reset) as
+// FailedPrecondition with the reason; Unavailable and Canceled mean the
+// plugin connection itself is gone.
+func rpcErr(what string, err error) error {
+	st, ok := status.FromError(err)
+	if !ok {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	switch st.Code() {
+	case codes.Unavailable, codes.Canceled:
+		return fmt.Errorf("%s: %w (%s)", what, ErrUnavailable, st.Message())
+	case codes.Aborted:
+		return fmt.Errorf("%s: %w", what, ErrClosed)
+	}
+	return fmt.Errorf("%s: %s", what, st.Message())
+}
+
+// Listen asks the plugin to listen.
+func (r *Remote) Listen(ctx context.Context, address string) (Listener, error) {
+	resp, err := r.c.Listen(ctx, &pb.ListenRequest{Address: address})
+	if err != nil {
+		return nil, rpcErr("portal plugin "+r.info.Name, err)
+	}
+	return &remoteListener{r: r, id: resp.ListenerId, addr: resp.Address}, nil
+}
+
+// Dial asks the plugin to open a stream to address.
+func (r *Remote) Dial(ctx context.Context, address string) (Stream, error) {
+	req := &pb.DialRequest{Address: address}
+	if dl, ok := ctx.Deadline(); ok {
+		req.TimeoutMs = max(1, int64(timeUntilMs(dl)))
+	}
+	info, err := r.c.Dial(ctx, req)
+	if err != nil {
+		return nil, rpcErr("portal plugin "+r.info.Name, err)
+	}
+	return r.open(info)
+}
+
+func (r *Remote) open(info *pb.StreamInfo) (Stream, error) {
+	ctx, cancel := context.WithCancel(r.ctx)
+	ctx = metadata.AppendToOutgoingContext(ctx, streamIDKey, strconv.FormatUint(info.StreamId, 10))
+	call, err := r.c.Stream(ctx)
+	if err != nil {
+		cancel()
+		return nil, rpcErr("open stream", err)
+	}
+	return &remoteStream{call: call, cancel: cancel, id: info.StreamId, local: info.Local, remote: info.Remote}, nil
+}
+
+type remoteListener struct {
+	r    *Remote
+	id   uint64
+	addr string
+	once sync.Once
+}
+
+func (l *remoteListener) Addr() string { return l.addr }
+
+func (l *remoteListener) Accept(ctx context.Context) (Stream, error) {
+	info, err := l.r.c.Accept(ctx, &pb.AcceptRequest{ListenerId: l.id})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("accept on %s: %w", l.addr, ctx.Err())
+		}
+		return nil, rpcErr("accept on "+l.addr, err)
+	}
+	return l.r.open(info)
+}
+
+func (l *remoteListener) Close() error {
+	var err error
+	l.once.Do(func() {
+		ctx, cancel := context.WithTimeout(l.r.ctx, closeTimeout)
+		defer cancel()
+		if _, e := l.r.c.CloseListener(ctx, &pb.CloseListenerRequest{ListenerId: l.id}); e != nil && l.r.ctx.Err() == nil {
+			err = rpcErr("close listener "+l.addr, e)
+		}
+	})
+	return err
+}
+
+// remoteStream is one plugin stream. Read runs on one goroutine, Write and
+// CloseWrite on another (gRPC allows one receiver and one sender).
+type remoteStream struct {
+	call          pb.Portal_StreamClient
+	cancel        context.CancelFunc
+	id            uint64
+	local, remote string
+
+	buf  []byte
+	rerr error
+
+	finSeen  atomic.Bool // Read got the plugin's fin
+	finSent  atomic.Bool // CloseWrite went out
+	closeOne sync.Once
+}
+
+func (s *remoteStream) Read(p []byte) (int, error) {
+	for len(s.buf) == 0 {
+		if s.rerr != nil {
+			return 0, s.rerr
+		}
+		c, err := s.call.Recv()
+		switch {
+		case err == io.EOF:
+			s.rerr = io.EOF
+		case err != nil:
+			s.rerr = rpcErr(fmt.Sprintf("portal stream %d", s.id), err)
+		default:
+			s.buf = c.Data
+			if c.Fin {
+				s.rerr = io.EOF
+				s.finSeen.Store(true)
+			}
+		}
+	}
+	n := copy(p, s.buf)
+	s.buf = s.buf[n:]
+	return n, nil
+}
+
+func (s *remoteStream) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		n := min(len(p), chunkSize)
+		if err := s.call.Send(&pb.Chunk{Data: p[:n]}); err != nil {
+			return written, s.sendErr(err)
+		}
+		written += n
+		p = p[n:]
+	}
+	return written, nil
+}
+
+func (s *remoteStream) sendErr(err error) error {
+	if errors.Is(err, io.EOF) {
+		// gRPC reports the real status to the receiver; the sender only
+		// learns that the call is over.
+		return fmt.Errorf("portal stream %d: %w", s.id, ErrClosed)
+	}
+	return rpcErr(fmt.Sprintf("portal stream %d", s.id), err)
+}
+
+func (s *remoteStream) CloseWrite() error {
+	if err := s.call.Send(&pb.Chunk{Fin: true}); err != nil {
+		return s.sendErr(err)
+	}
+	s.finSent.Store(true)
+	return nil
+}
+
+// Close ends the stream. After a clean finish both ways it first waits
+// (bounded) for the plugin to end the call: gRPC's Send returns before the
+// plugin has the data, and cancelling at once would cut off the last bytes
+// and the fin still in flight.
+func (s *remoteStream) Close() error {
+	s.closeOne.Do(func() {
+		if s.finSeen.Load() && s.finSent.Load() {
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for {
+					if _, err := s.call.Recv(); err != nil {
+						return
+					}
+				}
+			}()
+			t := time.NewTimer(closeTimeout)
+			select {
+			case <-done:
+			case <-t.C:
+			}
+			t.Stop()
+		}
+		s.cancel()
+	})
+	return nil
+}
+
+// LocalAddr and RemoteAddr describe the plugin's end of the stream.
+func (s *remoteStream) LocalAddr() string  { return s.local }
+func (s *remoteStream) RemoteAddr() string { return s.remote }
+
+var _ Portal = (*Remote)(nil)
+
+const closeTimeout = 5 * time.Second
+
+func timeUntilMs(t time.Time) float64 { return float64(time.Until(t)) / float64(time.Millisecond) }
