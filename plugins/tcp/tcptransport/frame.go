@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 )
 
 // Wire format of one frame:
@@ -158,5 +159,59 @@ func (fr *frameReader) shrink(size int) {
 	if fr.quiet++; fr.quiet >= shrinkAfter {
 		fr.buf = make([]byte, size)
 		fr.s, fr.e, fr.quiet = 0, 0, 0
+	}
+}
+
+// inlineMax is the largest payload frameWriter copies next to its header;
+// larger payloads are handed to the kernel where they are (writev), which
+// saves a copy and a round of buffer-sized write calls.
+const inlineMax = 8 << 10
+
+// frameWriter turns a batch of packets into one vectored write.
+type frameWriter struct {
+	scratch []byte      // headers and small payloads, reused
+	vec     net.Buffers // the write; reused
+}
+
+// build returns the batch as buffers for a single writev. They alias
+// packets and the writer's scratch until release.
+func (fw *frameWriter) build(packets [][]byte) net.Buffers {
+	size := 0
+	for _, p := range packets {
+		size += headerSize
+		if len(p) <= inlineMax {
+			size += len(p)
+		}
+	}
+	if cap(fw.scratch) < size {
+		fw.scratch = make([]byte, 0, size)
+	}
+	// scratch has room for everything, so the slices below stay valid.
+	s := fw.scratch[:0]
+	vec := fw.vec[:0]
+	start := 0
+	for _, p := range packets {
+		s = appendHeader(s, frameData, len(p))
+		if len(p) <= inlineMax {
+			s = append(s, p...)
+			continue
+		}
+		vec = append(vec, s[start:len(s):len(s)], p)
+		start = len(s)
+	}
+	if start < len(s) {
+		vec = append(vec, s[start:])
+	}
+	fw.scratch, fw.vec = s, vec
+	return vec
+}
+
+// release drops references to the last batch's packets so the writer does
+// not keep them alive, and a scratch buffer grown by one huge batch.
+func (fw *frameWriter) release() {
+	clear(fw.vec[:cap(fw.vec)])
+	fw.vec = fw.vec[:0]
+	if cap(fw.scratch) > 4<<20 {
+		fw.scratch = nil
 	}
 }

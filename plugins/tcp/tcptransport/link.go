@@ -1,7 +1,6 @@
 package tcptransport
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -39,8 +38,7 @@ type link struct {
 	// is a one-slot semaphore rather than a mutex so a Send waiting for
 	// another writer still honours its context.
 	wsem      chan struct{}
-	w         *bufio.Writer
-	hdr       []byte
+	fw        frameWriter
 	lastWrite atomic.Int64 // unix nanos of the last frame written
 	werr      error        // sticky: the byte stream can no longer be trusted
 
@@ -73,8 +71,6 @@ func newLink(conn *net.TCPConn, cfg config, onEnd func(*link)) *link {
 		peer:     conn.RemoteAddr().String(),
 		onEnd:    onEnd,
 		wsem:     make(chan struct{}, 1),
-		w:        bufio.NewWriterSize(conn, cfg.bufferSize),
-		hdr:      make([]byte, 0, headerSize),
 		fr:       newFrameReader(conn, cfg.maxMessageSize, cfg.bufferSize),
 		lastRead: time.Now(),
 		done:     make(chan struct{}),
@@ -129,14 +125,10 @@ func (l *link) Send(ctx context.Context, packets [][]byte) error {
 			}
 		}()
 	}
-	for _, p := range packets {
-		l.hdr = appendHeader(l.hdr[:0], frameData, len(p))
-		_, _ = l.w.Write(l.hdr)
-		if _, err := l.w.Write(p); err != nil {
-			return l.failWrite(ctx, err)
-		}
-	}
-	if err := l.w.Flush(); err != nil {
+	vec := l.fw.build(packets)
+	_, err := vec.WriteTo(l.conn)
+	l.fw.release()
+	if err != nil {
 		return l.failWrite(ctx, err)
 	}
 	l.lastWrite.Store(time.Now().UnixNano())
@@ -288,8 +280,7 @@ func (l *link) heartbeat() {
 			continue
 		}
 		if l.werr == nil {
-			_, _ = l.w.Write(hb)
-			if err := l.w.Flush(); err != nil {
+			if _, err := l.conn.Write(hb); err != nil {
 				l.werr = fmt.Errorf("send heartbeat to %s: %w", l.peer, err)
 				l.abort(l.werr)
 			} else {
@@ -317,8 +308,7 @@ func (l *link) Close() error {
 		}
 		if l.werr == nil {
 			_ = l.conn.SetWriteDeadline(time.Now().Add(closeGrace))
-			_, _ = l.w.Write(appendHeader(nil, frameClose, 0))
-			if l.w.Flush() == nil {
+			if _, err := l.conn.Write(appendHeader(nil, frameClose, 0)); err == nil {
 				_ = l.conn.CloseWrite()
 			}
 			l.werr = transport.ErrClosed

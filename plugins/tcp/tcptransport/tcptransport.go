@@ -80,7 +80,7 @@ func settingsSchema() []transport.Setting {
 		{Name: SettingKeepAlive, Type: transport.Duration, Default: d.keepAlive.String(),
 			Description: "TCP keepalive idle time and probe interval"},
 		{Name: SettingBufferSize, Type: transport.Int, Default: strconv.Itoa(d.bufferSize),
-			Description: "read and write buffer size per link in bytes"},
+			Description: "read buffer size per link in bytes (it grows towards max_message_size while large frames arrive)"},
 	}
 }
 
