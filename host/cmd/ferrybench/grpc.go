@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -68,26 +69,37 @@ func runGRPC(ctx context.Context, cfg config) (*table, error) {
 	}
 	defer echo.stop()
 
-	t := newTable("payload", "batch", "plugin msg/s", "plugin MB/s", "no-TLS msg/s", "no-TLS MB/s", "unix msg/s", "unix MB/s", "plugin/unix", "no-TLS/unix")
+	t := newTable("payload", "batch", "plugin msg/s", "plugin MB/s", "CPU/msg", "no-TLS msg/s", "no-TLS MB/s", "CPU/msg", "unix msg/s", "unix MB/s", "CPU/msg", "plugin/unix", "no-TLS/unix")
 	for _, tc := range cases {
 		batch := max(1, min(64, (256<<10)/tc.size))
-		pr, err := grpcEcho(ctx, c.Transport(), tc, batch)
+		var pr, nr, ur float64
+		pcpu, err := cpuPerMsg(tc.count, c.Pid(), func() (err error) {
+			pr, err = grpcEcho(ctx, c.Transport(), tc, batch)
+			return err
+		})
 		if err != nil {
 			return nil, fmt.Errorf("plugin echo %d B: %w", tc.size, err)
 		}
-		nr, err := grpcEcho(ctx, plain.Transport(), tc, batch)
+		ncpu, err := cpuPerMsg(tc.count, plain.Pid(), func() (err error) {
+			nr, err = grpcEcho(ctx, plain.Transport(), tc, batch)
+			return err
+		})
 		if err != nil {
 			return nil, fmt.Errorf("plugin echo without TLS %d B: %w", tc.size, err)
 		}
-		ur, err := echo.run(ctx, tc, batch)
+		ucpu, err := cpuPerMsg(tc.count, echo.cmd.Process.Pid, func() (err error) {
+			ur, err = echo.run(ctx, tc, batch)
+			return err
+		})
 		if err != nil {
 			return nil, fmt.Errorf("unix echo %d B: %w", tc.size, err)
 		}
 		sz := float64(tc.size)
-		t.add(fmtSize(tc.size), fmt.Sprint(batch), fmtRate(pr), fmtMBps(pr*sz), fmtRate(nr), fmtMBps(nr*sz),
-			fmtRate(ur), fmtMBps(ur*sz), fmtRatio(pr, ur), fmtRatio(nr, ur))
+		t.add(fmtSize(tc.size), fmt.Sprint(batch), fmtRate(pr), fmtMBps(pr*sz), fmtDur(pcpu), fmtRate(nr), fmtMBps(nr*sz), fmtDur(ncpu),
+			fmtRate(ur), fmtMBps(ur*sz), fmtDur(ucpu), fmtRatio(pr, ur), fmtRatio(nr, ur))
 	}
 	t.note("messages/s = payloads echoed per second (each crosses the boundary twice); MB/s counts one direction")
+	t.note("CPU/msg = CPU time of both processes (host + plugin or echo process) per message, from /proc; less sensitive to a busy machine than the rates")
 	t.note("plugin = the production setup (go-plugin AutoMTLS on); no-TLS = same plugin with DisableMTLS; unix = plain Unix socket echo process")
 	t.note("targets: ≥ 1M msg/s at 64 B and ≥ 1 GB/s at 64 KiB through the plugin")
 	return t, nil
@@ -250,4 +262,36 @@ func (e *unixEcho) run(ctx context.Context, tc grpcCase, batch int) (float64, er
 		return 0, err
 	}
 	return float64(tc.count) / el.Seconds(), nil
+}
+
+// cpuPerMsg runs f and returns the CPU time this process and process pid
+// used per message (0 where /proc is missing).
+func cpuPerMsg(count, pid int, f func() error) (time.Duration, error) {
+	self, other := procCPU(os.Getpid()), procCPU(pid)
+	if err := f(); err != nil {
+		return 0, err
+	}
+	used := procCPU(os.Getpid()) - self + procCPU(pid) - other
+	return used / time.Duration(count), nil
+}
+
+// procCPU is the user+system CPU time of process pid, from /proc/PID/stat
+// (in clock ticks, 100 per second on Linux).
+func procCPU(pid int) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
 }
