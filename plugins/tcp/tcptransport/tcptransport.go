@@ -10,7 +10,8 @@
 // memory for the payload. Connections use TCP_NODELAY and TCP keepalives;
 // a link sends a heartbeat frame when it has written nothing for
 // heartbeat_interval, and Recv fails a link from which nothing arrived for
-// idle_timeout (which also closes a connection that stalls mid-frame).
+// idle_timeout (which also closes a connection that stalls mid-frame). Idle
+// detection runs inside Recv, which a node always has pending on each link.
 //
 // Malformed bytes (wrong version, unknown type, a length above the maximum)
 // close only the link that carried them; Recv returns an error wrapping
