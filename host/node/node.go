@@ -69,9 +69,88 @@ func (f ResolverFunc) Resolve(ctx context.Context, a routing.Address) (routing.A
 
 const shardCount = 32
 
+// shard is one part of the address table. Generated worker ids (32 hex
+// digits) are kept by their 16 bytes: such keys live inside the map's slots,
+// so growing a map of a million ids does not chase a pointer per key, and
+// the id's bytes pick the shard without hashing. Other names are keyed by
+// string.
 type shard struct {
 	mu      sync.RWMutex
 	workers map[string]*worker
+	ids     map[idKey]*worker
+}
+
+type idKey [routing.WorkerIDLen / 2]byte
+
+// parseID returns the key of a generated-id-shaped address.
+func parseID(addr string) (idKey, bool) {
+	var k idKey
+	if len(addr) != routing.WorkerIDLen {
+		return k, false
+	}
+	for i := range k {
+		hi, lo := hexval[addr[2*i]], hexval[addr[2*i+1]]
+		if hi|lo > 15 {
+			return k, false
+		}
+		k[i] = hi<<4 | lo
+	}
+	return k, true
+}
+
+// hexval maps lower-case hex digits to their value and everything else to
+// 0xff, matching routing.IsWorkerID.
+var hexval = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = byte(c - '0')
+	}
+	for c := 'a'; c <= 'f'; c++ {
+		t[c] = byte(c-'a') + 10
+	}
+	return t
+}()
+
+func (s *shard) get(addr string) *worker {
+	if k, ok := parseID(addr); ok {
+		return s.ids[k]
+	}
+	return s.workers[addr]
+}
+
+func (s *shard) put(addr string, w *worker) {
+	if k, ok := parseID(addr); ok {
+		s.ids[k] = w
+		return
+	}
+	s.workers[addr] = w
+}
+
+func (s *shard) del(addr string, w *worker) bool {
+	if k, ok := parseID(addr); ok {
+		if s.ids[k] == w {
+			delete(s.ids, k)
+			return true
+		}
+		return false
+	}
+	if s.workers[addr] == w {
+		delete(s.workers, addr)
+		return true
+	}
+	return false
+}
+
+// each calls f for every entry; the caller holds s.mu.
+func (s *shard) each(f func(*worker)) {
+	for _, w := range s.workers {
+		f(w)
+	}
+	for _, w := range s.ids {
+		f(w)
+	}
 }
 
 // Node runs workers and routes messages between them.
@@ -125,6 +204,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	for i := range n.shards {
 		n.shards[i].workers = map[string]*worker{}
+		n.shards[i].ids = map[idKey]*worker{}
 	}
 	n.life, n.cancel = context.WithCancel(context.Background())
 	app, err := n.NewContext(AppAddress)
@@ -141,14 +221,19 @@ func (n *Node) Name() string { return n.name }
 // Logger returns the node's logger.
 func (n *Node) Logger() hclog.Logger { return n.log }
 
-func (n *Node) shard(addr string) *shard {
-	return &n.shards[maphash.String(n.seed, addr)%shardCount]
+func (n *Node) shardIndex(addr string) int {
+	if k, ok := parseID(addr); ok {
+		return int(k[0] % shardCount) // random bytes: no need to hash
+	}
+	return int(maphash.String(n.seed, addr) % shardCount)
 }
+
+func (n *Node) shard(addr string) *shard { return &n.shards[n.shardIndex(addr)] }
 
 func (n *Node) lookup(addr string) *worker {
 	s := n.shard(addr)
 	s.mu.RLock()
-	w := s.workers[addr]
+	w := s.get(addr)
 	s.mu.RUnlock()
 	return w
 }
@@ -246,11 +331,11 @@ func (n *Node) register(wk *worker) error {
 		// explicitly goes through the check), so skip the lookup: at a
 		// million workers it is a sixth of the start time.
 		if !wk.generated {
-			if _, ok := s.workers[a]; ok {
+			if s.get(a) != nil {
 				return fmt.Errorf("start worker at %s: %w", routing.Local(a), ErrAddressInUse)
 			}
 		}
-		s.workers[a] = wk
+		s.put(a, wk)
 		n.count.Add(1)
 		return nil
 	}
@@ -258,7 +343,7 @@ func (n *Node) register(wk *worker) error {
 	// cannot deadlock.
 	idx := make([]int, 0, len(wk.addrs))
 	for _, a := range wk.addrs {
-		idx = append(idx, int(maphash.String(n.seed, a)%shardCount))
+		idx = append(idx, n.shardIndex(a))
 	}
 	sorted := append([]int(nil), idx...)
 	sort.Ints(sorted)
@@ -280,13 +365,13 @@ func (n *Node) register(wk *worker) error {
 	}
 	seen := map[string]bool{}
 	for i, a := range wk.addrs {
-		if _, ok := n.shards[idx[i]].workers[a]; ok || seen[a] {
+		if n.shards[idx[i]].get(a) != nil || seen[a] {
 			return fmt.Errorf("start worker at %s: %w", routing.Local(a), ErrAddressInUse)
 		}
 		seen[a] = true
 	}
 	for i, a := range wk.addrs {
-		n.shards[idx[i]].workers[a] = wk
+		n.shards[idx[i]].put(a, wk)
 	}
 	n.count.Add(1)
 	return nil
@@ -297,8 +382,7 @@ func (n *Node) unregister(wk *worker) {
 	for _, a := range wk.addrs {
 		s := n.shard(a)
 		s.mu.Lock()
-		if s.workers[a] == wk {
-			delete(s.workers, a)
+		if s.del(a, wk) {
 			removed = true
 		}
 		s.mu.Unlock()
@@ -335,13 +419,12 @@ func (n *Node) Workers() []WorkerInfo {
 	for i := range n.shards {
 		s := &n.shards[i]
 		s.mu.RLock()
-		for _, wk := range s.workers {
-			if seen[wk] {
-				continue
+		s.each(func(wk *worker) {
+			if !seen[wk] {
+				seen[wk] = true
+				out = append(out, wk.info())
 			}
-			seen[wk] = true
-			out = append(out, wk.info())
-		}
+		})
 		s.mu.RUnlock()
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Addresses[0] < out[j].Addresses[0] })
@@ -469,12 +552,12 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	for i := range n.shards {
 		s := &n.shards[i]
 		s.mu.RLock()
-		for _, wk := range s.workers {
+		s.each(func(wk *worker) {
 			if !seen[wk] {
 				seen[wk] = true
 				all = append(all, wk)
 			}
-		}
+		})
 		s.mu.RUnlock()
 	}
 	dones := make([]<-chan struct{}, 0, len(all))

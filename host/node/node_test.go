@@ -899,3 +899,41 @@ func TestShutdownLeavesNoGoroutines(t *testing.T) {
 	}
 	eventually(t, "the node's goroutines to exit", func() bool { return runtime.NumGoroutine() <= before })
 }
+
+func TestIDShapedNames(t *testing.T) {
+	n := newNode(t, nil, node.Config{})
+	ctx := testCtx(t)
+	id := strings.Repeat("0f", 16)
+	// An explicit name shaped like a generated id is an id: it routes,
+	// clashes and stops like one.
+	if _, err := n.StartWorker(id, services.Echo{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.StartWorker(id, services.Echo{}); !errors.Is(err, node.ErrAddressInUse) {
+		t.Fatalf("second worker at %s: %v", id, err)
+	}
+	// Upper-case hex is not an id; it is a distinct name.
+	upper := strings.ToUpper(id)
+	if _, err := n.StartWorker(upper, services.Uppercase{}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := node.Request(ctx, n, routing.Route{routing.Local(id)}, "a"); err != nil || got != "a" {
+		t.Fatalf("via %s: %q, %v", id, got, err)
+	}
+	if got, err := node.Request(ctx, n, routing.Route{routing.Local(upper)}, "a"); err != nil || got != "A" {
+		t.Fatalf("via %s: %q, %v", upper, got, err)
+	}
+	if err := n.StopWorker(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Send(ctx, routing.Route{routing.Local(id)}, nil); !errors.Is(err, node.ErrNoRoute) {
+		t.Fatalf("after stop: %v", err)
+	}
+	found := false
+	for _, w := range n.Workers() {
+		found = found || w.Addresses[0] == upper
+	}
+	if !found {
+		t.Fatalf("Workers() misses %s: %v", upper, n.Workers())
+	}
+}
