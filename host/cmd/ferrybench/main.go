@@ -34,6 +34,7 @@ var sections = []section{
 	grpcSection,
 	cliSection,
 	topologySection,
+	portalSection,
 }
 
 func main() {

@@ -1,0 +1,461 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/ferryhq/ferry/host/node"
+	"github.com/ferryhq/ferry/host/plugins"
+	"github.com/ferryhq/ferry/host/portals"
+	"github.com/ferryhq/ferry/host/transports"
+	"github.com/ferryhq/ferry/sdk/portal"
+	"github.com/ferryhq/ferry/sdk/routing"
+)
+
+// The portal section measures TCP through portals against direct TCP to the
+// same target, all in one run: bulk throughput (one and four streams),
+// 64-byte request/response latency and connections per second. Portals and
+// transports run as plugin subprocesses, as `ferry` runs them.
+var portalSection = section{
+	name: "portal",
+	desc: "TCP through portals (plugins as subprocesses) vs direct TCP: throughput, latency, connections/s",
+	run:  runPortal,
+}
+
+type portalSizes struct {
+	single  int64 // bytes in the single-stream run
+	multi   int64 // bytes per stream in the 4-stream run
+	rtt     int   // round trips
+	conns   int   // connections in the connection-rate run
+	sweep   int64 // bytes per chunk-size sweep run
+	workers int   // concurrent clients in the connection-rate run
+}
+
+type portalResult struct {
+	single, multi float64 // bytes/s
+	p50, p99      time.Duration
+	connRate      float64
+}
+
+func runPortal(ctx context.Context, cfg config) (*table, error) {
+	sz := portalSizes{single: 256 << 20, multi: 64 << 20, rtt: 3000, conns: 1500, sweep: 128 << 20, workers: 4}
+	if cfg.quick {
+		sz = portalSizes{single: 8 << 20, multi: 2 << 20, rtt: 200, conns: 50, sweep: 4 << 20, workers: 4}
+	}
+	target, stopTarget, err := startBenchTarget()
+	if err != nil {
+		return nil, err
+	}
+	defer stopTarget()
+
+	dir, err := os.MkdirTemp("", "ferrybench-portal")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	portalBin, err := buildPlugin(ctx, dir, "portal-tcp")
+	if err != nil {
+		return nil, err
+	}
+	tcpBin, err := buildPlugin(ctx, dir, "tcp")
+	if err != nil {
+		return nil, err
+	}
+
+	direct, err := measurePortalPath(ctx, sz, target)
+	if err != nil {
+		return nil, fmt.Errorf("direct TCP: %w", err)
+	}
+	one, sweep, err := benchOneNode(ctx, sz, portalBin, target)
+	if err != nil {
+		return nil, fmt.Errorf("inlet → outlet on one node: %w", err)
+	}
+	two, err := benchTwoNodes(ctx, sz, portalBin, tcpBin, target)
+	if err != nil {
+		return nil, fmt.Errorf("inlet on n1 → TCP → outlet on n2: %w", err)
+	}
+
+	t := newTable("path", "1 stream", "÷ direct", "4 streams", "÷ direct", "64 B RTT p50", "× direct", "p99", "× direct", "conn/s", "÷ direct")
+	row := func(name string, r portalResult) {
+		t.add(name,
+			fmtMBps(r.single), fmtRatio(r.single, direct.single),
+			fmtMBps(r.multi), fmtRatio(r.multi, direct.multi),
+			fmtDur(r.p50), fmtRatio(float64(r.p50), float64(direct.p50)),
+			fmtDur(r.p99), fmtRatio(float64(r.p99), float64(direct.p99)),
+			fmtRate(r.connRate), fmtRatio(r.connRate, direct.connRate))
+	}
+	row("direct TCP (baseline)", direct)
+	row("inlet → outlet, one node", one)
+	row("inlet n1 → tcp → outlet n2", two)
+	for _, s := range sweep {
+		t.add(fmt.Sprintf("one node, chunk %d KiB", s.chunk>>10), fmtMBps(s.rate), fmtRatio(s.rate, direct.single), "", "", "", "", "", "", "", "")
+	}
+	t.note("client and target are in this process; portal-tcp and tcp run as plugin subprocesses (one portal-tcp per node, one tcp per node), gRPC with AutoMTLS")
+	t.note("throughput: client writes then half-closes, the target acknowledges after EOF; 1 stream %d MiB, 4 streams %d MiB each; default chunk %d KiB, window %d KiB",
+		sz.single>>20, sz.multi>>20, portals.DefaultChunkSize>>10, portals.DefaultWindow>>10)
+	t.note("RTT: %d round trips of 64 B on one connection; conn/s: %d × (connect, 64 B round trip, close) from %d concurrent clients", sz.rtt, sz.conns, sz.workers)
+	t.note("chunk rows: single stream of %d MiB on the one-node path with that chunk size (window %d KiB)", sz.sweep>>20, portals.DefaultWindow>>10)
+	t.note("not measured here: the relay path n1 → n2 → n3 (host/relays) and ratios for iperf3")
+	return t, nil
+}
+
+type sweepResult struct {
+	chunk int
+	rate  float64
+}
+
+// benchOneNode measures inlet and outlet on one node sharing one portal
+// plugin process, then sweeps the chunk size.
+func benchOneNode(ctx context.Context, sz portalSizes, portalBin, target string) (portalResult, []sweepResult, error) {
+	pc, err := portals.LaunchPlugin(ctx, portals.PluginConfig{Path: portalBin})
+	if err != nil {
+		return portalResult{}, nil, err
+	}
+	defer pc.Kill()
+	run := func(so portals.SessionOptions, f func(addr string) error) error {
+		n, err := node.New(node.Config{Name: "bench"})
+		if err != nil {
+			return err
+		}
+		defer n.Shutdown(context.WithoutCancel(ctx))
+		o, err := portals.NewOutlet(n, portals.OutletOptions{Target: target, Portal: pc.Portal(), Session: so})
+		if err != nil {
+			return err
+		}
+		defer o.Close()
+		in, err := portals.NewInlet(ctx, n, portals.InletOptions{ListenAddress: "127.0.0.1:0", Route: routing.Route{o.Address()}, Portal: pc.Portal(), Session: so})
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		return f(in.Addr())
+	}
+	var res portalResult
+	err = run(portals.SessionOptions{}, func(addr string) error {
+		res, err = measurePortalPath(ctx, sz, addr)
+		return err
+	})
+	if err != nil {
+		return res, nil, err
+	}
+	var sweep []sweepResult
+	for _, chunk := range []int{16 << 10, 32 << 10, 64 << 10, 128 << 10} {
+		err := run(portals.SessionOptions{ChunkSize: chunk}, func(addr string) error {
+			r, err := uploadRate(ctx, addr, 1, sz.sweep)
+			sweep = append(sweep, sweepResult{chunk: chunk, rate: r})
+			return err
+		})
+		if err != nil {
+			return res, nil, fmt.Errorf("chunk %d: %w", chunk, err)
+		}
+	}
+	return res, sweep, nil
+}
+
+// benchTwoNodes measures an inlet on n1 and an outlet on n2, each node with
+// its own portal-tcp and tcp plugin processes, n1 reaching n2's listener by
+// the route /tcp/ADDR/service/outlet.
+func benchTwoNodes(ctx context.Context, sz portalSizes, portalBin, tcpBin, target string) (portalResult, error) {
+	var res portalResult
+	var ns [2]*node.Node
+	var bs [2]*transports.Binding
+	var ps [2]portal.Portal
+	for i := range ns {
+		n, err := node.New(node.Config{Name: fmt.Sprintf("n%d", i+1)})
+		if err != nil {
+			return res, err
+		}
+		defer n.Shutdown(context.WithoutCancel(ctx))
+		tc, err := plugins.Launch(ctx, plugins.LaunchConfig{Path: tcpBin})
+		if err != nil {
+			return res, err
+		}
+		defer tc.Kill()
+		b, err := transports.Attach(n, tc.Transport(), transports.Options{})
+		if err != nil {
+			return res, err
+		}
+		defer b.Close()
+		pc, err := portals.LaunchPlugin(ctx, portals.PluginConfig{Path: portalBin})
+		if err != nil {
+			return res, err
+		}
+		defer pc.Kill()
+		ns[i], bs[i], ps[i] = n, b, pc.Portal()
+	}
+	o, err := portals.NewOutlet(ns[1], portals.OutletOptions{Target: target, Portal: ps[1]})
+	if err != nil {
+		return res, err
+	}
+	defer o.Close()
+	li, err := bs[1].Listen(ctx, "127.0.0.1:0", o.Address().Value)
+	if err != nil {
+		return res, err
+	}
+	route := routing.Route{{Type: "tcp", Value: li.Address}, o.Address()}
+	in, err := portals.NewInlet(ctx, ns[0], portals.InletOptions{ListenAddress: "127.0.0.1:0", Route: route, Portal: ps[0]})
+	if err != nil {
+		return res, err
+	}
+	defer in.Close()
+	return measurePortalPath(ctx, sz, in.Addr())
+}
+
+// measurePortalPath runs every measurement against addr, which leads to
+// the bench target directly or through a portal.
+func measurePortalPath(ctx context.Context, sz portalSizes, addr string) (portalResult, error) {
+	var res portalResult
+	var err error
+	// Warm up: connections, buffers, the plugins' first streams.
+	if _, err = uploadRate(ctx, addr, 2, 4<<20); err != nil {
+		return res, err
+	}
+	if res.single, err = uploadRate(ctx, addr, 1, sz.single); err != nil {
+		return res, err
+	}
+	if res.multi, err = uploadRate(ctx, addr, 4, sz.multi); err != nil {
+		return res, err
+	}
+	if res.p50, res.p99, err = roundTrips(addr, sz.rtt); err != nil {
+		return res, err
+	}
+	if res.connRate, err = connRate(addr, sz.conns, sz.workers); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// Bench target modes, chosen by a connection's first byte.
+const (
+	targetSink = 'S' // read until EOF, then answer one byte
+	targetEcho = 'E' // echo until EOF
+)
+
+func startBenchTarget() (string, func(), error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	conns := map[net.Conn]struct{}{}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns[c] = struct{}{}
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() {
+					mu.Lock()
+					delete(conns, c)
+					mu.Unlock()
+					c.Close()
+				}()
+				var mode [1]byte
+				if _, err := io.ReadFull(c, mode[:]); err != nil {
+					return
+				}
+				switch mode[0] {
+				case targetSink:
+					buf := make([]byte, 256<<10)
+					for {
+						if _, err := c.Read(buf); err != nil {
+							break
+						}
+					}
+					c.Write([]byte{1})
+				case targetEcho:
+					buf := make([]byte, 64<<10)
+					for {
+						n, err := c.Read(buf)
+						if n > 0 {
+							if _, werr := c.Write(buf[:n]); werr != nil {
+								return
+							}
+						}
+						if err != nil {
+							return
+						}
+					}
+				}
+			}()
+		}
+	}()
+	stop := func() {
+		l.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	}
+	return l.Addr().String(), stop, nil
+}
+
+// uploadRate sends size bytes on each of streams connections at once and
+// returns the total bytes per second, counted until every target
+// acknowledged the end of its stream.
+func uploadRate(ctx context.Context, addr string, streams int, size int64) (float64, error) {
+	errs := make(chan error, streams)
+	start := time.Now()
+	for range streams {
+		go func() { errs <- uploadOne(ctx, addr, size) }()
+	}
+	var first error
+	for range streams {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	if first != nil {
+		return 0, first
+	}
+	return float64(size) * float64(streams) / time.Since(start).Seconds(), nil
+}
+
+func uploadOne(ctx context.Context, addr string, size int64) error {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Minute))
+	if _, err := c.Write([]byte{targetSink}); err != nil {
+		return err
+	}
+	buf := make([]byte, 256<<10)
+	for left := size; left > 0; {
+		n := min(left, int64(len(buf)))
+		if _, err := c.Write(buf[:n]); err != nil {
+			return fmt.Errorf("upload: %w", err)
+		}
+		left -= n
+	}
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		return err
+	}
+	var ack [1]byte
+	if _, err := io.ReadFull(c, ack[:]); err != nil {
+		return fmt.Errorf("wait for the target's acknowledgement: %w", err)
+	}
+	return nil
+}
+
+func roundTrips(addr string, count int) (p50, p99 time.Duration, err error) {
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Minute))
+	if _, err := c.Write([]byte{targetEcho}); err != nil {
+		return 0, 0, err
+	}
+	msg := make([]byte, 64)
+	got := make([]byte, 64)
+	lat := make([]time.Duration, 0, count)
+	for i := 0; i < count+count/10; i++ {
+		start := time.Now()
+		if _, err := c.Write(msg); err != nil {
+			return 0, 0, err
+		}
+		if _, err := io.ReadFull(c, got); err != nil {
+			return 0, 0, err
+		}
+		if i >= count/10 { // the first tenth warms up
+			lat = append(lat, time.Since(start))
+		}
+	}
+	p50, p99 = percentiles(lat)
+	return p50, p99, nil
+}
+
+// connRate opens count connections from workers concurrent clients, each:
+// connect, one 64-byte round trip, close.
+func connRate(addr string, count, workers int) (float64, error) {
+	var next sync.Mutex
+	left := count
+	errs := make(chan error, workers)
+	start := time.Now()
+	for range workers {
+		go func() {
+			msg := make([]byte, 65)
+			msg[0] = targetEcho
+			got := make([]byte, 64)
+			for {
+				next.Lock()
+				if left == 0 {
+					next.Unlock()
+					errs <- nil
+					return
+				}
+				left--
+				next.Unlock()
+				c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+				if err != nil {
+					errs <- err
+					return
+				}
+				c.SetDeadline(time.Now().Add(30 * time.Second))
+				_, err = c.Write(msg)
+				if err == nil {
+					_, err = io.ReadFull(c, got)
+				}
+				c.Close()
+				if err != nil {
+					errs <- fmt.Errorf("round trip on a new connection: %w", err)
+					return
+				}
+			}
+		}()
+	}
+	var first error
+	for range workers {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	if first != nil {
+		return 0, first
+	}
+	return float64(count) / time.Since(start).Seconds(), nil
+}
+
+// buildPlugin builds plugins/NAME into dir so the benchmark measures the
+// current source.
+func buildPlugin(ctx context.Context, dir, name string) (string, error) {
+	root, err := moduleRoot()
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, name)
+	bctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(bctx, "go", "build", "-o", bin, "./plugins/"+name)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build plugins/%s: %v\n%s", name, err, out)
+	}
+	if _, err := os.Stat(bin); errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("build plugins/%s: no binary at %s", name, bin)
+	}
+	return bin, nil
+}
