@@ -55,6 +55,10 @@ type LaunchConfig struct {
 	// connection. Only for measuring what TLS costs (ferrybench); hosts
 	// keep it on so no other local process can talk to the plugin.
 	DisableMTLS bool
+
+	// noDeathSignal leaves out the parent-death signal, so tests can check
+	// that Serve's parent check alone ends an orphaned plugin.
+	noDeathSignal bool
 }
 
 // Client is one running plugin process.
@@ -97,7 +101,9 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Client, error) {
 	logger := cfg.Logger.Named(cfg.Name)
 	cmd := exec.Command(cfg.Path)
 	cmd.Env = append(cmd.Env, cfg.Env...)
-	cmd.SysProcAttr = sysProcAttr()
+	if !cfg.noDeathSignal {
+		cmd.SysProcAttr = sysProcAttr()
+	}
 	pc := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  transport.HandshakeConfig(),
 		Plugins:          transport.PluginSet(),

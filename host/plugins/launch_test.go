@@ -329,14 +329,23 @@ func TestStartErrors(t *testing.T) {
 	c.Kill()
 }
 
-// A host killed with SIGKILL takes its plugin with it.
+// A host killed with SIGKILL takes its plugin with it: through the
+// parent-death signal, and through Serve's parent check alone.
 func TestPluginDiesWithHost(t *testing.T) {
+	t.Run("death signal", func(t *testing.T) { testPluginDiesWithHost(t, false) })
+	t.Run("parent check only", func(t *testing.T) { testPluginDiesWithHost(t, true) })
+}
+
+func testPluginDiesWithHost(t *testing.T, parentCheckOnly bool) {
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(self, "-test.run=^$")
 	cmd.Env = append(os.Environ(), "FERRY_TEST_HOST_HELPER="+pluginBin)
+	if parentCheckOnly {
+		cmd.Env = append(cmd.Env, "FERRY_TEST_NO_DEATH_SIGNAL=1")
+	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

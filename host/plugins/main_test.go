@@ -43,7 +43,10 @@ func TestMain(m *testing.M) {
 func hostHelper() {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c, err := Launch(ctx, LaunchConfig{Path: os.Getenv("FERRY_TEST_HOST_HELPER")})
+	c, err := Launch(ctx, LaunchConfig{
+		Path:          os.Getenv("FERRY_TEST_HOST_HELPER"),
+		noDeathSignal: os.Getenv("FERRY_TEST_NO_DEATH_SIGNAL") != "",
+	})
 	if err != nil {
 		fmt.Println("error:", err)
 		os.Exit(1)
