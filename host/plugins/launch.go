@@ -84,8 +84,11 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Client, error) {
 	if cfg.StartTimeout <= 0 {
 		cfg.StartTimeout = DefaultStartTimeout
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("plugin %s (%s): start cancelled: %w", cfg.Name, cfg.Path, err)
+	}
 	if dl, ok := ctx.Deadline(); ok {
-		cfg.StartTimeout = min(cfg.StartTimeout, time.Until(dl))
+		cfg.StartTimeout = max(min(cfg.StartTimeout, time.Until(dl)), time.Millisecond)
 	}
 	sum, err := checkBinary(cfg.Name, cfg.Path, cfg.SHA256)
 	if err != nil {
