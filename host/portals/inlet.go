@@ -44,7 +44,7 @@ type Inlet struct {
 	n       *node.Node
 	opts    InletOptions
 	log     hclog.Logger
-	ln      portal.Listener
+	addr    string // the bound listen address, kept across re-listens
 	created time.Time
 	stats   counters
 	state   stateBox
@@ -54,6 +54,7 @@ type Inlet struct {
 	cancel context.CancelFunc
 
 	mu       sync.Mutex
+	ln       portal.Listener
 	closed   bool
 	sessions map[*session]struct{}
 }
@@ -97,7 +98,7 @@ func NewInlet(ctx context.Context, n *node.Node, opts InletOptions) (*Inlet, err
 		return nil, fmt.Errorf("inlet: %w", err)
 	}
 	in := &Inlet{
-		n: n, opts: opts, ln: ln, created: time.Now(),
+		n: n, opts: opts, ln: ln, addr: ln.Addr(), created: time.Now(),
 		log:      log.Named("inlet").With("inlet", ln.Addr(), "route", opts.Route.String()),
 		sessions: map[*session]struct{}{},
 	}
@@ -110,13 +111,13 @@ func NewInlet(ctx context.Context, n *node.Node, opts InletOptions) (*Inlet, err
 }
 
 // Addr returns the bound listen address.
-func (in *Inlet) Addr() string { return in.ln.Addr() }
+func (in *Inlet) Addr() string { return in.addr }
 
 // Status reports counters and the path's state.
 func (in *Inlet) Status() Status {
 	st, le := in.state.get()
 	return Status{
-		Kind: "inlet", Address: in.ln.Addr(), Route: in.opts.Route.String(),
+		Kind: "inlet", Address: in.addr, Route: in.opts.Route.String(),
 		State: st, LastError: le,
 		ActiveSessions: in.stats.active.Load(), TotalSessions: in.stats.total.Load(),
 		BytesOut: in.stats.bytesOut.Load(), BytesIn: in.stats.bytesIn.Load(),
@@ -131,13 +132,14 @@ func (in *Inlet) Close() error {
 		return nil
 	}
 	in.closed = true
+	ln := in.ln
 	live := make([]*session, 0, len(in.sessions))
 	for s := range in.sessions {
 		live = append(live, s)
 	}
 	in.mu.Unlock()
 	in.cancel()
-	err := in.ln.Close()
+	err := ln.Close()
 	for _, s := range live {
 		s.end(errors.New("inlet closed"), true)
 	}
@@ -156,23 +158,72 @@ func (in *Inlet) waiting() bool {
 func (in *Inlet) acceptLoop() {
 	backoff := 10 * time.Millisecond
 	for {
-		conn, err := in.ln.Accept(in.ctx)
-		if err != nil {
-			if in.ctx.Err() != nil || errors.Is(err, portal.ErrClosed) {
-				return
-			}
-			// Accept errors such as EMFILE pass; back off instead of spinning.
-			in.log.Warn("accept failed", "error", err)
-			select {
-			case <-time.After(backoff):
-			case <-in.ctx.Done():
-				return
-			}
-			backoff = min(2*backoff, time.Second)
+		ln := in.listener()
+		conn, err := ln.Accept(in.ctx)
+		if err == nil {
+			backoff = 10 * time.Millisecond
+			in.startSession(conn)
 			continue
 		}
-		backoff = 10 * time.Millisecond
-		in.startSession(conn)
+		if in.ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, portal.ErrClosed) || errors.Is(err, portal.ErrUnavailable) {
+			// The listener is gone (a portal plugin died): listen again
+			// on the same address until it works or the inlet closes.
+			in.log.Warn("listener lost; listening again", "error", err)
+			ln.Close()
+			if !in.relisten() {
+				return
+			}
+			continue
+		}
+		// Accept errors such as EMFILE pass; back off instead of spinning.
+		in.log.Warn("accept failed", "error", err)
+		select {
+		case <-time.After(backoff):
+		case <-in.ctx.Done():
+			return
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+func (in *Inlet) listener() portal.Listener {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.ln
+}
+
+// relisten opens the listener again at the bound address, with capped
+// backoff; false once the inlet is closing.
+func (in *Inlet) relisten() bool {
+	backoff := 50 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(in.ctx, 30*time.Second)
+		ln, err := in.opts.Portal.Listen(ctx, in.addr)
+		cancel()
+		if err == nil {
+			in.mu.Lock()
+			closed := in.closed
+			if !closed {
+				in.ln = ln
+			}
+			in.mu.Unlock()
+			if closed {
+				ln.Close()
+				return false
+			}
+			in.log.Info("listening again")
+			return true
+		}
+		in.state.set(StateDown, fmt.Errorf("listen on %s: %w", in.addr, err))
+		select {
+		case <-time.After(backoff):
+		case <-in.ctx.Done():
+			return false
+		}
+		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 

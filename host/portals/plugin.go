@@ -205,3 +205,135 @@ func (t *tailLines) lines() []string {
 	defer t.mu.Unlock()
 	return append([]string(nil), t.buf...)
 }
+
+// SupervisedPlugin is a portal plugin process that is started again when it
+// dies: the next Listen or Dial launches a fresh process (waiting out a
+// capped exponential backoff between launches, so a plugin that crashes at
+// start is not relaunched in a tight loop). Streams of the dead process fail
+// with errors and their sessions end; inlets re-listen on their address.
+type SupervisedPlugin struct {
+	cfg PluginConfig
+	log hclog.Logger
+
+	mu       sync.Mutex
+	cur      *PluginClient
+	closed   bool
+	launched time.Time
+	backoff  time.Duration
+	restarts int
+}
+
+// Backoff bounds between launches of a crashing plugin.
+const (
+	minRestartBackoff = 100 * time.Millisecond
+	maxRestartBackoff = 5 * time.Second
+)
+
+// StartPlugin launches the plugin and supervises it.
+func StartPlugin(ctx context.Context, cfg PluginConfig) (*SupervisedPlugin, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	s := &SupervisedPlugin{cfg: cfg, log: cfg.Logger, backoff: minRestartBackoff}
+	c, err := LaunchPlugin(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.cur, s.launched = c, time.Now()
+	return s, nil
+}
+
+// current returns a live plugin client, relaunching a dead one.
+func (s *SupervisedPlugin) current(ctx context.Context) (*PluginClient, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, portal.ErrClosed
+	}
+	if !s.cur.Exited() {
+		return s.cur, nil
+	}
+	if time.Since(s.launched) > 30*time.Second {
+		s.backoff = minRestartBackoff // it ran fine for a while
+	}
+	if wait := s.backoff - time.Since(s.launched); wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("portal plugin %s: waiting to restart: %w", s.cur.name, ctx.Err())
+		}
+	}
+	s.log.Warn("portal plugin exited; starting it again", "plugin", s.cur.name, "stderr", strings.Join(s.cur.Stderr(), " | "))
+	s.cur.Kill()
+	c, err := LaunchPlugin(ctx, s.cfg)
+	s.launched = time.Now()
+	s.backoff = min(2*s.backoff, maxRestartBackoff)
+	if err != nil {
+		return nil, err
+	}
+	s.cur = c
+	s.restarts++
+	return c, nil
+}
+
+// Info describes the plugin.
+func (s *SupervisedPlugin) Info() portal.Info {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cur.Portal().Info()
+}
+
+// Listen listens through the live plugin process.
+func (s *SupervisedPlugin) Listen(ctx context.Context, address string) (portal.Listener, error) {
+	c, err := s.current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.Portal().Listen(ctx, address)
+}
+
+// Dial dials through the live plugin process.
+func (s *SupervisedPlugin) Dial(ctx context.Context, address string) (portal.Stream, error) {
+	c, err := s.current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.Portal().Dial(ctx, address)
+}
+
+// Pid is the current plugin process id.
+func (s *SupervisedPlugin) Pid() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cur.Pid()
+}
+
+// Restarts counts how often the plugin was started again.
+func (s *SupervisedPlugin) Restarts() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.restarts
+}
+
+// Kill kills the current process without closing the supervisor (for
+// tests of crash handling).
+func (s *SupervisedPlugin) Kill() {
+	s.mu.Lock()
+	c := s.cur
+	s.mu.Unlock()
+	c.Kill()
+}
+
+// Close stops the plugin for good.
+func (s *SupervisedPlugin) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	c := s.cur
+	s.mu.Unlock()
+	c.Kill()
+	return nil
+}
+
+var _ portal.Portal = (*SupervisedPlugin)(nil)

@@ -107,3 +107,42 @@ func TestLaunchPluginErrors(t *testing.T) {
 		t.Fatalf("wrong pin: %v", err)
 	}
 }
+
+func TestSupervisedPluginRestartsAndNewSessionsWork(t *testing.T) {
+	checkLeaks(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sp, err := StartPlugin(ctx, PluginConfig{Path: pluginBin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	p := newPair(t, startTarget(t), pairOptions{portal: sp})
+	if err := upload(p.dial(t), 1<<20, 31); err != nil {
+		t.Fatal(err)
+	}
+	c := p.dial(t)
+	if _, err := c.Write([]byte{modeEcho, 'a'}); err != nil {
+		t.Fatal(err)
+	}
+	pid := sp.Pid()
+	sp.Kill()
+	expectClosed(t, c, 5*time.Second)
+	// The inlet listens again on the same address through a new process.
+	var c2 *net.TCPConn
+	waitFor(t, "the inlet to accept again", 15*time.Second, func() bool {
+		conn, err := net.DialTimeout("tcp", p.inlet.Addr(), time.Second)
+		if err != nil {
+			return false
+		}
+		c2 = conn.(*net.TCPConn)
+		return true
+	})
+	defer c2.Close()
+	if err := upload(c2, 4<<20, 32); err != nil {
+		t.Fatal(err)
+	}
+	if sp.Pid() == pid || sp.Restarts() != 1 {
+		t.Fatalf("pid %d → %d, restarts %d", pid, sp.Pid(), sp.Restarts())
+	}
+}
