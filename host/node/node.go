@@ -11,6 +11,7 @@ package node
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -67,51 +68,40 @@ func (f ResolverFunc) Resolve(ctx context.Context, a routing.Address) (routing.A
 	return f(ctx, a)
 }
 
-const shardCount = 32
+// shardBits sets the number of address-table shards (1<<shardBits).
+const shardBits = 5
 
-// shard is one part of the address table. Generated worker ids (32 hex
-// digits) are kept by their 16 bytes: such keys live inside the map's slots,
-// so growing a map of a million ids does not chase a pointer per key, and
-// the id's bytes pick the shard without hashing. Other names are keyed by
-// string.
+const shardCount = 1 << shardBits
+
+// shard is one part of the address table. Addresses of exactly
+// routing.WorkerIDLen bytes (every generated worker id) are kept in a map
+// keyed by a byte array: such keys live inside the map's slots, so growing a
+// map of a million ids does not chase a pointer per key. Other names are
+// keyed by string.
 type shard struct {
 	mu      sync.RWMutex
 	workers map[string]*worker
 	ids     map[idKey]*worker
 }
 
-type idKey [routing.WorkerIDLen / 2]byte
+type idKey [routing.WorkerIDLen]byte
 
-// parseID returns the key of a generated-id-shaped address.
+// parseID returns the array key of an id-sized address.
 func parseID(addr string) (idKey, bool) {
 	var k idKey
-	if len(addr) != routing.WorkerIDLen {
+	if len(addr) != len(k) {
 		return k, false
 	}
-	for i := range k {
-		hi, lo := hexval[addr[2*i]], hexval[addr[2*i+1]]
-		if hi|lo > 15 {
-			return k, false
-		}
-		k[i] = hi<<4 | lo
-	}
+	copy(k[:], addr)
 	return k, true
 }
 
-// hexval maps lower-case hex digits to their value and everything else to
-// 0xff, matching routing.IsWorkerID.
-var hexval = func() (t [256]byte) {
-	for i := range t {
-		t[i] = 0xff
-	}
-	for c := '0'; c <= '9'; c++ {
-		t[c] = byte(c - '0')
-	}
-	for c := 'a'; c <= 'f'; c++ {
-		t[c] = byte(c-'a') + 10
-	}
-	return t
-}()
+// shard picks a shard for an id-sized key with a multiplicative hash of its
+// first 8 bytes: generated ids are random, and other id-sized names only
+// need a reasonable spread across locks.
+func (k *idKey) shard() int {
+	return int(binary.LittleEndian.Uint64(k[:8]) * 0x9E3779B97F4A7C15 >> (64 - shardBits))
+}
 
 func (s *shard) get(addr string) *worker {
 	if k, ok := parseID(addr); ok {
@@ -223,7 +213,7 @@ func (n *Node) Logger() hclog.Logger { return n.log }
 
 func (n *Node) shardIndex(addr string) int {
 	if k, ok := parseID(addr); ok {
-		return int(k[0] % shardCount) // random bytes: no need to hash
+		return k.shard()
 	}
 	return int(maphash.String(n.seed, addr) % shardCount)
 }
@@ -231,9 +221,16 @@ func (n *Node) shardIndex(addr string) int {
 func (n *Node) shard(addr string) *shard { return &n.shards[n.shardIndex(addr)] }
 
 func (n *Node) lookup(addr string) *worker {
-	s := n.shard(addr)
+	if k, ok := parseID(addr); ok { // parse once: this is every message's path
+		s := &n.shards[k.shard()]
+		s.mu.RLock()
+		w := s.ids[k]
+		s.mu.RUnlock()
+		return w
+	}
+	s := &n.shards[maphash.String(n.seed, addr)%shardCount]
 	s.mu.RLock()
-	w := s.get(addr)
+	w := s.workers[addr]
 	s.mu.RUnlock()
 	return w
 }
