@@ -1,6 +1,7 @@
 package portals
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -42,5 +43,42 @@ func BenchmarkPortalUpload(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+func BenchmarkPluginPortalUpload(b *testing.B) {
+	ctx := context.Background()
+	pc, err := LaunchPlugin(ctx, PluginConfig{Path: pluginBin})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pc.Kill()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	p := newPairTB(b, l.Addr().String(), pairOptions{portal: pc.Portal()})
+	c, err := net.Dial("tcp", p.inlet.Addr())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 256<<10)
+	b.SetBytes(int64(len(buf)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.Write(buf); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -40,7 +40,7 @@ const streamIDKey = "ferry-stream-id"
 
 // chunkSize is the most bytes one Chunk carries. Reads from a stream are at
 // most this large; writes are split to it.
-const chunkSize = 64 << 10
+const chunkSize = 256 << 10
 
 // grpcLimit is the explicit gRPC message size limit on both sides: a chunk
 // plus framing, far under it. go-plugin raises only the host's limits, so
