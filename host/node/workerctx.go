@@ -29,9 +29,12 @@ func (w *worker) Done() <-chan struct{} {
 	return w.cancelled
 }
 
-// Err returns context.Canceled once the worker stopped.
+// Err returns context.Canceled once the worker stopped. It reads under the
+// lock that also closes Done, so Err and Done always agree.
 func (w *worker) Err() error {
-	if w.stopFlag.Load() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped {
 		return context.Canceled
 	}
 	return nil
