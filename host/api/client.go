@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/ferryhq/ferry/host/relays"
 )
 
 // Client calls a node's control API over its Unix socket.
@@ -174,4 +176,55 @@ func (c *Client) Plugins(ctx context.Context) ([]Plugin, error) {
 // Shutdown asks the node to stop; it returns once the node has accepted.
 func (c *Client) Shutdown(ctx context.Context) error {
 	return c.do(ctx, http.MethodPost, "/shutdown", nil, nil)
+}
+
+// Relays lists the node's relay registrations and forwarders.
+func (c *Client) Relays(ctx context.Context) (Relays, error) {
+	var v Relays
+	return v, c.do(ctx, http.MethodGet, "/relays", nil, &v)
+}
+
+// CreateRelay registers a relay from the node.
+func (c *Client) CreateRelay(ctx context.Context, req CreateRelayRequest) (relays.RegistrationInfo, error) {
+	var v relays.RegistrationInfo
+	return v, c.do(ctx, http.MethodPost, "/relays", req, &v)
+}
+
+// DeleteRelay deletes a registration or a forwarder by name.
+func (c *Client) DeleteRelay(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/relays/"+url.PathEscape(name), nil, nil)
+}
+
+// Inlets lists the node's TCP inlets.
+func (c *Client) Inlets(ctx context.Context) ([]Portal, error) {
+	var v []Portal
+	return v, c.do(ctx, http.MethodGet, "/tcp-inlets", nil, &v)
+}
+
+// CreateInlet starts a TCP inlet.
+func (c *Client) CreateInlet(ctx context.Context, req CreateInletRequest) (Portal, error) {
+	var v Portal
+	return v, c.do(ctx, http.MethodPost, "/tcp-inlets", req, &v)
+}
+
+// DeleteInlet stops a TCP inlet.
+func (c *Client) DeleteInlet(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/tcp-inlets/"+url.PathEscape(id), nil, nil)
+}
+
+// Outlets lists the node's TCP outlets.
+func (c *Client) Outlets(ctx context.Context) ([]Portal, error) {
+	var v []Portal
+	return v, c.do(ctx, http.MethodGet, "/tcp-outlets", nil, &v)
+}
+
+// CreateOutlet starts a TCP outlet.
+func (c *Client) CreateOutlet(ctx context.Context, req CreateOutletRequest) (Portal, error) {
+	var v Portal
+	return v, c.do(ctx, http.MethodPost, "/tcp-outlets", req, &v)
+}
+
+// DeleteOutlet stops a TCP outlet.
+func (c *Client) DeleteOutlet(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/tcp-outlets/"+url.PathEscape(id), nil, nil)
 }

@@ -176,6 +176,7 @@ func (s *Server) routes() http.Handler {
 		v, err := s.b.Plugins(r.Context())
 		s.reply(w, v, err)
 	})
+	s.portalRoutes(mux)
 	mux.HandleFunc("POST /v1/shutdown", func(w http.ResponseWriter, r *http.Request) {
 		s.reply(w, struct{}{}, nil)
 		if f, ok := w.(http.Flusher); ok {
@@ -217,4 +218,64 @@ func (s *Server) reply(w http.ResponseWriter, v any, err error) {
 		return
 	}
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// portalRoutes serves relays, inlets and outlets when the backend has them.
+func (s *Server) portalRoutes(mux *http.ServeMux) {
+	pb, ok := s.b.(PortalBackend)
+	if !ok {
+		na := func(w http.ResponseWriter, r *http.Request) {
+			s.reply(w, nil, &StatusError{Code: http.StatusNotImplemented, Err: errors.New("this node does not run relays or portals")})
+		}
+		for _, p := range []string{"/v1/relays", "/v1/relays/", "/v1/tcp-inlets", "/v1/tcp-inlets/", "/v1/tcp-outlets", "/v1/tcp-outlets/"} {
+			mux.HandleFunc(p, na)
+		}
+		return
+	}
+	mux.HandleFunc("GET /v1/relays", func(w http.ResponseWriter, r *http.Request) {
+		v, err := pb.Relays(r.Context())
+		s.reply(w, v, err)
+	})
+	mux.HandleFunc("POST /v1/relays", func(w http.ResponseWriter, r *http.Request) {
+		var req CreateRelayRequest
+		if !s.decode(w, r, &req) {
+			return
+		}
+		v, err := pb.CreateRelay(r.Context(), req)
+		s.reply(w, v, err)
+	})
+	mux.HandleFunc("DELETE /v1/relays/{name}", func(w http.ResponseWriter, r *http.Request) {
+		s.reply(w, struct{}{}, pb.DeleteRelay(r.Context(), r.PathValue("name")))
+	})
+	mux.HandleFunc("GET /v1/tcp-inlets", func(w http.ResponseWriter, r *http.Request) {
+		v, err := pb.Inlets(r.Context())
+		s.reply(w, v, err)
+	})
+	mux.HandleFunc("POST /v1/tcp-inlets", func(w http.ResponseWriter, r *http.Request) {
+		var req CreateInletRequest
+		if !s.decode(w, r, &req) {
+			return
+		}
+		v, err := pb.CreateInlet(r.Context(), req)
+		s.reply(w, v, err)
+	})
+	// {id...}: an outlet's id is route text with slashes.
+	mux.HandleFunc("DELETE /v1/tcp-inlets/{id...}", func(w http.ResponseWriter, r *http.Request) {
+		s.reply(w, struct{}{}, pb.DeleteInlet(r.Context(), r.PathValue("id")))
+	})
+	mux.HandleFunc("GET /v1/tcp-outlets", func(w http.ResponseWriter, r *http.Request) {
+		v, err := pb.Outlets(r.Context())
+		s.reply(w, v, err)
+	})
+	mux.HandleFunc("POST /v1/tcp-outlets", func(w http.ResponseWriter, r *http.Request) {
+		var req CreateOutletRequest
+		if !s.decode(w, r, &req) {
+			return
+		}
+		v, err := pb.CreateOutlet(r.Context(), req)
+		s.reply(w, v, err)
+	})
+	mux.HandleFunc("DELETE /v1/tcp-outlets/{id...}", func(w http.ResponseWriter, r *http.Request) {
+		s.reply(w, struct{}{}, pb.DeleteOutlet(r.Context(), r.PathValue("id")))
+	})
 }

@@ -17,6 +17,15 @@
 //	POST   /tcp-connections        CreateRequest -> Connection
 //	DELETE /tcp-connections/{id}
 //	GET    /plugins                []Plugin
+//	GET    /relays                 Relays
+//	POST   /relays                 CreateRelayRequest -> relays.RegistrationInfo
+//	DELETE /relays/{name}
+//	GET    /tcp-inlets             []Portal
+//	POST   /tcp-inlets             CreateInletRequest -> Portal
+//	DELETE /tcp-inlets/{id}
+//	GET    /tcp-outlets            []Portal
+//	POST   /tcp-outlets            CreateOutletRequest -> Portal
+//	DELETE /tcp-outlets/{id}
 //	POST   /shutdown
 //
 // Errors are a JSON Error body with a 4xx/5xx status.
@@ -26,6 +35,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/ferryhq/ferry/host/portals"
+	"github.com/ferryhq/ferry/host/relays"
 	"github.com/ferryhq/ferry/sdk/routing"
 )
 
@@ -38,6 +49,10 @@ type Status struct {
 	Connections []Connection `json:"connections"`
 	Workers     []Worker     `json:"workers"`
 	Services    []Service    `json:"services"`
+	// Relays, Inlets and Outlets are filled by nodes that run them.
+	Relays  *Relays  `json:"relays,omitempty"`
+	Inlets  []Portal `json:"inlets,omitempty"`
+	Outlets []Portal `json:"outlets,omitempty"`
 }
 
 // Worker is one running worker; addresses are in route text form.
@@ -165,4 +180,63 @@ type Backend interface {
 	// Shutdown starts stopping the node; it must not wait for the API
 	// server, which is still answering this call.
 	Shutdown()
+}
+
+// Relays lists both ends of relays on one node: the registrations this node
+// made at relay services elsewhere (relay create --to THIS) and the
+// forwarders its own relay service runs for other nodes.
+type Relays struct {
+	Registrations []relays.RegistrationInfo `json:"registrations"`
+	Forwarders    []relays.ForwarderInfo    `json:"forwarders"`
+}
+
+// CreateRelayRequest registers forward_to_Name at the relay service reached
+// by At (route text; the node resolves a leading /node/NAME through the
+// ferry home, see the daemon package).
+type CreateRelayRequest struct {
+	Name string `json:"name"`
+	At   string `json:"at"`
+	// Wait, when positive, makes the call wait up to Wait for the relay's
+	// first acknowledgement and fail (registering nothing) without one.
+	Wait time.Duration `json:"wait,omitempty"`
+}
+
+// Portal is a TCP inlet or outlet on a node: its state and counters.
+type Portal struct {
+	// ID names the portal on its node: the inlet's bound listen address or
+	// the outlet's worker address in route text.
+	ID string `json:"id"`
+	// Name is the portal's name in the topology file, if any.
+	Name string `json:"name,omitempty"`
+	portals.Status
+}
+
+// CreateInletRequest starts an inlet listening at Address with sessions
+// along Route (route text).
+type CreateInletRequest struct {
+	Address string `json:"address"`
+	Route   string `json:"route"`
+}
+
+// CreateOutletRequest starts an outlet at the local Address (default
+// /service/outlet) that dials Target for every session.
+type CreateOutletRequest struct {
+	Address string `json:"address,omitempty"`
+	Target  string `json:"target"`
+}
+
+// PortalBackend is the part of a Backend that serves relays and portals;
+// a Backend that does not implement it answers those endpoints with 501.
+type PortalBackend interface {
+	Relays(ctx context.Context) (Relays, error)
+	CreateRelay(ctx context.Context, req CreateRelayRequest) (relays.RegistrationInfo, error)
+	// DeleteRelay deletes this node's registration called name, or else
+	// the forwarder called name on its relay service.
+	DeleteRelay(ctx context.Context, name string) error
+	Inlets(ctx context.Context) ([]Portal, error)
+	CreateInlet(ctx context.Context, req CreateInletRequest) (Portal, error)
+	DeleteInlet(ctx context.Context, id string) error
+	Outlets(ctx context.Context) ([]Portal, error)
+	CreateOutlet(ctx context.Context, req CreateOutletRequest) (Portal, error)
+	DeleteOutlet(ctx context.Context, id string) error
 }

@@ -406,8 +406,14 @@ func (f *forwarder) HandleMessage(c *node.Context, m *routing.Message) error {
 	}
 	ret, err := m.Return.Prepend(c.Address())
 	if err == nil {
-		var onward routing.Route
-		onward, err = back.Concat(rest)
+		// A sender that answers along a return route which came through
+		// this forwarder (a portal session replying to "opened", say)
+		// already carries the route back: send it as it is rather than
+		// doubling it.
+		onward := rest
+		if !fromRoute(rest, back) {
+			onward, err = back.Concat(rest)
+		}
 		if err == nil {
 			err = c.SendMessage(c, &routing.Message{Onward: onward, Return: ret, Payload: m.Payload})
 			if err != nil {

@@ -149,6 +149,27 @@ type Service struct {
 	Address string `json:"address"`
 }
 
+// Relay is a relay registration: forward_to_Name at the relay service
+// reached by At (route text, may start with /node/NAME).
+type Relay struct {
+	Name string `json:"name"`
+	At   string `json:"at"`
+}
+
+// Inlet is a TCP portal inlet: it listens at Address (the bound address, so
+// a restart keeps the port) and opens sessions along Route.
+type Inlet struct {
+	Address string `json:"address"`
+	Route   string `json:"route"`
+}
+
+// Outlet is a TCP portal outlet: a worker at Address (route text) dialling
+// Target for every session.
+type Outlet struct {
+	Address string `json:"address"`
+	Target  string `json:"target"`
+}
+
 // NodeConfig is what a node is started from. The CLI is its only writer and
 // writes it under the node's lock.
 type NodeConfig struct {
@@ -160,6 +181,12 @@ type NodeConfig struct {
 	Listeners []string `json:"listeners,omitempty"`
 	// Services started with `service start`, beyond the defaults.
 	Services []Service `json:"services,omitempty"`
+	// Relays this node registered with `relay create --to THIS`, restored
+	// (re-registered in the background) at every start.
+	Relays []Relay `json:"relays,omitempty"`
+	// Inlets and Outlets created with tcp-inlet/tcp-outlet create.
+	Inlets  []Inlet  `json:"inlets,omitempty"`
+	Outlets []Outlet `json:"outlets,omitempty"`
 	// PluginDir overrides where the node finds plugins (empty: default
 	// search).
 	PluginDir string `json:"plugin_dir,omitempty"`

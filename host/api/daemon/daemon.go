@@ -18,6 +18,7 @@ import (
 
 	"github.com/ferryhq/ferry/host/api"
 	"github.com/ferryhq/ferry/host/node"
+	"github.com/ferryhq/ferry/host/relays"
 	"github.com/ferryhq/ferry/host/services"
 	"github.com/ferryhq/ferry/host/state"
 	"github.com/ferryhq/ferry/host/topology"
@@ -82,8 +83,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-	r := &runtime{n: n, log: log, name: cfg.Name, stop: stop, started: time.Now(), tr: o.Transports,
-		bindings: map[string]*binding{}, names: map[string]string{}}
+	r := &runtime{n: n, log: log, name: cfg.Name, stop: stop, started: time.Now(), tr: o.Transports, home: o.Home,
+		bindings: map[string]*binding{}, names: map[string]string{},
+		inlets: map[string]*inletEntry{}, outlets: map[string]*outletEntry{}}
 	defer r.teardown()
 
 	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -134,11 +136,16 @@ type runtime struct {
 	stop    context.CancelFunc
 	started time.Time
 	tr      Transports
+	home    *state.Home
+	regs    relays.Set
 
 	mu        sync.Mutex
 	bindings  map[string]*binding // by plugin name
 	names     map[string]string   // listener/connection id -> name in the topology file
 	defaultID string              // the node's own listener, listed first
+	relaySvc  *relays.Service
+	inlets    map[string]*inletEntry  // by bound listen address
+	outlets   map[string]*outletEntry // by worker address (route text)
 }
 
 type binding struct {
@@ -188,6 +195,9 @@ func (r *runtime) startDefault(ctx context.Context, cfg state.NodeConfig) error 
 			return fmt.Errorf("start service %s at %s: %w", s.Type, s.Address, err)
 		}
 	}
+	if err := r.startRelayService(""); err != nil {
+		return err
+	}
 	if r.tr == nil {
 		return nil
 	}
@@ -209,30 +219,24 @@ func (r *runtime) startDefault(ctx context.Context, cfg state.NodeConfig) error 
 			return fmt.Errorf("tcp listener at %s: %w", a, err)
 		}
 	}
+	r.restore(ctx, cfg)
 	return nil
 }
 
 // startSpec starts the node a topology file declares.
 func (r *runtime) startSpec(ctx context.Context, spec *topology.NodeSpec) error {
-	var missing []string
-	if len(spec.Relays) > 0 {
-		missing = append(missing, "relays")
-	}
-	if len(spec.Inlets) > 0 {
-		missing = append(missing, "inlets")
-	}
-	if len(spec.Outlets) > 0 {
-		missing = append(missing, "outlets")
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("node %s declares %s, which this ferry does not start from topology files yet; remove them from the file or create them with the command", spec.Name, strings.Join(missing, " and "))
-	}
 	for _, p := range spec.Plugins {
 		if _, err := r.attach(ctx, p.Name, p.Settings); err != nil {
 			return fmt.Errorf("node %s: %w", spec.Name, err)
 		}
 	}
 	for _, s := range spec.Services {
+		if s.Type == "relay" {
+			if err := r.startRelayService(s.Address); err != nil {
+				return fmt.Errorf("node %s: %w", spec.Name, err)
+			}
+			continue
+		}
 		if _, err := services.Start(r.n, s.Type, s.Address); err != nil {
 			return fmt.Errorf("node %s: service %s: %w", spec.Name, s.Type, err)
 		}
@@ -266,12 +270,13 @@ func (r *runtime) startSpec(ctx context.Context, spec *topology.NodeSpec) error 
 		r.names[ci.ID] = c.Name
 		r.mu.Unlock()
 	}
-	return nil
+	return r.startSpecPortals(ctx, spec)
 }
 
 func (r *runtime) teardown() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	r.closePortals(ctx)
 	r.mu.Lock()
 	bs := r.bindings
 	r.bindings = map[string]*binding{}
@@ -296,6 +301,10 @@ func (r *runtime) Status(ctx context.Context) (api.Status, error) {
 	st.Connections, _ = r.Connections(ctx)
 	st.Workers, _ = r.Workers(ctx)
 	st.Services, _ = r.Services(ctx)
+	rl, _ := r.Relays(ctx)
+	st.Relays = &rl
+	st.Inlets, _ = r.Inlets(ctx)
+	st.Outlets, _ = r.Outlets(ctx)
 	return st, nil
 }
 
@@ -325,6 +334,22 @@ func (r *runtime) Services(context.Context) ([]api.Service, error) {
 }
 
 func (r *runtime) StartService(_ context.Context, req api.StartServiceRequest) (api.Service, error) {
+	if req.Type == "relay" {
+		addr, err := localAddr("service", req.Address)
+		if err != nil {
+			return api.Service{}, api.BadRequest(err)
+		}
+		r.mu.Lock()
+		running := r.relaySvc != nil
+		r.mu.Unlock()
+		if running {
+			return api.Service{}, api.BadRequest(errors.New("this node already runs the relay service; see ferry service list"))
+		}
+		if err := r.startRelayService(addr); err != nil {
+			return api.Service{}, err
+		}
+		return api.Service{Type: "relay", Address: r.relaySvc.Address().String()}, nil
+	}
 	if _, err := services.New(req.Type); err != nil {
 		return api.Service{}, api.BadRequest(err)
 	}

@@ -50,6 +50,9 @@ type nodeView struct {
 	Connections []api.Connection `json:"connections,omitempty"`
 	Workers     []api.Worker     `json:"workers,omitempty"`
 	Services    []api.Service    `json:"services,omitempty"`
+	Relays      *api.Relays      `json:"relays,omitempty"`
+	Inlets      []api.Portal     `json:"inlets,omitempty"`
+	Outlets     []api.Portal     `json:"outlets,omitempty"`
 	Log         string           `json:"log"`
 	Config      string           `json:"config"`
 	Socket      string           `json:"socket"`
@@ -79,6 +82,7 @@ func measure(ctx context.Context, h *state.Home, name string) nodeView {
 	if err == nil && state.ProcessAlive(st.Pid) {
 		v.Status, v.Pid = statusUp, st.Pid
 		v.Listeners, v.Connections, v.Workers, v.Services = st.Listeners, st.Connections, st.Workers, st.Services
+		v.Relays, v.Inlets, v.Outlets = st.Relays, st.Inlets, st.Outlets
 		return v
 	}
 	if pid := h.ReadPid(name); state.ProcessAlive(pid) && isNodeProcess(pid, name) {
@@ -254,7 +258,7 @@ func absPath(p string) (string, error) {
 
 func nodeFromStatus(h *state.Home, st api.Status) nodeView {
 	return nodeView{Name: st.Name, Status: statusUp, Pid: st.Pid, Listeners: st.Listeners, Connections: st.Connections,
-		Workers: st.Workers, Services: st.Services, Log: h.LogPath(st.Name), Config: h.ConfigPath(st.Name), Socket: h.SocketPath(st.Name)}
+		Workers: st.Workers, Services: st.Services, Relays: st.Relays, Inlets: st.Inlets, Outlets: st.Outlets, Log: h.LogPath(st.Name), Config: h.ConfigPath(st.Name), Socket: h.SocketPath(st.Name)}
 }
 
 // spawn starts `ferry node run NAME` detached (its own session, stdin from
@@ -390,6 +394,7 @@ func (a *app) printNode(v nodeView, detail bool) error {
 	for _, s := range v.Services {
 		a.printf("  %-10s %s\n", s.Type, s.Address)
 	}
+	a.printRelaysAndPortals(v.Relays, v.Inlets, v.Outlets)
 	a.printf("Workers:\n")
 	for _, wk := range v.Workers {
 		a.printf("  %s  (%s)\n", strings.Join(wk.Addresses, " "), kindOr(wk.Kind))

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
+	"sync"
 	"text/tabwriter"
 
 	"github.com/hashicorp/go-hclog"
@@ -11,6 +14,8 @@ import (
 
 	"github.com/ferryhq/ferry/host/api"
 	"github.com/ferryhq/ferry/host/plugins"
+	"github.com/ferryhq/ferry/host/portals"
+	"github.com/ferryhq/ferry/sdk/portal"
 	"github.com/ferryhq/ferry/sdk/transport"
 )
 
@@ -19,6 +24,9 @@ import (
 type pluginTransports struct {
 	m   *plugins.Manager
 	log hclog.Logger
+
+	mu      sync.Mutex
+	portals map[string]*portals.SupervisedPlugin
 }
 
 func newPluginTransports(dir string, log hclog.Logger) (*pluginTransports, error) {
@@ -63,7 +71,40 @@ func (p *pluginTransports) Plugins(ctx context.Context) ([]api.Plugin, error) {
 	return listPlugins(ctx, p.m)
 }
 
-func (p *pluginTransports) Close() error { return p.m.Close() }
+func (p *pluginTransports) Close() error {
+	p.mu.Lock()
+	ps := p.portals
+	p.portals = nil
+	p.mu.Unlock()
+	for _, sp := range ps {
+		sp.Close()
+	}
+	return p.m.Close()
+}
+
+// Portal starts the portal plugin name (bin/plugins/portal-tcp) as a
+// supervised subprocess on first use: a plugin that dies is started again
+// at the next session or re-listen.
+func (p *pluginTransports) Portal(ctx context.Context, name string) (portal.Portal, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if sp := p.portals[name]; sp != nil {
+		return sp, nil
+	}
+	if strings.ContainsAny(name, "/\\") || name == "" || name[0] == '.' {
+		return nil, fmt.Errorf("portal plugin name %q: want a file name such as portal-tcp", name)
+	}
+	path := filepath.Join(p.m.Dir(), name)
+	sp, err := portals.StartPlugin(ctx, portals.PluginConfig{Path: path, Name: name, Logger: p.log.Named(name)})
+	if err != nil {
+		return nil, fmt.Errorf("%w (looked in %s; build it with make build or set FERRY_PLUGIN_DIR)", err, p.m.Dir())
+	}
+	if p.portals == nil {
+		p.portals = map[string]*portals.SupervisedPlugin{}
+	}
+	p.portals[name] = sp
+	return sp, nil
+}
 
 func listPlugins(ctx context.Context, m *plugins.Manager) ([]api.Plugin, error) {
 	infos, err := m.List(ctx)

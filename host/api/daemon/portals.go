@@ -1,0 +1,434 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ferryhq/ferry/host/api"
+	"github.com/ferryhq/ferry/host/portals"
+	"github.com/ferryhq/ferry/host/relays"
+	"github.com/ferryhq/ferry/host/state"
+	"github.com/ferryhq/ferry/host/topology"
+	"github.com/ferryhq/ferry/sdk/portal"
+	"github.com/ferryhq/ferry/sdk/routing"
+)
+
+// PortalPlugin is the plugin that carries TCP portals.
+const PortalPlugin = "portal-tcp"
+
+// Portals is implemented by Transports that can also start portal plugins
+// (as subprocesses, for the ferry command). Without it a node runs no
+// inlets or outlets.
+type Portals interface {
+	// Portal starts (or returns) the portal plugin called name.
+	Portal(ctx context.Context, name string) (portal.Portal, error)
+}
+
+type inletEntry struct {
+	in   *portals.Inlet
+	name string
+}
+
+type outletEntry struct {
+	out  *portals.Outlet
+	name string
+}
+
+// startRelayService starts the relay service once; its forwarders are
+// reachable through every listener that allows the relay service.
+func (r *runtime) startRelayService(addr string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.relaySvc != nil {
+		return nil
+	}
+	svc, err := relays.StartService(r.n, relays.ServiceConfig{Address: addr, Flows: r.relayFlows, Logger: r.log.Named("relay")})
+	if err != nil {
+		return err
+	}
+	r.relaySvc = svc
+	return nil
+}
+
+// relayFlows names the flows of every listener that allows the relay
+// service, across every transport the node has bound (bindings may be added
+// later, so it is evaluated at each call).
+func (r *runtime) relayFlows() []string {
+	addr := relays.ServiceAddress
+	r.mu.Lock()
+	if r.relaySvc != nil {
+		addr = r.relaySvc.Address().Value
+	}
+	r.mu.Unlock()
+	var bs []*binding
+	for _, b := range r.all() {
+		bs = append(bs, b)
+	}
+	var out []string
+	for _, b := range bs {
+		out = append(out, relays.ListenerFlows(addr, b.b)()...)
+	}
+	return out
+}
+
+// resolveNodes rewrites /node/NAME hops to /tcp/<NAME's own listener>, asking
+// NAME's control socket in the ferry home. It runs before every
+// registration attempt, so a relay node that comes back on another port is
+// found again.
+func (r *runtime) resolveNodes(ctx context.Context, route routing.Route) (routing.Route, error) {
+	out := make(routing.Route, 0, len(route))
+	for _, hop := range route {
+		if hop.Type == "node" {
+			addr, err := r.nodeListener(ctx, hop.Value)
+			if err != nil {
+				return nil, err
+			}
+			hop = routing.Address{Type: "tcp", Value: addr}
+		}
+		out = append(out, hop)
+	}
+	return out, nil
+}
+
+func (r *runtime) nodeListener(ctx context.Context, name string) (string, error) {
+	if r.home == nil {
+		return "", fmt.Errorf("route names node %s, but this node has no ferry home to look it up in", name)
+	}
+	if err := state.ValidName(name); err != nil {
+		return "", err
+	}
+	c := api.NewClient(r.home.SocketPath(name))
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	st, err := c.Status(ctx)
+	if err != nil {
+		return "", fmt.Errorf("node %s does not answer (%v); start it with ferry node start %s", name, err, name)
+	}
+	for _, l := range st.Listeners {
+		if l.Default {
+			return l.Address, nil
+		}
+	}
+	if len(st.Listeners) > 0 {
+		return st.Listeners[0].Address, nil
+	}
+	return "", fmt.Errorf("node %s has no listener to reach it by", name)
+}
+
+// register registers name at the relay service reached by at. With wait 0
+// it returns at once and keeps trying in the background (a restored or
+// declared relay whose relay node is not up yet).
+func (r *runtime) register(ctx context.Context, name string, at routing.Route, wait time.Duration) (*relays.Registration, error) {
+	opts := relays.Options{Logger: r.log.Named("relay"), NoWait: wait <= 0}
+	if slices.ContainsFunc(at, func(a routing.Address) bool { return a.Type == "node" }) {
+		at := at.Clone()
+		opts.Route = func(ctx context.Context) (routing.Route, error) { return r.resolveNodes(ctx, at) }
+	}
+	if wait > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, wait)
+		defer cancel()
+	}
+	return r.regs.Register(ctx, r.n, at, name, opts)
+}
+
+func (r *runtime) Relays(context.Context) (api.Relays, error) {
+	out := api.Relays{Registrations: r.regs.List(), Forwarders: []relays.ForwarderInfo{}}
+	r.mu.Lock()
+	svc := r.relaySvc
+	r.mu.Unlock()
+	if svc != nil {
+		out.Forwarders = svc.List()
+	}
+	return out, nil
+}
+
+func (r *runtime) CreateRelay(ctx context.Context, req api.CreateRelayRequest) (relays.RegistrationInfo, error) {
+	if err := relays.ValidName(req.Name); err != nil {
+		return relays.RegistrationInfo{}, api.BadRequest(err)
+	}
+	at, err := routing.ParseRoute(req.At)
+	if err != nil || len(at) == 0 {
+		return relays.RegistrationInfo{}, api.BadRequest(fmt.Errorf("relay route %q: want a route to a relay service such as /node/n2/service/relay or /tcp/HOST:PORT/service/relay", req.At))
+	}
+	reg, err := r.register(ctx, req.Name, at, req.Wait)
+	if err != nil {
+		if errors.Is(err, relays.ErrExists) {
+			return relays.RegistrationInfo{}, api.BadRequest(err)
+		}
+		return relays.RegistrationInfo{}, api.Unavailable(err)
+	}
+	return reg.Info(), nil
+}
+
+func (r *runtime) DeleteRelay(ctx context.Context, name string) error {
+	if _, ok := r.regs.Get(name); ok {
+		return r.regs.Delete(ctx, name)
+	}
+	r.mu.Lock()
+	svc := r.relaySvc
+	r.mu.Unlock()
+	if svc != nil {
+		if err := svc.Delete(ctx, name); err == nil || !errors.Is(err, relays.ErrUnknownRelay) {
+			return err
+		}
+	}
+	return api.NotFound(fmt.Errorf("node %s has no relay %q; see ferry relay list --at %s", r.name, name, r.name))
+}
+
+// portal returns the portal plugin called name, starting it on first use.
+func (r *runtime) portal(ctx context.Context, name string) (portal.Portal, error) {
+	if name == "" {
+		name = PortalPlugin
+	}
+	p, ok := r.tr.(Portals)
+	if r.tr == nil || !ok {
+		return nil, api.Unavailable(fmt.Errorf("this node runs without plugins, so it cannot use %s", name))
+	}
+	pt, err := p.Portal(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("start the %s portal plugin: %w", name, err)
+	}
+	return pt, nil
+}
+
+func portalInfo(id, name string, st portals.Status) api.Portal {
+	return api.Portal{ID: id, Name: name, Status: st}
+}
+
+func (r *runtime) Inlets(context.Context) ([]api.Portal, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := []api.Portal{}
+	for id, e := range r.inlets {
+		out = append(out, portalInfo(id, e.name, e.in.Status()))
+	}
+	slices.SortFunc(out, func(a, b api.Portal) int { return strings.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+func (r *runtime) CreateInlet(ctx context.Context, req api.CreateInletRequest) (api.Portal, error) {
+	return r.startInlet(ctx, "", PortalPlugin, req.Address, req.Route, nil)
+}
+
+// startInlet starts an inlet; route is route text unless resolved is set.
+func (r *runtime) startInlet(ctx context.Context, name, plugin, address, route string, resolved routing.Route) (api.Portal, error) {
+	if _, _, err := net.SplitHostPort(address); err != nil {
+		return api.Portal{}, api.BadRequest(fmt.Errorf("inlet address %q: want host:port such as 127.0.0.1:6000", address))
+	}
+	rt := resolved
+	if rt == nil {
+		var err error
+		if rt, err = routing.ParseRoute(route); err != nil || len(rt) == 0 {
+			return api.Portal{}, api.BadRequest(fmt.Errorf("inlet route %q: want a route to an outlet such as /worker/<conn>/service/forward_to_n3/service/outlet", route))
+		}
+		if rt, err = r.resolveNodes(ctx, rt); err != nil {
+			return api.Portal{}, api.BadRequest(err)
+		}
+	}
+	p, err := r.portal(ctx, plugin)
+	if err != nil {
+		return api.Portal{}, err
+	}
+	in, err := portals.NewInlet(ctx, r.n, portals.InletOptions{ListenAddress: address, Route: rt, Portal: p, Logger: r.log})
+	if err != nil {
+		return api.Portal{}, api.BadRequest(err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, dup := r.inlets[in.Addr()]; dup {
+		// The plugin bound the same address twice; keep the first.
+		in.Close()
+		return api.Portal{}, api.BadRequest(fmt.Errorf("an inlet already listens at %s; see ferry tcp-inlet list --at %s", in.Addr(), r.name))
+	}
+	r.inlets[in.Addr()] = &inletEntry{in: in, name: name}
+	return portalInfo(in.Addr(), name, in.Status()), nil
+}
+
+func (r *runtime) DeleteInlet(_ context.Context, id string) error {
+	r.mu.Lock()
+	e := r.inlets[id]
+	delete(r.inlets, id)
+	r.mu.Unlock()
+	if e == nil {
+		return api.NotFound(fmt.Errorf("node %s has no tcp inlet %q; see ferry tcp-inlet list --at %s", r.name, id, r.name))
+	}
+	return e.in.Close()
+}
+
+func (r *runtime) Outlets(context.Context) ([]api.Portal, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := []api.Portal{}
+	for id, e := range r.outlets {
+		out = append(out, portalInfo(id, e.name, e.out.Status()))
+	}
+	slices.SortFunc(out, func(a, b api.Portal) int { return strings.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+func (r *runtime) CreateOutlet(ctx context.Context, req api.CreateOutletRequest) (api.Portal, error) {
+	return r.startOutlet(ctx, "", PortalPlugin, req.Address, req.Target)
+}
+
+// localAddr accepts "outlet" or "/service/outlet".
+func localAddr(what, a string) (string, error) {
+	if a == "" || a[0] != '/' {
+		return a, nil
+	}
+	addr, err := routing.ParseAddress(a)
+	if err != nil || !addr.IsLocal() {
+		return "", fmt.Errorf("%s address %q: want a local address such as /service/outlet", what, a)
+	}
+	return addr.Value, nil
+}
+
+func (r *runtime) startOutlet(ctx context.Context, name, plugin, address, target string) (api.Portal, error) {
+	if _, _, err := net.SplitHostPort(target); err != nil {
+		return api.Portal{}, api.BadRequest(fmt.Errorf("outlet target %q: want host:port such as 127.0.0.1:9000", target))
+	}
+	addr, err := localAddr("outlet", address)
+	if err != nil {
+		return api.Portal{}, api.BadRequest(err)
+	}
+	p, err := r.portal(ctx, plugin)
+	if err != nil {
+		return api.Portal{}, err
+	}
+	o, err := portals.NewOutlet(r.n, portals.OutletOptions{Address: addr, Target: target, Portal: p, Logger: r.log})
+	if err != nil {
+		return api.Portal{}, api.BadRequest(fmt.Errorf("%w; see ferry worker list --at %s", err, r.name))
+	}
+	id := o.Address().String()
+	r.mu.Lock()
+	r.outlets[id] = &outletEntry{out: o, name: name}
+	r.mu.Unlock()
+	return portalInfo(id, name, o.Status()), nil
+}
+
+func (r *runtime) DeleteOutlet(_ context.Context, id string) error {
+	if v, err := localAddr("outlet", id); err == nil && v != "" {
+		id = routing.Local(v).String()
+	}
+	r.mu.Lock()
+	e := r.outlets[id]
+	delete(r.outlets, id)
+	r.mu.Unlock()
+	if e == nil {
+		return api.NotFound(fmt.Errorf("node %s has no tcp outlet %q; see ferry tcp-outlet list --at %s", r.name, id, r.name))
+	}
+	return e.out.Close()
+}
+
+// restore starts the relays, outlets and inlets a node's configuration
+// saved. Relays register in the background; a failure of one item is logged
+// and does not stop the node (its state shows in node show).
+func (r *runtime) restore(ctx context.Context, cfg state.NodeConfig) {
+	for _, o := range cfg.Outlets {
+		if _, err := r.startOutlet(ctx, "", PortalPlugin, o.Address, o.Target); err != nil {
+			r.log.Error("restore tcp outlet", "address", o.Address, "target", o.Target, "error", err)
+		}
+	}
+	for _, rl := range cfg.Relays {
+		at, err := routing.ParseRoute(rl.At)
+		if err == nil {
+			_, err = r.register(ctx, rl.Name, at, 0)
+		}
+		if err != nil {
+			r.log.Error("restore relay", "name", rl.Name, "at", rl.At, "error", err)
+		}
+	}
+	for _, in := range cfg.Inlets {
+		if _, err := r.startInlet(ctx, "", PortalPlugin, in.Address, in.Route, nil); err != nil {
+			r.log.Error("restore tcp inlet", "address", in.Address, "route", in.Route, "error", err)
+		}
+	}
+}
+
+// closePortals stops inlets, outlets and relay registrations (before the
+// node and the plugins stop, so sessions end with a reason).
+func (r *runtime) closePortals(ctx context.Context) {
+	r.mu.Lock()
+	ins, outs := r.inlets, r.outlets
+	r.inlets, r.outlets = map[string]*inletEntry{}, map[string]*outletEntry{}
+	r.mu.Unlock()
+	for _, e := range ins {
+		e.in.Close()
+	}
+	for _, e := range outs {
+		e.out.Close()
+	}
+	if err := r.regs.Close(ctx); err != nil {
+		r.log.Debug("close relay registrations", "error", err)
+	}
+}
+
+// startSpecPortals starts the outlets, relays and inlets a topology file
+// declares for this node, in that order (an inlet's route may lead through
+// a relay). Relays register in the background: the relay node may start
+// after this one.
+func (r *runtime) startSpecPortals(ctx context.Context, spec *topology.NodeSpec) error {
+	conn := func(name string) (routing.Address, error) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for id, n := range r.names {
+			if n != name {
+				continue
+			}
+			for _, b := range r.bindings {
+				for _, c := range b.b.Connections() {
+					if c.ID == id {
+						return c.Worker, nil
+					}
+				}
+			}
+		}
+		return routing.Address{}, fmt.Errorf("node %s has no connection %q", spec.Name, name)
+	}
+	for _, o := range spec.Outlets {
+		if _, err := r.startOutlet(ctx, o.Name, o.Plugin, o.Address, o.Target); err != nil {
+			return fmt.Errorf("node %s: outlet %s: %w", spec.Name, o.Name, err)
+		}
+	}
+	for _, rl := range spec.Relays {
+		at, err := rl.At.Resolve(conn)
+		if err != nil {
+			return fmt.Errorf("node %s: relay %s: %w", spec.Name, rl.Name, err)
+		}
+		at = RelayServiceRoute(at)
+		if _, err := r.register(ctx, rl.Name, at, 0); err != nil {
+			return fmt.Errorf("node %s: relay %s: %w", spec.Name, rl.Name, err)
+		}
+	}
+	for _, in := range spec.Inlets {
+		rt, err := in.To.Resolve(conn)
+		if err != nil {
+			return fmt.Errorf("node %s: inlet %s: %w", spec.Name, in.Name, err)
+		}
+		if _, err := r.startInlet(ctx, in.Name, in.Plugin, in.Listen, "", rt); err != nil {
+			return fmt.Errorf("node %s: inlet %s: %w", spec.Name, in.Name, err)
+		}
+	}
+	return nil
+}
+
+// RelayServiceRoute completes a route to a relay node into a route to its
+// relay service: when the route ends at a node, a transport address or a
+// connection's worker, /service/relay is appended; a route that already
+// ends at a service is kept.
+func RelayServiceRoute(at routing.Route) routing.Route {
+	if len(at) == 0 {
+		return at
+	}
+	last := at[len(at)-1]
+	if !last.IsLocal() || routing.IsWorkerID(last.Value) {
+		return append(at.Clone(), routing.Local(relays.ServiceAddress))
+	}
+	return at
+}
