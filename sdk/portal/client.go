@@ -101,7 +101,7 @@ func (r *Remote) Dial(ctx context.Context, address string) (Stream, error) {
 func (r *Remote) open(info *pb.StreamInfo) (Stream, error) {
 	ctx, cancel := context.WithCancel(r.ctx)
 	ctx = metadata.AppendToOutgoingContext(ctx, streamIDKey, strconv.FormatUint(info.StreamId, 10))
-	call, err := r.c.Stream(ctx)
+	call, err := r.c.Stream(ctx, grpc.ForceCodecV2(chunkCodec{}))
 	if err != nil {
 		cancel()
 		return nil, rpcErr("open stream", err)
@@ -162,15 +162,16 @@ func (s *remoteStream) Read(p []byte) (int, error) {
 		if s.rerr != nil {
 			return 0, s.rerr
 		}
-		c, err := s.call.Recv()
+		var c inChunk
+		err := s.call.RecvMsg(&c)
 		switch {
 		case err == io.EOF:
 			s.rerr = io.EOF
 		case err != nil:
 			s.rerr = rpcErr(fmt.Sprintf("portal stream %d", s.id), err)
 		default:
-			s.buf = c.Data
-			if c.Fin {
+			s.buf = c.data
+			if c.fin {
 				s.rerr = io.EOF
 				s.finSeen.Store(true)
 			}
@@ -185,7 +186,16 @@ func (s *remoteStream) Write(p []byte) (int, error) {
 	written := 0
 	for len(p) > 0 {
 		n := min(len(p), chunkSize)
-		if err := s.call.Send(&pb.Chunk{Data: p[:n]}); err != nil {
+		// gRPC writes after SendMsg returns, and a Writer must not keep p:
+		// copy into a pooled buffer gRPC returns once written.
+		bp := bufPool.Get(n)
+		copy(*bp, p[:n])
+		out := &outChunk{buf: bp}
+		err := s.call.SendMsg(out)
+		if out.buf != nil {
+			bufPool.Put(out.buf)
+		}
+		if err != nil {
 			return written, s.sendErr(err)
 		}
 		written += n
@@ -204,7 +214,7 @@ func (s *remoteStream) sendErr(err error) error {
 }
 
 func (s *remoteStream) CloseWrite() error {
-	if err := s.call.Send(&pb.Chunk{Fin: true}); err != nil {
+	if err := s.call.SendMsg(&outChunk{fin: true}); err != nil {
 		return s.sendErr(err)
 	}
 	s.finSent.Store(true)
@@ -222,7 +232,8 @@ func (s *remoteStream) Close() error {
 			go func() {
 				defer close(done)
 				for {
-					if _, err := s.call.Recv(); err != nil {
+					var c inChunk
+					if err := s.call.RecvMsg(&c); err != nil {
 						return
 					}
 				}

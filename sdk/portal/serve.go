@@ -92,6 +92,7 @@ func serverOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(grpcLimit),
 		grpc.MaxSendMsgSize(grpcLimit),
+		grpc.ForceServerCodecV2(chunkCodec{}),
 		grpc.InitialWindowSize(streamWindow),
 		grpc.InitialConnWindowSize(connWindow),
 		grpc.ReadBufferSize(ioBuffer),
@@ -365,17 +366,25 @@ func (s *server) Stream(call pb.Portal_StreamServer) error {
 	readDone := make(chan error, 1)
 	writeDone := make(chan error, 1)
 	go func() { // stream -> host
-		buf := make([]byte, chunkSize)
 		for {
-			n, err := st.Read(buf)
+			bp := bufPool.Get(chunkSize)
+			n, err := st.Read(*bp)
 			if n > 0 {
-				if serr := call.Send(&pb.Chunk{Data: buf[:n]}); serr != nil {
+				*bp = (*bp)[:n]
+				out := &outChunk{buf: bp}
+				serr := call.SendMsg(out)
+				if out.buf != nil { // not handed to gRPC
+					bufPool.Put(out.buf)
+				}
+				if serr != nil {
 					readDone <- serr
 					return
 				}
+			} else {
+				bufPool.Put(bp)
 			}
 			if err == io.EOF {
-				readDone <- call.Send(&pb.Chunk{Fin: true})
+				readDone <- call.SendMsg(&outChunk{fin: true})
 				return
 			}
 			if err != nil {
@@ -386,21 +395,21 @@ func (s *server) Stream(call pb.Portal_StreamServer) error {
 	}()
 	go func() { // host -> stream
 		for {
-			c, err := call.Recv()
-			if err != nil {
+			var c inChunk
+			if err := call.RecvMsg(&c); err != nil {
 				if err == io.EOF {
 					err = status.Error(codes.Aborted, "host ended its side without fin")
 				}
 				writeDone <- err
 				return
 			}
-			if len(c.Data) > 0 {
-				if _, err := st.Write(c.Data); err != nil {
+			if len(c.data) > 0 {
+				if _, err := st.Write(c.data); err != nil {
 					writeDone <- status.Errorf(codes.FailedPrecondition, "write: %v", err)
 					return
 				}
 			}
-			if c.Fin {
+			if c.fin {
 				if err := st.CloseWrite(); err != nil {
 					writeDone <- status.Errorf(codes.FailedPrecondition, "half-close: %v", err)
 					return

@@ -1,0 +1,102 @@
+package portal
+
+import (
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// chunkCodec marshals the Stream call's Chunk messages by hand, to save the
+// copies the generic protobuf path makes of every chunk: an outgoing chunk
+// is framed around a pooled buffer handed to gRPC as it is, an incoming one
+// is gathered once and its data aliased. The wire form is plain protobuf
+// (message Chunk in portal.proto), so a plugin in another language can use
+// generated code. Everything else goes through the protobuf codec.
+type chunkCodec struct{}
+
+var protoCodec = encoding.GetCodecV2(grpcproto.Name)
+
+// bufPool holds the buffers outgoing chunks are read into and written from.
+var bufPool = mem.DefaultBufferPool()
+
+// outChunk is an outgoing Chunk. buf (from bufPool, may be nil) is owned by
+// gRPC once sent: it is returned to the pool after being written.
+type outChunk struct {
+	buf *[]byte
+	fin bool
+}
+
+// inChunk is an incoming Chunk; data aliases a buffer owned by the message.
+type inChunk struct {
+	data []byte
+	fin  bool
+}
+
+func (chunkCodec) Name() string { return grpcproto.Name }
+
+func (chunkCodec) Marshal(v any) (mem.BufferSlice, error) {
+	c, ok := v.(*outChunk)
+	if !ok {
+		return protoCodec.Marshal(v)
+	}
+	var out mem.BufferSlice
+	if c.buf != nil && len(*c.buf) > 0 {
+		hdr := protowire.AppendTag(nil, 1, protowire.BytesType)
+		hdr = protowire.AppendVarint(hdr, uint64(len(*c.buf)))
+		out = append(out, mem.SliceBuffer(hdr), mem.NewBuffer(c.buf, bufPool))
+		c.buf = nil
+	}
+	if c.fin {
+		t := protowire.AppendTag(nil, 2, protowire.VarintType)
+		out = append(out, mem.SliceBuffer(protowire.AppendVarint(t, 1)))
+	}
+	return out, nil
+}
+
+var errChunk = errors.New("malformed portal chunk")
+
+func (chunkCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	c, ok := v.(*inChunk)
+	if !ok {
+		return protoCodec.Unmarshal(data, v)
+	}
+	*c = inChunk{}
+	return parseChunk(data.Materialize(), c)
+}
+
+// parseChunk decodes a Chunk, aliasing b. Unknown fields are skipped, as
+// protobuf requires.
+func parseChunk(b []byte, c *inChunk) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return fmt.Errorf("%w: %v", errChunk, protowire.ParseError(n))
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			d, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return fmt.Errorf("%w: data: %v", errChunk, protowire.ParseError(n))
+			}
+			c.data, b = d, b[n:]
+		case num == 2 && typ == protowire.VarintType:
+			x, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return fmt.Errorf("%w: fin: %v", errChunk, protowire.ParseError(n))
+			}
+			c.fin, b = x != 0, b[n:]
+		default:
+			n := protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return fmt.Errorf("%w: field %d: %v", errChunk, num, protowire.ParseError(n))
+			}
+			b = b[n:]
+		}
+	}
+	return nil
+}
