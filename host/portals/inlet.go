@@ -53,8 +53,11 @@ type Inlet struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	relistenMu sync.Mutex
+
 	mu       sync.Mutex
 	ln       portal.Listener
+	lnGen    int
 	closed   bool
 	sessions map[*session]struct{}
 }
@@ -155,10 +158,24 @@ func (in *Inlet) waiting() bool {
 	return st == StateConnecting && time.Since(in.created) < in.opts.WaitTimeout
 }
 
+// acceptors is how many Accept calls an inlet keeps outstanding. With a
+// plugin every Accept is a gRPC round trip; several in flight keep
+// connection bursts from queueing behind one another.
+const acceptors = 4
+
 func (in *Inlet) acceptLoop() {
+	var wg sync.WaitGroup
+	for range acceptors {
+		wg.Add(1)
+		go func() { defer wg.Done(); in.acceptor() }()
+	}
+	wg.Wait()
+}
+
+func (in *Inlet) acceptor() {
 	backoff := 10 * time.Millisecond
 	for {
-		ln := in.listener()
+		ln, gen := in.listener()
 		conn, err := ln.Accept(in.ctx)
 		if err == nil {
 			backoff = 10 * time.Millisecond
@@ -171,9 +188,7 @@ func (in *Inlet) acceptLoop() {
 		if errors.Is(err, portal.ErrClosed) || errors.Is(err, portal.ErrUnavailable) {
 			// The listener is gone (a portal plugin died): listen again
 			// on the same address until it works or the inlet closes.
-			in.log.Warn("listener lost; listening again", "error", err)
-			ln.Close()
-			if !in.relisten() {
+			if !in.relisten(gen, err) {
 				return
 			}
 			continue
@@ -189,15 +204,25 @@ func (in *Inlet) acceptLoop() {
 	}
 }
 
-func (in *Inlet) listener() portal.Listener {
+func (in *Inlet) listener() (portal.Listener, int) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	return in.ln
+	return in.ln, in.lnGen
 }
 
-// relisten opens the listener again at the bound address, with capped
-// backoff; false once the inlet is closing.
-func (in *Inlet) relisten() bool {
+// relisten replaces the listener of generation gen, which failed with
+// cause: it listens again at the bound address with capped backoff. Only
+// the first acceptor to see a generation fail does the work; the others
+// wait for it. It returns false once the inlet is closing.
+func (in *Inlet) relisten(gen int, cause error) bool {
+	in.relistenMu.Lock()
+	defer in.relistenMu.Unlock()
+	if _, cur := in.listener(); cur != gen {
+		return in.ctx.Err() == nil
+	}
+	in.log.Warn("listener lost; listening again", "error", cause)
+	old, _ := in.listener()
+	old.Close()
 	backoff := 50 * time.Millisecond
 	for {
 		ctx, cancel := context.WithTimeout(in.ctx, 30*time.Second)
@@ -208,6 +233,7 @@ func (in *Inlet) relisten() bool {
 			closed := in.closed
 			if !closed {
 				in.ln = ln
+				in.lnGen++
 			}
 			in.mu.Unlock()
 			if closed {
