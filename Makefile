@@ -3,7 +3,7 @@
 #   make build   compile everything; bin/ferry and bin/plugins/<name>
 #   make test    lint, every test with -race, every fuzz target for a few seconds
 #   make bench   benchmark tables (go run ./host/cmd/ferrybench)
-#   make demo    run the examples one after another
+#   make demo    relay + TCP portal demo (configs/relay-portal.hcl)
 #   make fmt     gofmt -w
 #   make lint    go vet + gofmt check
 #   make clean   remove bin/ and test caches of this module
@@ -66,11 +66,11 @@ lint:
 	@out=$$(gofmt -l .); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; echo "run: make fmt"; exit 1; fi
 
-demo:
-	@for ex in $(DEMO_EXAMPLES); do \
-		echo; echo "==> examples/$$ex"; \
-		$(GO) run ./examples/$$ex || exit 1; \
-	done
+# The relay + TCP portal topology (configs/relay-portal.hcl) with a built-in
+# Go HTTP server as the target; everything stops on exit, also on Ctrl-C.
+# DEMO_FLAGS=-wait keeps it running so you can curl it yourself.
+demo: build
+	$(GO) run ./examples/demo -ferry $(BIN)/ferry -plugins $(BIN)/plugins $(DEMO_FLAGS)
 
 clean:
 	rm -rf $(BIN)

@@ -43,9 +43,10 @@ node "n2" {
 node "n3" {
   connection "to_n2" {
     to = node.n2.transport.public
-    # What messages arriving over this connection (through the relay) may
-    # reach on n3.
-    allow = ["hop", "outlet"]
+    # No allow list: network input over this connection reaches nothing on
+    # n3 directly. Messages through the relay reach n3's relay registrant
+    # (it sent the registration, so its replies are admitted), which passes
+    # them on to local workers as local traffic: hop, then the outlet.
   }
 
   service "hop" {}

@@ -226,6 +226,9 @@ func (r *runtime) startDefault(ctx context.Context, cfg state.NodeConfig) error 
 // startSpec starts the node a topology file declares.
 func (r *runtime) startSpec(ctx context.Context, spec *topology.NodeSpec) error {
 	for _, p := range spec.Plugins {
+		if usesPortal(spec, p.Name) {
+			continue // started on first use by an inlet or outlet
+		}
 		if _, err := r.attach(ctx, p.Name, p.Settings); err != nil {
 			return fmt.Errorf("node %s: %w", spec.Name, err)
 		}

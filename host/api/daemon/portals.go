@@ -432,3 +432,19 @@ func RelayServiceRoute(at routing.Route) routing.Route {
 	}
 	return at
 }
+
+// usesPortal reports whether a declared inlet or outlet uses plugin name:
+// a portal plugin, not a transport to bind.
+func usesPortal(spec *topology.NodeSpec, name string) bool {
+	for _, in := range spec.Inlets {
+		if in.Plugin == name {
+			return true
+		}
+	}
+	for _, o := range spec.Outlets {
+		if o.Plugin == name {
+			return true
+		}
+	}
+	return name == PortalPlugin
+}
