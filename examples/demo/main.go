@@ -162,8 +162,8 @@ type nodeView struct {
 		Address string `json:"address"`
 	} `json:"listeners"`
 	Connections []struct {
-		Worker string `json:"worker"`
-		Remote string `json:"remote_address"`
+		Worker   string `json:"worker"`
+		Remote   string `json:"remote_address"`
 		Name     string `json:"name"`
 		Accepted bool   `json:"accepted"`
 	} `json:"connections"`
