@@ -80,7 +80,8 @@ type counters struct {
 	bytesIn  atomic.Uint64 // arrived through the portal, written to local streams
 }
 
-var errSessionEnded = errors.New("session ended")
+// minReadBuffer is the smallest buffer a session reads its stream into.
+const minReadBuffer = 4 << 10
 
 // session is the worker at one end of a portal session. It owns one local
 // stream. The worker's handler takes frames from the peer; a reader
@@ -268,15 +269,23 @@ func (s *session) waitCredit() int {
 func (s *session) readLoop() {
 	peer := s.peerRoute()
 	var seq uint64
+	size := minReadBuffer
 	for {
-		n := s.waitCredit()
+		n := min(s.waitCredit(), size)
 		if n == 0 {
 			return
 		}
 		// A fresh buffer per chunk: locally the payload is handed to the
-		// peer's worker as it is, so it cannot be reused.
+		// peer's worker as it is, so it cannot be reused. Its size follows
+		// the traffic, so a 64-byte request does not cost a 64 KiB
+		// allocation while bulk data still moves in full chunks.
 		buf := make([]byte, dataHeadroom+n)
 		k, rerr := s.conn.Read(buf[dataHeadroom:])
+		if k == n {
+			size = min(2*size, s.opts.ChunkSize)
+		} else if k < size/4 {
+			size = max(size/2, minReadBuffer)
+		}
 		if k > 0 {
 			s.mu.Lock()
 			s.sent += uint64(k)
