@@ -15,7 +15,9 @@ import (
 	"github.com/ferryhq/ferry/host/node"
 	"github.com/ferryhq/ferry/host/plugins"
 	"github.com/ferryhq/ferry/host/portals"
+	"github.com/ferryhq/ferry/host/relays"
 	"github.com/ferryhq/ferry/host/transports"
+	"github.com/ferryhq/ferry/plugins/portal-tcp/tcpportal"
 	"github.com/ferryhq/ferry/sdk/portal"
 	"github.com/ferryhq/ferry/sdk/routing"
 )
@@ -74,13 +76,21 @@ func runPortal(ctx context.Context, cfg config) (*table, error) {
 	if err != nil {
 		return nil, fmt.Errorf("direct TCP: %w", err)
 	}
-	one, sweep, err := benchOneNode(ctx, sz, portalBin, target)
+	one, err := benchOneNode(ctx, sz, portalBin, target)
 	if err != nil {
 		return nil, fmt.Errorf("inlet → outlet on one node: %w", err)
 	}
 	two, err := benchTwoNodes(ctx, sz, portalBin, tcpBin, target)
 	if err != nil {
 		return nil, fmt.Errorf("inlet on n1 → TCP → outlet on n2: %w", err)
+	}
+	relay, err := benchRelay(ctx, sz, portalBin, tcpBin, target)
+	if err != nil {
+		return nil, fmt.Errorf("relay path n1 → n2 → n3: %w", err)
+	}
+	inproc, sweep, err := benchInProcess(ctx, sz, target)
+	if err != nil {
+		return nil, fmt.Errorf("in-process portal: %w", err)
 	}
 
 	t := newTable("path", "1 stream", "÷ direct", "4 streams", "÷ direct", "64 B RTT p50", "× direct", "p99", "× direct", "conn/s", "÷ direct")
@@ -95,15 +105,18 @@ func runPortal(ctx context.Context, cfg config) (*table, error) {
 	row("direct TCP (baseline)", direct)
 	row("inlet → outlet, one node", one)
 	row("inlet n1 → tcp → outlet n2", two)
+	row("relay: n1 → tcp → n2 → tcp → n3", relay)
+	row("one node, portal in-process", inproc)
 	for _, s := range sweep {
-		t.add(fmt.Sprintf("one node, chunk %d KiB", s.chunk>>10), fmtMBps(s.rate), fmtRatio(s.rate, direct.single), "", "", "", "", "", "", "", "")
+		t.add(fmt.Sprintf("in-process, chunk %d KiB", s.chunk>>10), fmtMBps(s.rate), fmtRatio(s.rate, direct.single), "", "", "", "", "", "", "", "")
 	}
 	t.note("client and target are in this process; portal-tcp and tcp run as plugin subprocesses (one portal-tcp per node, one tcp per node), gRPC with AutoMTLS")
 	t.note("throughput: client writes then half-closes, the target acknowledges after EOF; 1 stream %d MiB, 4 streams %d MiB each; default chunk %d KiB, window %d KiB",
 		sz.single>>20, sz.multi>>20, portals.DefaultChunkSize>>10, portals.DefaultWindow>>10)
 	t.note("RTT: %d round trips of 64 B on one connection; conn/s: %d × (connect, 64 B round trip, close) from %d concurrent clients", sz.rtt, sz.conns, sz.workers)
-	t.note("chunk rows: single stream of %d MiB on the one-node path with that chunk size (window %d KiB)", sz.sweep>>20, portals.DefaultWindow>>10)
-	t.note("not measured here: the relay path n1 → n2 → n3 (host/relays) and ratios for iperf3")
+	t.note("chunk rows: single stream of %d MiB on the in-process one-node path with that chunk size (window max(%d KiB, 4 chunks))", sz.sweep>>20, portals.DefaultWindow>>10)
+	t.note("relay: n3 dials n2 and registers forward_to_n3 at n2's relay service; n1's inlet routes /worker/<n1→n2>/service/forward_to_n3/service/outlet")
+	t.note("in-process row: the same one-node path with tcpportal in this process (no plugin boundary), for what the gRPC crossings cost")
 	return t, nil
 }
 
@@ -113,51 +126,35 @@ type sweepResult struct {
 }
 
 // benchOneNode measures inlet and outlet on one node sharing one portal
-// plugin process, then sweeps the chunk size.
-func benchOneNode(ctx context.Context, sz portalSizes, portalBin, target string) (portalResult, []sweepResult, error) {
+// plugin process.
+func benchOneNode(ctx context.Context, sz portalSizes, portalBin, target string) (portalResult, error) {
 	pc, err := portals.LaunchPlugin(ctx, portals.PluginConfig{Path: portalBin})
 	if err != nil {
-		return portalResult{}, nil, err
+		return portalResult{}, err
 	}
 	defer pc.Kill()
-	run := func(so portals.SessionOptions, f func(addr string) error) error {
-		n, err := node.New(node.Config{Name: "bench"})
-		if err != nil {
-			return err
-		}
-		defer n.Shutdown(context.WithoutCancel(ctx))
-		o, err := portals.NewOutlet(n, portals.OutletOptions{Target: target, Portal: pc.Portal(), Session: so})
-		if err != nil {
-			return err
-		}
-		defer o.Close()
-		in, err := portals.NewInlet(ctx, n, portals.InletOptions{ListenAddress: "127.0.0.1:0", Route: routing.Route{o.Address()}, Portal: pc.Portal(), Session: so})
-		if err != nil {
-			return err
-		}
-		defer in.Close()
-		return f(in.Addr())
-	}
+	return onePair(ctx, sz, pc.Portal(), target)
+}
+
+// onePair measures an inlet and an outlet on one node using pt.
+func onePair(ctx context.Context, sz portalSizes, pt portal.Portal, target string) (portalResult, error) {
 	var res portalResult
-	err = run(portals.SessionOptions{}, func(addr string) error {
-		res, err = measurePortalPath(ctx, sz, addr)
-		return err
-	})
+	n, err := node.New(node.Config{Name: "bench"})
 	if err != nil {
-		return res, nil, err
+		return res, err
 	}
-	var sweep []sweepResult
-	for _, chunk := range []int{16 << 10, 32 << 10, 64 << 10, 128 << 10} {
-		err := run(portals.SessionOptions{ChunkSize: chunk}, func(addr string) error {
-			r, err := uploadRate(ctx, addr, 1, sz.sweep)
-			sweep = append(sweep, sweepResult{chunk: chunk, rate: r})
-			return err
-		})
-		if err != nil {
-			return res, nil, fmt.Errorf("chunk %d: %w", chunk, err)
-		}
+	defer n.Shutdown(context.WithoutCancel(ctx))
+	o, err := portals.NewOutlet(n, portals.OutletOptions{Target: target, Portal: pt})
+	if err != nil {
+		return res, err
 	}
-	return res, sweep, nil
+	defer o.Close()
+	in, err := portals.NewInlet(ctx, n, portals.InletOptions{ListenAddress: "127.0.0.1:0", Route: routing.Route{o.Address()}, Portal: pt})
+	if err != nil {
+		return res, err
+	}
+	defer in.Close()
+	return measurePortalPath(ctx, sz, in.Addr())
 }
 
 // benchTwoNodes measures an inlet on n1 and an outlet on n2, each node with
@@ -458,4 +455,125 @@ func buildPlugin(ctx context.Context, dir, name string) (string, error) {
 		return "", fmt.Errorf("build plugins/%s: no binary at %s", name, bin)
 	}
 	return bin, nil
+}
+
+// tcpNode is a node with its own tcp plugin process bound to it.
+func tcpNode(ctx context.Context, name, tcpBin string) (*node.Node, *transports.Binding, func(), error) {
+	n, err := node.New(node.Config{Name: name})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	tc, err := plugins.Launch(ctx, plugins.LaunchConfig{Path: tcpBin})
+	if err != nil {
+		n.Shutdown(context.WithoutCancel(ctx))
+		return nil, nil, nil, err
+	}
+	b, err := transports.Attach(n, tc.Transport(), transports.Options{})
+	if err != nil {
+		tc.Kill()
+		n.Shutdown(context.WithoutCancel(ctx))
+		return nil, nil, nil, err
+	}
+	return n, b, func() { b.Close(); tc.Kill(); n.Shutdown(context.WithoutCancel(ctx)) }, nil
+}
+
+// benchRelay measures the relay path: n2 listens, n3 only dials out
+// and registers a relay at n2, n1 reaches n3's outlet through it.
+func benchRelay(ctx context.Context, sz portalSizes, portalBin, tcpBin, target string) (portalResult, error) {
+	var res portalResult
+	n1, b1, stop1, err := tcpNode(ctx, "n1", tcpBin)
+	if err != nil {
+		return res, err
+	}
+	defer stop1()
+	n2, b2, stop2, err := tcpNode(ctx, "n2", tcpBin)
+	if err != nil {
+		return res, err
+	}
+	defer stop2()
+	n3, b3, stop3, err := tcpNode(ctx, "n3", tcpBin)
+	if err != nil {
+		return res, err
+	}
+	defer stop3()
+	svc, err := relays.StartService(n2, relays.ServiceConfig{Flows: relays.ListenerFlows("", b2)})
+	if err != nil {
+		return res, err
+	}
+	defer svc.Close(context.WithoutCancel(ctx))
+	l, err := b2.Listen(ctx, "127.0.0.1:0", relays.ServiceAddress)
+	if err != nil {
+		return res, err
+	}
+	c3, err := b3.Connect(ctx, l.Address)
+	if err != nil {
+		return res, err
+	}
+	reg, err := relays.Register(ctx, n3, routing.Route{c3.Worker, routing.Local(relays.ServiceAddress)}, "n3", relays.Options{})
+	if err != nil {
+		return res, err
+	}
+	defer reg.Close(context.WithoutCancel(ctx))
+	p3, err := portals.LaunchPlugin(ctx, portals.PluginConfig{Path: portalBin})
+	if err != nil {
+		return res, err
+	}
+	defer p3.Kill()
+	o, err := portals.NewOutlet(n3, portals.OutletOptions{Target: target, Portal: p3.Portal()})
+	if err != nil {
+		return res, err
+	}
+	defer o.Close()
+	c1, err := b1.Connect(ctx, l.Address)
+	if err != nil {
+		return res, err
+	}
+	p1, err := portals.LaunchPlugin(ctx, portals.PluginConfig{Path: portalBin})
+	if err != nil {
+		return res, err
+	}
+	defer p1.Kill()
+	route := routing.Route{c1.Worker, routing.Local("forward_to_n3"), o.Address()}
+	in, err := portals.NewInlet(ctx, n1, portals.InletOptions{ListenAddress: "127.0.0.1:0", Route: route, Portal: p1.Portal()})
+	if err != nil {
+		return res, err
+	}
+	defer in.Close()
+	return measurePortalPath(ctx, sz, in.Addr())
+}
+
+// benchInProcess is the one-node path with the TCP portal in this process,
+// then the same single stream at several chunk sizes.
+func benchInProcess(ctx context.Context, sz portalSizes, target string) (portalResult, []sweepResult, error) {
+	pt := tcpportal.New()
+	defer pt.Close()
+	res, err := onePair(ctx, sz, pt, target)
+	if err != nil {
+		return res, nil, err
+	}
+	var sweep []sweepResult
+	for _, chunk := range []int{16 << 10, 32 << 10, 64 << 10, 128 << 10, 256 << 10} {
+		n, err := node.New(node.Config{Name: "sweep"})
+		if err != nil {
+			return res, nil, err
+		}
+		so := portals.SessionOptions{ChunkSize: chunk, Window: max(portals.DefaultWindow, 4*chunk)}
+		o, err := portals.NewOutlet(n, portals.OutletOptions{Target: target, Portal: pt, Session: so})
+		if err == nil {
+			var in *portals.Inlet
+			in, err = portals.NewInlet(ctx, n, portals.InletOptions{ListenAddress: "127.0.0.1:0", Route: routing.Route{o.Address()}, Portal: pt, Session: so})
+			if err == nil {
+				var r float64
+				r, err = uploadRate(ctx, in.Addr(), 1, sz.sweep)
+				sweep = append(sweep, sweepResult{chunk: chunk, rate: r})
+				in.Close()
+			}
+			o.Close()
+		}
+		n.Shutdown(context.WithoutCancel(ctx))
+		if err != nil {
+			return res, nil, fmt.Errorf("chunk %d KiB: %w", chunk>>10, err)
+		}
+	}
+	return res, sweep, nil
 }
