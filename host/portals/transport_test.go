@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/ferryhq/ferry/host/node"
+	"github.com/ferryhq/ferry/host/relays"
+	"github.com/ferryhq/ferry/host/services"
 	"github.com/ferryhq/ferry/host/transports"
 	"github.com/ferryhq/ferry/plugins/portal-tcp/tcpportal"
 	"github.com/ferryhq/ferry/plugins/tcp/tcptransport"
@@ -176,5 +178,98 @@ func TestAcrossTCPTransportOutletNotAllowed(t *testing.T) {
 	expectClosed(t, c, 5*time.Second)
 	if o.Status().TotalSessions != 0 {
 		t.Fatal("a session reached an outlet its listener does not allow")
+	}
+}
+
+// TestThroughRelay is the path: n2 listens, n3 only dials out and
+// registers a relay at n2, and n1's inlet reaches n3's outlet through it.
+func TestThroughRelay(t *testing.T) {
+	checkLeaks(t)
+	target := startTarget(t)
+	var ns [3]*node.Node
+	var bs [3]*transports.Binding
+	for i := range ns {
+		ns[i], _ = newNode(t, fmt.Sprintf("n%d", i+1))
+		tr := tcptransport.New()
+		b, err := transports.Attach(ns[i], tr, transports.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close(); tr.Close() })
+		bs[i] = b
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	svc, err := relays.StartService(ns[1], relays.ServiceConfig{Flows: relays.ListenerFlows("", bs[1])})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svc.Close(context.Background()) })
+	l, err := bs[1].Listen(ctx, "127.0.0.1:0", relays.ServiceAddress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c3, err := bs[2].Connect(ctx, l.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := relays.Register(ctx, ns[2], routing.Route{c3.Worker, routing.Local(relays.ServiceAddress)}, "n3", relays.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close(context.Background()) })
+	pt := tcpportal.New()
+	t.Cleanup(func() { pt.Close() })
+	o, err := NewOutlet(ns[2], OutletOptions{Target: target, Portal: pt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { o.Close() })
+	c1, err := bs[0].Connect(ctx, l.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	route := routing.Route{c1.Worker, routing.Local("forward_to_n3"), routing.Local("hop"), o.Address()}
+	if _, err := services.Start(ns[2], "hop", ""); err != nil {
+		t.Fatal(err)
+	}
+	in, err := NewInlet(ctx, ns[0], InletOptions{ListenAddress: "127.0.0.1:0", Route: route, Portal: pt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close() })
+	var wg sync.WaitGroup
+	errs := make(chan error, 11)
+	up, err := net.DialTimeout("tcp", in.Addr(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); defer up.Close(); errs <- upload(up.(*net.TCPConn), 16<<20, 41) }()
+	for i := range 10 {
+		c, err := net.DialTimeout("tcp", in.Addr(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			payload := make([]byte, 50<<10+i)
+			newGen(uint64(300 + i)).Read(payload)
+			if err := echo(c.(*net.TCPConn), payload); err != nil {
+				errs <- fmt.Errorf("echo %d: %w", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if got := o.Status().TotalSessions; got != 11 {
+		t.Errorf("outlet on n3 saw %d sessions, want 11", got)
 	}
 }
