@@ -61,6 +61,9 @@ func buildAndRun(m *testing.M) (int, error) {
 	if err := build(filepath.Join(pluginDir, "tcp"), "./plugins/tcp"); err != nil {
 		return 0, err
 	}
+	if err := build(filepath.Join(pluginDir, "portal-tcp"), "./plugins/portal-tcp"); err != nil {
+		return 0, err
+	}
 	return m.Run(), nil
 }
 
@@ -310,7 +313,7 @@ func TestTranscript(t *testing.T) {
 	e.ok("service", "start", "hop", "--at", "n1")
 	var svcs []struct{ Type, Address string }
 	e.json(&svcs, "service", "list", "--at", "n1")
-	if len(svcs) != 3 {
+	if len(svcs) != 4 { // echo, uppercase, relay (every node runs it) and hop
 		t.Errorf("services after start hop: %+v", svcs)
 	}
 	e.fails("in use", "service", "start", "hop", "--at", "n1")
