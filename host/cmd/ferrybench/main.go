@@ -35,6 +35,7 @@ var sections = []section{
 	cliSection,
 	topologySection,
 	portalSection,
+	relaySection,
 }
 
 func main() {
