@@ -1,0 +1,130 @@
+package portal_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"io"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+
+	"github.com/ferryhq/ferry/plugins/portal-tcp/tcpportal"
+	"github.com/ferryhq/ferry/sdk/portal"
+)
+
+// serveInProcess serves a TCP portal through Serve and go-plugin in this
+// process and returns the host's Remote for it.
+func serveInProcess(t *testing.T) *portal.Remote {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	reattach := make(chan *plugin.ReattachConfig, 1)
+	closed := make(chan struct{})
+	go portal.Serve(tcpportal.New(), portal.WithLogger(hclog.NewNullLogger()),
+		portal.WithTestConfig(&plugin.ServeTestConfig{Context: ctx, ReattachConfigCh: reattach, CloseCh: closed}))
+	var rc *plugin.ReattachConfig
+	select {
+	case rc = <-reattach:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve never became ready")
+	}
+	c := plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig: portal.HandshakeConfig(), Plugins: portal.PluginSet(), Reattach: rc,
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC}, GRPCDialOptions: portal.DialOptions(),
+		Logger: hclog.NewNullLogger(),
+	})
+	t.Cleanup(func() {
+		c.Kill()
+		cancel()
+		select {
+		case <-closed:
+		case <-time.After(10 * time.Second):
+			t.Error("Serve did not return")
+		}
+	})
+	rpc, err := c.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := rpc.Dispense(portal.PluginName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw.(*portal.Remote)
+}
+
+func TestServeStreamsBothWaysWithHalfClose(t *testing.T) {
+	r := serveInProcess(t)
+	if i := r.Info(); i.Name != "portal-tcp" || i.Protocol != "tcp" || r.Pid() == 0 {
+		t.Fatalf("info %+v pid %d", i, r.Pid())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l, err := r.Listen(ctx, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan portal.Stream, 1)
+	go func() {
+		s, err := l.Accept(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		accepted <- s
+	}()
+	c, err := r.Dial(ctx, l.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := <-accepted
+	if s == nil {
+		t.FailNow()
+	}
+	payload := make([]byte, 8<<20)
+	rand.NewChaCha8([32]byte{1}).Read(payload)
+	go func() {
+		c.Write(payload)
+		c.CloseWrite()
+	}()
+	got, err := io.ReadAll(s)
+	if err != nil || sha256.Sum256(got) != sha256.Sum256(payload) {
+		t.Fatalf("received %d bytes (want %d), %v", len(got), len(payload), err)
+	}
+	// The other direction is still open after the half-close.
+	if _, err := s.Write([]byte("reply")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	back, err := io.ReadAll(c)
+	if err != nil || !bytes.Equal(back, []byte("reply")) {
+		t.Fatalf("reply %q %v", back, err)
+	}
+	c.Close()
+	s.Close()
+}
+
+func TestServeErrorsSayWhy(t *testing.T) {
+	r := serveInProcess(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	if _, err := r.Listen(ctx, addr); err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("listen on a used address: %v", err)
+	}
+	ln.Close()
+	if _, err := r.Dial(ctx, addr); err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("dial a closed port: %v", err)
+	}
+}
