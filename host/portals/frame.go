@@ -15,7 +15,9 @@ import (
 //	opened  2  uvarint version, uvarint window
 //	data    3  uvarint seq, bytes (at least one)
 //	fin     4  uvarint seq
-//	credit  5  uvarint consumed (total bytes the receiver has written out)
+//	credit  5  uvarint consumed (total bytes the receiver has written out),
+//	           uvarint sent (data and fin messages the sender of this credit
+//	           has sent so far)
 //	close   6  reason (UTF-8, at most maxReason bytes)
 //	ping    7
 //	pong    8
@@ -23,7 +25,8 @@ import (
 // data and fin share one sequence per direction starting at 0, so a lost or
 // reordered message (over a lossy route) is detected and resets the session
 // rather than corrupting the stream. credit is cumulative so a lost credit is
-// repaired by the next one; it doubles as the keepalive.
+// repaired by the next one; it doubles as the keepalive, and its sent count
+// reveals a lost last message (nothing after it would show the gap).
 
 // ProtocolVersion is the session protocol version carried in open/opened.
 const ProtocolVersion = 1
@@ -60,6 +63,7 @@ type frame struct {
 	window   uint64
 	seq      uint64
 	consumed uint64
+	sent     uint64
 	data     []byte
 	reason   string
 }
@@ -105,6 +109,7 @@ func (f *frame) encode() []byte {
 		b = binary.AppendUvarint(b, f.seq)
 	case kindCredit:
 		b = binary.AppendUvarint(b, f.consumed)
+		b = binary.AppendUvarint(b, f.sent)
 	case kindClose:
 		r := f.reason
 		if len(r) > maxReason {
@@ -180,6 +185,9 @@ func decodeFrame(b []byte) (frame, error) {
 		}
 	case kindCredit:
 		if f.consumed, err = uv("consumed"); err != nil {
+			return f, err
+		}
+		if f.sent, err = uv("sent"); err != nil {
 			return f, err
 		}
 	case kindClose:

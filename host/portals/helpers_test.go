@@ -88,10 +88,9 @@ func (s *syncBuffer) String() string {
 func newNode(t testing.TB, name string) (*node.Node, *syncBuffer) {
 	t.Helper()
 	logs := &syncBuffer{}
-	lvl := hclog.Warn
-	if testing.Verbose() {
-		lvl = hclog.Info
-	}
+	// Info is collected so tests can check the reasons sessions end; it is
+	// printed only with -v.
+	lvl := hclog.Info
 	n, err := node.New(node.Config{Name: name, Logger: hclog.New(&hclog.LoggerOptions{Name: "ferry", Level: lvl, Output: io.MultiWriter(logs, testWriter{t})})})
 	if err != nil {
 		t.Fatal(err)

@@ -308,9 +308,10 @@ func TestSlowReaderBoundsMemory(t *testing.T) {
 // switchHop forwards like services.Hop until told to drop, which simulates a
 // path that breaks silently or loses one message.
 type switchHop struct {
-	mu      sync.Mutex
-	drop    bool
-	dropOne bool // drop the next data frame only
+	mu       sync.Mutex
+	drop     bool
+	dropOne  bool // drop the next data frame only
+	dropKind byte // drop the next frame of this kind only
 }
 
 func (h *switchHop) HandleMessage(c *node.Context, m *routing.Message) error {
@@ -318,6 +319,9 @@ func (h *switchHop) HandleMessage(c *node.Context, m *routing.Message) error {
 	drop := h.drop
 	if !drop && h.dropOne && len(m.Payload) > 0 && m.Payload[0] == kindData {
 		h.dropOne, drop = false, true
+	}
+	if !drop && h.dropKind != 0 && len(m.Payload) > 0 && m.Payload[0] == h.dropKind {
+		h.dropKind, drop = 0, true
 	}
 	h.mu.Unlock()
 	if drop {
@@ -352,8 +356,8 @@ func TestPathBreaksSilently(t *testing.T) {
 	waitFor(t, "both ends to time out", 5*time.Second, func() bool {
 		return p.inlet.Status().ActiveSessions == 0 && p.outlet.Status().ActiveSessions == 0
 	})
-	if !strings.Contains(p.logs.String(), "keepalive timeout") && testing.Verbose() {
-		t.Log("(keepalive message logged at info level)")
+	if !strings.Contains(p.logs.String(), "keepalive timeout") {
+		t.Errorf("no log line names the keepalive timeout:\n%s", p.logs)
 	}
 }
 
@@ -502,5 +506,33 @@ func TestOptionsValidation(t *testing.T) {
 		if _, err := so.withDefaults(); err == nil {
 			t.Errorf("accepted %+v", so)
 		}
+	}
+}
+
+// A lost last message (here the fin) has nothing after it to reveal a gap;
+// the sent count in keepalives does.
+func TestLostFinResetsSession(t *testing.T) {
+	checkLeaks(t)
+	hop := &switchHop{dropKind: kindFin}
+	p := newPair(t, startTarget(t), pairOptions{
+		route:   "/service/flaky/service/outlet",
+		session: SessionOptions{KeepaliveInterval: 50 * time.Millisecond, KeepaliveTimeout: time.Minute},
+	})
+	if _, err := p.n.StartWorker("flaky", hop); err != nil {
+		t.Fatal(err)
+	}
+	c := p.dial(t)
+	if _, err := c.Write([]byte{modeUpload, 'a'}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil { // this fin is lost on the way
+		t.Fatal(err)
+	}
+	expectClosed(t, c, 10*time.Second)
+	waitFor(t, "both ends to reset", 10*time.Second, func() bool {
+		return p.inlet.Status().ActiveSessions == 0 && p.outlet.Status().ActiveSessions == 0
+	})
+	if !strings.Contains(p.logs.String(), "message lost on the route") {
+		t.Errorf("no log line says a message was lost:\n%s", p.logs)
 	}
 }

@@ -116,6 +116,9 @@ type session struct {
 	finRecv      bool
 	recvBytes    uint64 // handler only
 	recvSeq      uint64 // handler only
+	lagMark      uint64 // handler only: a peer's sent count we have not caught up with
+	lagSince     time.Time
+	sentMsgs     atomic.Uint64 // data and fin messages sent
 
 	consumed atomic.Uint64 // bytes written to the local stream
 	sendDone atomic.Bool
@@ -212,6 +215,10 @@ func (s *session) HandleMessage(c *node.Context, m *routing.Message) error {
 		s.mu.Unlock()
 		signal(s.work)
 	case kindCredit:
+		if err := s.checkLag(f.sent); err != nil {
+			s.end(err, true)
+			return nil
+		}
 		s.mu.Lock()
 		bad := f.consumed > s.sent
 		if !bad && f.consumed > s.peerConsumed {
@@ -230,6 +237,22 @@ func (s *session) HandleMessage(c *node.Context, m *routing.Message) error {
 		}
 		s.end(fmt.Errorf("peer closed the session: %s", reason), false)
 	case kindPing, kindPong:
+	}
+	return nil
+}
+
+// checkLag compares the peer's count of sent messages with what arrived.
+// On an in-order route a credit never overtakes the data sent before it, so
+// staying behind means a message was lost; the grace of one keepalive
+// interval covers routes that may reorder.
+func (s *session) checkLag(peerSent uint64) error {
+	switch {
+	case peerSent <= s.recvSeq:
+		s.lagMark = 0
+	case s.lagMark == 0 || s.recvSeq >= s.lagMark:
+		s.lagMark, s.lagSince = peerSent, time.Now()
+	case time.Since(s.lagSince) > s.opts.KeepaliveInterval:
+		return fmt.Errorf("message lost on the route: the peer sent %d messages, %d arrived", s.lagMark, s.recvSeq)
 	}
 	return nil
 }
@@ -295,6 +318,7 @@ func (s *session) readLoop() {
 				return
 			}
 			seq++
+			s.sentMsgs.Store(seq)
 			s.stats.bytesOut.Add(uint64(k))
 		}
 		if rerr == io.EOF {
@@ -302,6 +326,7 @@ func (s *session) readLoop() {
 				s.end(fmt.Errorf("send fin to %s: %w", peer, err), true)
 				return
 			}
+			s.sentMsgs.Store(seq + 1)
 			s.sendDone.Store(true)
 			s.maybeFinish()
 			return
@@ -371,7 +396,7 @@ func (s *session) writeLoop() {
 // fatal by itself: the peer may have finished cleanly, and a broken path is
 // caught by the keepalive or by the next data send.
 func (s *session) sendCredit(peer routing.Route, consumed uint64) {
-	if err := s.c.Send(s.c, peer, (&frame{kind: kindCredit, consumed: consumed}).encode()); err != nil && s.log.IsDebug() {
+	if err := s.c.Send(s.c, peer, (&frame{kind: kindCredit, consumed: consumed, sent: s.sentMsgs.Load()}).encode()); err != nil && s.log.IsDebug() {
 		s.log.Debug("credit not delivered", "session", s.addr.String(), "error", err)
 	}
 }
@@ -390,7 +415,7 @@ func (s *session) keepalive() {
 			s.end(fmt.Errorf("nothing from the peer for %s (keepalive timeout %s): the path is down", idle.Round(time.Millisecond), s.opts.KeepaliveTimeout), true)
 			return
 		}
-		err := s.c.Send(s.c, peer, (&frame{kind: kindCredit, consumed: s.consumed.Load()}).encode())
+		err := s.c.Send(s.c, peer, (&frame{kind: kindCredit, consumed: s.consumed.Load(), sent: s.sentMsgs.Load()}).encode())
 		if err == nil {
 			continue
 		}
