@@ -49,8 +49,8 @@ const (
 	// maxWindow bounds the window a peer may announce, so a hostile open
 	// cannot make us queue unbounded memory.
 	maxWindow = 64 << 20
-	// dataHeadroom is the space reserved in front of a data buffer for its
-	// header (kind byte + a 64-bit uvarint), so data is framed without a copy.
+	// dataHeadroom is the most a data frame's header takes (kind byte + a
+	// 64-bit uvarint): buffers reserve it in front of the data.
 	dataHeadroom = 1 + binary.MaxVarintLen64
 )
 
@@ -122,15 +122,22 @@ func (f *frame) encode() []byte {
 	return b
 }
 
-// frameData frames buf[dataHeadroom:] as a data frame in place: the header is
-// written just in front of the data and the returned slice shares buf.
-func frameData(buf []byte, seq uint64) []byte {
-	var hdr [dataHeadroom]byte
-	hdr[0] = kindData
-	n := 1 + binary.PutUvarint(hdr[1:], seq)
-	start := dataHeadroom - n
-	copy(buf[start:dataHeadroom], hdr[:n])
-	return buf[start:]
+// dataHeaderLen is the length of a data frame's header for seq.
+func dataHeaderLen(seq uint64) int {
+	n := 1
+	for seq >= 0x80 {
+		seq >>= 7
+		n++
+	}
+	return 1 + n
+}
+
+// putDataHeader writes a data frame's header for seq at the start of buf,
+// whose data the caller already placed at buf[dataHeaderLen(seq):], so data
+// is framed without a copy.
+func putDataHeader(buf []byte, seq uint64) {
+	buf[0] = kindData
+	binary.PutUvarint(buf[1:], seq)
 }
 
 // decodeFrame parses one frame. data aliases b. Every byte sequence is either

@@ -35,13 +35,32 @@ func TestFrameRoundTrip(t *testing.T) {
 
 func TestFrameDataInPlace(t *testing.T) {
 	for _, seq := range []uint64{0, 127, 128, 1 << 63} {
-		buf := make([]byte, dataHeadroom+3)
-		copy(buf[dataHeadroom:], "abc")
-		f, err := decodeFrame(frameData(buf, seq))
+		h := dataHeaderLen(seq)
+		buf := make([]byte, h+3)
+		copy(buf[h:], "abc")
+		putDataHeader(buf, seq)
+		f, err := decodeFrame(buf)
 		if err != nil || f.kind != kindData || f.seq != seq || string(f.data) != "abc" {
 			t.Fatalf("seq %d: %+v, %v", seq, f, err)
 		}
+		if want := (&frame{kind: kindData, seq: seq, data: []byte("abc")}).encode(); !bytes.Equal(buf, want) {
+			t.Fatalf("seq %d: in place %x, encode %x", seq, buf, want)
+		}
 	}
+}
+
+func TestBufferPoolClasses(t *testing.T) {
+	for size, pooled := range map[int]bool{4096: true, 65536: true, 1 << 20: true, 2048: false, 65537: false, 2 << 20: false} {
+		b := getBuf(size)
+		if len(b) != dataHeadroom+size {
+			t.Fatalf("getBuf(%d) has %d bytes", size, len(b))
+		}
+		if got := poolClass(cap(b)-dataHeadroom) >= 0; got != pooled {
+			t.Errorf("size %d: pooled %v, want %v", size, got, pooled)
+		}
+		putBuf(b)
+	}
+	putBuf(make([]byte, 100)) // not a class: ignored
 }
 
 func TestFrameRejects(t *testing.T) {

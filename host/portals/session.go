@@ -80,6 +80,10 @@ type counters struct {
 	bytesIn  atomic.Uint64 // arrived through the portal, written to local streams
 }
 
+// chunk is arrived data waiting to be written: data within the message's
+// payload, which is recycled once written.
+type chunk struct{ payload, data []byte }
+
 // minReadBuffer is the smallest buffer a session reads its stream into.
 const minReadBuffer = 4 << 10
 
@@ -111,8 +115,8 @@ type session struct {
 	peerWindow   uint64
 	sent         uint64 // bytes sent to the peer
 	peerConsumed uint64 // bytes the peer reports written to its stream
-	queue        [][]byte
-	spare        [][]byte
+	queue        []chunk
+	spare        []chunk
 	finRecv      bool
 	recvBytes    uint64 // handler only
 	recvSeq      uint64 // handler only
@@ -210,7 +214,7 @@ func (s *session) HandleMessage(c *node.Context, m *routing.Message) error {
 				s.end(fmt.Errorf("peer exceeded the flow-control window of %d bytes", s.opts.Window), true)
 				return nil
 			}
-			s.queue = append(s.queue, f.data)
+			s.queue = append(s.queue, chunk{payload: m.Payload, data: f.data})
 		}
 		s.mu.Unlock()
 		signal(s.work)
@@ -298,12 +302,13 @@ func (s *session) readLoop() {
 		if n == 0 {
 			return
 		}
-		// A fresh buffer per chunk: locally the payload is handed to the
-		// peer's worker as it is, so it cannot be reused. Its size follows
-		// the traffic, so a 64-byte request does not cost a 64 KiB
-		// allocation while bulk data still moves in full chunks.
-		buf := make([]byte, dataHeadroom+n)
-		k, rerr := s.conn.Read(buf[dataHeadroom:])
+		// A buffer per message: the payload goes to the peer as it is and
+		// comes back through the pool once written out (see pool.go). Its
+		// size follows the traffic, so a 64-byte request does not take a
+		// 64 KiB buffer while bulk data still moves in full chunks.
+		buf := getBuf(size)
+		h := dataHeaderLen(seq)
+		k, rerr := s.conn.Read(buf[h : h+n])
 		if k == n {
 			size = min(2*size, s.opts.ChunkSize)
 		} else if k < size/4 {
@@ -313,13 +318,16 @@ func (s *session) readLoop() {
 			s.mu.Lock()
 			s.sent += uint64(k)
 			s.mu.Unlock()
-			if err := s.c.Send(s.c, peer, frameData(buf[:dataHeadroom+k], seq)); err != nil {
+			putDataHeader(buf, seq)
+			if err := s.c.Send(s.c, peer, buf[:h+k]); err != nil {
 				s.end(fmt.Errorf("send to %s: %w", peer, err), true)
 				return
 			}
 			seq++
 			s.sentMsgs.Store(seq)
 			s.stats.bytesOut.Add(uint64(k))
+		} else {
+			putBuf(buf)
 		}
 		if rerr == io.EOF {
 			if err := s.c.Send(s.c, peer, (&frame{kind: kindFin, seq: seq}).encode()); err != nil {
@@ -356,17 +364,18 @@ func (s *session) writeLoop() {
 		items, fin := s.queue, s.finRecv
 		s.queue, s.spare = s.spare[:0], nil
 		s.mu.Unlock()
-		for i, b := range items {
-			if _, err := s.conn.Write(b); err != nil {
+		for i, it := range items {
+			if _, err := s.conn.Write(it.data); err != nil {
 				if !s.ending.Load() {
 					s.end(fmt.Errorf("write to local stream: %w", err), true)
 				}
 				return
 			}
-			items[i] = nil
-			consumed += uint64(len(b))
+			items[i] = chunk{}
+			putBuf(it.payload)
+			consumed += uint64(len(it.data))
 			s.consumed.Store(consumed)
-			s.stats.bytesIn.Add(uint64(len(b)))
+			s.stats.bytesIn.Add(uint64(len(it.data)))
 			if consumed-reported >= threshold {
 				reported = consumed
 				s.sendCredit(peer, consumed)
