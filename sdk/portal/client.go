@@ -149,6 +149,7 @@ type remoteStream struct {
 	id            uint64
 	local, remote string
 
+	cur  inChunk // the chunk buf points into
 	buf  []byte
 	rerr error
 
@@ -159,19 +160,19 @@ type remoteStream struct {
 
 func (s *remoteStream) Read(p []byte) (int, error) {
 	for len(s.buf) == 0 {
+		s.cur.free() // the last chunk is used up: back to the pool
 		if s.rerr != nil {
 			return 0, s.rerr
 		}
-		var c inChunk
-		err := s.call.RecvMsg(&c)
+		err := s.call.RecvMsg(&s.cur)
 		switch {
 		case err == io.EOF:
 			s.rerr = io.EOF
 		case err != nil:
 			s.rerr = rpcErr(fmt.Sprintf("portal stream %d", s.id), err)
 		default:
-			s.buf = c.data
-			if c.fin {
+			s.buf = s.cur.data
+			if s.cur.fin {
 				s.rerr = io.EOF
 				s.finSeen.Store(true)
 			}
@@ -233,7 +234,9 @@ func (s *remoteStream) Close() error {
 				defer close(done)
 				for {
 					var c inChunk
-					if err := s.call.RecvMsg(&c); err != nil {
+					err := s.call.RecvMsg(&c)
+					c.free()
+					if err != nil {
 						return
 					}
 				}

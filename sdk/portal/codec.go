@@ -30,10 +30,20 @@ type outChunk struct {
 	fin bool
 }
 
-// inChunk is an incoming Chunk; data aliases a buffer owned by the message.
+// inChunk is an incoming Chunk; data aliases buf, a pooled buffer the
+// receiver releases with free once it has used data.
 type inChunk struct {
+	buf  mem.Buffer
 	data []byte
 	fin  bool
+}
+
+func (c *inChunk) free() {
+	if c.buf != nil {
+		c.buf.Free()
+		c.buf = nil
+	}
+	c.data = nil
 }
 
 func (chunkCodec) Name() string { return grpcproto.Name }
@@ -65,7 +75,14 @@ func (chunkCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		return protoCodec.Unmarshal(data, v)
 	}
 	*c = inChunk{}
-	return parseChunk(data.Materialize(), c)
+	// A single-buffer message is only referenced, not copied.
+	buf := data.MaterializeToBuffer(bufPool)
+	if err := parseChunk(buf.ReadOnlyData(), c); err != nil {
+		buf.Free()
+		return err
+	}
+	c.buf = buf
+	return nil
 }
 
 // parseChunk decodes a Chunk, aliasing b. Unknown fields are skipped, as

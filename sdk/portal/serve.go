@@ -404,11 +404,14 @@ func (s *server) Stream(call pb.Portal_StreamServer) error {
 				return
 			}
 			if len(c.data) > 0 {
-				if _, err := st.Write(c.data); err != nil {
+				_, err := st.Write(c.data)
+				c.free()
+				if err != nil {
 					writeDone <- status.Errorf(codes.FailedPrecondition, "write: %v", err)
 					return
 				}
 			}
+			c.free()
 			if c.fin {
 				if err := st.CloseWrite(); err != nil {
 					writeDone <- status.Errorf(codes.FailedPrecondition, "half-close: %v", err)
