@@ -35,8 +35,13 @@ type SessionOptions struct {
 }
 
 // Defaults. The chunk size was chosen by measurement (ferrybench -only
-// portal prints the chunk-size sweep): on loopback 64 KiB moves the most
-// bytes per message hop, smaller chunks pay the per-message cost more often.
+// portal prints a sweep). Single stream, 2-core machine, loopback: inlet and
+// outlet on one node moved 1.7–2.0 GB/s at every size from 16 to 256 KiB
+// (flat within noise); across the in-process TCP transport between two
+// nodes 16 KiB gave 422 MB/s, 32–128 KiB 503–531 MB/s and 256 KiB 601 MB/s.
+// 64 KiB keeps nearly all of that while a message stays small for lossy
+// transports (a UDP message is fragmented, and losing any fragment loses
+// the message and resets the session).
 const (
 	DefaultChunkSize         = 64 << 10
 	DefaultWindow            = 1 << 20
