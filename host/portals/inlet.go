@@ -50,8 +50,9 @@ type Inlet struct {
 	state   stateBox
 	wg      sync.WaitGroup // accept loop, prober, sessions' goroutines
 
-	ctx    context.Context
-	cancel context.CancelFunc
+	ctx       context.Context
+	cancel    context.CancelFunc
+	stopWatch func() bool
 
 	relistenMu sync.Mutex
 
@@ -110,6 +111,8 @@ func NewInlet(ctx context.Context, n *node.Node, opts InletOptions) (*Inlet, err
 	in.wg.Add(2)
 	go func() { defer in.wg.Done(); in.acceptLoop() }()
 	go func() { defer in.wg.Done(); in.probeLoop() }()
+	// An inlet cannot work without its node: stop listening when it stops.
+	in.stopWatch = context.AfterFunc(n.Context(), func() { in.Close() })
 	return in, nil
 }
 
@@ -136,12 +139,16 @@ func (in *Inlet) Close() error {
 	}
 	in.closed = true
 	ln := in.ln
+	stopWatch := in.stopWatch
 	live := make([]*session, 0, len(in.sessions))
 	for s := range in.sessions {
 		live = append(live, s)
 	}
 	in.mu.Unlock()
 	in.cancel()
+	if stopWatch != nil {
+		stopWatch()
+	}
 	err := ln.Close()
 	for _, s := range live {
 		s.end(errors.New("inlet closed"), true)

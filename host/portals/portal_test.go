@@ -536,3 +536,23 @@ func TestLostFinResetsSession(t *testing.T) {
 		t.Errorf("no log line says a message was lost:\n%s", p.logs)
 	}
 }
+
+func TestNodeShutdownClosesInlet(t *testing.T) {
+	checkLeaks(t)
+	p := newPair(t, startTarget(t), pairOptions{})
+	c := p.dial(t)
+	if _, err := c.Write([]byte{modeEcho, 'a'}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.n.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	expectClosed(t, c, 5*time.Second)
+	waitFor(t, "the inlet to close", 5*time.Second, func() bool { return p.inlet.Status().State == StateClosed })
+	if c2, err := net.DialTimeout("tcp", p.inlet.Addr(), time.Second); err == nil {
+		c2.Close()
+		t.Fatal("the inlet still accepts after its node stopped")
+	}
+}
