@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -145,4 +148,59 @@ func TestSupervisedPluginRestartsAndNewSessionsWork(t *testing.T) {
 	if sp.Pid() == pid || sp.Restarts() != 1 {
 		t.Fatalf("pid %d → %d, restarts %d", pid, sp.Pid(), sp.Restarts())
 	}
+}
+
+// A portal plugin never outlives its host, even one killed with SIGKILL.
+func TestPluginDiesWithHost(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, "-test.run=^$")
+	cmd.Env = append(os.Environ(), "FERRY_TEST_PORTAL_HOST="+pluginBin)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	line := make(chan string, 1)
+	go func() {
+		var b [64]byte
+		n, _ := out.Read(b[:])
+		line <- strings.TrimSpace(string(b[:n]))
+	}()
+	var pid int
+	select {
+	case l := <-line:
+		if _, err := fmt.Sscan(l, &pid); err != nil {
+			t.Fatalf("helper said %q", l)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("helper did not report the plugin's pid")
+	}
+	alive := func() bool { return syscall.Kill(pid, 0) == nil && !isZombie(pid) }
+	if !alive() {
+		t.Fatalf("plugin %d not running", pid)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	waitFor(t, "the plugin to exit after its host was killed", 10*time.Second, func() bool { return !alive() })
+}
+
+// isZombie reports whether pid has exited but not been reaped (its parent
+// is gone, so init reaps it shortly).
+func isZombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i > 0 && i+2 < len(s) && s[i+2] == 'Z'
 }
