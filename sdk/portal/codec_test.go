@@ -83,3 +83,22 @@ func FuzzParseChunk(f *testing.F) {
 		}
 	})
 }
+
+func TestDirtyPoolTiers(t *testing.T) {
+	p := &dirtyPool{}
+	for _, size := range []int{0, 1, 4096, 4097, 65536, 262144, 262145, 2 << 20, 3 << 20} {
+		b := p.Get(size)
+		if len(*b) != size {
+			t.Fatalf("Get(%d) has length %d", size, len(*b))
+		}
+		if size <= 2<<20 && cap(*b)&(cap(*b)-1) != 0 {
+			t.Fatalf("Get(%d) has capacity %d, not a tier", size, cap(*b))
+		}
+		p.Put(b)
+		again := p.Get(size)
+		if len(*again) != size {
+			t.Fatalf("reused Get(%d) has length %d", size, len(*again))
+		}
+	}
+	p.Put(&[]byte{1, 2, 3}) // foreign buffers are dropped
+}
