@@ -77,6 +77,20 @@ func ParseRoute(s string) (Route, error) {
 		return Route{}, nil
 	}
 	parts := strings.Split(s[1:], "/")
+	for i, p := range parts {
+		if p == "" {
+			// Report a doubled or trailing '/' where it is, not as a
+			// shifted KIND/VALUE pairing further on.
+			switch {
+			case i%2 == 1:
+				return fail(i/2+1, "/%s has an empty value (a doubled '/'?); write /%s/VALUE", parts[i-1], parts[i-1])
+			case i == len(parts)-1:
+				return fail(i/2+1, "trailing '/'; remove it")
+			default:
+				return fail(i/2+1, "empty kind (a doubled '/'?); write /KIND/VALUE")
+			}
+		}
+	}
 	if len(parts)%2 != 0 {
 		return fail(len(parts)/2+1, "%q has no value; write /%s/VALUE", parts[len(parts)-1], parts[len(parts)-1])
 	}

@@ -58,6 +58,8 @@ func TestParseRouteErrors(t *testing.T) {
 		{"/service/", 1, "empty value"},
 		{"//echo", 1, "empty kind"},
 		{"/service/echo//x", 2, "empty kind"},
+		{"/service//outlet", 1, "/service has an empty value"},
+		{"/service/echo/", 2, "trailing '/'"},
 		{"/service/" + id, 1, "is a worker id"},
 		{"/worker/echo", 1, "worker id \"echo\" must be 32 lower-case hex digits"},
 		{"/worker/" + strings.ToUpper(id), 1, "lower-case hex"},
