@@ -139,7 +139,7 @@ func (c Codec) Decode(b []byte) (Message, error) {
 	if m.Return, err = d.route("return route"); err != nil {
 		return Message{}, err
 	}
-	n, err := d.length("payload")
+	n, err := d.length("payload", "")
 	if err != nil {
 		return Message{}, err
 	}
@@ -159,32 +159,41 @@ type decoder struct {
 }
 
 // length reads a uvarint length and checks it against the limit and the
-// remaining input.
-func (d *decoder) length(what string) (int, error) {
+// remaining input. what (with part, if not empty, after a space) names the
+// field in errors; it is joined only on the error path because decoding
+// runs for every message on every hop.
+func (d *decoder) length(what, part string) (int, error) {
 	x, n := binary.Uvarint(d.buf[d.off:])
 	if n == 0 {
-		return 0, codecErr(ErrTruncated, "input ends inside the %s length at offset %d", what, d.off)
+		return 0, codecErr(ErrTruncated, "input ends inside the %s length at offset %d", field(what, part), d.off)
 	}
 	if n < 0 {
-		return 0, codecErr(ErrMalformed, "%s length at offset %d overflows 64 bits", what, d.off)
+		return 0, codecErr(ErrMalformed, "%s length at offset %d overflows 64 bits", field(what, part), d.off)
 	}
 	d.off += n
 	if x > uint64(d.max) {
-		return 0, codecErr(ErrTooLarge, "%s declares %d bytes, the limit is %d", what, x, d.max)
+		return 0, codecErr(ErrTooLarge, "%s declares %d bytes, the limit is %d", field(what, part), x, d.max)
 	}
 	if x > uint64(len(d.buf)-d.off) {
-		return 0, codecErr(ErrTruncated, "%s declares %d bytes but only %d remain", what, x, len(d.buf)-d.off)
+		return 0, codecErr(ErrTruncated, "%s declares %d bytes but only %d remain", field(what, part), x, len(d.buf)-d.off)
 	}
 	return int(x), nil
 }
 
-func (d *decoder) str(what string, limit int) (string, error) {
-	n, err := d.length(what)
+func field(what, part string) string {
+	if part == "" {
+		return what
+	}
+	return what + " " + part
+}
+
+func (d *decoder) str(what, part string, limit int) (string, error) {
+	n, err := d.length(what, part)
 	if err != nil {
 		return "", err
 	}
 	if n > limit {
-		return "", codecErr(ErrMalformed, "%s is %d bytes, the limit is %d", what, n, limit)
+		return "", codecErr(ErrMalformed, "%s is %d bytes, the limit is %d", field(what, part), n, limit)
 	}
 	s := string(d.buf[d.off : d.off+n])
 	d.off += n
@@ -205,11 +214,11 @@ func (d *decoder) route(what string) (Route, error) {
 	}
 	r := make(Route, x)
 	for i := range r {
-		t, err := d.str(what+" type", MaxTypeLen)
+		t, err := d.str(what, "type", MaxTypeLen)
 		if err != nil {
 			return nil, err
 		}
-		v, err := d.str(what+" value", MaxValueLen)
+		v, err := d.str(what, "value", MaxValueLen)
 		if err != nil {
 			return nil, err
 		}
