@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -24,6 +25,9 @@ type Config struct {
 	Logger hclog.Logger
 	// Pins maps a plugin name to the hex SHA-256 its executable must have.
 	Pins map[string]string
+	// Paths maps a plugin name to its executable when it is not Dir/NAME
+	// (a topology file's plugin block may name one).
+	Paths map[string]string
 	// StartTimeout bounds each plugin's handshake; default DefaultStartTimeout.
 	StartTimeout time.Duration
 	// RestartBackoff is the first delay before restarting a crashed plugin
@@ -112,6 +116,14 @@ func resolveDir(dir string) (string, error) {
 // Dir is the directory plugins are found in.
 func (m *Manager) Dir() string { return m.dir }
 
+// path is plugin name's executable: Config.Paths[name], else Dir/name.
+func (m *Manager) path(name string) string {
+	if p := m.cfg.Paths[name]; p != "" {
+		return p
+	}
+	return filepath.Join(m.dir, name)
+}
+
 func validName(name string) error {
 	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, `/\`) {
 		return fmt.Errorf("%q is not a plugin name (a file name in the plugin directory)", name)
@@ -139,7 +151,7 @@ func (m *Manager) Transport(ctx context.Context, name string) (*Transport, error
 		t = nil
 	}
 	if t == nil {
-		t = &Transport{m: m, name: name, path: filepath.Join(m.dir, name), ready: make(chan struct{}), subs: map[int]func(Event){}}
+		t = &Transport{m: m, name: name, path: m.path(name), ready: make(chan struct{}), subs: map[int]func(Event){}}
 		m.transports[name] = t
 		m.mu.Unlock()
 		t.startErr = t.firstStart(ctx)
@@ -198,13 +210,22 @@ func (m *Manager) List(ctx context.Context) ([]Info, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list plugins in %s: %w", m.dir, err)
 	}
-	var out []Info
+	var names []string
 	for _, e := range entries {
 		if e.IsDir() || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
-		name := e.Name()
-		info := Info{Name: name, Path: filepath.Join(m.dir, name), ProtocolMajor: transport.ProtocolMajor}
+		names = append(names, e.Name())
+	}
+	for name := range m.cfg.Paths {
+		if !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	var out []Info
+	for _, name := range names {
+		info := Info{Name: name, Path: m.path(name), ProtocolMajor: transport.ProtocolMajor}
 		_, info.Pinned = m.cfg.Pins[name]
 		m.mu.Lock()
 		t := m.transports[name]

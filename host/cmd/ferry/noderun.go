@@ -86,7 +86,7 @@ func runNode(ctx context.Context, h *state.Home, cfg *state.NodeConfig, logTo io
 			return err
 		}
 	}
-	tr, err := newPluginTransports(cfg.PluginDir, log.Named("plugins"))
+	tr, err := newPluginTransports(cfg.PluginDir, log.Named("plugins"), spec)
 	if err != nil {
 		return err
 	}

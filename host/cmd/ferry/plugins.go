@@ -15,6 +15,7 @@ import (
 	"github.com/ferryhq/ferry/host/api"
 	"github.com/ferryhq/ferry/host/plugins"
 	"github.com/ferryhq/ferry/host/portals"
+	"github.com/ferryhq/ferry/host/topology"
 	"github.com/ferryhq/ferry/sdk/portal"
 	"github.com/ferryhq/ferry/sdk/transport"
 )
@@ -25,16 +26,34 @@ type pluginTransports struct {
 	m   *plugins.Manager
 	log hclog.Logger
 
+	// pins and paths come from a topology file's plugin blocks.
+	pins  map[string]string
+	paths map[string]string
+
 	mu      sync.Mutex
 	portals map[string]*portals.SupervisedPlugin
 }
 
-func newPluginTransports(dir string, log hclog.Logger) (*pluginTransports, error) {
-	m, err := plugins.NewManager(plugins.Config{Dir: dir, Logger: log})
+// newPluginTransports starts nothing yet; spec (may be nil) carries the
+// plugin blocks of the node's topology file: SHA-256 pins and explicit
+// executable paths.
+func newPluginTransports(dir string, log hclog.Logger, spec *topology.NodeSpec) (*pluginTransports, error) {
+	pins, paths := map[string]string{}, map[string]string{}
+	if spec != nil {
+		for _, p := range spec.Plugins {
+			if p.SHA256 != "" {
+				pins[p.Name] = p.SHA256
+			}
+			if p.Path != "" {
+				paths[p.Name] = p.Path
+			}
+		}
+	}
+	m, err := plugins.NewManager(plugins.Config{Dir: dir, Logger: log, Pins: pins, Paths: paths})
 	if err != nil {
 		return nil, fmt.Errorf("plugin manager: %w", err)
 	}
-	return &pluginTransports{m: m, log: log}, nil
+	return &pluginTransports{m: m, log: log, pins: pins, paths: paths}, nil
 }
 
 func (p *pluginTransports) Transport(ctx context.Context, name string) (transport.Transport, error) {
@@ -95,7 +114,10 @@ func (p *pluginTransports) Portal(ctx context.Context, name string) (portal.Port
 		return nil, fmt.Errorf("portal plugin name %q: want a file name such as portal-tcp", name)
 	}
 	path := filepath.Join(p.m.Dir(), name)
-	sp, err := portals.StartPlugin(ctx, portals.PluginConfig{Path: path, Name: name, Logger: p.log.Named(name)})
+	if explicit := p.paths[name]; explicit != "" {
+		path = explicit
+	}
+	sp, err := portals.StartPlugin(ctx, portals.PluginConfig{Path: path, Name: name, Logger: p.log.Named(name), SHA256: p.pins[name]})
 	if err != nil {
 		return nil, fmt.Errorf("%w (looked in %s; build it with make build or set FERRY_PLUGIN_DIR)", err, p.m.Dir())
 	}

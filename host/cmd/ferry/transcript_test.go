@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -702,4 +704,57 @@ func TestNodeCreateFromConfig(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.stderr, "bad.hcl line 2") || !strings.Contains(r.stderr, `Did you mean "service"`) {
 		t.Errorf("up of a bad file: exit %d, stderr:\n%s", r.code, r.stderr)
 	}
+}
+
+// A topology file's plugin block pins the plugin the node runs: a wrong
+// checksum stops the node from starting, with the pin named in the error;
+// an explicit path is used instead of the plugin directory.
+func TestUpHonoursPluginBlocks(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "pinned.hcl")
+	write := func(block string) {
+		src := block + `
+node "solo" {
+  transport "public" {
+    listen = "127.0.0.1:0"
+  }
+}
+`
+		if err := os.WriteFile(file, []byte(src), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(`plugin "tcp" {
+  sha256 = "` + strings.Repeat("0", 64) + `"
+}`)
+	e.fails("is pinned", "up", file)
+	e.ok("down", file)
+	eventually(t, 10*time.Second, "no process left after a failed up", func() bool { return len(e.ferryProcesses()) == 0 })
+
+	// The same plugin copied elsewhere, named by path, with its real pin.
+	src, err := os.ReadFile(filepath.Join(pluginDir, "tcp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	elsewhere := filepath.Join(dir, "my-tcp")
+	if err := os.WriteFile(elsewhere, src, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(src)
+	write(`plugin "tcp" {
+  path   = "` + elsewhere + `"
+  sha256 = "` + hex.EncodeToString(sum[:]) + `"
+}`)
+	e.ok("up", file)
+	var v []struct{ Name, Path string }
+	e.json(&v, "plugin", "list", "--at", "solo")
+	found := false
+	for _, p := range v {
+		found = found || (p.Name == "tcp" && p.Path == elsewhere)
+	}
+	if !found {
+		t.Errorf("plugin list --at solo does not show tcp at %s: %+v", elsewhere, v)
+	}
+	e.ok("down", file)
 }
