@@ -126,6 +126,8 @@ type Connection struct {
 
 // Plugin describes a plugin binary the node's plugin manager knows.
 type Plugin struct {
+	// Kind is "transport" or "portal".
+	Kind          string `json:"kind"`
 	Name          string `json:"name"`
 	Version       string `json:"version"`
 	ProtocolMajor int    `json:"protocol_major"`

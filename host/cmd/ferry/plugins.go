@@ -87,7 +87,20 @@ func (p *pluginTransports) Watch(t transport.Transport, restarted func()) (cance
 }
 
 func (p *pluginTransports) Plugins(ctx context.Context) ([]api.Plugin, error) {
-	return listPlugins(ctx, p.m)
+	ps, err := listPlugins(ctx, p.m)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := range ps {
+		if sp := p.portals[ps[i].Name]; sp != nil && ps[i].Kind == "portal" {
+			if pid := sp.Pid(); pid > 0 {
+				ps[i].Running, ps[i].Pid = true, pid
+			}
+		}
+	}
+	return ps, nil
 }
 
 func (p *pluginTransports) Close() error {
@@ -135,10 +148,32 @@ func listPlugins(ctx context.Context, m *plugins.Manager) ([]api.Plugin, error) 
 	}
 	out := make([]api.Plugin, 0, len(infos))
 	for _, i := range infos {
-		out = append(out, api.Plugin{Name: i.Name, Version: i.Version, ProtocolMajor: i.ProtocolMajor, ProtocolMinor: i.ProtocolMinor,
-			Path: i.Path, SHA256: i.SHA256, Running: i.Running, Pid: i.Pid, Error: i.Error})
+		p := api.Plugin{Kind: "transport", Name: i.Name, Version: i.Version, ProtocolMajor: i.ProtocolMajor, ProtocolMinor: i.ProtocolMinor,
+			Path: i.Path, SHA256: i.SHA256, Running: i.Running, Pid: i.Pid, Error: i.Error}
+		if i.Error != "" {
+			// Not a transport: a portal plugin answers a different
+			// handshake, so ask it as one before reporting an error.
+			if pp, ok := portalInfo(ctx, i.Name, i.Path); ok {
+				pp.SHA256 = i.SHA256
+				p = pp
+			}
+		}
+		out = append(out, p)
 	}
 	return out, nil
+}
+
+// portalInfo starts the executable at path briefly as a portal plugin and
+// returns its description, or false if it is not one.
+func portalInfo(ctx context.Context, name, path string) (api.Plugin, bool) {
+	c, err := portals.LaunchPlugin(ctx, portals.PluginConfig{Path: path, Name: name, Logger: hclog.NewNullLogger()})
+	if err != nil {
+		return api.Plugin{}, false
+	}
+	defer c.Kill()
+	info := c.Portal().Info()
+	return api.Plugin{Kind: "portal", Name: name, Version: info.Version, ProtocolMajor: portal.ProtocolMajor,
+		ProtocolMinor: portal.ProtocolMinor, Path: path}, true
 }
 
 func (a *app) newPluginCmd() *cobra.Command {
@@ -183,15 +218,26 @@ func (a *app) newPluginCmd() *cobra.Command {
 				return nil
 			}
 			w := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(w, "NAME\tVERSION\tPROTOCOL\tRUNNING\tPATH\tSHA256")
+			fmt.Fprintln(w, "NAME\tKIND\tVERSION\tPROTOCOL\tRUNNING\tPATH\tSHA256")
+			var broken []api.Plugin
 			for _, p := range ps {
 				run := "no"
 				if p.Running {
 					run = fmt.Sprintf("pid %d", p.Pid)
 				}
-				fmt.Fprintf(w, "%s\t%s\t%d.%d\t%s\t%s\t%s\n", p.Name, p.Version, p.ProtocolMajor, p.ProtocolMinor, run, p.Path, p.SHA256)
+				kind := p.Kind
+				if p.Error != "" {
+					kind, broken = "broken", append(broken, p)
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%d.%d\t%s\t%s\t%s\n", p.Name, kind, p.Version, p.ProtocolMajor, p.ProtocolMinor, run, p.Path, p.SHA256)
 			}
-			return w.Flush()
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			for _, p := range broken {
+				fmt.Fprintf(a.stderr, "plugin %s: %s\n", p.Name, p.Error)
+			}
+			return nil
 		},
 	}
 	list.Flags().StringVar(&at, "at", "", "ask this node (shows which plugins it runs)")

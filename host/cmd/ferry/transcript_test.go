@@ -365,21 +365,19 @@ func TestTranscript(t *testing.T) {
 
 	// plugin list: name, version, protocol, path, sha256.
 	var ps []struct {
-		Name, Version, Path, SHA256 string
-		ProtocolMajor               int `json:"protocol_major"`
+		Kind, Name, Version, Path, SHA256, Error string
+		ProtocolMajor                            int `json:"protocol_major"`
 	}
 	e.json(&ps, "plugin", "list")
-	found := false
+	kinds := map[string]string{}
 	for _, p := range ps {
-		if p.Name == "tcp" {
-			found = true
-			if p.Version == "" || p.ProtocolMajor != 1 || p.Path != filepath.Join(pluginDir, "tcp") || len(p.SHA256) != 64 {
-				t.Errorf("plugin list: tcp is %+v", p)
-			}
+		kinds[p.Name] = p.Kind
+		if p.Version == "" || p.ProtocolMajor != 1 || p.Path != filepath.Join(pluginDir, p.Name) || len(p.SHA256) != 64 || p.Error != "" {
+			t.Errorf("plugin list: %s is %+v", p.Name, p)
 		}
 	}
-	if !found {
-		t.Errorf("plugin list lacks tcp: %+v", ps)
+	if kinds["tcp"] != "transport" || kinds["portal-tcp"] != "portal" {
+		t.Errorf("plugin list kinds: %v, want tcp transport and portal-tcp portal", kinds)
 	}
 	if out := e.ok("plugin", "list"); !strings.Contains(out, "tcp") || !strings.Contains(out, pluginDir) {
 		t.Errorf("plugin list text:\n%s", out)
