@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -371,6 +372,7 @@ func serverOptions(maxPacket int) []grpc.ServerOption {
 		grpc.InitialConnWindowSize(connWindow),
 		grpc.ReadBufferSize(ioBuffer),
 		grpc.WriteBufferSize(ioBuffer),
+		experimental.BufferPool(frames),
 	}
 }
 
@@ -384,6 +386,11 @@ const (
 	ioBuffer     = 256 << 10
 )
 
+// Both ends of the plugin connection take gRPC's buffers from frames, which
+// does not zero them on Get: gRPC fills every buffer it takes (a received
+// HTTP/2 data frame is read in full into it), and its default pool's
+// clearing was ~9% of the host's CPU on a 64 KiB stream.
+
 // DialOptions are the gRPC options a host should dial a plugin with (go-plugin
 // ClientConfig.GRPCDialOptions), matching the server's flow-control tuning.
 func DialOptions() []grpc.DialOption {
@@ -392,5 +399,6 @@ func DialOptions() []grpc.DialOption {
 		grpc.WithInitialConnWindowSize(connWindow),
 		grpc.WithReadBufferSize(ioBuffer),
 		grpc.WithWriteBufferSize(ioBuffer),
+		experimental.WithBufferPool(frames),
 	}
 }
