@@ -82,3 +82,72 @@ func BenchmarkPluginPortalUpload(b *testing.B) {
 		}
 	}
 }
+
+// startEchoB serves an echo target for benchmarks.
+func startEchoB(b *testing.B) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	return l.Addr().String()
+}
+
+// BenchmarkPluginPortalRTT: 64-byte round trips through the plugin path.
+func BenchmarkPluginPortalRTT(b *testing.B) {
+	pc, err := LaunchPlugin(context.Background(), PluginConfig{Path: pluginBin})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pc.Kill()
+	p := newPairTB(b, startEchoB(b), pairOptions{portal: pc.Portal()})
+	c, err := net.Dial("tcp", p.inlet.Addr())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 64)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkPluginPortalConn: connect, one 64-byte round trip, close.
+func BenchmarkPluginPortalConn(b *testing.B) {
+	pc, err := LaunchPlugin(context.Background(), PluginConfig{Path: pluginBin})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pc.Kill()
+	p := newPairTB(b, startEchoB(b), pairOptions{portal: pc.Portal()})
+	buf := make([]byte, 64)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c, err := net.Dial("tcp", p.inlet.Addr())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+	}
+}
