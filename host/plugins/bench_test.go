@@ -86,3 +86,42 @@ func cpuTime(pid int) int64 {
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return (ut + st) * 10_000_000
 }
+
+// BenchmarkEchoRTT measures one 64-byte packet host → plugin → host and
+// back, one at a time: the latency of a crossing pair, with CPU per round
+// trip on each side.
+func BenchmarkEchoRTT(b *testing.B) {
+	var env []string
+	if p := os.Getenv("FERRY_TESTPLUGIN_CPUPROFILE"); p != "" {
+		env = append(env, "FERRY_TESTPLUGIN_CPUPROFILE="+p)
+	}
+	c, err := Launch(context.Background(), LaunchConfig{Path: pluginBin, Env: env, DisableMTLS: os.Getenv("FERRY_BENCH_NO_MTLS") != ""})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Kill()
+	ctx := context.Background()
+	link, err := c.Transport().Dial(ctx, "echo")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer link.Close()
+	packets := [][]byte{make([]byte, 64)}
+	hostCPU, pluginCPU := cpuTime(os.Getpid()), cpuTime(c.Pid())
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := link.Send(ctx, packets); err != nil {
+			b.Fatal(err)
+		}
+		ps, err := link.Recv(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(ps) != 1 || len(ps[0]) != 64 {
+			b.Fatalf("got %d packets back, want one of 64 bytes", len(ps))
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(cpuTime(os.Getpid())-hostCPU)/float64(b.N), "host-cpu-ns/op")
+	b.ReportMetric(float64(cpuTime(c.Pid())-pluginCPU)/float64(b.N), "plugin-cpu-ns/op")
+}

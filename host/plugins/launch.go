@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -32,6 +33,17 @@ import (
 // DefaultStartTimeout bounds how long a plugin may take to complete the
 // handshake.
 const DefaultStartTimeout = 10 * time.Second
+
+// DefaultPluginMaxProcs is the GOMAXPROCS a plugin process gets unless
+// told otherwise. A transport plugin mostly moves bytes between the host's
+// gRPC connection and its sockets; with one P each hand-off between its
+// goroutines is a run-queue switch instead of waking a parked thread, which
+// measured (2 cores, 64-byte echo host → plugin → host) ~13 → ~4.5 system
+// calls per round trip in the plugin, 20-35% lower round-trip time and
+// lower CPU per message, and faster 64 KiB streams, not slower. A plugin
+// that needs more cores for many busy links can be given them with
+// LaunchConfig.MaxProcs or GOMAXPROCS.
+const DefaultPluginMaxProcs = 1
 
 // stderrLines is how many of a plugin's last stderr lines are kept for
 // crash reports.
@@ -51,6 +63,10 @@ type LaunchConfig struct {
 	StartTimeout time.Duration
 	// Env is added to the plugin's environment.
 	Env []string
+	// MaxProcs is the plugin process's GOMAXPROCS. 0 means
+	// DefaultPluginMaxProcs; a negative value leaves it to the Go runtime.
+	// GOMAXPROCS in Env or in the host's environment takes precedence.
+	MaxProcs int
 	// DisableMTLS turns off go-plugin's automatic mutual TLS on the plugin
 	// connection. Only for measuring what TLS costs (ferrybench); hosts
 	// keep it on so no other local process can talk to the plugin.
@@ -103,6 +119,14 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Client, error) {
 	ring := newLineRing(stderrLines)
 	logger := cfg.Logger.Named(cfg.Name)
 	cmd := exec.Command(cfg.Path)
+	if n := cfg.MaxProcs; n >= 0 {
+		if n == 0 {
+			n = DefaultPluginMaxProcs
+		}
+		// First, so that Env and the host's environment (which go-plugin
+		// appends) override it.
+		cmd.Env = append(cmd.Env, "GOMAXPROCS="+strconv.Itoa(n))
+	}
 	cmd.Env = append(cmd.Env, cfg.Env...)
 	if !cfg.noDeathSignal {
 		cmd.SysProcAttr = sysProcAttr()
