@@ -285,19 +285,48 @@ func (b *Binding) Connect(ctx context.Context, addr string, allow ...string) (Co
 	if err != nil {
 		return ConnectionInfo{}, fmt.Errorf("connect to %s: %w", addr, err)
 	}
-	c, err := b.dial(ctx, addr, allowed, true)
+	c, err := b.dial(ctx, "", addr, allowed, true)
 	if err != nil {
 		return ConnectionInfo{}, err
 	}
 	return c.info(), nil
 }
 
-// dial opens a link to addr and starts its worker.
-func (b *Binding) dial(ctx context.Context, addr string, allowed []string, redial bool) (*conn, error) {
+// ConnectAs is Connect with the connection's worker at id, a worker id (32
+// lower-case hex digits) such as one an earlier ConnectionInfo reported. A
+// node that restores its connections after a restart uses it so that
+// routes naming /worker/<id> keep working.
+func (b *Binding) ConnectAs(ctx context.Context, id, addr string, allow ...string) (ConnectionInfo, error) {
+	if !routing.IsWorkerID(id) {
+		return ConnectionInfo{}, fmt.Errorf("connect to %s: %q is not a worker id (%d lower-case hex digits)", addr, id, routing.WorkerIDLen)
+	}
+	allowed, err := localAddrs(allow)
+	if err != nil {
+		return ConnectionInfo{}, fmt.Errorf("connect to %s: %w", addr, err)
+	}
+	// Checked before dialling: the flow is named after the id, so a second
+	// connection at a taken id must not touch the first one's consumers.
+	b.mu.Lock()
+	_, taken := b.conns[id]
+	b.mu.Unlock()
+	if taken {
+		return ConnectionInfo{}, fmt.Errorf("connect to %s: worker %s: %w", addr, routing.Local(id), node.ErrAddressInUse)
+	}
+	c, err := b.dial(ctx, id, addr, allowed, true)
+	if err != nil {
+		return ConnectionInfo{}, err
+	}
+	return c.info(), nil
+}
+
+// dial opens a link to addr and starts its worker at id (a new id if empty).
+func (b *Binding) dial(ctx context.Context, id, addr string, allowed []string, redial bool) (*conn, error) {
 	if b.isClosed() {
 		return nil, fmt.Errorf("connect to %s: %w", addr, ErrClosed)
 	}
-	id := node.NewWorkerID()
+	if id == "" {
+		id = node.NewWorkerID()
+	}
 	c := b.newConn(id, "connection/"+id, allowed, nil)
 	c.dialled, c.redial = addr, redial
 	link, release, err := b.dialLink(ctx, c.ctx, addr)
@@ -355,6 +384,9 @@ func (b *Binding) add(c *conn) error {
 	if b.closed {
 		return ErrClosed
 	}
+	if _, dup := b.conns[c.id]; dup {
+		return fmt.Errorf("worker %s: %w", routing.Local(c.id), node.ErrAddressInUse)
+	}
 	b.conns[c.id] = c
 	b.wg.Add(1)
 	return nil
@@ -405,7 +437,7 @@ func (b *Binding) resolve(ctx context.Context, a routing.Address) (routing.Addre
 		// The dial must not die with this one sender's context, since
 		// others may be waiting on it; bound it instead.
 		dctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
-		p.c, p.err = b.dial(dctx, a.Value, nil, false)
+		p.c, p.err = b.dial(dctx, "", a.Value, nil, false)
 		cancel()
 		b.mu.Lock()
 		delete(b.dialing, a.Value)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -489,5 +490,32 @@ func TestStoppingTheWorkerClosesTheConnection(t *testing.T) {
 	eventually(t, "peer notices", func() bool { return len(p.bb.Connections()) == 0 })
 	if err := p.a.Send(ctx, route(t, p.c.Worker, "/service/echoer"), []byte("x")); !errors.Is(err, node.ErrNoRoute) {
 		t.Fatalf("send after stop: %v", err)
+	}
+}
+
+// ConnectAs puts the connection's worker at a given id, so a restarted
+// node's routes that name /worker/<id> keep working; a bad or taken id is
+// refused.
+func TestConnectAsKeepsTheWorkerID(t *testing.T) {
+	p := newPair(t, newMemNet())
+	id := node.NewWorkerID()
+	c, err := p.ba.ConnectAs(tctx(t), id, p.l.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ID != id || c.Worker != routing.Local(id) {
+		t.Fatalf("ConnectAs(%s) gave %+v", id, c)
+	}
+	request(t, p.a, route(t, "/worker/"+id+"/service/echoer"), "same id")
+	if _, err := p.ba.ConnectAs(tctx(t), id, p.l.Address); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("ConnectAs on a taken id: %v", err)
+	}
+	if _, err := p.ba.ConnectAs(tctx(t), "echoer", p.l.Address); err == nil || !strings.Contains(err.Error(), "not a worker id") {
+		t.Fatalf("ConnectAs with a service name: %v", err)
+	}
+	// The refused attempts left the first connection alone.
+	request(t, p.a, route(t, "/worker/"+id+"/service/echoer"), "still there")
+	if n := len(p.ba.Connections()); n != 2 {
+		t.Fatalf("%d connections after refused ConnectAs calls, want 2", n)
 	}
 }
