@@ -156,6 +156,13 @@ type Relay struct {
 	At   string `json:"at"`
 }
 
+// Connection is an outgoing TCP connection: its worker id (the /worker/ID
+// hop routes use) and the address it dials.
+type Connection struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+}
+
 // Inlet is a TCP portal inlet: it listens at Address (the bound address, so
 // a restart keeps the port) and opens sessions along Route.
 type Inlet struct {
@@ -179,6 +186,9 @@ type NodeConfig struct {
 	TCPListenerAddress string `json:"tcp_listener_address"`
 	// Listeners are more TCP listeners created with `tcp-listener create`.
 	Listeners []string `json:"listeners,omitempty"`
+	// Connections created with `tcp-connection create`, restored at every
+	// start with the same worker id so routes naming it keep working.
+	Connections []Connection `json:"connections,omitempty"`
 	// Services started with `service start`, beyond the defaults.
 	Services []Service `json:"services,omitempty"`
 	// Relays this node registered with `relay create --to THIS`, restored

@@ -219,8 +219,50 @@ func (r *runtime) startDefault(ctx context.Context, cfg state.NodeConfig) error 
 			return fmt.Errorf("tcp listener at %s: %w", a, err)
 		}
 	}
+	for _, c := range cfg.Connections {
+		r.restoreConnection(ctx, b, c)
+	}
 	r.restore(ctx, cfg)
 	return nil
+}
+
+// restoreConnection dials a saved connection at its old worker id. The
+// peer may be down while this node starts, so the first dial is retried in
+// the background with capped backoff; after that the binding re-dials by
+// itself.
+func (r *runtime) restoreConnection(ctx context.Context, b *transports.Binding, c state.Connection) {
+	try := func(ctx context.Context) error {
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		_, err := b.ConnectAs(dctx, c.ID, c.Address, NetworkAllow...)
+		return err
+	}
+	err := try(ctx)
+	if err == nil {
+		return
+	}
+	r.log.Warn("restore tcp connection; retrying in the background", "worker", routing.Local(c.ID).String(), "address", c.Address, "error", err)
+	life := r.n.Context()
+	go func() {
+		backoff := 100 * time.Millisecond
+		for {
+			t := time.NewTimer(backoff)
+			select {
+			case <-life.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			err := try(life)
+			if err == nil || errors.Is(err, node.ErrAddressInUse) || life.Err() != nil {
+				if err == nil {
+					r.log.Info("tcp connection restored", "worker", routing.Local(c.ID).String(), "address", c.Address)
+				}
+				return
+			}
+			backoff = min(2*backoff, 5*time.Second)
+		}
+	}()
 }
 
 // startSpec starts the node a topology file declares.

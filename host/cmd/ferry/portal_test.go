@@ -288,6 +288,15 @@ func TestRelayPortalTranscript(t *testing.T) {
 	e.ok("node", "start", "n3")
 	eventuallyCurl(t, 30*time.Second, "after n3 was restarted", inlet)
 
+	// n1 stopped and started: its connection comes back at the same worker
+	// id, so the restored inlet's route still leads to n3.
+	e.ok("node", "stop", "n1")
+	e.ok("node", "start", "n1")
+	if out := e.ok("tcp-connection", "list", "--at", "n1"); !strings.Contains(out, w) {
+		t.Fatalf("after n1 restarted, its connections do not include %s:\n%s", w, out)
+	}
+	eventuallyCurl(t, 30*time.Second, "after n1 was restarted", inlet)
+
 	// Deleting on both ends.
 	e.ok("tcp-inlet", "delete", inlet, "--at", "n1")
 	if _, err := curlHead(inlet); err == nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"errors"
 	"fmt"
 	"net"
@@ -197,6 +198,11 @@ func (a *app) newTCPConnectionCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := a.withConfig(from, func(cfg *state.NodeConfig) {
+				cfg.Connections = append(cfg.Connections, state.Connection{ID: conn.ID, Address: addr})
+			}); err != nil {
+				return fmt.Errorf("connection %s is up but was not saved (node start will not restore it): %w", conn.Worker, err)
+			}
 			if a.json() {
 				return a.printJSON(conn)
 			}
@@ -259,6 +265,13 @@ func (a *app) newTCPConnectionCmd() *cobra.Command {
 			defer c.Close()
 			if err := c.DeleteConnection(cmd.Context(), args[0]); err != nil {
 				return err
+			}
+			if err := a.withConfig(at, func(cfg *state.NodeConfig) {
+				cfg.Connections = slices.DeleteFunc(cfg.Connections, func(sc state.Connection) bool {
+					return sc.ID == args[0] || routing.Local(sc.ID).String() == args[0]
+				})
+			}); err != nil {
+				return fmt.Errorf("connection %s is closed but still saved (node start would restore it): %w", args[0], err)
 			}
 			return a.printResult(map[string]string{"deleted": args[0]}, "Deleted tcp connection %s at node %s\n", args[0], at)
 		},
