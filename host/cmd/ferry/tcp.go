@@ -1,10 +1,10 @@
 package main
 
 import (
-	"slices"
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
