@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -33,7 +34,21 @@ type PluginConfig struct {
 	SHA256 string
 	// StartTimeout bounds the handshake; default 10s.
 	StartTimeout time.Duration
+	// MaxProcs is the plugin process's GOMAXPROCS. 0 means
+	// DefaultPluginMaxProcs; a negative value leaves it to the Go runtime.
+	// GOMAXPROCS in the host's environment takes precedence.
+	MaxProcs int
 }
+
+// DefaultPluginMaxProcs is the GOMAXPROCS a portal plugin gets unless told
+// otherwise. A portal plugin moves bytes between its sockets and the host's
+// gRPC connection; with one P a hand-off between its goroutines (socket
+// reader, gRPC's writer and reader) is a run-queue switch instead of waking
+// a parked thread. Measured on the 2-core machine (plugin benchmarks in this
+// package, old and new alternated): 64 B round trip through inlet and
+// outlet ~25% lower, connections a little faster, bulk throughput and CPU
+// unchanged within noise.
+const DefaultPluginMaxProcs = 1
 
 // PluginClient is one running portal plugin process.
 type PluginClient struct {
@@ -70,6 +85,14 @@ func LaunchPlugin(ctx context.Context, cfg PluginConfig) (*PluginClient, error) 
 	tail := &tailLines{max: 20}
 	cmd := exec.Command(cfg.Path)
 	cmd.SysProcAttr = sysProcAttr()
+	if n := cfg.MaxProcs; n >= 0 {
+		if n == 0 {
+			n = DefaultPluginMaxProcs
+		}
+		// go-plugin appends the host's environment after this, so a
+		// GOMAXPROCS set there wins.
+		cmd.Env = append(cmd.Env, "GOMAXPROCS="+strconv.Itoa(n))
+	}
 	pc := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  portal.HandshakeConfig(),
 		Plugins:          portal.PluginSet(),

@@ -1,6 +1,7 @@
 package portals
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -203,4 +204,50 @@ func isZombie(pid int) bool {
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	return i > 0 && i+2 < len(s) && s[i+2] == 'Z'
+}
+
+// pluginGOMAXPROCS is the last GOMAXPROCS in the plugin process's
+// environment (the value the Go runtime uses), or "" if none; it skips the
+// test where /proc is missing.
+func pluginGOMAXPROCS(t *testing.T, pid int) string {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		t.Skipf("cannot read the plugin's environment: %v", err)
+	}
+	v := ""
+	for kv := range bytes.SplitSeq(data, []byte{0}) {
+		if val, ok := bytes.CutPrefix(kv, []byte("GOMAXPROCS=")); ok {
+			v = string(val)
+		}
+	}
+	return v
+}
+
+func TestPluginMaxProcs(t *testing.T) {
+	if os.Getenv("GOMAXPROCS") != "" {
+		t.Skip("the host's GOMAXPROCS overrides the launch setting")
+	}
+	for _, tc := range []struct {
+		name     string
+		maxProcs int
+		want     string
+	}{
+		{"default", 0, fmt.Sprint(DefaultPluginMaxProcs)},
+		{"explicit", 3, "3"},
+		{"runtime decides", -1, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			c, err := LaunchPlugin(ctx, PluginConfig{Path: pluginBin, MaxProcs: tc.maxProcs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Kill()
+			if got := pluginGOMAXPROCS(t, c.Pid()); got != tc.want {
+				t.Fatalf("plugin GOMAXPROCS = %q, want %q", got, tc.want)
+			}
+		})
+	}
 }
