@@ -84,7 +84,12 @@ type Client struct {
 	pc     *plugin.Client
 	remote *transport.Remote
 	stderr *lineRing
-	sum    string
+
+	// sum is the executable's SHA-256: checked at launch when pinned,
+	// otherwise computed on first use (hashing a ~20 MB binary is a
+	// noticeable part of a node's start, and only listings need it).
+	sumOnce sync.Once
+	sum     string
 }
 
 // Launch starts the plugin at cfg.Path, checks it (executable, checksum,
@@ -187,7 +192,7 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Client, error) {
 }
 
 // checkBinary checks that path is a regular executable file whose SHA-256
-// is want (if set), and returns its SHA-256.
+// is want (if set), and returns its SHA-256 when it computed it.
 func checkBinary(name, path, want string) (string, error) {
 	st, err := os.Stat(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -202,17 +207,18 @@ func checkBinary(name, path, want string) (string, error) {
 	if st.Mode().Perm()&0o111 == 0 {
 		return "", fmt.Errorf("plugin %s: %s is not executable; run chmod +x %s", name, path, path)
 	}
+	if want == "" {
+		return "", nil
+	}
+	if _, err := hex.DecodeString(want); err != nil || len(want) != 64 {
+		return "", fmt.Errorf("plugin %s: pinned checksum %q is not a hex SHA-256; fix the pin", name, want)
+	}
 	sum, err := fileSHA256(path)
 	if err != nil {
 		return "", fmt.Errorf("plugin %s: checksum %s: %w", name, path, err)
 	}
-	if want != "" {
-		if _, err := hex.DecodeString(want); err != nil || len(want) != 64 {
-			return "", fmt.Errorf("plugin %s: pinned checksum %q is not a hex SHA-256; fix the pin", name, want)
-		}
-		if !strings.EqualFold(sum, want) {
-			return "", fmt.Errorf("plugin %s: %s has SHA-256 %s but %s is pinned; reinstall the pinned build or update the pin", name, path, sum, strings.ToLower(want))
-		}
+	if !strings.EqualFold(sum, want) {
+		return "", fmt.Errorf("plugin %s: %s has SHA-256 %s but %s is pinned; reinstall the pinned build or update the pin", name, path, sum, strings.ToLower(want))
 	}
 	return sum, nil
 }
@@ -266,8 +272,16 @@ func (c *Client) Name() string { return c.name }
 // Path is the plugin's executable.
 func (c *Client) Path() string { return c.path }
 
-// SHA256 is the hex SHA-256 of the executable, checked at launch.
-func (c *Client) SHA256() string { return c.sum }
+// SHA256 is the hex SHA-256 of the executable (checked at launch when
+// pinned); empty if the file can no longer be read.
+func (c *Client) SHA256() string {
+	c.sumOnce.Do(func() {
+		if c.sum == "" {
+			c.sum, _ = fileSHA256(c.path)
+		}
+	})
+	return c.sum
+}
 
 // Pid is the plugin process id.
 func (c *Client) Pid() int { return c.remote.Pid() }
