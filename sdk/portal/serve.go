@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/ferryhq/ferry/sdk/internal/pluginproc"
 	"github.com/ferryhq/ferry/sdk/portal/internal/pb"
 )
 
@@ -143,10 +144,10 @@ func Serve(p Portal, opts ...ServeOption) {
 	}
 	srv := newServer(p, cfg.logger)
 	if cfg.test == nil {
-		reserveStdout()
+		pluginproc.ReserveStdout()
 	}
 	if cfg.parentCheck > 0 {
-		go watchParent(cfg.parentCheck, cfg.logger, srv)
+		go pluginproc.WatchParent(cfg.parentCheck, cfg.logger, func() { srv.close() })
 	}
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: HandshakeConfig(),
@@ -158,20 +159,6 @@ func Serve(p Portal, opts ...ServeOption) {
 		Test:   cfg.test,
 	})
 	srv.close()
-}
-
-// watchParent exits once the host died and the plugin was re-parented.
-func watchParent(every time.Duration, logger hclog.Logger, srv *server) {
-	parent := os.Getppid()
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	for range tick.C {
-		if os.Getppid() != parent {
-			logger.Warn("host process is gone; exiting", "host_pid", parent)
-			srv.close()
-			os.Exit(3)
-		}
-	}
 }
 
 type grpcPlugin struct {

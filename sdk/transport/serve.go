@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 
+	"github.com/ferryhq/ferry/sdk/internal/pluginproc"
 	"github.com/ferryhq/ferry/sdk/transport/internal/pb"
 )
 
@@ -101,10 +102,10 @@ func Serve(t Transport, opts ...ServeOption) {
 	}
 	srv := newServer(t, cfg.logger)
 	if cfg.test == nil {
-		reserveStdout()
+		pluginproc.ReserveStdout()
 	}
 	if cfg.parentCheck > 0 {
-		go watchParent(cfg.parentCheck, cfg.logger, srv)
+		go pluginproc.WatchParent(cfg.parentCheck, cfg.logger, func() { srv.close() })
 	}
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: HandshakeConfig(),
@@ -117,26 +118,6 @@ func Serve(t Transport, opts ...ServeOption) {
 	})
 	if err := srv.close(); err != nil {
 		cfg.logger.Debug("closing transport", "error", err)
-	}
-}
-
-// watchParent exits the process once its parent changes: the host died
-// and the plugin was re-parented, so nobody will ever use it again.
-func watchParent(every time.Duration, logger hclog.Logger, srv *server) {
-	parent := os.Getppid()
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	for range tick.C {
-		if os.Getppid() != parent {
-			logger.Warn("host process is gone; exiting", "host_pid", parent)
-			done := make(chan struct{})
-			go func() { srv.close(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(2 * time.Second):
-			}
-			os.Exit(3)
-		}
 	}
 }
 

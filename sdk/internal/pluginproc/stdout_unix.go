@@ -1,6 +1,6 @@
 //go:build unix
 
-package portal
+package pluginproc
 
 import (
 	"os"
@@ -8,13 +8,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// reserveStdout keeps file descriptor 1 for the go-plugin handshake only.
+// ReserveStdout keeps file descriptor 1 for the go-plugin handshake only.
 // The handshake is written through os.Stdout, which is pointed at a
 // duplicate of the original descriptor; descriptor 1 itself is pointed at
 // stderr, so anything else that writes to it (a goroutine racing the
 // handshake, C code, a child process) lands in the host's log instead of
 // corrupting the handshake.
-func reserveStdout() {
+func ReserveStdout() {
 	hs, err := unix.Dup(1)
 	if err != nil {
 		return

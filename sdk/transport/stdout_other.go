@@ -1,7 +1,0 @@
-//go:build !unix
-
-package transport
-
-// reserveStdout does nothing where descriptors cannot be duplicated the
-// Unix way; go-plugin still redirects os.Stdout once serving.
-func reserveStdout() {}
