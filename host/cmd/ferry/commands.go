@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -17,6 +18,15 @@ func requireAt(at string) error {
 		return fmt.Errorf("say which node with --at NAME; see ferry node list")
 	}
 	return state.ValidName(at)
+}
+
+// connectAt checks --at and connects to that node's control API.
+func (a *app) connectAt(ctx context.Context, at string) (*api.Client, error) {
+	if err := requireAt(at); err != nil {
+		return nil, err
+	}
+	c, _, err := a.connect(ctx, at)
+	return c, err
 }
 
 // withConfig changes node name's saved configuration under its lock, so a
@@ -47,10 +57,7 @@ func (a *app) newWorkerCmd() *cobra.Command {
 		Short: "List the addresses of every worker on a node",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := requireAt(at); err != nil {
-				return err
-			}
-			c, _, err := a.connect(cmd.Context(), at)
+			c, err := a.connectAt(cmd.Context(), at)
 			if err != nil {
 				return err
 			}
@@ -86,10 +93,7 @@ func (a *app) newServiceCmd() *cobra.Command {
 		Short: "List the type and address of each service on a node",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := requireAt(at); err != nil {
-				return err
-			}
-			c, _, err := a.connect(cmd.Context(), at)
+			c, err := a.connectAt(cmd.Context(), at)
 			if err != nil {
 				return err
 			}

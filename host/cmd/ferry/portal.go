@@ -165,10 +165,7 @@ func findPortal(ps []api.Portal, id string) (api.Portal, bool) {
 func (a *app) portalSubcommands(k portalKind) []*cobra.Command {
 	var at string
 	with := func(cmd *cobra.Command, f func(c *api.Client, ps []api.Portal) error) error {
-		if err := requireAt(at); err != nil {
-			return err
-		}
-		c, _, err := a.connect(cmd.Context(), at)
+		c, err := a.connectAt(cmd.Context(), at)
 		if err != nil {
 			return err
 		}

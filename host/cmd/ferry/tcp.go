@@ -60,10 +60,7 @@ func (a *app) newTCPListenerCmd() *cobra.Command {
 		Short: "List TCP listeners",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := requireAt(at); err != nil {
-				return err
-			}
-			c, _, err := a.connect(cmd.Context(), at)
+			c, err := a.connectAt(cmd.Context(), at)
 			if err != nil {
 				return err
 			}
@@ -94,10 +91,7 @@ func (a *app) newTCPListenerCmd() *cobra.Command {
 		Short: "Close a TCP listener",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := requireAt(at); err != nil {
-				return err
-			}
-			c, _, err := a.connect(cmd.Context(), at)
+			c, err := a.connectAt(cmd.Context(), at)
 			if err != nil {
 				return err
 			}
@@ -217,10 +211,7 @@ func (a *app) newTCPConnectionCmd() *cobra.Command {
 		Short: "List a node's TCP connections (dialled and accepted)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := requireAt(at); err != nil {
-				return err
-			}
-			c, _, err := a.connect(cmd.Context(), at)
+			c, err := a.connectAt(cmd.Context(), at)
 			if err != nil {
 				return err
 			}
@@ -255,10 +246,7 @@ func (a *app) newTCPConnectionCmd() *cobra.Command {
 		Short: "Close a TCP connection",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := requireAt(at); err != nil {
-				return err
-			}
-			c, _, err := a.connect(cmd.Context(), at)
+			c, err := a.connectAt(cmd.Context(), at)
 			if err != nil {
 				return err
 			}
