@@ -452,6 +452,20 @@ func (n *Node) AllowConsumer(flow, addr string) {
 	m[addr] = struct{}{}
 }
 
+// ForgetConsumer removes addr from the consumers of every flow, so a worker
+// started later at the same address does not inherit network access that
+// was granted to a worker that has stopped.
+func (n *Node) ForgetConsumer(addr string) {
+	n.flowMu.Lock()
+	defer n.flowMu.Unlock()
+	for flow, m := range n.consumers {
+		delete(m, addr)
+		if len(m) == 0 {
+			delete(n.consumers, flow)
+		}
+	}
+}
+
 // RemoveFlow forgets every consumer of flow.
 func (n *Node) RemoveFlow(flow string) {
 	n.flowMu.Lock()

@@ -937,3 +937,21 @@ func TestIDShapedNames(t *testing.T) {
 		t.Fatalf("Workers() misses %s: %v", upper, n.Workers())
 	}
 }
+
+func TestForgetConsumer(t *testing.T) {
+	n, err := node.New(node.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown(context.Background())
+	n.AllowConsumer("f1", "a")
+	n.AllowConsumer("f1", "b")
+	n.AllowConsumer("f2", "a")
+	n.ForgetConsumer("a")
+	if got := n.Consumers("f1"); len(got) != 1 || got[0] != "b" {
+		t.Fatalf("f1 consumers after forgetting a: %v", got)
+	}
+	if got := n.Consumers("f2"); len(got) != 0 {
+		t.Fatalf("f2 consumers after forgetting a: %v", got)
+	}
+}

@@ -377,6 +377,9 @@ func fromRoute(ret, back routing.Route) bool {
 
 func (f *forwarder) stop(ctx context.Context, n *node.Node) error {
 	err := n.StopWorker(ctx, f.addr)
+	// Whatever replaces this forwarder is granted its flows afresh; a
+	// deleted one must not leave forward_to_NAME open to the network.
+	n.ForgetConsumer(f.addr)
 	if err != nil && !errors.Is(err, node.ErrNoRoute) {
 		return fmt.Errorf("stop relay %q: %w", f.name, err)
 	}

@@ -2,6 +2,7 @@ package relays
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -100,6 +101,10 @@ func TestThreeNodesOverTCP(t *testing.T) {
 	}
 	deny(routeOf(t, c1.Worker, "/service/uppercase"))
 
+	eventually(t, "the relay counters to settle", func() bool {
+		fi, _ := svc.Get("n3")
+		return fi.Forwarded == 2 && fi.Returned == 2
+	})
 	fi, ok := svc.Get("n3")
 	if !ok || fi.State != ForwarderUp || fi.Forwarded != 2 || fi.Returned != 2 || fi.Node != "n3" || fi.Errors != 0 {
 		t.Fatalf("forwarder on n2: %+v\nregistration %+v", fi, reg.Info())
@@ -324,5 +329,10 @@ func TestCloseAfterReconnectDeletesForwarder(t *testing.T) {
 	}
 	if fi, ok := svc.Get("n3"); ok {
 		t.Fatalf("forwarder left after its registrant closed: %+v", fi)
+	}
+	// Nor does its address stay open to the network for whatever is
+	// started there next.
+	if got := n2.Consumers(l.Flow); slices.Contains(got, ForwarderAddress("n3")) {
+		t.Fatalf("consumers of the listener's flow after the forwarder was deleted: %v", got)
 	}
 }
