@@ -155,6 +155,7 @@ type Node struct {
 
 	resMu     sync.RWMutex
 	resolvers map[string]Resolver
+	fallback  Resolver // for address types nobody registered; may be nil
 
 	flowMu    sync.RWMutex
 	consumers map[string]map[string]struct{} // flow -> allowed local addresses
@@ -439,6 +440,15 @@ func (n *Node) RegisterResolver(typ string, r Resolver) {
 	n.resolvers[typ] = r
 }
 
+// SetFallbackResolver sets what resolves addresses of a type no transport
+// has registered a Resolver for, for example one that starts the plugin
+// named after the type on first use. nil removes it.
+func (n *Node) SetFallbackResolver(r Resolver) {
+	n.resMu.Lock()
+	n.fallback = r
+	n.resMu.Unlock()
+}
+
 // AllowConsumer lets messages that arrive on flow reach the local worker at
 // addr. Network input is denied by default.
 func (n *Node) AllowConsumer(flow, addr string) {
@@ -515,6 +525,9 @@ func (n *Node) route(ctx context.Context, from *worker, msg *routing.Message) er
 	if !next.IsLocal() {
 		n.resMu.RLock()
 		r := n.resolvers[next.Type]
+		if r == nil {
+			r = n.fallback
+		}
 		n.resMu.RUnlock()
 		if r == nil {
 			return fmt.Errorf("route to %s: %w %q; start that transport first", msg.Onward, ErrUnknownTranspt, next.Type)

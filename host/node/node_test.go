@@ -955,3 +955,42 @@ func TestForgetConsumer(t *testing.T) {
 		t.Fatalf("f2 consumers after forgetting a: %v", got)
 	}
 }
+
+// An address type nobody registered goes to the fallback resolver; once a
+// resolver is registered for the type, it wins.
+func TestFallbackResolver(t *testing.T) {
+	n, err := node.New(node.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown(context.Background())
+	if _, err := n.StartWorker("echo", services.Echo{}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	route := routing.MustParseRoute("/made-up/x/service/echo")
+	if _, err := n.SendAndReceive(ctx, route, nil); !errors.Is(err, node.ErrUnknownTranspt) {
+		t.Fatalf("without a fallback: %v", err)
+	}
+	var asked []string
+	n.SetFallbackResolver(node.ResolverFunc(func(_ context.Context, a routing.Address) (routing.Address, error) {
+		asked = append(asked, a.Value)
+		return routing.Local("hop"), nil
+	}))
+	if _, err := n.StartWorker("hop", services.Hop{}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := node.Request(ctx, n, route, "via fallback"); err != nil || got != "via fallback" {
+		t.Fatalf("via the fallback: %q, %v", got, err)
+	}
+	n.RegisterResolver("made-up", node.ResolverFunc(func(context.Context, routing.Address) (routing.Address, error) {
+		return routing.Local("hop"), nil
+	}))
+	if _, err := node.Request(ctx, n, route, "registered"); err != nil {
+		t.Fatal(err)
+	}
+	if len(asked) != 1 || asked[0] != "x" {
+		t.Fatalf("fallback asked for %v, want [x] once", asked)
+	}
+}

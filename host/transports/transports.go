@@ -186,7 +186,7 @@ func Attach(n *node.Node, t transport.Transport, opts Options) (*Binding, error)
 		kick:      make(chan struct{}),
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
-	n.RegisterResolver(info.AddressType, node.ResolverFunc(b.resolve))
+	n.RegisterResolver(info.AddressType, node.ResolverFunc(b.Resolve))
 	if p, ok := t.(*plugins.Transport); ok {
 		// Links and listeners fail when the plugin process dies and their
 		// loops retry with backoff; a restart makes them retry at once.
@@ -414,10 +414,10 @@ func (b *Binding) isClosed() bool {
 	return b.closed
 }
 
-// resolve turns /TYPE/ADDR into the worker of an open outgoing connection to
-// ADDR, dialling one when there is none. Concurrent resolutions of one
-// address share a single dial.
-func (b *Binding) resolve(ctx context.Context, a routing.Address) (routing.Address, error) {
+// Resolve turns /TYPE/ADDR into the worker of an open outgoing connection
+// to ADDR, dialling one when there is none; it is the node.Resolver Attach
+// registers. Concurrent resolutions of one address share a single dial.
+func (b *Binding) Resolve(ctx context.Context, a routing.Address) (routing.Address, error) {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()

@@ -87,6 +87,9 @@ func Run(ctx context.Context, o Options) error {
 		bindings: map[string]*binding{}, names: map[string]string{},
 		inlets: map[string]*inletEntry{}, outlets: map[string]*outletEntry{}}
 	defer r.teardown()
+	if r.tr != nil {
+		n.SetFallbackResolver(node.ResolverFunc(r.resolveByPlugin))
+	}
 
 	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	if o.Spec != nil {
@@ -177,6 +180,21 @@ func (r *runtime) attach(ctx context.Context, plugin string, settings map[string
 	}
 	r.bindings[plugin] = &binding{plugin: plugin, b: b, unwatch: r.tr.Watch(t, b.Reconnect)}
 	return b, nil
+}
+
+// resolveByPlugin serves routes whose address type no attached transport
+// serves yet: the plugin named after the type is started and bound on first
+// use, so a third-party transport dropped into the plugin directory works
+// in routes (/unix/...) without being declared anywhere.
+func (r *runtime) resolveByPlugin(ctx context.Context, a routing.Address) (routing.Address, error) {
+	b, err := r.attach(ctx, a.Type, nil)
+	if err != nil {
+		return routing.Address{}, fmt.Errorf("no transport serves /%s/ routes on this node: %w", a.Type, err)
+	}
+	if served := b.Transport().Info().AddressType; served != a.Type {
+		return routing.Address{}, fmt.Errorf("plugin %s serves /%s/ routes, not /%s/ ones; name the plugin in a topology file's plugin block (address_type) or use /%s/", a.Type, served, a.Type, served)
+	}
+	return b.Resolve(ctx, a)
 }
 
 // startDefault starts what every node the ferry command creates has: the

@@ -66,6 +66,11 @@ func buildAndRun(m *testing.M) (int, error) {
 	if err := build(filepath.Join(pluginDir, "portal-tcp"), "./plugins/portal-tcp"); err != nil {
 		return 0, err
 	}
+	// A third-party transport, as a user would drop it into the plugin
+	// directory.
+	if err := build(filepath.Join(pluginDir, "unix"), "./examples/unixtransport"); err != nil {
+		return 0, err
+	}
 	return m.Run(), nil
 }
 
@@ -755,4 +760,37 @@ node "solo" {
 		t.Errorf("plugin list --at solo does not show tcp at %s: %+v", elsewhere, v)
 	}
 	e.ok("down", file)
+}
+
+// A third-party transport in the plugin directory works in routes without
+// being declared on the sending node: /unix/... starts the plugin named
+// "unix" on first use.
+func TestThirdPartyTransportInRoutes(t *testing.T) {
+	e := newEnv(t)
+	sock := filepath.Join(t.TempDir(), "u2.sock")
+	file := filepath.Join(t.TempDir(), "unix.hcl")
+	src := `plugin "unix" {}
+
+node "u2" {
+  transport "sock" {
+    plugin = "unix"
+    listen = "` + sock + `"
+    allow  = ["echo", "uppercase"]
+  }
+  service "echo" {}
+  service "uppercase" {}
+}
+`
+	if err := os.WriteFile(file, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.ok("up", file)
+	defer e.ok("down", file)
+	e.ok("node", "create", "u1")
+	to := "/unix/" + strings.ReplaceAll(sock, "/", "%2F") + "/service/uppercase"
+	if got := strings.TrimSpace(e.ok("message", "send", "hello", "--from", "u1", "--to", to)); got != "HELLO" {
+		t.Fatalf("message over the unix transport: %q, want HELLO", got)
+	}
+	// A type no plugin serves says so.
+	e.fails("no transport serves /nosuch/ routes", "message", "send", "x", "--from", "u1", "--to", "/nosuch/x/service/echo")
 }
