@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -793,4 +794,53 @@ node "u2" {
 	}
 	// A type no plugin serves says so.
 	e.fails("no transport serves /nosuch/ routes", "message", "send", "x", "--from", "u1", "--to", "/nosuch/x/service/echo")
+}
+
+// Stopping a foreground node by signalling its whole process group (Ctrl-C
+// in a terminal, `timeout`, a service manager's SIGTERM) stops it cleanly:
+// its plugins are in their own group, so they do not die first and get
+// reported as crashed.
+func TestForegroundGroupSignal(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) { foregroundGroupSignal(t, sig) })
+	}
+}
+
+func foregroundGroupSignal(t *testing.T, sig syscall.Signal) {
+	e := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, ferryBin, "node", "create", "fg", "--foreground", "--verbose")
+	cmd.Env = e.environ()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // stands in for the terminal's group
+	var stderr syncBuffer
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The status block is printed once the node serves.
+	sc := bufio.NewScanner(stdout)
+	up := false
+	for !up && sc.Scan() {
+		up = strings.Contains(sc.Text(), "UP")
+	}
+	if !up {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("foreground node never printed UP; stderr:\n%s", stderr.String())
+	}
+	go io.Copy(io.Discard, stdout)
+	if err := syscall.Kill(-cmd.Process.Pid, sig); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("foreground node after %v to its group: %v; stderr:\n%s", sig, err, stderr.String())
+	}
+	if log := stderr.String(); strings.Contains(log, "crashed") || strings.Contains(log, "[ERROR]") {
+		t.Fatalf("a clean stop by %v logged errors:\n%s", sig, log)
+	}
 }
