@@ -1,4 +1,4 @@
-package main
+package examples_test
 
 import (
 	"bufio"
@@ -11,6 +11,24 @@ import (
 	"testing"
 	"time"
 )
+
+// The 04 examples are servers and clients that talk over TCP: each test runs
+// them as separate processes on ports picked by the kernel.
+
+// TestResponderAndInitiator builds both examples and runs them as real
+// processes on a port picked by the kernel.
+func TestResponderAndInitiator(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs example binaries")
+	}
+	bin := buildExamples(t, "04-routing-over-transport-responder", "04-routing-over-transport-initiator")
+	addr, out := startServer(t, filepath.Join(bin, "04-routing-over-transport-responder"), "-listen", "127.0.0.1:0")
+	got := runClient(t, filepath.Join(bin, "04-routing-over-transport-initiator"), "-connect", addr)
+	if !strings.Contains(got, "App Received: Hello Ferry!\n") {
+		t.Fatalf("initiator printed %q", got)
+	}
+	waitFor(t, out, "Echoer: Received: Hello Ferry!")
+}
 
 // TestTwoHopsTrio builds the three two-hop examples and runs them as real
 // processes on ports picked by the kernel.
@@ -26,38 +44,6 @@ func TestTwoHopsTrio(t *testing.T) {
 		t.Fatalf("initiator printed %q", got)
 	}
 	waitFor(t, rout, "Echoer: Received: Hello Ferry!")
-}
-
-// buildExamples builds the named example directories (siblings of this one)
-// into a temporary directory.
-func buildExamples(t *testing.T, dirs ...string) string {
-	t.Helper()
-	bin := t.TempDir()
-	args := []string{"build", "-o", bin + string(os.PathSeparator)}
-	for _, d := range dirs {
-		args = append(args, "../"+d)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, goTool(t), args...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return bin
-}
-
-func goTool(t *testing.T) string {
-	t.Helper()
-	if p := filepath.Join(os.Getenv("GOROOT"), "bin", "go"); os.Getenv("GOROOT") != "" {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	p, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("no go command to build the examples with")
-	}
-	return p
 }
 
 // startServer starts a long-running example, waits for its "listening on
