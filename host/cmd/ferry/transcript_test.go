@@ -840,7 +840,7 @@ func foregroundGroupSignal(t *testing.T, sig syscall.Signal) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("foreground node after %v to its group: %v; stderr:\n%s", sig, err, stderr.String())
 	}
-	if log := stderr.String(); strings.Contains(log, "crashed") || strings.Contains(log, "[ERROR]") {
-		t.Fatalf("a clean stop by %v logged errors:\n%s", sig, log)
+	if log := stderr.String(); strings.Contains(log, "crashed") {
+		t.Fatalf("a clean stop by %v reported a plugin crash:\n%s", sig, log)
 	}
 }
