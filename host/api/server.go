@@ -90,26 +90,10 @@ func (s *Server) Close(ctx context.Context) error {
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		v, err := s.b.Status(r.Context())
-		s.reply(w, v, err)
-	})
-	mux.HandleFunc("GET /v1/workers", func(w http.ResponseWriter, r *http.Request) {
-		v, err := s.b.Workers(r.Context())
-		s.reply(w, v, err)
-	})
-	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) {
-		v, err := s.b.Services(r.Context())
-		s.reply(w, v, err)
-	})
-	mux.HandleFunc("POST /v1/services", func(w http.ResponseWriter, r *http.Request) {
-		var req StartServiceRequest
-		if !s.decode(w, r, &req) {
-			return
-		}
-		v, err := s.b.StartService(r.Context(), req)
-		s.reply(w, v, err)
-	})
+	mux.HandleFunc("GET /v1/status", read(s, s.b.Status))
+	mux.HandleFunc("GET /v1/workers", read(s, s.b.Workers))
+	mux.HandleFunc("GET /v1/services", read(s, s.b.Services))
+	mux.HandleFunc("POST /v1/services", create(s, s.b.StartService))
 	mux.HandleFunc("POST /v1/messages", func(w http.ResponseWriter, r *http.Request) {
 		var req SendRequest
 		if !s.decode(w, r, &req) {
@@ -142,40 +126,13 @@ func (s *Server) routes() http.Handler {
 		}
 		s.reply(w, SendReply{Payload: m.Payload, Return: m.Return.String()}, nil)
 	})
-	mux.HandleFunc("GET /v1/tcp-listeners", func(w http.ResponseWriter, r *http.Request) {
-		v, err := s.b.Listeners(r.Context())
-		s.reply(w, v, err)
-	})
-	mux.HandleFunc("POST /v1/tcp-listeners", func(w http.ResponseWriter, r *http.Request) {
-		var req CreateRequest
-		if !s.decode(w, r, &req) {
-			return
-		}
-		v, err := s.b.CreateListener(r.Context(), req.Address)
-		s.reply(w, v, err)
-	})
-	mux.HandleFunc("DELETE /v1/tcp-listeners/{id}", func(w http.ResponseWriter, r *http.Request) {
-		s.reply(w, struct{}{}, s.b.DeleteListener(r.Context(), r.PathValue("id")))
-	})
-	mux.HandleFunc("GET /v1/tcp-connections", func(w http.ResponseWriter, r *http.Request) {
-		v, err := s.b.Connections(r.Context())
-		s.reply(w, v, err)
-	})
-	mux.HandleFunc("POST /v1/tcp-connections", func(w http.ResponseWriter, r *http.Request) {
-		var req CreateRequest
-		if !s.decode(w, r, &req) {
-			return
-		}
-		v, err := s.b.CreateConnection(r.Context(), req.Address)
-		s.reply(w, v, err)
-	})
-	mux.HandleFunc("DELETE /v1/tcp-connections/{id}", func(w http.ResponseWriter, r *http.Request) {
-		s.reply(w, struct{}{}, s.b.DeleteConnection(r.Context(), r.PathValue("id")))
-	})
-	mux.HandleFunc("GET /v1/plugins", func(w http.ResponseWriter, r *http.Request) {
-		v, err := s.b.Plugins(r.Context())
-		s.reply(w, v, err)
-	})
+	mux.HandleFunc("GET /v1/tcp-listeners", read(s, s.b.Listeners))
+	mux.HandleFunc("POST /v1/tcp-listeners", create(s, byAddress(s.b.CreateListener)))
+	mux.HandleFunc("DELETE /v1/tcp-listeners/{id}", remove(s, "id", s.b.DeleteListener))
+	mux.HandleFunc("GET /v1/tcp-connections", read(s, s.b.Connections))
+	mux.HandleFunc("POST /v1/tcp-connections", create(s, byAddress(s.b.CreateConnection)))
+	mux.HandleFunc("DELETE /v1/tcp-connections/{id}", remove(s, "id", s.b.DeleteConnection))
+	mux.HandleFunc("GET /v1/plugins", read(s, s.b.Plugins))
 	s.portalRoutes(mux)
 	mux.HandleFunc("POST /v1/shutdown", func(w http.ResponseWriter, r *http.Request) {
 		s.reply(w, struct{}{}, nil)
@@ -220,6 +177,38 @@ func (s *Server) reply(w http.ResponseWriter, v any, err error) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
+// read serves f's result as the JSON reply.
+func read[T any](s *Server, f func(context.Context) (T, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		v, err := f(r.Context())
+		s.reply(w, v, err)
+	}
+}
+
+// create decodes a Req body, calls f with it and serves its result.
+func create[Req, T any](s *Server, f func(context.Context, Req) (T, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req Req
+		if !s.decode(w, r, &req) {
+			return
+		}
+		v, err := f(r.Context(), req)
+		s.reply(w, v, err)
+	}
+}
+
+// byAddress adapts a create call that takes the address of a CreateRequest.
+func byAddress[T any](f func(context.Context, string) (T, error)) func(context.Context, CreateRequest) (T, error) {
+	return func(ctx context.Context, req CreateRequest) (T, error) { return f(ctx, req.Address) }
+}
+
+// remove calls f with the path value key and serves an empty reply.
+func remove(s *Server, key string, f func(context.Context, string) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s.reply(w, struct{}{}, f(r.Context(), r.PathValue(key)))
+	}
+}
+
 // portalRoutes serves relays, inlets and outlets when the backend has them.
 func (s *Server) portalRoutes(mux *http.ServeMux) {
 	pb, ok := s.b.(PortalBackend)
@@ -232,50 +221,14 @@ func (s *Server) portalRoutes(mux *http.ServeMux) {
 		}
 		return
 	}
-	mux.HandleFunc("GET /v1/relays", func(w http.ResponseWriter, r *http.Request) {
-		v, err := pb.Relays(r.Context())
-		s.reply(w, v, err)
-	})
-	mux.HandleFunc("POST /v1/relays", func(w http.ResponseWriter, r *http.Request) {
-		var req CreateRelayRequest
-		if !s.decode(w, r, &req) {
-			return
-		}
-		v, err := pb.CreateRelay(r.Context(), req)
-		s.reply(w, v, err)
-	})
-	mux.HandleFunc("DELETE /v1/relays/{name}", func(w http.ResponseWriter, r *http.Request) {
-		s.reply(w, struct{}{}, pb.DeleteRelay(r.Context(), r.PathValue("name")))
-	})
-	mux.HandleFunc("GET /v1/tcp-inlets", func(w http.ResponseWriter, r *http.Request) {
-		v, err := pb.Inlets(r.Context())
-		s.reply(w, v, err)
-	})
-	mux.HandleFunc("POST /v1/tcp-inlets", func(w http.ResponseWriter, r *http.Request) {
-		var req CreateInletRequest
-		if !s.decode(w, r, &req) {
-			return
-		}
-		v, err := pb.CreateInlet(r.Context(), req)
-		s.reply(w, v, err)
-	})
+	mux.HandleFunc("GET /v1/relays", read(s, pb.Relays))
+	mux.HandleFunc("POST /v1/relays", create(s, pb.CreateRelay))
+	mux.HandleFunc("DELETE /v1/relays/{name}", remove(s, "name", pb.DeleteRelay))
+	mux.HandleFunc("GET /v1/tcp-inlets", read(s, pb.Inlets))
+	mux.HandleFunc("POST /v1/tcp-inlets", create(s, pb.CreateInlet))
 	// {id...}: an outlet's id is route text with slashes.
-	mux.HandleFunc("DELETE /v1/tcp-inlets/{id...}", func(w http.ResponseWriter, r *http.Request) {
-		s.reply(w, struct{}{}, pb.DeleteInlet(r.Context(), r.PathValue("id")))
-	})
-	mux.HandleFunc("GET /v1/tcp-outlets", func(w http.ResponseWriter, r *http.Request) {
-		v, err := pb.Outlets(r.Context())
-		s.reply(w, v, err)
-	})
-	mux.HandleFunc("POST /v1/tcp-outlets", func(w http.ResponseWriter, r *http.Request) {
-		var req CreateOutletRequest
-		if !s.decode(w, r, &req) {
-			return
-		}
-		v, err := pb.CreateOutlet(r.Context(), req)
-		s.reply(w, v, err)
-	})
-	mux.HandleFunc("DELETE /v1/tcp-outlets/{id...}", func(w http.ResponseWriter, r *http.Request) {
-		s.reply(w, struct{}{}, pb.DeleteOutlet(r.Context(), r.PathValue("id")))
-	})
+	mux.HandleFunc("DELETE /v1/tcp-inlets/{id...}", remove(s, "id", pb.DeleteInlet))
+	mux.HandleFunc("GET /v1/tcp-outlets", read(s, pb.Outlets))
+	mux.HandleFunc("POST /v1/tcp-outlets", create(s, pb.CreateOutlet))
+	mux.HandleFunc("DELETE /v1/tcp-outlets/{id...}", remove(s, "id", pb.DeleteOutlet))
 }
