@@ -130,6 +130,14 @@ type Info struct {
 	AddressType string
 	// MaxMessageSize is the largest packet the transport carries, in bytes.
 	MaxMessageSize int
+	// Unreliable declares that a link may lose, duplicate or reorder
+	// packets (UDP, a serial line without retransmission). Reliable
+	// transports (the zero value: TCP, QUIC, Kafka) deliver every packet
+	// once, in order, until the link breaks. Protocols above routing
+	// (portal sessions, secure channels) provide end-to-end reliability;
+	// the conformance suite checks an unreliable transport against the
+	// matching profile.
+	Unreliable bool
 	// Settings declares the settings Configure accepts, so the host and
 	// topology files can check them before the plugin starts.
 	Settings []Setting
@@ -138,6 +146,14 @@ type Info struct {
 	// add, for example, "forward" (the plugin relays between two of its own
 	// links without the host in the data path).
 	Capabilities []string
+}
+
+// Counters is implemented by a Listener or Link that counts what it did
+// (datagrams, bytes, dropped frames, ...). The host shows the counters in
+// `ferry node show`; names are short snake_case words and values only grow.
+// It is optional: a transport that counts nothing does not implement it.
+type Counters interface {
+	Counters() map[string]uint64
 }
 
 // SettingType is the type of a setting's value.
