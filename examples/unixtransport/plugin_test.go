@@ -6,8 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/ferryhq/ferry/host/plugins/plugintest"
 	"github.com/ferryhq/ferry/sdk/transporttest"
-	"github.com/ferryhq/ferry/sdk/transporttest/plugintest"
 )
 
 // TestConformanceAsPlugin builds this directory as the "unix" plugin and

@@ -4,9 +4,9 @@ import (
 	"net"
 	"testing"
 
+	"github.com/ferryhq/ferry/host/plugins/plugintest"
 	"github.com/ferryhq/ferry/plugins/tcp/tcptransport"
 	"github.com/ferryhq/ferry/sdk/transporttest"
-	"github.com/ferryhq/ferry/sdk/transporttest/plugintest"
 )
 
 // TestConformanceAsPlugin runs the conformance suite against the tcp plugin
