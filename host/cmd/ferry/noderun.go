@@ -14,6 +14,7 @@ import (
 
 	"github.com/ferryhq/ferry/host/api"
 	"github.com/ferryhq/ferry/host/api/daemon"
+	"github.com/ferryhq/ferry/host/logging"
 	"github.com/ferryhq/ferry/host/state"
 	"github.com/ferryhq/ferry/host/topology"
 )
@@ -35,8 +36,16 @@ func (a *app) newNodeRunCmd() *cobra.Command {
 				ready = os.NewFile(uintptr(readyFD), "ready")
 				defer ready.Close()
 			}
+			var logTo io.Writer = os.Stderr
+			if err == nil && readyFD > 0 {
+				// A background node: its stderr is node.log; cap it (host/logging).
+				if rf, lerr := logging.OpenRotating(h.LogPath(args[0]), logging.RotateOptions{Stderr: true}); lerr == nil {
+					defer rf.Close()
+					logTo = rf
+				}
+			}
 			if err == nil {
-				err = runNode(cmd.Context(), h, cfg, os.Stderr, verbose, func(st api.Status) {
+				err = runNode(cmd.Context(), h, cfg, logTo, verbose, func(st api.Status) {
 					if ready == nil {
 						return
 					}

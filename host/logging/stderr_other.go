@@ -1,0 +1,7 @@
+//go:build !linux
+
+package logging
+
+import "os"
+
+func redirectStderr(*os.File) {}
