@@ -20,6 +20,17 @@
 // RawDial) bad bytes from the network closing only the link that carried
 // them.
 //
+// A transport whose Info().Unreliable is true (or with Config.Unreliable
+// set) is checked against the unreliable profile instead (see
+// unreliable.go): it never asserts order or that everything arrives, but
+// that whatever arrives is byte-exact one of the packets sent on that link,
+// delivered at most as often as it was sent (unless Config.MayDuplicate),
+// that a high fraction arrives on loopback (Config.MinDelivered), and the
+// same sizes, oversize refusal, concurrency and lifecycle checks. Its
+// BadBytes subtest sends each bad input as one write from a fresh RawDial
+// connection (a stray datagram) and checks that open links and the listener
+// keep working.
+//
 // The same suite runs against an in-process transport value and against a
 // plugin subprocess (New returns the host's client for it), so a plugin can
 // be checked end to end.
@@ -88,6 +99,20 @@ type Config struct {
 	// Timeout bounds every wait in the suite; 0 means 10 seconds.
 	Timeout time.Duration
 
+	// Unreliable selects the unreliable profile even when the transport's
+	// Info().Unreliable is false; for a host-side client that does not
+	// carry the flag across the plugin protocol.
+	Unreliable bool
+
+	// MayDuplicate says an unreliable transport may deliver a packet more
+	// often than it was sent. Without it, a duplicate fails the suite.
+	MayDuplicate bool
+
+	// MinDelivered is the fraction of packets an unreliable transport must
+	// deliver over loopback with a paced sender; 0 means 0.9. Echoed
+	// packets (ConcurrentLinks) must reach its square.
+	MinDelivered float64
+
 	// Skip names subtests (as printed by go test, e.g. "DialRefused") that
 	// do not apply to the transport, with the reason as value.
 	Skip map[string]string
@@ -135,10 +160,7 @@ func Run(t *testing.T, cfg Config) {
 			t.Fatal("transporttest: Info().MaxMessageSize is not positive and Config.MaxMessageSize is unset")
 		}
 	}
-	tests := []struct {
-		name string
-		fn   func(t *testing.T)
-	}{
+	tests := []namedTest{
 		{"Info", s.testInfo},
 		{"InOrder", s.testInOrder},
 		{"Sizes", s.testSizes},
@@ -155,6 +177,9 @@ func Run(t *testing.T, cfg Config) {
 		{"DialRefused", s.testDialRefused},
 		{"BadBytes", s.testBadBytes},
 	}
+	if cfg.Unreliable || s.srv.Info().Unreliable {
+		tests = s.unreliableTests()
+	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			if why, ok := cfg.Skip[tc.name]; ok {
@@ -163,6 +188,11 @@ func Run(t *testing.T, cfg Config) {
 			tc.fn(t)
 		})
 	}
+}
+
+type namedTest struct {
+	name string
+	fn   func(t *testing.T)
 }
 
 // ctx returns a context bounded by the suite's timeout for one subtest.
@@ -844,16 +874,7 @@ func (s *suite) testBadBytes(t *testing.T) {
 	if s.cfg.RawDial == nil {
 		t.Skip("Config.RawDial is not set")
 	}
-	rng := rand.New(rand.NewPCG(3, 4))
-	random := make([]byte, 4096)
-	for i := range random {
-		random[i] = byte(rng.Uint32())
-	}
-	inputs := append([]BadInput{
-		{Name: "random", Bytes: random},
-		{Name: "ff", Bytes: bytes.Repeat([]byte{0xff}, 64)},
-	}, s.cfg.BadInputs...)
-	for _, in := range inputs {
+	for _, in := range s.badInputs() {
 		t.Run(in.Name, func(t *testing.T) {
 			e := s.setup(t)
 			ctx := s.ctx(t)
