@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 )
 
 // Wire format of one frame:
@@ -71,15 +72,101 @@ type frameReader struct {
 	buf   []byte
 	s, e  int // unread bytes are buf[s:e]
 	quiet int // consecutive shrink calls that found a large buffer empty
+	base  int // the buffer's normal size; growth beyond it is charged to mem
+	mem   memAccount
 }
 
 const minReadBuffer = 64 << 10
 
-func newFrameReader(r io.Reader, max, size int) *frameReader {
+// ErrReceiveMemory is wrapped by the error Recv returns when a frame needs
+// more read buffer than max_receive_memory has left for all links.
+var ErrReceiveMemory = errors.New("tcp transport: receive memory budget exhausted")
+
+func newFrameReader(r io.Reader, max, size int, budget *memBudget) *frameReader {
 	if size < minReadBuffer {
 		size = minReadBuffer
 	}
-	return &frameReader{r: r, max: max, buf: make([]byte, size)}
+	return &frameReader{r: r, max: max, buf: make([]byte, size), base: size, mem: memAccount{b: budget}}
+}
+
+// memBudget is the read buffer memory, beyond each link's base buffer, that
+// all links of a transport may hold together. A nil budget is unlimited.
+type memBudget struct {
+	mu    sync.Mutex
+	limit int64
+	used  int64
+}
+
+func (b *memBudget) setLimit(n int64) {
+	b.mu.Lock()
+	b.limit = n
+	b.mu.Unlock()
+}
+
+// Used returns the bytes currently charged.
+func (b *memBudget) Used() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used
+}
+
+// memAccount is one reader's share of a memBudget. It is released when the
+// link ends, possibly while the reader is still in fill, hence the lock.
+type memAccount struct {
+	b       *memBudget
+	mu      sync.Mutex
+	charged int64
+	closed  bool
+}
+
+// set changes the account's charge to n bytes; growing fails when the
+// budget has no room or the account was released.
+func (a *memAccount) set(n int64) bool {
+	if a.b == nil {
+		return true
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return n <= a.charged
+	}
+	d := n - a.charged
+	a.b.mu.Lock()
+	defer a.b.mu.Unlock()
+	if d > 0 && a.b.limit > 0 && a.b.used+d > a.b.limit {
+		return false
+	}
+	a.b.used += d
+	a.charged = n
+	return true
+}
+
+func (a *memAccount) release() {
+	if a.b == nil {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.closed {
+		a.closed = true
+		a.b.mu.Lock()
+		a.b.used -= a.charged
+		a.b.mu.Unlock()
+		a.charged = 0
+	}
+}
+
+// resize replaces the buffer with one of size bytes holding the unread
+// bytes, charging growth beyond base to the memory budget.
+func (fr *frameReader) resize(size int) error {
+	if !fr.mem.set(int64(max(0, size-fr.base))) {
+		return fmt.Errorf("%w: a frame needs %d bytes of read buffer (max_receive_memory is shared by all links)", ErrReceiveMemory, size)
+	}
+	nb := make([]byte, size)
+	fr.e = copy(nb, fr.buf[fr.s:fr.e])
+	fr.s = 0
+	fr.buf = nb
+	return nil
 }
 
 // next returns the next complete buffered frame. ok is false when more bytes
@@ -130,10 +217,9 @@ func (fr *frameReader) fill() (int, error) {
 			if size > need {
 				size = need
 			}
-			nb := make([]byte, size)
-			fr.e = copy(nb, fr.buf[fr.s:fr.e])
-			fr.s = 0
-			fr.buf = nb
+			if err := fr.resize(size); err != nil {
+				return 0, err
+			}
 		}
 	}
 	return fr.r.Read(fr.buf[fr.e:])
@@ -142,6 +228,22 @@ func (fr *frameReader) fill() (int, error) {
 // advance records n bytes read by fill (split from fill so callers can keep
 // the bytes of a read that also returned an error).
 func (fr *frameReader) advance(n int) { fr.e += n }
+
+// pending returns the bytes the frame being read needs in all (header and
+// payload), or 0 when no frame has begun.
+func (fr *frameReader) pending() int {
+	if fr.e == fr.s {
+		return 0
+	}
+	if fr.e-fr.s < headerSize {
+		return headerSize
+	}
+	_, n, err := parseHeader(fr.buf[fr.s:fr.s+headerSize], fr.max)
+	if err != nil {
+		return headerSize
+	}
+	return headerSize + n
+}
 
 // shrinkAfter is how many calls in a row shrink must find an oversized
 // buffer empty before dropping it: a stream of large messages keeps its
@@ -159,6 +261,7 @@ func (fr *frameReader) shrink(size int) {
 	if fr.quiet++; fr.quiet >= shrinkAfter {
 		fr.buf = make([]byte, size)
 		fr.s, fr.e, fr.quiet = 0, 0, 0
+		fr.mem.set(int64(max(0, size-fr.base)))
 	}
 }
 

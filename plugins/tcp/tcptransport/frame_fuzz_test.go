@@ -159,7 +159,7 @@ func TestReaderBufferShrinksAfterLargeFrame(t *testing.T) {
 		data = append(data, p...)
 	}
 	// Reads of one small frame each, as when they arrive one by one.
-	fr := newFrameReader(&chunkReader{data: data, n: headerSize + 1}, 2<<20, 0)
+	fr := newFrameReader(&chunkReader{data: data, n: headerSize + 1}, 2<<20, 0, nil)
 	got, maxBuf := 0, 0
 	for got < len(payloads) {
 		fr.shrink(minReadBuffer)

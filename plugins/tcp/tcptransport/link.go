@@ -27,6 +27,16 @@ var ErrIdle = errors.New("tcp transport: link idle")
 // dropped the connection, or the peer is not a ferry tcp transport.
 var ErrPeerVanished = errors.New("tcp transport: connection ended without a close frame")
 
+// ErrSlowFrame is wrapped by the error Recv returns when a frame did not
+// arrive within frame_timeout plus its size at min_data_rate: the peer
+// trickles bytes (slowloris) or its path is too slow for its messages.
+var ErrSlowFrame = errors.New("tcp transport: frame arrived too slowly")
+
+// frameAllowance is how long Recv may wait for a frame of size bytes.
+func (l *link) frameAllowance(size int) time.Duration {
+	return l.cfg.frameTimeout + time.Duration(float64(size)/float64(l.cfg.minDataRate)*float64(time.Second))
+}
+
 type link struct {
 	conn  *net.TCPConn
 	cfg   config
@@ -48,6 +58,10 @@ type link struct {
 	out      [][]byte
 	rerr     error // sticky, returned once buffered frames were delivered
 	lastRead time.Time
+	// frameWait is how long Recv has waited for the bytes of the frame
+	// being read (time the node spent not calling Recv does not count, so
+	// a busy node does not cut off its peers).
+	frameWait time.Duration
 
 	closed    atomic.Bool // Close was called
 	closeOnce sync.Once
@@ -56,7 +70,7 @@ type link struct {
 	done      chan struct{}
 }
 
-func newLink(conn *net.TCPConn, cfg config, onEnd func(*link)) *link {
+func newLink(conn *net.TCPConn, cfg config, mem *memBudget, onEnd func(*link)) *link {
 	_ = conn.SetNoDelay(true)
 	_ = conn.SetKeepAliveConfig(net.KeepAliveConfig{
 		Enable:   true,
@@ -71,7 +85,7 @@ func newLink(conn *net.TCPConn, cfg config, onEnd func(*link)) *link {
 		peer:     conn.RemoteAddr().String(),
 		onEnd:    onEnd,
 		wsem:     make(chan struct{}, 1),
-		fr:       newFrameReader(conn, cfg.maxMessageSize, cfg.bufferSize),
+		fr:       newFrameReader(conn, cfg.maxMessageSize, cfg.bufferSize, mem),
 		lastRead: time.Now(),
 		done:     make(chan struct{}),
 	}
@@ -179,6 +193,7 @@ func (l *link) Recv(ctx context.Context) ([][]byte, error) {
 			if !ok {
 				break
 			}
+			l.frameWait = 0 // a frame completed; the next one has its own clock
 			switch typ {
 			case frameData:
 				l.out = append(l.out, p)
@@ -203,11 +218,26 @@ func (l *link) Recv(ctx context.Context) ([][]byte, error) {
 		if floor := time.Now().Add(l.cfg.idleTimeout / 10); readBy.Before(floor) {
 			readBy = floor
 		}
+		var frameLeft time.Duration
+		need := l.fr.pending()
+		if need > 0 {
+			frameLeft = l.frameAllowance(need) - l.frameWait
+			if frameLeft <= 0 {
+				return l.failRead(fmt.Errorf("receive from %s: a frame of %d bytes did not arrive within %s: %w", l.peer, need, l.frameAllowance(need), ErrSlowFrame))
+			}
+			if by := time.Now().Add(frameLeft); by.Before(readBy) {
+				readBy = by
+			}
+		}
 		_ = l.conn.SetReadDeadline(readBy)
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
+		waitStart := time.Now()
 		n, err := l.fr.fill()
+		if need > 0 {
+			l.frameWait += time.Since(waitStart)
+		}
 		if n > 0 {
 			l.fr.advance(n)
 			l.lastRead = time.Now()
@@ -217,7 +247,7 @@ func (l *link) Recv(ctx context.Context) ([][]byte, error) {
 		}
 		var ne net.Error
 		switch {
-		case errors.Is(err, ErrBadFrame):
+		case errors.Is(err, ErrBadFrame), errors.Is(err, ErrReceiveMemory):
 			return l.failRead(fmt.Errorf("receive from %s: %w", l.peer, err))
 		case errors.Is(err, net.ErrClosed):
 			return nil, l.endCause()
@@ -228,6 +258,7 @@ func (l *link) Recv(ctx context.Context) ([][]byte, error) {
 			if n == 0 && !time.Now().Before(deadline) {
 				return l.failRead(fmt.Errorf("receive from %s: nothing received for %s: %w", l.peer, l.cfg.idleTimeout, ErrIdle))
 			}
+			// A frame past its allowance is caught at the top of the loop.
 		case errors.Is(err, io.EOF):
 			if l.fr.e > l.fr.s {
 				return l.failRead(fmt.Errorf("receive from %s: connection ended in the middle of a frame: %w", l.peer, ErrPeerVanished))
@@ -328,6 +359,7 @@ func (l *link) end(cause error) {
 		l.cause = cause
 		close(l.done)
 		_ = l.conn.Close()
+		l.fr.mem.release()
 		if l.onEnd != nil {
 			l.onEnd(l)
 		}

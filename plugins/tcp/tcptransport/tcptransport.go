@@ -13,6 +13,16 @@
 // idle_timeout (which also closes a connection that stalls mid-frame). Idle
 // detection runs inside Recv, which a node always has pending on each link.
 //
+// Limits against abusive peers (settings, defaults in the schema): a frame
+// must arrive within frame_timeout plus its size at min_data_rate (10 s +
+// 512 KiB/s), so a trickling peer is cut off; read buffers grow with the
+// bytes actually received, never to the declared length up front, and their
+// growth beyond buffer_size is shared by all links under max_receive_memory
+// (128 MiB), a link that needs more being closed; each listener holds at
+// most max_connections (512) connections and resets the rest at once. So
+// the transport's memory stays under about max_receive_memory plus
+// buffer_size per connection, whatever peers send.
+//
 // Malformed bytes (wrong version, unknown type, a length above the maximum)
 // close only the link that carried them; Recv returns an error wrapping
 // ErrBadFrame. A clean Close sends a close frame, so the peer's Recv returns
@@ -28,6 +38,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferryhq/ferry/sdk/routing"
@@ -45,6 +56,10 @@ const (
 	SettingDialTimeout       = "dial_timeout"
 	SettingKeepAlive         = "keepalive_period"
 	SettingBufferSize        = "buffer_size"
+	SettingFrameTimeout      = "frame_timeout"
+	SettingMinDataRate       = "min_data_rate"
+	SettingMaxConnections    = "max_connections"
+	SettingMaxReceiveMemory  = "max_receive_memory"
 )
 
 type config struct {
@@ -54,6 +69,10 @@ type config struct {
 	dialTimeout       time.Duration
 	keepAlive         time.Duration
 	bufferSize        int
+	frameTimeout      time.Duration
+	minDataRate       int
+	maxConnections    int
+	maxReceiveMemory  int
 }
 
 func defaultConfig() config {
@@ -64,6 +83,10 @@ func defaultConfig() config {
 		dialTimeout:       10 * time.Second,
 		keepAlive:         15 * time.Second,
 		bufferSize:        64 << 10,
+		frameTimeout:      10 * time.Second,
+		minDataRate:       512 << 10,
+		maxConnections:    512,
+		maxReceiveMemory:  128 << 20,
 	}
 }
 
@@ -82,6 +105,14 @@ func settingsSchema() []transport.Setting {
 			Description: "TCP keepalive idle time and probe interval"},
 		{Name: SettingBufferSize, Type: transport.Int, Default: strconv.Itoa(d.bufferSize),
 			Description: "read buffer size per link in bytes (it grows towards max_message_size while large frames arrive)"},
+		{Name: SettingFrameTimeout, Type: transport.Duration, Default: d.frameTimeout.String(),
+			Description: "a frame must arrive within this long plus its size divided by min_data_rate, counted while the link waits for its bytes; a peer that trickles (slowloris) is cut off"},
+		{Name: SettingMinDataRate, Type: transport.Int, Default: strconv.Itoa(d.minDataRate),
+			Description: "bytes per second a frame must arrive at, on top of frame_timeout"},
+		{Name: SettingMaxConnections, Type: transport.Int, Default: strconv.Itoa(d.maxConnections),
+			Description: "open connections per listener; further connections are reset at once"},
+		{Name: SettingMaxReceiveMemory, Type: transport.Int, Default: strconv.Itoa(d.maxReceiveMemory),
+			Description: "bytes all links together may hold in read buffers beyond buffer_size each (large frames being received); a link that needs more is closed"},
 	}
 }
 
@@ -93,17 +124,20 @@ type Transport struct {
 	closed     bool
 	listeners  map[*listener]struct{}
 	links      map[*link]struct{}
+	mem        memBudget // read buffer bytes beyond buffer_size, all links
 }
 
 // New returns a TCP transport with default settings; Configure changes them.
 func New() transport.Transport { return newTransport() }
 
 func newTransport() *Transport {
-	return &Transport{
+	t := &Transport{
 		cfg:       defaultConfig(),
 		listeners: map[*listener]struct{}{},
 		links:     map[*link]struct{}{},
 	}
+	t.mem.setLimit(int64(t.cfg.maxReceiveMemory))
+	return t
 }
 
 // Info describes the transport; it does not depend on settings.
@@ -144,6 +178,14 @@ func (t *Transport) Configure(_ context.Context, settings map[string]string) err
 			cfg.dialTimeout, err = parsePositiveDuration(v)
 		case SettingKeepAlive:
 			cfg.keepAlive, err = parsePositiveDuration(v)
+		case SettingFrameTimeout:
+			cfg.frameTimeout, err = parsePositiveDuration(v)
+		case SettingMinDataRate:
+			cfg.minDataRate, err = parseSize(v, 1, 1<<40)
+		case SettingMaxConnections:
+			cfg.maxConnections, err = parseSize(v, 1, 1<<20)
+		case SettingMaxReceiveMemory:
+			cfg.maxReceiveMemory, err = parseSize(v, 1<<20, 1<<40)
 		default:
 			return fmt.Errorf("tcp transport: unknown setting %q (known: %s)", k, knownSettings())
 		}
@@ -162,6 +204,7 @@ func (t *Transport) Configure(_ context.Context, settings map[string]string) err
 	}
 	t.cfg = cfg
 	t.configured = true
+	t.mem.setLimit(int64(cfg.maxReceiveMemory))
 	return nil
 }
 
@@ -242,11 +285,16 @@ func (t *Transport) Dial(ctx context.Context, address string) (transport.Link, e
 	if err != nil {
 		return nil, fmt.Errorf("tcp transport: dial %s: %w", address, err)
 	}
-	return t.adopt(c.(*net.TCPConn), cfg)
+	return t.adopt(c.(*net.TCPConn), cfg, nil)
 }
 
-func (t *Transport) adopt(c *net.TCPConn, cfg config) (*link, error) {
-	l := newLink(c, cfg, t.forget)
+func (t *Transport) adopt(c *net.TCPConn, cfg config, onEnd func()) (*link, error) {
+	l := newLink(c, cfg, &t.mem, func(l *link) {
+		t.forget(l)
+		if onEnd != nil {
+			onEnd()
+		}
+	})
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
@@ -304,6 +352,10 @@ type listener struct {
 	done    chan struct{}
 	closing chan struct{}
 	err     error // why the accept loop stopped; read after done closes
+	// active counts accepted connections not yet closed, for
+	// max_connections; refused counts connections reset because of it.
+	active  atomic.Int64
+	refused atomic.Uint64
 }
 
 func (l *listener) Addr() string { return l.addr }
@@ -315,7 +367,7 @@ func (l *listener) Accept(ctx context.Context) (transport.Link, error) {
 	l.start.Do(func() { go l.acceptLoop() })
 	select {
 	case c := <-l.conns:
-		return l.t.adopt(c, l.cfg)
+		return l.t.adopt(c, l.cfg, func() { l.active.Add(-1) })
 	case <-l.done:
 		return nil, l.err
 	case <-ctx.Done():
@@ -346,9 +398,19 @@ func (l *listener) acceptLoop() {
 			}
 		}
 		backoff = 0
+		if l.active.Add(1) > int64(l.cfg.maxConnections) {
+			// Over the cap: reset at once rather than hold the socket, so
+			// a flood of connections costs no more than the cap.
+			l.active.Add(-1)
+			l.refused.Add(1)
+			_ = c.SetLinger(0)
+			_ = c.Close()
+			continue
+		}
 		select {
 		case l.conns <- c:
 		case <-l.closing:
+			l.active.Add(-1)
 			_ = c.Close()
 		}
 	}
