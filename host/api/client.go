@@ -133,38 +133,44 @@ func (c *Client) Send(ctx context.Context, req SendRequest) (SendReply, error) {
 	return v, c.do(ctx, http.MethodPost, "/messages", req, &v)
 }
 
-// Listeners lists TCP listeners.
+// Listeners lists the node's listeners of every transport.
 func (c *Client) Listeners(ctx context.Context) ([]Listener, error) {
-	var v []Listener
-	return v, c.do(ctx, http.MethodGet, "/tcp-listeners", nil, &v)
+	v := []Listener{}
+	return v, c.do(ctx, http.MethodGet, "/listeners", nil, &v)
 }
 
-// CreateListener starts a TCP listener.
-func (c *Client) CreateListener(ctx context.Context, addr string) (Listener, error) {
+// CreateListener starts a listener.
+func (c *Client) CreateListener(ctx context.Context, req CreateRequest) (Listener, error) {
 	var v Listener
-	return v, c.do(ctx, http.MethodPost, "/tcp-listeners", CreateRequest{Address: addr}, &v)
+	return v, c.do(ctx, http.MethodPost, "/listeners", req, &v)
 }
 
-// DeleteListener closes a TCP listener.
+// Listener returns one listener with its properties and counters.
+func (c *Client) Listener(ctx context.Context, id string) (Listener, error) {
+	var v Listener
+	return v, c.do(ctx, http.MethodGet, "/listeners/"+url.PathEscape(id), nil, &v)
+}
+
+// DeleteListener closes a listener.
 func (c *Client) DeleteListener(ctx context.Context, id string) error {
-	return c.do(ctx, http.MethodDelete, "/tcp-listeners/"+url.PathEscape(id), nil, nil)
+	return c.do(ctx, http.MethodDelete, "/listeners/"+url.PathEscape(id), nil, nil)
 }
 
-// Connections lists TCP connections.
+// Connections lists the node's connections of every transport.
 func (c *Client) Connections(ctx context.Context) ([]Connection, error) {
-	var v []Connection
-	return v, c.do(ctx, http.MethodGet, "/tcp-connections", nil, &v)
+	v := []Connection{}
+	return v, c.do(ctx, http.MethodGet, "/connections", nil, &v)
 }
 
-// CreateConnection opens a TCP connection.
-func (c *Client) CreateConnection(ctx context.Context, addr string) (Connection, error) {
+// CreateConnection opens a connection.
+func (c *Client) CreateConnection(ctx context.Context, req CreateRequest) (Connection, error) {
 	var v Connection
-	return v, c.do(ctx, http.MethodPost, "/tcp-connections", CreateRequest{Address: addr}, &v)
+	return v, c.do(ctx, http.MethodPost, "/connections", req, &v)
 }
 
-// DeleteConnection closes a TCP connection.
+// DeleteConnection closes a connection, named by id or worker address.
 func (c *Client) DeleteConnection(ctx context.Context, id string) error {
-	return c.do(ctx, http.MethodDelete, "/tcp-connections/"+url.PathEscape(id), nil, nil)
+	return c.do(ctx, http.MethodDelete, "/connections/"+url.PathEscape(id), nil, nil)
 }
 
 // Plugins lists the node's plugins.

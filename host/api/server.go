@@ -126,12 +126,17 @@ func (s *Server) routes() http.Handler {
 		}
 		s.reply(w, SendReply{Payload: m.Payload, Return: m.Return.String()}, nil)
 	})
-	mux.HandleFunc("GET /v1/tcp-listeners", read(s, s.b.Listeners))
-	mux.HandleFunc("POST /v1/tcp-listeners", create(s, byAddress(s.b.CreateListener)))
-	mux.HandleFunc("DELETE /v1/tcp-listeners/{id}", remove(s, "id", s.b.DeleteListener))
-	mux.HandleFunc("GET /v1/tcp-connections", read(s, s.b.Connections))
-	mux.HandleFunc("POST /v1/tcp-connections", create(s, byAddress(s.b.CreateConnection)))
-	mux.HandleFunc("DELETE /v1/tcp-connections/{id}", remove(s, "id", s.b.DeleteConnection))
+	mux.HandleFunc("GET /v1/listeners", read(s, s.b.Listeners))
+	mux.HandleFunc("POST /v1/listeners", create(s, s.b.CreateListener))
+	mux.HandleFunc("GET /v1/listeners/{id...}", func(w http.ResponseWriter, r *http.Request) {
+		v, err := s.b.Listener(r.Context(), r.PathValue("id"))
+		s.reply(w, v, err)
+	})
+	mux.HandleFunc("DELETE /v1/listeners/{id...}", remove(s, "id", s.b.DeleteListener))
+	mux.HandleFunc("GET /v1/connections", read(s, s.b.Connections))
+	mux.HandleFunc("POST /v1/connections", create(s, s.b.CreateConnection))
+	// {id...}: a connection may be named by its worker address.
+	mux.HandleFunc("DELETE /v1/connections/{id...}", remove(s, "id", s.b.DeleteConnection))
 	mux.HandleFunc("GET /v1/plugins", read(s, s.b.Plugins))
 	s.portalRoutes(mux)
 	mux.HandleFunc("POST /v1/shutdown", func(w http.ResponseWriter, r *http.Request) {
@@ -195,11 +200,6 @@ func create[Req, T any](s *Server, f func(context.Context, Req) (T, error)) http
 		v, err := f(r.Context(), req)
 		s.reply(w, v, err)
 	}
-}
-
-// byAddress adapts a create call that takes the address of a CreateRequest.
-func byAddress[T any](f func(context.Context, string) (T, error)) func(context.Context, CreateRequest) (T, error) {
-	return func(ctx context.Context, req CreateRequest) (T, error) { return f(ctx, req.Address) }
 }
 
 // remove calls f with the path value key and serves an empty reply.

@@ -10,12 +10,13 @@
 //	GET    /services               []Service
 //	POST   /services               StartServiceRequest -> Service
 //	POST   /messages               SendRequest -> SendReply
-//	GET    /tcp-listeners          []Listener
-//	POST   /tcp-listeners          CreateRequest -> Listener
-//	DELETE /tcp-listeners/{id}
-//	GET    /tcp-connections        []Connection
-//	POST   /tcp-connections        CreateRequest -> Connection
-//	DELETE /tcp-connections/{id}
+//	GET    /listeners              []Listener (every transport)
+//	POST   /listeners              CreateRequest -> Listener
+//	GET    /listeners/{id}         Listener, with properties and counters
+//	DELETE /listeners/{id}
+//	GET    /connections            []Connection (every transport)
+//	POST   /connections            CreateRequest -> Connection
+//	DELETE /connections/{id}
 //	GET    /plugins                []Plugin
 //	GET    /relays                 Relays
 //	POST   /relays                 CreateRelayRequest -> relays.RegistrationInfo
@@ -49,6 +50,9 @@ type Status struct {
 	Connections []Connection `json:"connections"`
 	Workers     []Worker     `json:"workers"`
 	Services    []Service    `json:"services"`
+	// Transports are the transport plugins bound to the node (started), by
+	// plugin name; a /node/NAME hop prefers a listener of one of these.
+	Transports []string `json:"transports"`
 	// Relays, Inlets and Outlets are filled by nodes that run them.
 	Relays  *Relays  `json:"relays,omitempty"`
 	Inlets  []Portal `json:"inlets,omitempty"`
@@ -89,9 +93,19 @@ type SendReply struct {
 	Return  string `json:"return_route"`
 }
 
-// CreateRequest creates a listener or connection at Address.
+// CreateRequest creates a listener or connection of Transport (a transport
+// plugin's name) at Address, written in that transport's own syntax
+// (127.0.0.1:7000, a socket path, a device, a topic).
 type CreateRequest struct {
-	Address string `json:"address"`
+	Transport string `json:"transport"`
+	Address   string `json:"address"`
+	// Allow lists the local addresses (echo, /service/echo, /worker/ID)
+	// network input arriving over it may reach; empty: the node's network
+	// services (NetworkAllow in the daemon package).
+	Allow []string `json:"allow,omitempty"`
+	// Settings configure the transport plugin; they apply to the whole
+	// transport on the node, so they must match those it already runs with.
+	Settings map[string]string `json:"settings,omitempty"`
 }
 
 // Listener is a transport listener; network input from it may reach only
@@ -99,13 +113,37 @@ type CreateRequest struct {
 type Listener struct {
 	ID string `json:"id"`
 	// Name is the listener's name in the topology file, if any.
-	Name      string   `json:"name,omitempty"`
-	Transport string   `json:"transport"`
-	Address   string   `json:"address"`
-	Allow     []string `json:"allow"`
-	// Default marks the node's own listener (--tcp-listener-address), the
-	// one /node/NAME routes from other nodes go to.
+	Name      string `json:"name,omitempty"`
+	Transport string `json:"transport"`
+	// AddressType is the route type the transport serves (/TYPE/ADDRESS).
+	AddressType string   `json:"address_type"`
+	Address     string   `json:"address"`
+	Allow       []string `json:"allow"`
+	// Requested is the address it was created with (a :0 port before it
+	// was bound), when that differs from Address.
+	Requested string `json:"requested,omitempty"`
+	// Up is false while the listener is being re-opened (its plugin
+	// restarting).
+	Up bool `json:"up"`
+	// Default marks the node's own listener (the first of node create),
+	// the one /node/NAME routes from other nodes prefer.
 	Default bool `json:"default"`
+	// Properties the transport reports about the listener (a QUIC
+	// certificate fingerprint), and its counters, when it has any.
+	Properties map[string]string `json:"properties,omitempty"`
+	Counters   map[string]uint64 `json:"counters,omitempty"`
+}
+
+// Route is the listener's address in route text, /TYPE/ADDRESS.
+func (l Listener) Route() string {
+	return routing.Route{{Type: typeOr(l.AddressType, l.Transport), Value: l.Address}}.String()
+}
+
+func typeOr(t, plugin string) string {
+	if t != "" {
+		return t
+	}
+	return plugin
 }
 
 // Connection is an outgoing transport connection. Worker is the local
@@ -113,13 +151,14 @@ type Listener struct {
 type Connection struct {
 	ID string `json:"id"`
 	// Name is the connection's name in the topology file, if any.
-	Name      string   `json:"name,omitempty"`
-	Transport string   `json:"transport"`
-	Remote    string   `json:"remote_address"`
-	Local     string   `json:"local_address,omitempty"`
-	Worker    string   `json:"worker"`
-	Allow     []string `json:"allow"`
-	Up        bool     `json:"up"`
+	Name        string   `json:"name,omitempty"`
+	Transport   string   `json:"transport"`
+	AddressType string   `json:"address_type"`
+	Remote      string   `json:"remote_address"`
+	Local       string   `json:"local_address,omitempty"`
+	Worker      string   `json:"worker"`
+	Allow       []string `json:"allow"`
+	Up          bool     `json:"up"`
 	// Accepted is true for links a listener accepted (not dialled here).
 	Accepted bool `json:"accepted"`
 }
@@ -173,10 +212,13 @@ type Backend interface {
 	// Send sends payload along route and returns the first reply.
 	Send(ctx context.Context, route routing.Route, payload []byte) (*routing.Message, error)
 	Listeners(ctx context.Context) ([]Listener, error)
-	CreateListener(ctx context.Context, address string) (Listener, error)
+	// Listener returns one listener (by id, bound address or route text)
+	// with the properties and counters its transport reports.
+	Listener(ctx context.Context, id string) (Listener, error)
+	CreateListener(ctx context.Context, req CreateRequest) (Listener, error)
 	DeleteListener(ctx context.Context, id string) error
 	Connections(ctx context.Context) ([]Connection, error)
-	CreateConnection(ctx context.Context, address string) (Connection, error)
+	CreateConnection(ctx context.Context, req CreateRequest) (Connection, error)
 	DeleteConnection(ctx context.Context, id string) error
 	Plugins(ctx context.Context) ([]Plugin, error)
 	// Shutdown starts stopping the node; it must not wait for the API

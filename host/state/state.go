@@ -156,11 +156,48 @@ type Relay struct {
 	At   string `json:"at"`
 }
 
-// Connection is an outgoing TCP connection: its worker id (the /worker/ID
-// hop routes use) and the address it dials.
+// legacyTransport is the transport of listener and connection entries
+// written before they named one: only TCP existed then.
+const legacyTransport = "tcp"
+
+// Listener is a listener of any transport: Address is in that transport's
+// own syntax (a :0 port gets a new port at every start).
+type Listener struct {
+	Transport string `json:"transport"`
+	Address   string `json:"address"`
+	// Allow lists the local addresses network input may reach; empty:
+	// the node's network services.
+	Allow []string `json:"allow,omitempty"`
+	// Settings configure the transport plugin.
+	Settings map[string]string `json:"settings,omitempty"`
+	// Default marks the node's own listener, the one /node/NAME prefers.
+	Default bool `json:"default,omitempty"`
+}
+
+// UnmarshalJSON also reads the old form, a bare TCP address string.
+func (l *Listener) UnmarshalJSON(b []byte) error {
+	var addr string
+	if json.Unmarshal(b, &addr) == nil {
+		*l = Listener{Transport: legacyTransport, Address: addr}
+		return nil
+	}
+	type plain Listener
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*l = Listener(p)
+	return nil
+}
+
+// Connection is an outgoing connection of any transport: its worker id
+// (the /worker/ID hop routes use) and the address it dials.
 type Connection struct {
-	ID      string `json:"id"`
-	Address string `json:"address"`
+	ID        string            `json:"id"`
+	Transport string            `json:"transport"`
+	Address   string            `json:"address"`
+	Allow     []string          `json:"allow,omitempty"`
+	Settings  map[string]string `json:"settings,omitempty"`
 }
 
 // Inlet is a TCP portal inlet: it listens at Address (the bound address, so
@@ -181,12 +218,14 @@ type Outlet struct {
 // writes it under the node's lock.
 type NodeConfig struct {
 	Name string `json:"name"`
-	// TCPListenerAddress is the node's default TCP listener; a ":0" port
-	// gets a new port at every start.
-	TCPListenerAddress string `json:"tcp_listener_address"`
-	// Listeners are more TCP listeners created with `tcp-listener create`.
-	Listeners []string `json:"listeners,omitempty"`
-	// Connections created with `tcp-connection create`, restored at every
+	// LegacyTCPListener is the default listener of configs written before
+	// Listeners named their transport; Load moves it into Listeners.
+	LegacyTCPListener string `json:"tcp_listener_address,omitempty"`
+	// Listeners are opened at every start, in order: those of node create
+	// (the first one the node's default) and of listener create. None: the
+	// node opens no socket at all.
+	Listeners []Listener `json:"listeners,omitempty"`
+	// Connections created with `connection create`, restored at every
 	// start with the same worker id so routes naming it keep working.
 	Connections []Connection `json:"connections,omitempty"`
 	// Services started with `service start`, beyond the defaults.
@@ -245,7 +284,21 @@ func (h *Home) Load(name string) (*NodeConfig, error) {
 		return nil, fmt.Errorf("node %q: config %s is not valid JSON (%v); delete the node and create it again", name, h.ConfigPath(name), err)
 	}
 	c.Name = name
+	c.upgrade()
 	return &c, nil
+}
+
+// upgrade rewrites fields of older configs into their current form.
+func (c *NodeConfig) upgrade() {
+	if c.LegacyTCPListener != "" {
+		c.Listeners = append([]Listener{{Transport: legacyTransport, Address: c.LegacyTCPListener, Default: true}}, c.Listeners...)
+		c.LegacyTCPListener = ""
+	}
+	for i := range c.Connections {
+		if c.Connections[i].Transport == "" {
+			c.Connections[i].Transport = legacyTransport
+		}
+	}
 }
 
 // Create makes node c.Name's directory and writes its configuration. The

@@ -20,7 +20,7 @@ func TestCreateLoadSaveRemove(t *testing.T) {
 	if err != nil || st.Mode().Perm() != 0o700 {
 		t.Fatalf("home mode = %v, %v; want 0700", st.Mode().Perm(), err)
 	}
-	c := &NodeConfig{Name: "n1", TCPListenerAddress: "127.0.0.1:0"}
+	c := &NodeConfig{Name: "n1", Listeners: []Listener{{Transport: "unix", Address: "/x.sock", Default: true}}}
 	if err := h.Create(c); err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +35,7 @@ func TestCreateLoadSaveRemove(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.TCPListenerAddress != "127.0.0.1:0" || len(got.Services) != 1 || got.Services[0].Type != "hop" {
+	if len(got.Listeners) != 1 || got.Listeners[0].Address != "/x.sock" || !got.Listeners[0].Default || len(got.Services) != 1 || got.Services[0].Type != "hop" {
 		t.Fatalf("loaded %+v", got)
 	}
 	st, err = os.Stat(h.ConfigPath("n1"))
@@ -54,6 +54,33 @@ func TestCreateLoadSaveRemove(t *testing.T) {
 	}
 	if _, err := h.Load("../etc"); err == nil {
 		t.Fatal("load of a path-like name succeeded")
+	}
+}
+
+// A config written before listeners and connections named their transport
+// loads as TCP ones, the default listener first.
+func TestLoadsOldConfig(t *testing.T) {
+	h, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(h.NodeDir("old"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	old := `{"name":"old","tcp_listener_address":"127.0.0.1:0","listeners":["127.0.0.1:4000"],"connections":[{"id":"ab","address":"127.0.0.1:5000"}]}`
+	if err := os.WriteFile(h.ConfigPath("old"), []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := h.Load("old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Listener{{Transport: "tcp", Address: "127.0.0.1:0", Default: true}, {Transport: "tcp", Address: "127.0.0.1:4000"}}
+	if len(c.Listeners) != 2 || c.Listeners[0].Address != want[0].Address || !c.Listeners[0].Default || c.Listeners[1].Address != want[1].Address || c.Listeners[1].Transport != "tcp" {
+		t.Fatalf("listeners = %+v, want %+v", c.Listeners, want)
+	}
+	if len(c.Connections) != 1 || c.Connections[0].Transport != "tcp" || c.LegacyTCPListener != "" {
+		t.Fatalf("connections = %+v, legacy %q", c.Connections, c.LegacyTCPListener)
 	}
 }
 

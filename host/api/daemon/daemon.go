@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -22,7 +21,6 @@ import (
 	"github.com/ferryhq/ferry/host/services"
 	"github.com/ferryhq/ferry/host/state"
 	"github.com/ferryhq/ferry/host/topology"
-	"github.com/ferryhq/ferry/host/transports"
 	"github.com/ferryhq/ferry/sdk/routing"
 	"github.com/ferryhq/ferry/sdk/transport"
 )
@@ -84,8 +82,7 @@ func Run(ctx context.Context, o Options) error {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	r := &runtime{n: n, log: log, name: cfg.Name, stop: stop, started: time.Now(), tr: o.Transports, home: o.Home,
-		bindings: map[string]*binding{}, names: map[string]string{},
-		inlets: map[string]*inletEntry{}, outlets: map[string]*outletEntry{}}
+		links: newLinks(n, log, o.Transports), inlets: map[string]*inletEntry{}, outlets: map[string]*outletEntry{}}
 	defer r.teardown()
 	if r.tr != nil {
 		n.SetFallbackResolver(node.ResolverFunc(r.resolveByPlugin))
@@ -94,6 +91,9 @@ func Run(ctx context.Context, o Options) error {
 	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	if o.Spec != nil {
 		err = r.startSpec(tctx, o.Spec)
+		if err == nil {
+			err = r.startSaved(tctx, cfg)
+		}
 	} else {
 		err = r.startDefault(tctx, cfg)
 	}
@@ -141,45 +141,12 @@ type runtime struct {
 	tr      Transports
 	home    *state.Home
 	regs    relays.Set
+	links   *links
 
-	mu        sync.Mutex
-	bindings  map[string]*binding // by plugin name
-	names     map[string]string   // listener/connection id -> name in the topology file
-	defaultID string              // the node's own listener, listed first
-	relaySvc  *relays.Service
-	inlets    map[string]*inletEntry  // by bound listen address
-	outlets   map[string]*outletEntry // by worker address (route text)
-}
-
-type binding struct {
-	plugin  string
-	b       *transports.Binding
-	unwatch func()
-}
-
-// attach starts plugin and binds it to the node (once per plugin).
-func (r *runtime) attach(ctx context.Context, plugin string, settings map[string]string) (*transports.Binding, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if b := r.bindings[plugin]; b != nil {
-		return b.b, nil
-	}
-	if r.tr == nil {
-		return nil, api.Unavailable(fmt.Errorf("this node runs without transports, so it cannot use %s", plugin))
-	}
-	t, err := r.tr.Transport(ctx, plugin)
-	if err != nil {
-		return nil, fmt.Errorf("start the %s transport plugin: %w", plugin, err)
-	}
-	if settings == nil {
-		settings = map[string]string{}
-	}
-	b, err := transports.Attach(r.n, t, transports.Options{Logger: r.log.Named(plugin), Settings: settings})
-	if err != nil {
-		return nil, fmt.Errorf("attach the %s transport: %w", plugin, err)
-	}
-	r.bindings[plugin] = &binding{plugin: plugin, b: b, unwatch: r.tr.Watch(t, b.Reconnect)}
-	return b, nil
+	mu       sync.Mutex
+	relaySvc *relays.Service
+	inlets   map[string]*inletEntry  // by bound listen address
+	outlets  map[string]*outletEntry // by worker address (route text)
 }
 
 // resolveByPlugin serves routes whose address type no attached transport
@@ -187,7 +154,7 @@ func (r *runtime) attach(ctx context.Context, plugin string, settings map[string
 // use, so a third-party transport dropped into the plugin directory works
 // in routes (/unix/...) without being declared anywhere.
 func (r *runtime) resolveByPlugin(ctx context.Context, a routing.Address) (routing.Address, error) {
-	b, err := r.attach(ctx, a.Type, nil)
+	b, err := r.links.attach(ctx, a.Type, nil)
 	if err != nil {
 		return routing.Address{}, fmt.Errorf("no transport serves /%s/ routes on this node: %w", a.Type, err)
 	}
@@ -197,90 +164,57 @@ func (r *runtime) resolveByPlugin(ctx context.Context, a routing.Address) (routi
 	return b.Resolve(ctx, a)
 }
 
-// startDefault starts what every node the ferry command creates has: the
-// default services and a TCP listener open to the network services.
+// startDefault starts a node the ferry command created: the default
+// services and the relay service, then what it saved.
 func (r *runtime) startDefault(ctx context.Context, cfg state.NodeConfig) error {
 	for _, s := range DefaultServices {
 		if _, err := services.Start(r.n, s, ""); err != nil {
 			return fmt.Errorf("start service %s: %w", s, err)
 		}
 	}
+	if err := r.startRelayService(""); err != nil {
+		return err
+	}
+	return r.startSaved(ctx, cfg)
+}
+
+// startSaved starts what the node's saved configuration holds: the
+// services, listeners and connections made with the command (none: the
+// node opens no socket and starts no transport plugin), then its relays
+// and portals. A topology-started node gets these on top of its file, so
+// a change made with the command lasts across stop and start either way.
+func (r *runtime) startSaved(ctx context.Context, cfg state.NodeConfig) error {
 	for _, s := range cfg.Services {
 		if slices.Contains(DefaultServices, s.Address) && s.Address == s.Type {
 			continue
 		}
+		if s.Type == "relay" {
+			if err := r.startRelayService(s.Address); err != nil {
+				return err
+			}
+			continue
+		}
 		if _, err := services.Start(r.n, s.Type, s.Address); err != nil {
+			if errors.Is(err, node.ErrAddressInUse) {
+				continue // declared by the topology file as well
+			}
 			return fmt.Errorf("start service %s at %s: %w", s.Type, s.Address, err)
 		}
-	}
-	if err := r.startRelayService(""); err != nil {
-		return err
 	}
 	if r.tr == nil {
 		return nil
 	}
-	b, err := r.attach(ctx, "tcp", nil)
-	if err != nil {
-		return err
-	}
-	addr := cfg.TCPListenerAddress
-	if addr == "" {
-		addr = "127.0.0.1:0"
-	}
-	li, err := b.Listen(ctx, addr, NetworkAllow...)
-	if err != nil {
-		return fmt.Errorf("tcp listener at %s (--tcp-listener-address): %w", addr, err)
-	}
-	r.defaultID = li.ID
-	for _, a := range cfg.Listeners {
-		if _, err := b.Listen(ctx, a, NetworkAllow...); err != nil {
-			return fmt.Errorf("tcp listener at %s: %w", a, err)
+	for _, l := range cfg.Listeners {
+		req := withDefaultAllow(api.CreateRequest{Transport: l.Transport, Address: l.Address, Allow: l.Allow, Settings: l.Settings})
+		if _, err := r.links.listen(ctx, "", req, l.Default); err != nil {
+			return err
 		}
 	}
 	for _, c := range cfg.Connections {
-		r.restoreConnection(ctx, b, c)
+		r.links.restoreConnection(ctx, c)
 	}
 	r.restore(ctx, cfg)
 	return nil
-}
-
-// restoreConnection dials a saved connection at its old worker id. The
-// peer may be down while this node starts, so the first dial is retried in
-// the background with capped backoff; after that the binding re-dials by
-// itself.
-func (r *runtime) restoreConnection(ctx context.Context, b *transports.Binding, c state.Connection) {
-	try := func(ctx context.Context) error {
-		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		_, err := b.ConnectAs(dctx, c.ID, c.Address, NetworkAllow...)
-		return err
-	}
-	err := try(ctx)
-	if err == nil {
-		return
-	}
-	r.log.Warn("restore tcp connection; retrying in the background", "worker", routing.Local(c.ID).String(), "address", c.Address, "error", err)
-	life := r.n.Context()
-	go func() {
-		backoff := 100 * time.Millisecond
-		for {
-			t := time.NewTimer(backoff)
-			select {
-			case <-life.Done():
-				t.Stop()
-				return
-			case <-t.C:
-			}
-			err := try(life)
-			if err == nil || errors.Is(err, node.ErrAddressInUse) || life.Err() != nil {
-				if err == nil {
-					r.log.Info("tcp connection restored", "worker", routing.Local(c.ID).String(), "address", c.Address)
-				}
-				return
-			}
-			backoff = min(2*backoff, 5*time.Second)
-		}
-	}()
 }
 
 // startSpec starts the node a topology file declares.
@@ -289,7 +223,7 @@ func (r *runtime) startSpec(ctx context.Context, spec *topology.NodeSpec) error 
 		if usesPortal(spec, p.Name) {
 			continue // started on first use by an inlet or outlet
 		}
-		if _, err := r.attach(ctx, p.Name, p.Settings); err != nil {
+		if _, err := r.links.attach(ctx, p.Name, p.Settings); err != nil {
 			return fmt.Errorf("node %s: %w", spec.Name, err)
 		}
 	}
@@ -304,34 +238,17 @@ func (r *runtime) startSpec(ctx context.Context, spec *topology.NodeSpec) error 
 			return fmt.Errorf("node %s: service %s: %w", spec.Name, s.Type, err)
 		}
 	}
-	for _, l := range spec.Listeners {
-		b, err := r.attach(ctx, l.Plugin, nil)
-		if err != nil {
+	for i, l := range spec.Listeners {
+		req := api.CreateRequest{Transport: l.Plugin, Address: l.Address, Allow: l.Allow}
+		if _, err := r.links.listen(ctx, l.Name, req, i == 0); err != nil {
 			return fmt.Errorf("node %s: listener %s: %w", spec.Name, l.Name, err)
 		}
-		li, err := b.Listen(ctx, l.Address, l.Allow...)
-		if err != nil {
-			return fmt.Errorf("node %s: listener %s: %w", spec.Name, l.Name, err)
-		}
-		r.mu.Lock()
-		r.names[li.ID] = l.Name
-		if r.defaultID == "" && l.Plugin == "tcp" {
-			r.defaultID = li.ID
-		}
-		r.mu.Unlock()
 	}
 	for _, c := range spec.Connections {
-		b, err := r.attach(ctx, c.Plugin, nil)
-		if err != nil {
-			return fmt.Errorf("node %s: connection %s: %w", spec.Name, c.Name, err)
-		}
-		ci, err := b.Connect(ctx, c.Address, c.Allow...)
-		if err != nil {
+		req := api.CreateRequest{Transport: c.Plugin, Address: c.Address, Allow: c.Allow}
+		if _, err := r.links.connect(ctx, c.Name, "", req); err != nil {
 			return fmt.Errorf("node %s: connection %s to %s: %w", spec.Name, c.Name, c.Address, err)
 		}
-		r.mu.Lock()
-		r.names[ci.ID] = c.Name
-		r.mu.Unlock()
 	}
 	return r.startSpecPortals(ctx, spec)
 }
@@ -340,14 +257,7 @@ func (r *runtime) teardown() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	r.closePortals(ctx)
-	r.mu.Lock()
-	bs := r.bindings
-	r.bindings = map[string]*binding{}
-	r.mu.Unlock()
-	for _, b := range bs {
-		b.unwatch()
-		b.b.Close()
-	}
+	r.links.close()
 	if err := r.n.Shutdown(ctx); err != nil {
 		r.log.Warn("node shutdown", "error", err)
 	}
@@ -364,6 +274,7 @@ func (r *runtime) Status(ctx context.Context) (api.Status, error) {
 	st.Connections, _ = r.Connections(ctx)
 	st.Workers, _ = r.Workers(ctx)
 	st.Services, _ = r.Services(ctx)
+	st.Transports = r.links.plugins()
 	rl, _ := r.Relays(ctx)
 	st.Relays = &rl
 	st.Inlets, _ = r.Inlets(ctx)
@@ -451,133 +362,39 @@ func (r *runtime) Send(ctx context.Context, route routing.Route, payload []byte)
 	return m, nil
 }
 
-// tcp returns the TCP binding the tcp-listener and tcp-connection
-// endpoints use, starting the plugin if this node has not yet.
-func (r *runtime) tcp(ctx context.Context) (*transports.Binding, error) {
-	return r.attach(ctx, "tcp", nil)
-}
-
-func (r *runtime) all() []*binding {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make([]*binding, 0, len(r.bindings))
-	for _, b := range r.bindings {
-		out = append(out, b)
-	}
-	slices.SortFunc(out, func(a, b *binding) int { return strings.Compare(a.plugin, b.plugin) })
-	return out
-}
-
-func (r *runtime) nameOf(id string) string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.names[id]
-}
-
-func (r *runtime) listenerInfo(plugin string, l transports.ListenerInfo) api.Listener {
-	r.mu.Lock()
-	al := api.Listener{ID: l.ID, Name: r.names[l.ID], Transport: plugin, Address: l.Address, Default: l.ID == r.defaultID}
-	r.mu.Unlock()
-	for _, a := range l.Allowed {
-		al.Allow = append(al.Allow, addrText(a))
-	}
-	return al
-}
-
 func (r *runtime) Listeners(context.Context) ([]api.Listener, error) {
-	out := []api.Listener{}
-	for _, b := range r.all() {
-		for _, l := range b.b.Listeners() {
-			out = append(out, r.listenerInfo(b.plugin, l))
-		}
-	}
-	// The node's own listener first: /node/NAME routes resolve to it.
-	slices.SortStableFunc(out, func(a, b api.Listener) int {
-		switch {
-		case a.Default == b.Default:
-			return 0
-		case a.Default:
-			return -1
-		}
-		return 1
-	})
-	return out, nil
+	return r.links.listeners(false), nil
 }
 
-func (r *runtime) CreateListener(ctx context.Context, address string) (api.Listener, error) {
-	if address == "" {
-		return api.Listener{}, api.BadRequest(errors.New("listener address is empty; give host:port such as 127.0.0.1:0"))
+// Listener returns one listener, by id or bound address, with what its
+// transport reports about it.
+func (r *runtime) Listener(_ context.Context, id string) (api.Listener, error) {
+	for _, l := range r.links.listeners(true) {
+		if l.ID == id || l.Address == id || l.Route() == id {
+			return l, nil
+		}
 	}
-	b, err := r.tcp(ctx)
-	if err != nil {
-		return api.Listener{}, err
-	}
-	l, err := b.Listen(ctx, address, NetworkAllow...)
-	if err != nil {
-		return api.Listener{}, api.BadRequest(err)
-	}
-	return r.listenerInfo("tcp", l), nil
+	return api.Listener{}, api.NotFound(fmt.Errorf("node %s has no listener %q; see ferry listener list --at %s", r.name, id, r.name))
+}
+
+func (r *runtime) CreateListener(ctx context.Context, req api.CreateRequest) (api.Listener, error) {
+	return r.links.listen(ctx, "", withDefaultAllow(req), false)
 }
 
 func (r *runtime) DeleteListener(ctx context.Context, id string) error {
-	for _, b := range r.all() {
-		err := b.b.CloseListener(ctx, id)
-		if err == nil || !errors.Is(err, transports.ErrNotFound) {
-			return err
-		}
-	}
-	return api.NotFound(fmt.Errorf("no listener %q; see ferry tcp-listener list", id))
-}
-
-func (r *runtime) connInfo(plugin string, c transports.ConnectionInfo) api.Connection {
-	ac := api.Connection{ID: c.ID, Name: r.nameOf(c.ID), Transport: plugin, Remote: c.Remote, Local: c.Local,
-		Worker: c.Worker.String(), Up: c.Up, Accepted: c.Listener != ""}
-	for _, a := range c.Allowed {
-		ac.Allow = append(ac.Allow, addrText(a))
-	}
-	return ac
+	return r.links.closeListener(ctx, id)
 }
 
 func (r *runtime) Connections(context.Context) ([]api.Connection, error) {
-	out := []api.Connection{}
-	for _, b := range r.all() {
-		for _, c := range b.b.Connections() {
-			out = append(out, r.connInfo(b.plugin, c))
-		}
-	}
-	return out, nil
+	return r.links.connections(), nil
 }
 
-func (r *runtime) CreateConnection(ctx context.Context, address string) (api.Connection, error) {
-	if address == "" {
-		return api.Connection{}, api.BadRequest(errors.New("connection address is empty; give host:port"))
-	}
-	b, err := r.tcp(ctx)
-	if err != nil {
-		return api.Connection{}, err
-	}
-	c, err := b.Connect(ctx, address, NetworkAllow...)
-	if err != nil {
-		return api.Connection{}, api.BadRequest(err)
-	}
-	return r.connInfo("tcp", c), nil
+func (r *runtime) CreateConnection(ctx context.Context, req api.CreateRequest) (api.Connection, error) {
+	return r.links.connect(ctx, "", "", withDefaultAllow(req))
 }
 
 func (r *runtime) DeleteConnection(ctx context.Context, id string) error {
-	for _, b := range r.all() {
-		// Accept the worker address too: it is what users copy.
-		cid := id
-		for _, c := range b.b.Connections() {
-			if c.Worker.String() == id || c.Worker.Value == id {
-				cid = c.ID
-			}
-		}
-		err := b.b.CloseConnection(ctx, cid)
-		if err == nil || !errors.Is(err, transports.ErrNotFound) {
-			return err
-		}
-	}
-	return api.NotFound(fmt.Errorf("no connection %q; see ferry tcp-connection list", id))
+	return r.links.closeConnection(ctx, id)
 }
 
 func (r *runtime) Plugins(ctx context.Context) ([]api.Plugin, error) {

@@ -54,7 +54,7 @@ type runningNode struct {
 
 func startNode(t *testing.T, h *state.Home, name string) *runningNode {
 	t.Helper()
-	cfg := &state.NodeConfig{Name: name, TCPListenerAddress: "127.0.0.1:0"}
+	cfg := &state.NodeConfig{Name: name, Listeners: []state.Listener{{Transport: "tcp", Address: "127.0.0.1:0", Default: true}}}
 	if !h.Exists(name) {
 		if err := h.Create(cfg); err != nil {
 			t.Fatal(err)
@@ -152,7 +152,7 @@ func TestControlAPI(t *testing.T) {
 	if err != nil || string(r.Payload) != "over tcp" {
 		t.Fatalf("tcp send: %q, %v", r.Payload, err)
 	}
-	conn, err := n2.c.CreateConnection(ctx, l1)
+	conn, err := n2.c.CreateConnection(ctx, api.CreateRequest{Transport: "tcp", Address: l1})
 	if err != nil || !strings.HasPrefix(conn.Worker, "/worker/") {
 		t.Fatalf("connection %+v, %v", conn, err)
 	}
@@ -172,16 +172,41 @@ func TestControlAPI(t *testing.T) {
 		t.Fatalf("delete twice: %v", err)
 	}
 
-	l, err := n1.c.CreateListener(ctx, "127.0.0.1:0")
+	l, err := n1.c.CreateListener(ctx, api.CreateRequest{Transport: "tcp", Address: "127.0.0.1:0"})
 	if err != nil || strings.HasSuffix(l.Address, ":0") {
 		t.Fatalf("listener %+v, %v", l, err)
 	}
-	if _, err := n1.c.CreateListener(ctx, "not an address"); err == nil {
+	if _, err := n1.c.CreateListener(ctx, api.CreateRequest{Transport: "tcp", Address: "not an address"}); err == nil {
 		t.Fatal("bad listener address accepted")
 	}
 	ls, _ := n1.c.Listeners(ctx)
-	if len(ls) != 2 || !ls[0].Default {
+	if len(ls) != 2 || !ls[0].Default || ls[1].Requested != "127.0.0.1:0" || ls[1].AddressType != "tcp" || !ls[1].Up {
 		t.Fatalf("listeners %+v", ls)
+	}
+	if got, err := n1.c.Listener(ctx, l.Address); err != nil || got.ID != l.ID {
+		t.Fatalf("listener by address: %+v, %v", got, err)
+	}
+	if _, err := n1.c.Listener(ctx, "nope"); !api.IsNotFound(err) {
+		t.Fatalf("unknown listener: %v", err)
+	}
+	// Settings belong to the whole transport: other ones are refused.
+	_, err = n1.c.CreateListener(ctx, api.CreateRequest{Transport: "tcp", Address: "127.0.0.1:0", Settings: map[string]string{"keepalive": "1s"}})
+	if err == nil || !strings.Contains(err.Error(), "already runs on this node with settings") {
+		t.Fatalf("listener with other settings: %v", err)
+	}
+	if _, err := n1.c.CreateListener(ctx, api.CreateRequest{Address: "127.0.0.1:0"}); err == nil || !strings.Contains(err.Error(), "--transport") {
+		t.Fatalf("listener without a transport: %v", err)
+	}
+	// An explicit allow list is what network input may reach.
+	la, err := n1.c.CreateListener(ctx, api.CreateRequest{Transport: "tcp", Address: "127.0.0.1:0", Allow: []string{"/service/echo"}})
+	if err != nil || len(la.Allow) != 1 || la.Allow[0] != "/service/echo" {
+		t.Fatalf("listener with allow: %+v, %v", la, err)
+	}
+	if _, err := n2.c.Send(ctx, api.SendRequest{Route: "/tcp/" + la.Address + "/service/uppercase", Payload: []byte("x"), Timeout: 300 * time.Millisecond}); err == nil {
+		t.Fatal("uppercase reached over a listener that allows only echo")
+	}
+	if err := n1.c.DeleteListener(ctx, la.ID); err != nil {
+		t.Fatal(err)
 	}
 	if err := n1.c.DeleteListener(ctx, l.ID); err != nil {
 		t.Fatal(err)

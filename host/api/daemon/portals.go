@@ -65,60 +65,30 @@ func (r *runtime) relayFlows() []string {
 		addr = r.relaySvc.Address().Value
 	}
 	r.mu.Unlock()
-	var bs []*binding
-	for _, b := range r.all() {
-		bs = append(bs, b)
-	}
 	var out []string
-	for _, b := range bs {
+	for _, b := range r.links.all() {
 		out = append(out, relays.ListenerFlows(addr, b.b)()...)
 	}
 	return out
 }
 
-// resolveNodes rewrites /node/NAME hops to /tcp/<NAME's own listener>, asking
-// NAME's control socket in the ferry home. It runs before every
-// registration attempt, so a relay node that comes back on another port is
-// found again.
+// resolveNodes rewrites /node/NAME hops to an address of one of NAME's
+// listeners (api.ResolveNode), asking NAME's control socket in the ferry
+// home. It runs before every registration attempt, so a relay node that
+// comes back on another port is found again.
 func (r *runtime) resolveNodes(ctx context.Context, route routing.Route) (routing.Route, error) {
 	out := make(routing.Route, 0, len(route))
 	for _, hop := range route {
-		if hop.Type == "node" {
-			addr, err := r.nodeListener(ctx, hop.Value)
+		if hop.Type == api.NodeType {
+			a, err := api.ResolveNode(ctx, r.home, hop.Value, "", r.links.plugins())
 			if err != nil {
 				return nil, err
 			}
-			hop = routing.Address{Type: "tcp", Value: addr}
+			hop = a
 		}
 		out = append(out, hop)
 	}
 	return out, nil
-}
-
-func (r *runtime) nodeListener(ctx context.Context, name string) (string, error) {
-	if r.home == nil {
-		return "", fmt.Errorf("route names node %s, but this node has no ferry home to look it up in", name)
-	}
-	if err := state.ValidName(name); err != nil {
-		return "", err
-	}
-	c := api.NewClient(r.home.SocketPath(name))
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	st, err := c.Status(ctx)
-	if err != nil {
-		return "", fmt.Errorf("node %s does not answer (%v); start it with ferry node start %s", name, err, name)
-	}
-	for _, l := range st.Listeners {
-		if l.Default {
-			return l.Address, nil
-		}
-	}
-	if len(st.Listeners) > 0 {
-		return st.Listeners[0].Address, nil
-	}
-	return "", fmt.Errorf("node %s has no listener to reach it by", name)
 }
 
 // register registers name at the relay service reached by at. With wait 0
@@ -126,7 +96,7 @@ func (r *runtime) nodeListener(ctx context.Context, name string) (string, error)
 // declared relay whose relay node is not up yet).
 func (r *runtime) register(ctx context.Context, name string, at routing.Route, wait time.Duration) (*relays.Registration, error) {
 	opts := relays.Options{Logger: r.log.Named("relay"), NoWait: wait <= 0}
-	if slices.ContainsFunc(at, func(a routing.Address) bool { return a.Type == "node" }) {
+	if slices.ContainsFunc(at, func(a routing.Address) bool { return a.Type == api.NodeType }) {
 		at := at.Clone()
 		opts.Route = func(ctx context.Context) (routing.Route, error) { return r.resolveNodes(ctx, at) }
 	}
@@ -375,19 +345,8 @@ func (r *runtime) closePortals(ctx context.Context) {
 // after this one.
 func (r *runtime) startSpecPortals(ctx context.Context, spec *topology.NodeSpec) error {
 	conn := func(name string) (routing.Address, error) {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		for id, n := range r.names {
-			if n != name {
-				continue
-			}
-			for _, b := range r.bindings {
-				for _, c := range b.b.Connections() {
-					if c.ID == id {
-						return c.Worker, nil
-					}
-				}
-			}
+		if w, ok := r.links.connectionWorker(name); ok {
+			return w, nil
 		}
 		return routing.Address{}, fmt.Errorf("node %s has no connection %q", spec.Name, name)
 	}

@@ -66,6 +66,8 @@ func (a *app) root() *cobra.Command {
 		a.newWorkerCmd(),
 		a.newServiceCmd(),
 		a.newMessageCmd(),
+		a.newListenerCmd(listenerCmd),
+		a.newConnectionCmd(connectionCmd),
 		a.newTCPListenerCmd(),
 		a.newTCPConnectionCmd(),
 		a.newRelayCmd(),

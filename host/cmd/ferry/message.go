@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,29 +15,12 @@ import (
 
 // nodeType is the pseudo transport type of "/node/NAME" in routes the
 // command resolves through the state directory.
-const nodeType = "node"
-
-// nodeListener returns the address of node name's own TCP listener.
-func (a *app) nodeListener(ctx context.Context, name string) (string, error) {
-	c, st, err := a.connect(ctx, name)
-	if err != nil {
-		return "", err
-	}
-	c.Close()
-	for _, l := range st.Listeners {
-		if l.Default {
-			return l.Address, nil
-		}
-	}
-	if len(st.Listeners) > 0 {
-		return st.Listeners[0].Address, nil
-	}
-	return "", fmt.Errorf("node %q has no TCP listener to reach it by; create one with ferry tcp-listener create 127.0.0.1:0 --at %s", name, name)
-}
+const nodeType = api.NodeType
 
 // resolveRoute decides which node sends and rewrites /node/NAME hops:
 // a leading /node/NAME without --from means "NAME sends the rest"; any
-// other /node/NAME hop becomes /tcp/<NAME's listener>.
+// other /node/NAME hop becomes the address of one of NAME's listeners that
+// the sender can reach (api.ResolveNode).
 func (a *app) resolveRoute(ctx context.Context, from string, route routing.Route) (string, routing.Route, error) {
 	if len(route) == 0 {
 		return "", nil, errors.New("the route is empty; say where the message goes, e.g. --to /node/n1/service/echo")
@@ -52,14 +36,24 @@ func (a *app) resolveRoute(ctx context.Context, from string, route routing.Route
 	if len(route) == 0 {
 		return "", nil, fmt.Errorf("the route ends at node %s; add where on it the message goes, e.g. /node/%s/service/echo", from, from)
 	}
+	if !slices.ContainsFunc(route, func(a routing.Address) bool { return a.Type == nodeType }) {
+		return from, route, nil
+	}
+	h, err := a.home()
+	if err != nil {
+		return "", nil, err
+	}
+	c, st, err := a.connect(ctx, from)
+	if err != nil {
+		return "", nil, err
+	}
+	c.Close()
 	out := make(routing.Route, 0, len(route))
 	for _, hop := range route {
 		if hop.Type == nodeType {
-			addr, err := a.nodeListener(ctx, hop.Value)
-			if err != nil {
+			if hop, err = api.ResolveNode(ctx, h, hop.Value, "", st.Transports); err != nil {
 				return "", nil, err
 			}
-			hop = routing.Address{Type: "tcp", Value: addr}
 		}
 		out = append(out, hop)
 	}
@@ -76,7 +70,8 @@ func (a *app) newMessageCmd() *cobra.Command {
 		Long: `Send PAYLOAD along ROUTE and print the first reply.
 
 A route starting with /node/NAME is sent by node NAME (ferry message send hi --to /node/n1/service/echo).
-With --from OTHER the message is sent by OTHER, and /node/NAME hops go over NAME's TCP listener.`,
+With --from OTHER the message is sent by OTHER, and a /node/NAME hop goes to one of NAME's
+listeners (one of a transport OTHER already runs if it has one, else NAME's default listener).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if to == "" {

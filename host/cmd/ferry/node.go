@@ -60,14 +60,15 @@ type nodeView struct {
 	Note string `json:"note,omitempty"`
 }
 
+// listener is the node's own listener as TRANSPORT:ADDRESS, "-" if none.
 func (v nodeView) listener() string {
 	for _, l := range v.Listeners {
 		if l.Default {
-			return l.Address
+			return linkText(l.Transport, l.Address)
 		}
 	}
 	if len(v.Listeners) > 0 {
-		return v.Listeners[0].Address
+		return linkText(v.Listeners[0].Transport, v.Listeners[0].Address)
 	}
 	return "-"
 }
@@ -119,10 +120,37 @@ type createFlags struct {
 	config     string
 	vars       []string
 	listen     string
+	listeners  []string
+	noListener bool
 	foreground bool
 	verbose    bool
 	pluginDir  string
 	timeout    time.Duration
+	parsed     []state.Listener // the listeners the flags ask for
+}
+
+// nodeListeners turns node create's listener flags into the node's saved
+// listeners, the first one its default.
+func nodeListeners(f createFlags, tcpChanged bool) ([]state.Listener, error) {
+	if f.noListener || f.config != "" {
+		return nil, nil
+	}
+	var out []state.Listener
+	if tcpChanged || len(f.listeners) == 0 {
+		if err := checkHostPort(f.listen); err != nil {
+			return nil, fmt.Errorf("--tcp-listener-address: %w", err)
+		}
+		out = append(out, state.Listener{Transport: tcpTransport, Address: f.listen})
+	}
+	for _, l := range f.listeners {
+		tr, addr, ok := strings.Cut(l, ":")
+		if !ok || tr == "" || addr == "" {
+			return nil, fmt.Errorf("--listener %q: want TRANSPORT:ADDRESS, e.g. tcp:127.0.0.1:0 or unix:/tmp/n1.sock", l)
+		}
+		out = append(out, state.Listener{Transport: tr, Address: addr})
+	}
+	out[0].Default = true
+	return out, nil
 }
 
 func (a *app) newNodeCreateCmd() *cobra.Command {
@@ -139,7 +167,9 @@ func (a *app) newNodeCreateCmd() *cobra.Command {
 			return a.createNode(cmd.Context(), name, f)
 		},
 	}
-	cmd.Flags().StringVar(&f.listen, "tcp-listener-address", "127.0.0.1:0", "address of the node's TCP listener (port 0: a free port at every start)")
+	cmd.Flags().StringVar(&f.listen, "tcp-listener-address", "127.0.0.1:0", "address of the node's TCP listener (port 0: a free port at every start); the same as --listener tcp:ADDRESS")
+	cmd.Flags().StringArrayVar(&f.listeners, "listener", nil, "a listener of any transport, --listener TRANSPORT:ADDRESS, e.g. udp:127.0.0.1:0 (repeatable; the first is the node's own); replaces the default TCP listener")
+	cmd.Flags().BoolVar(&f.noListener, "no-listener", false, "open no listener: the node starts no transport and opens no socket until you ask (it can still dial out)")
 	cmd.Flags().BoolVar(&f.foreground, "foreground", false, "run the node in this process instead of the background")
 	cmd.Flags().BoolVar(&f.verbose, "verbose", false, "log at debug level (each worker as it starts)")
 	cmd.Flags().StringVar(&f.pluginDir, "plugin-dir", "", "directory of plugin binaries (default $FERRY_PLUGIN_DIR, else beside the ferry binary)")
@@ -150,9 +180,17 @@ func (a *app) newNodeCreateCmd() *cobra.Command {
 		if f.config == "" && len(f.vars) > 0 {
 			return errors.New("--var needs --config FILE")
 		}
-		if f.config != "" && cmd.Flags().Changed("tcp-listener-address") {
-			return errors.New("--tcp-listener-address does not apply with --config: the file declares the node's listeners")
+		if f.config != "" && (cmd.Flags().Changed("tcp-listener-address") || len(f.listeners) > 0 || f.noListener) {
+			return errors.New("--tcp-listener-address, --listener and --no-listener do not apply with --config: the file declares the node's listeners")
 		}
+		if f.noListener && (cmd.Flags().Changed("tcp-listener-address") || len(f.listeners) > 0) {
+			return errors.New("--no-listener contradicts --listener and --tcp-listener-address; give one or the other")
+		}
+		ls, err := nodeListeners(f, cmd.Flags().Changed("tcp-listener-address"))
+		if err != nil {
+			return err
+		}
+		f.parsed = ls
 		if f.config != "" && len(args) == 0 {
 			return errors.New("with --config, name the node of the file to start: ferry node create NAME --config FILE")
 		}
@@ -211,10 +249,7 @@ func (a *app) createNode(ctx context.Context, name string, f createFlags) error 
 		if err != nil {
 			return err
 		}
-		cfg := &state.NodeConfig{Name: n, TCPListenerAddress: f.listen, PluginDir: pluginDir, ConfigFile: file, Vars: vars, Created: time.Now().UTC()}
-		if file != "" {
-			cfg.TCPListenerAddress = ""
-		}
+		cfg := &state.NodeConfig{Name: n, Listeners: f.parsed, PluginDir: pluginDir, ConfigFile: file, Vars: vars, Created: time.Now().UTC()}
 		err = h.Create(cfg)
 		if errors.Is(err, state.ErrExists) && name == "" && tries < 10 {
 			lock.Unlock()
@@ -363,7 +398,7 @@ func (a *app) printNode(v nodeView, detail bool) error {
 		fmt.Fprintf(w, "Pid:\t%d\n", v.Pid)
 	}
 	if v.Status == statusUp {
-		fmt.Fprintf(w, "TCP listener:\t%s\n", v.listener())
+		fmt.Fprintf(w, "Listener:\t%s\n", v.listener())
 	}
 	if v.Note != "" {
 		fmt.Fprintf(w, "Note:\t%s\n", v.Note)
@@ -377,17 +412,15 @@ func (a *app) printNode(v nodeView, detail bool) error {
 		return nil
 	}
 	a.printf("Listeners:\n")
-	for _, l := range v.Listeners {
-		a.printf("  /%s/%s%s  id %s  allows %s\n", l.Transport, l.Address, named(l.Name), l.ID, strings.Join(l.Allow, " "))
+	if len(v.Listeners) == 0 {
+		a.printf("  (none)\n")
+	} else if err := printListeners(indent(a.stdout), v.Listeners); err != nil {
+		return err
 	}
 	if len(v.Connections) > 0 {
 		a.printf("Connections:\n")
-		for _, c := range v.Connections {
-			dir := "to"
-			if c.Accepted {
-				dir = "from"
-			}
-			a.printf("  %s%s  %s /%s/%s\n", c.Worker, named(c.Name), dir, c.Transport, c.Remote)
+		if err := printConnections(indent(a.stdout), v.Connections); err != nil {
+			return err
 		}
 	}
 	a.printf("Services:\n")
@@ -402,11 +435,27 @@ func (a *app) printNode(v nodeView, detail bool) error {
 	return nil
 }
 
-func named(name string) string {
-	if name == "" {
-		return ""
+// indent prefixes every line written to w with two spaces.
+func indent(w io.Writer) io.Writer { return &indenter{w: w, bol: true} }
+
+type indenter struct {
+	w   io.Writer
+	bol bool
+}
+
+func (d *indenter) Write(p []byte) (int, error) {
+	var b []byte
+	for _, c := range p {
+		if d.bol {
+			b = append(b, ' ', ' ')
+		}
+		b = append(b, c)
+		d.bol = c == '\n'
 	}
-	return " (" + name + ")"
+	if _, err := d.w.Write(b); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 func kindOr(k string) string {
@@ -451,7 +500,7 @@ func (a *app) newNodeListCmd() *cobra.Command {
 				return nil
 			}
 			w := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(w, "NAME\tSTATUS\tPID\tTCP LISTENER")
+			fmt.Fprintln(w, "NAME\tSTATUS\tPID\tLISTENER")
 			for _, v := range views {
 				pid, l := "-", "-"
 				if v.Status == statusUp {
@@ -674,4 +723,11 @@ func deleteNode(ctx context.Context, h *state.Home, name string) error {
 		return fmt.Errorf("delete node %s: %w", name, err)
 	}
 	return h.Remove(name)
+}
+
+func named(name string) string {
+	if name == "" {
+		return ""
+	}
+	return " (" + name + ")"
 }

@@ -89,7 +89,7 @@ func (a *app) newTCPInletCmd() *cobra.Command {
   ferry tcp-inlet create --at n1 --from 127.0.0.1:6000 \
       --to /worker/<n1's connection to n2>/service/forward_to_n3/service/hop/service/outlet
 
-/node/NAME hops in ROUTE go over NAME's TCP listener. Until the outlet answers for the first
+/node/NAME hops in ROUTE go over one of NAME's listeners. Until the outlet answers for the first
 time, clients wait (up to 30s after creation) instead of being refused.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -115,7 +115,8 @@ func eventuallyCurl(t *testing.T, d time.Duration, what, addr string) {
 	}
 }
 
-// childPids returns the pids of parent's child processes running exe.
+// childPids returns the pids of parent's child processes running exe (any
+// executable if exe is empty).
 func childPids(parent int, exe string) []int {
 	ents, _ := os.ReadDir("/proc")
 	var out []int
@@ -136,7 +137,7 @@ func childPids(parent int, exe string) []int {
 		if len(f) < 2 || f[0] == "Z" || f[1] != strconv.Itoa(parent) {
 			continue
 		}
-		if p, err := os.Readlink(filepath.Join("/proc", d.Name(), "exe")); err == nil && filepath.Base(p) == exe {
+		if p, err := os.Readlink(filepath.Join("/proc", d.Name(), "exe")); exe == "" || err == nil && filepath.Base(p) == exe {
 			out = append(out, pid)
 		}
 	}

@@ -54,7 +54,7 @@ func (a *app) newRelayCmd() *cobra.Command {
 		Use:   "create NAME --at ROUTE --to NODE",
 		Short: "Register forward_to_NAME at the relay service reached by ROUTE; messages to it reach NODE",
 		Long: `Node NODE dials out (if needed) and registers forward_to_NAME at the relay service
-reached by ROUTE (/node/n2 means n2's relay service over its TCP listener). NODE keeps the
+reached by ROUTE (/node/n2 means n2's relay service over one of its listeners). NODE keeps the
 registration alive and registers again when the path breaks or the relay node restarts.
 
   ferry relay create n3 --at /node/n2 --to /node/n3`,
@@ -82,19 +82,23 @@ registration alive and registers again when the path breaks or the relay node re
 				return fmt.Errorf("--at %s starts at node %s itself; give the relay node, e.g. --at /node/n2", at, node)
 			}
 			route = daemon.RelayServiceRoute(route)
-			// Fail early, with the CLI's words, when a named node is not up.
-			for _, hop := range route {
-				if hop.Type == nodeType {
-					if _, err := a.nodeListener(cmd.Context(), hop.Value); err != nil {
-						return err
-					}
-				}
-			}
-			c, _, err := a.connect(cmd.Context(), node)
+			c, st, err := a.connect(cmd.Context(), node)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
+			// Fail early, with the CLI's words, when a named node is not up.
+			h, err := a.home()
+			if err != nil {
+				return err
+			}
+			for _, hop := range route {
+				if hop.Type == nodeType {
+					if _, err := api.ResolveNode(cmd.Context(), h, hop.Value, "", st.Transports); err != nil {
+						return err
+					}
+				}
+			}
 			info, err := c.CreateRelay(cmd.Context(), api.CreateRelayRequest{Name: name, At: route.String(), Wait: relayWait})
 			if err != nil {
 				return fmt.Errorf("relay %s from node %s at %s: %w", name, node, route, err)

@@ -28,7 +28,37 @@ var (
 	binDir    string // holds ferry and plugins/
 	ferryBin  string
 	pluginDir string
+	repoRoot  string
+
+	pluginBuilds sync.Map // plugin name -> *pluginBuild
 )
+
+type pluginBuild struct {
+	once sync.Once
+	err  error
+}
+
+// needPlugin builds plugins/NAME into the tests' plugin directory on first
+// use, so a test of a transport other than tcp (udp, quic, serial, kafka)
+// pays for its build only when it runs.
+func needPlugin(t *testing.T, name string) {
+	t.Helper()
+	v, _ := pluginBuilds.LoadOrStore(name, &pluginBuild{})
+	pb := v.(*pluginBuild)
+	pb.once.Do(func() {
+		if _, err := os.Stat(filepath.Join(pluginDir, name)); err == nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", filepath.Join(pluginDir, name), "./plugins/"+name)
+		cmd.Dir = repoRoot
+		if b, err := cmd.CombinedOutput(); err != nil {
+			pb.err = fmt.Errorf("go build ./plugins/%s: %v\n%s", name, err, b)
+		}
+	})
+	if pb.err != nil {
+		t.Fatal(pb.err)
+	}
+}
 
 func TestMain(m *testing.M) {
 	code, err := buildAndRun(m)
@@ -50,6 +80,7 @@ func buildAndRun(m *testing.M) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	repoRoot = root
 	build := func(out, pkg string) error {
 		cmd := exec.Command("go", "build", "-o", out, pkg)
 		cmd.Dir = root
@@ -250,7 +281,7 @@ func TestTranscript(t *testing.T) {
 	random := m[1]
 
 	out = e.ok("node", "create", "n1")
-	if !strings.Contains(out, "Name:          n1") || !regexp.MustCompile(`Status:\s+UP`).MatchString(out) {
+	if !regexp.MustCompile(`Name:\s+n1\n`).MatchString(out) || !regexp.MustCompile(`Status:\s+UP`).MatchString(out) {
 		t.Fatalf("node create n1: %q", out)
 	}
 	e.fails(`node "n1" already exists`, "node", "create", "n1")
@@ -299,15 +330,19 @@ func TestTranscript(t *testing.T) {
 		}
 	}
 	text := e.ok("node", "list")
-	if !regexp.MustCompile(`(?m)^n1\s+UP\s+\d+\s+127\.0\.0\.1:\d+$`).MatchString(text) {
+	if !regexp.MustCompile(`(?m)^n1\s+UP\s+\d+\s+tcp:127\.0\.0\.1:\d+$`).MatchString(text) {
 		t.Errorf("node list text:\n%s", text)
 	}
 
 	out = e.ok("node", "show", "n1")
-	for _, w := range []string{"Name:", "n1", "UP", "Pid:", "Listeners:", "/tcp/127.0.0.1:", "Workers:", "/service/echo", "Services:", "uppercase  /service/uppercase"} {
+	for _, w := range []string{"Name:", "n1", "UP", "Pid:", "Listeners:", "Workers:", "/service/echo", "Services:", "uppercase  /service/uppercase"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("node show n1 lacks %q:\n%s", w, out)
 		}
+	}
+
+	if !regexp.MustCompile(`(?m)^  [0-9a-f]+\s+tcp\s+127\.0\.0\.1:\d+\s+UP\s+/service/echo`).MatchString(out) {
+		t.Errorf("node show n1 lists no tcp listener:\n%s", out)
 	}
 
 	out = e.ok("worker", "list", "--at", "n1")
@@ -343,7 +378,7 @@ func TestTranscript(t *testing.T) {
 	if !strings.HasPrefix(l.Address, "127.0.0.1:") || strings.HasSuffix(l.Address, ":0") {
 		t.Fatalf("tcp-listener create: %+v", l)
 	}
-	if out := e.ok("tcp-listener", "list", "--at", "n1"); !strings.Contains(out, "/tcp/"+l.Address) {
+	if out := e.ok("tcp-listener", "list", "--at", "n1"); !strings.Contains(out, l.Address) {
 		t.Errorf("tcp-listener list lacks %s:\n%s", l.Address, out)
 	}
 
@@ -700,7 +735,7 @@ func TestNodeCreateFromConfig(t *testing.T) {
 	e.ok("node", "delete", "n2")
 	e.fails("port 0", "node", "create", "n1", "--config", bridge, "--var", "n2_port=0")
 	e.fails(`declares no node "n7"`, "node", "create", "n7", "--config", bridge)
-	e.fails("--tcp-listener-address does not apply", "node", "create", "n9", "--config", bridge, "--tcp-listener-address", "127.0.0.1:0")
+	e.fails("--tcp-listener-address, --listener and --no-listener do not apply", "node", "create", "n9", "--config", bridge, "--tcp-listener-address", "127.0.0.1:0")
 
 	bad := filepath.Join(t.TempDir(), "bad.hcl")
 	os.WriteFile(bad, []byte("node \"a\" {\n  servce \"echo\" {}\n}\n"), 0o600)

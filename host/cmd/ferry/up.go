@@ -156,11 +156,11 @@ func (a *app) newUpCmd() *cobra.Command {
 			for _, v := range views {
 				var ls, cs, ss []string
 				for _, l := range v.Listeners {
-					ls = append(ls, "/"+l.Transport+"/"+l.Address)
+					ls = append(ls, linkText(l.Transport, l.Address))
 				}
 				for _, c := range v.Connections {
 					if !c.Accepted {
-						cs = append(cs, c.Worker+" -> "+c.Remote)
+						cs = append(cs, c.Worker+" -> "+linkText(c.Transport, c.Remote))
 					}
 				}
 				for _, s := range v.Services {

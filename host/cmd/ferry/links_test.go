@@ -1,0 +1,207 @@
+package main
+
+import (
+	"bufio"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+type listenerJSON struct {
+	ID          string            `json:"id"`
+	Transport   string            `json:"transport"`
+	AddressType string            `json:"address_type"`
+	Address     string            `json:"address"`
+	Allow       []string          `json:"allow"`
+	Up          bool              `json:"up"`
+	Default     bool              `json:"default"`
+	Properties  map[string]string `json:"properties"`
+}
+
+type connectionJSON struct {
+	ID        string   `json:"id"`
+	Transport string   `json:"transport"`
+	Worker    string   `json:"worker"`
+	Remote    string   `json:"remote_address"`
+	Allow     []string `json:"allow"`
+	Accepted  bool     `json:"accepted"`
+}
+
+// A transport that is not TCP (the example Unix-socket transport, as a
+// third party would ship it) gets listeners and connections from the
+// command line; /node/NAME reaches a node through it; it all survives a
+// stop and start.
+func TestListenerAndConnectionOfAnyTransport(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "u2.sock")
+	// u2 listens only on the unix transport.
+	out := e.ok("node", "create", "u2", "--listener", "unix:"+sock)
+	if !strings.Contains(out, "unix:"+sock) {
+		t.Fatalf("node create u2 --listener unix:...: %s", out)
+	}
+	e.ok("node", "create", "u1")
+	var ls []listenerJSON
+	e.json(&ls, "listener", "list", "--at", "u2")
+	if len(ls) != 1 || ls[0].Transport != "unix" || ls[0].Address != sock || !ls[0].Default || !ls[0].Up {
+		t.Fatalf("listener list --at u2: %+v", ls)
+	}
+	// /node/u2 from u1 resolves to u2's unix listener, the only one.
+	if got := strings.TrimSpace(e.ok("message", "send", "hi", "--from", "u1", "--to", "/node/u2/service/uppercase")); got != "HI" {
+		t.Fatalf("message over /node/u2 (unix): %q", got)
+	}
+
+	// A second listener, only for echo; a connection to it from u1.
+	sock2 := filepath.Join(dir, "u2b.sock")
+	var l listenerJSON
+	e.json(&l, "listener", "create", sock2, "--at", "u2", "--transport", "unix", "--allow", "echo")
+	if l.Transport != "unix" || l.Address != sock2 || len(l.Allow) != 1 || l.Allow[0] != "/service/echo" {
+		t.Fatalf("listener create: %+v", l)
+	}
+	out = e.ok("listener", "show", sock2, "--at", "u2")
+	for _, w := range []string{"Transport:", "unix", "Allows:", "/service/echo", "Status:", "UP"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("listener show lacks %q:\n%s", w, out)
+		}
+	}
+	w := strings.TrimSpace(e.ok("connection", "create", "--from", "u1", "--transport", "unix", "--to", sock2))
+	if !workerAddr.MatchString(w) {
+		t.Fatalf("connection create printed %q; want /worker/<32 hex>", w)
+	}
+	if got := strings.TrimSpace(e.ok("message", "send", "over", "--from", "u1", "--to", w+"/service/echo")); got != "over" {
+		t.Fatalf("message over the unix connection: %q", got)
+	}
+	// Only echo is allowed over that listener.
+	e.fails("no reply", "message", "send", "x", "--from", "u1", "--to", w+"/service/uppercase", "--timeout", "300ms")
+	var cs []connectionJSON
+	e.json(&cs, "connection", "list", "--at", "u1")
+	// The /node/u2 send above dialled a connection of its own too.
+	found := false
+	for _, c := range cs {
+		found = found || c.Transport == "unix" && c.Worker == w && c.Remote == sock2
+	}
+	if !found {
+		t.Fatalf("connection list --at u1 lacks %s: %+v", w, cs)
+	}
+	if out := e.ok("connection", "list", "--at", "u1"); !regexp.MustCompile(`unix\s+` + regexp.QuoteMeta(w)).MatchString(out) {
+		t.Errorf("connection list text:\n%s", out)
+	}
+	// The alias lists tcp ones only.
+	e.json(&cs, "tcp-connection", "list", "--at", "u1")
+	if len(cs) != 0 {
+		t.Fatalf("tcp-connection list shows non-tcp connections: %+v", cs)
+	}
+
+	// Kept across stop and start: the listener and the connection under
+	// its old worker address.
+	e.ok("node", "stop", "u2")
+	e.ok("node", "stop", "u1")
+	e.ok("node", "start", "u2")
+	e.ok("node", "start", "u1")
+	e.json(&ls, "listener", "list", "--at", "u2")
+	if len(ls) != 2 {
+		t.Fatalf("after restart, listeners %+v", ls)
+	}
+	eventually(t, 20e9, "restored unix connection answers", func() bool {
+		r := e.run("message", "send", "again", "--from", "u1", "--to", w+"/service/echo", "--timeout", "1s")
+		return r.code == 0 && strings.TrimSpace(r.stdout) == "again"
+	})
+
+	e.ok("connection", "delete", w, "--at", "u1")
+	e.ok("listener", "delete", sock2, "--at", "u2")
+	e.ok("node", "stop", "u2")
+	e.ok("node", "start", "u2")
+	e.json(&ls, "listener", "list", "--at", "u2")
+	if len(ls) != 1 || ls[0].Address != sock {
+		t.Fatalf("a deleted listener came back at start: %+v", ls)
+	}
+
+	e.fails("--transport NAME", "listener", "create", "x", "--at", "u2")
+	e.fails("want NAME=VALUE", "listener", "create", "x", "--at", "u2", "--transport", "unix", "--setting", "oops")
+	e.fails("TRANSPORT:ADDRESS", "node", "create", "bad", "--listener", "nocolon")
+	e.fails("contradicts", "node", "create", "bad", "--listener", "unix:/x", "--no-listener")
+}
+
+// node create --no-listener opens no socket: neither the node nor any
+// plugin (none is started) has a TCP or UDP socket, and the node still
+// sends.
+func TestNoListenerOpensNoSocket(t *testing.T) {
+	e := newEnv(t)
+	out := e.ok("node", "create", "n3", "--no-listener")
+	if !regexp.MustCompile(`Listener:\s+-`).MatchString(out) {
+		t.Errorf("node create --no-listener printed:\n%s", out)
+	}
+	var ls []listenerJSON
+	e.json(&ls, "listener", "list", "--at", "n3")
+	if len(ls) != 0 {
+		t.Fatalf("listeners of a --no-listener node: %+v", ls)
+	}
+	if got := strings.TrimSpace(e.ok("message", "send", "local", "--to", "/node/n3/service/uppercase")); got != "LOCAL" {
+		t.Fatalf("local send: %q", got)
+	}
+	pid := e.nodes()["n3"].Pid
+	if kids := childPids(pid, ""); len(kids) != 0 {
+		t.Errorf("node n3 started child processes %v; want no plugin at all", kids)
+	}
+	for _, p := range append([]int{pid}, childPids(pid, "")...) {
+		if inet := inetSockets(t, p); len(inet) > 0 {
+			t.Errorf("process %d has network sockets: %v", p, inet)
+		}
+	}
+	// It can still dial out.
+	e.ok("node", "create", "n1")
+	// The check sees sockets where there are some: n1's tcp plugin listens.
+	var seen []string
+	for _, p := range childPids(e.nodes()["n1"].Pid, "") {
+		seen = append(seen, inetSockets(t, p)...)
+	}
+	if len(seen) == 0 {
+		t.Fatal("the socket check finds no socket in n1's tcp plugin, which listens")
+	}
+	if got := strings.TrimSpace(e.ok("message", "send", "out", "--from", "n3", "--to", "/node/n1/service/echo")); got != "out" {
+		t.Fatalf("send from the --no-listener node: %q", got)
+	}
+	// And stays listener-less across a restart.
+	e.ok("node", "stop", "n3")
+	e.ok("node", "start", "n3")
+	if l := e.nodes()["n3"].Listeners; len(l) != 0 {
+		t.Fatalf("after restart n3 listens: %+v", l)
+	}
+}
+
+// inetSockets lists the TCP and UDP sockets (any state) process pid holds,
+// as "proto local-address": its fds' socket inodes looked up in
+// /proc/PID/net/{tcp,tcp6,udp,udp6}.
+func inetSockets(t *testing.T, pid int) []string {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
+	if err != nil {
+		t.Fatalf("read fds of %d: %v", pid, err)
+	}
+	inodes := map[string]bool{}
+	for _, fd := range fds {
+		link, err := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "fd", fd.Name()))
+		if err == nil && strings.HasPrefix(link, "socket:[") {
+			inodes[strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]")] = true
+		}
+	}
+	var out []string
+	for _, proto := range []string{"tcp", "tcp6", "udp", "udp6"} {
+		f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/net/" + proto)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			fs := strings.Fields(sc.Text())
+			if len(fs) > 9 && inodes[fs[9]] {
+				out = append(out, proto+" "+fs[1])
+			}
+		}
+		f.Close()
+	}
+	return out
+}
