@@ -8,11 +8,11 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/ferryhq/ferry/host/plugins/plugintest"
 	"github.com/ferryhq/ferry/plugins/quic/internal/quictest"
 	"github.com/ferryhq/ferry/plugins/quic/quictransport"
 	"github.com/ferryhq/ferry/sdk/transport"
 	"github.com/ferryhq/ferry/sdk/transporttest"
-	"github.com/ferryhq/ferry/sdk/transporttest/plugintest"
 )
 
 func header(typ byte, n uint32) []byte {
