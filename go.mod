@@ -3,6 +3,7 @@ module github.com/ferryhq/ferry
 go 1.26.0
 
 require (
+	github.com/flynn/noise v1.1.0
 	github.com/hashicorp/go-hclog v1.6.3
 	github.com/hashicorp/go-plugin v1.8.0
 	github.com/hashicorp/hcl/v2 v2.25.0

@@ -128,4 +128,9 @@ type LocalInfo struct {
 	// for messages that originated on this node. The node uses it to apply
 	// access control (deny by default for network input).
 	Flow string
+	// Identity is the identifier of the peer a message came from when it
+	// arrived through a secure channel, set by that channel after it
+	// authenticated the peer; empty otherwise. Access control by identity
+	// reads it.
+	Identity string
 }
