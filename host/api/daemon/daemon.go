@@ -82,7 +82,7 @@ func Run(ctx context.Context, o Options) error {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	r := &runtime{n: n, log: log, name: cfg.Name, stop: stop, started: time.Now(), tr: o.Transports, home: o.Home,
-		links: newLinks(n, log, o.Transports), inlets: map[string]*inletEntry{}, outlets: map[string]*outletEntry{}}
+		links: newLinks(n, log, o.Transports), portals: portalComp{inlets: map[string]*inletEntry{}, outlets: map[string]*outletEntry{}}}
 	defer r.teardown()
 	if r.tr != nil {
 		n.SetFallbackResolver(node.ResolverFunc(r.resolveByPlugin))
@@ -143,10 +143,25 @@ type runtime struct {
 	regs    relays.Set
 	links   *links
 
-	mu       sync.Mutex
-	relaySvc *relays.Service
-	inlets   map[string]*inletEntry  // by bound listen address
-	outlets  map[string]*outletEntry // by worker address (route text)
+	// The runtime's components, each with its own lock: transports with
+	// their listeners and connections, the relay service, portals. No
+	// lock is held while a plugin starts, and none across components.
+	relay   relayComp
+	portals portalComp
+}
+
+// relayComp is the node's relay service (forwarders for other nodes); the
+// registrations this node made elsewhere are in regs, which locks itself.
+type relayComp struct {
+	mu  sync.Mutex
+	svc *relays.Service
+}
+
+// portalComp holds the node's TCP inlets and outlets.
+type portalComp struct {
+	mu      sync.Mutex
+	inlets  map[string]*inletEntry  // by bound listen address
+	outlets map[string]*outletEntry // by worker address (route text)
 }
 
 // resolveByPlugin serves routes whose address type no attached transport
@@ -313,16 +328,16 @@ func (r *runtime) StartService(_ context.Context, req api.StartServiceRequest) (
 		if err != nil {
 			return api.Service{}, api.BadRequest(err)
 		}
-		r.mu.Lock()
-		running := r.relaySvc != nil
-		r.mu.Unlock()
+		r.relay.mu.Lock()
+		running := r.relay.svc != nil
+		r.relay.mu.Unlock()
 		if running {
 			return api.Service{}, api.BadRequest(errors.New("this node already runs the relay service; see ferry service list"))
 		}
 		if err := r.startRelayService(addr); err != nil {
 			return api.Service{}, err
 		}
-		return api.Service{Type: "relay", Address: r.relaySvc.Address().String()}, nil
+		return api.Service{Type: "relay", Address: r.relay.svc.Address().String()}, nil
 	}
 	if _, err := services.New(req.Type); err != nil {
 		return api.Service{}, api.BadRequest(err)

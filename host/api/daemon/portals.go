@@ -42,16 +42,16 @@ type outletEntry struct {
 // startRelayService starts the relay service once; its forwarders are
 // reachable through every listener that allows the relay service.
 func (r *runtime) startRelayService(addr string) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.relaySvc != nil {
+	r.relay.mu.Lock()
+	defer r.relay.mu.Unlock()
+	if r.relay.svc != nil {
 		return nil
 	}
 	svc, err := relays.StartService(r.n, relays.ServiceConfig{Address: addr, Flows: r.relayFlows, Logger: r.log.Named("relay")})
 	if err != nil {
 		return err
 	}
-	r.relaySvc = svc
+	r.relay.svc = svc
 	return nil
 }
 
@@ -60,11 +60,11 @@ func (r *runtime) startRelayService(addr string) error {
 // later, so it is evaluated at each call).
 func (r *runtime) relayFlows() []string {
 	addr := relays.ServiceAddress
-	r.mu.Lock()
-	if r.relaySvc != nil {
-		addr = r.relaySvc.Address().Value
+	r.relay.mu.Lock()
+	if r.relay.svc != nil {
+		addr = r.relay.svc.Address().Value
 	}
-	r.mu.Unlock()
+	r.relay.mu.Unlock()
 	var out []string
 	for _, b := range r.links.all() {
 		out = append(out, relays.ListenerFlows(addr, b.b)()...)
@@ -110,9 +110,9 @@ func (r *runtime) register(ctx context.Context, name string, at routing.Route, w
 
 func (r *runtime) Relays(context.Context) (api.Relays, error) {
 	out := api.Relays{Registrations: r.regs.List(), Forwarders: []relays.ForwarderInfo{}}
-	r.mu.Lock()
-	svc := r.relaySvc
-	r.mu.Unlock()
+	r.relay.mu.Lock()
+	svc := r.relay.svc
+	r.relay.mu.Unlock()
 	if svc != nil {
 		out.Forwarders = svc.List()
 	}
@@ -141,9 +141,9 @@ func (r *runtime) DeleteRelay(ctx context.Context, name string) error {
 	if _, ok := r.regs.Get(name); ok {
 		return r.regs.Delete(ctx, name)
 	}
-	r.mu.Lock()
-	svc := r.relaySvc
-	r.mu.Unlock()
+	r.relay.mu.Lock()
+	svc := r.relay.svc
+	r.relay.mu.Unlock()
 	if svc != nil {
 		if err := svc.Delete(ctx, name); err == nil || !errors.Is(err, relays.ErrUnknownRelay) {
 			return err
@@ -173,10 +173,10 @@ func portalInfo(id, name string, st portals.Status) api.Portal {
 }
 
 func (r *runtime) Inlets(context.Context) ([]api.Portal, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.portals.mu.Lock()
+	defer r.portals.mu.Unlock()
 	out := []api.Portal{}
-	for id, e := range r.inlets {
+	for id, e := range r.portals.inlets {
 		out = append(out, portalInfo(id, e.name, e.in.Status()))
 	}
 	slices.SortFunc(out, func(a, b api.Portal) int { return strings.Compare(a.ID, b.ID) })
@@ -210,22 +210,22 @@ func (r *runtime) startInlet(ctx context.Context, name, plugin, address, route s
 	if err != nil {
 		return api.Portal{}, api.BadRequest(err)
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if _, dup := r.inlets[in.Addr()]; dup {
+	r.portals.mu.Lock()
+	defer r.portals.mu.Unlock()
+	if _, dup := r.portals.inlets[in.Addr()]; dup {
 		// The plugin bound the same address twice; keep the first.
 		in.Close()
 		return api.Portal{}, api.BadRequest(fmt.Errorf("an inlet already listens at %s; see ferry tcp-inlet list --at %s", in.Addr(), r.name))
 	}
-	r.inlets[in.Addr()] = &inletEntry{in: in, name: name}
+	r.portals.inlets[in.Addr()] = &inletEntry{in: in, name: name}
 	return portalInfo(in.Addr(), name, in.Status()), nil
 }
 
 func (r *runtime) DeleteInlet(_ context.Context, id string) error {
-	r.mu.Lock()
-	e := r.inlets[id]
-	delete(r.inlets, id)
-	r.mu.Unlock()
+	r.portals.mu.Lock()
+	e := r.portals.inlets[id]
+	delete(r.portals.inlets, id)
+	r.portals.mu.Unlock()
 	if e == nil {
 		return api.NotFound(fmt.Errorf("node %s has no tcp inlet %q; see ferry tcp-inlet list --at %s", r.name, id, r.name))
 	}
@@ -233,10 +233,10 @@ func (r *runtime) DeleteInlet(_ context.Context, id string) error {
 }
 
 func (r *runtime) Outlets(context.Context) ([]api.Portal, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.portals.mu.Lock()
+	defer r.portals.mu.Unlock()
 	out := []api.Portal{}
-	for id, e := range r.outlets {
+	for id, e := range r.portals.outlets {
 		out = append(out, portalInfo(id, e.name, e.out.Status()))
 	}
 	slices.SortFunc(out, func(a, b api.Portal) int { return strings.Compare(a.ID, b.ID) })
@@ -276,9 +276,9 @@ func (r *runtime) startOutlet(ctx context.Context, name, plugin, address, target
 		return api.Portal{}, api.BadRequest(fmt.Errorf("%w; see ferry worker list --at %s", err, r.name))
 	}
 	id := o.Address().String()
-	r.mu.Lock()
-	r.outlets[id] = &outletEntry{out: o, name: name}
-	r.mu.Unlock()
+	r.portals.mu.Lock()
+	r.portals.outlets[id] = &outletEntry{out: o, name: name}
+	r.portals.mu.Unlock()
 	return portalInfo(id, name, o.Status()), nil
 }
 
@@ -286,10 +286,10 @@ func (r *runtime) DeleteOutlet(_ context.Context, id string) error {
 	if v, err := localAddr("outlet", id); err == nil && v != "" {
 		id = routing.Local(v).String()
 	}
-	r.mu.Lock()
-	e := r.outlets[id]
-	delete(r.outlets, id)
-	r.mu.Unlock()
+	r.portals.mu.Lock()
+	e := r.portals.outlets[id]
+	delete(r.portals.outlets, id)
+	r.portals.mu.Unlock()
 	if e == nil {
 		return api.NotFound(fmt.Errorf("node %s has no tcp outlet %q; see ferry tcp-outlet list --at %s", r.name, id, r.name))
 	}
@@ -324,10 +324,10 @@ func (r *runtime) restore(ctx context.Context, cfg state.NodeConfig) {
 // closePortals stops inlets, outlets and relay registrations (before the
 // node and the plugins stop, so sessions end with a reason).
 func (r *runtime) closePortals(ctx context.Context) {
-	r.mu.Lock()
-	ins, outs := r.inlets, r.outlets
-	r.inlets, r.outlets = map[string]*inletEntry{}, map[string]*outletEntry{}
-	r.mu.Unlock()
+	r.portals.mu.Lock()
+	ins, outs := r.portals.inlets, r.portals.outlets
+	r.portals.inlets, r.portals.outlets = map[string]*inletEntry{}, map[string]*outletEntry{}
+	r.portals.mu.Unlock()
 	for _, e := range ins {
 		e.in.Close()
 	}

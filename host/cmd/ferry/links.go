@@ -132,7 +132,7 @@ func findListener(ls []api.Listener, transport, id string) *api.Listener {
 		if transport != "" && l.Transport != transport {
 			continue
 		}
-		if l.ID == id || l.Address == id || l.Route() == id {
+		if l.ID == id || l.Address == id || l.Route() == id || l.Name != "" && l.Name == id {
 			return &ls[i]
 		}
 	}

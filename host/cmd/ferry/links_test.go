@@ -205,3 +205,52 @@ func inetSockets(t *testing.T, pid int) []string {
 	}
 	return out
 }
+
+// A node started from a topology file is the same kind of node as one the
+// command made: a change made with the command (a service, a listener, a
+// connection) is kept across node stop and start; deleting what the file
+// declares is refused with the reason.
+func TestCommandChangesToTopologyNodeLast(t *testing.T) {
+	e := newEnv(t)
+	bridge, _ := filepath.Abs("../../../configs/bridge.hcl")
+	e.ok("node", "create", "n3", "--config", bridge, "--var", "n3_port=0")
+	e.ok("service", "start", "hop", "--at", "n3", "--address", "hop2")
+	sock := filepath.Join(t.TempDir(), "n3.sock")
+	e.ok("listener", "create", sock, "--at", "n3", "--transport", "unix", "--allow", "echo")
+	e.ok("node", "create", "c1", "--no-listener")
+
+	e.fails("declared in "+bridge, "listener", "delete", "public", "--at", "n3")
+	var ls []listenerJSON
+	e.json(&ls, "listener", "list", "--at", "n3")
+	var public string
+	for _, l := range ls {
+		if l.Transport == "tcp" {
+			public = l.ID
+		}
+	}
+	e.fails("declared in "+bridge, "listener", "delete", public, "--at", "n3")
+
+	e.ok("node", "stop", "n3")
+	e.ok("node", "start", "n3")
+	var svcs []struct{ Type, Address string }
+	e.json(&svcs, "service", "list", "--at", "n3")
+	hop2 := false
+	for _, s := range svcs {
+		hop2 = hop2 || s.Address == "/service/hop2"
+	}
+	if !hop2 {
+		t.Errorf("service hop2 started with the command is gone after restart: %+v", svcs)
+	}
+	e.json(&ls, "listener", "list", "--at", "n3")
+	unix := false
+	for _, l := range ls {
+		unix = unix || l.Transport == "unix" && l.Address == sock
+	}
+	if len(ls) != 2 || !unix {
+		t.Errorf("after restart n3's listeners are %+v, want the file's tcp one and the unix one", ls)
+	}
+	// /node/n3 finds the restarted node (its tcp port changed: port 0).
+	if got := strings.TrimSpace(e.ok("message", "send", "x", "--from", "c1", "--to", "/node/n3/service/echo")); got != "x" {
+		t.Errorf("send to the restarted n3: %q", got)
+	}
+}

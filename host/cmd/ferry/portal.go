@@ -243,6 +243,9 @@ func (a *app) portalSubcommands(k portalKind) []*cobra.Command {
 				if !ok {
 					return fmt.Errorf("node %s has no %s %q; see ferry %s list --at %s", at, k.name, args[0], k.name, at)
 				}
+				if p.Name != "" {
+					return a.declaredInFile(at, k.name, p.Name)
+				}
 				if err := k.delete(c, cmd.Context(), p.ID); err != nil {
 					return err
 				}

@@ -167,6 +167,14 @@ registration alive and registers again when the path breaks or the relay node re
 				return err
 			}
 			registered := slices.ContainsFunc(rs.Registrations, func(r relays.RegistrationInfo) bool { return r.Name == args[0] })
+			if registered {
+				// A registration the node's topology file declares comes
+				// back at its next start: refuse rather than pretend.
+				if _, cfg, err := a.loadNode(delAt); err == nil && cfg.ConfigFile != "" &&
+					!slices.ContainsFunc(cfg.Relays, func(r state.Relay) bool { return r.Name == args[0] }) {
+					return a.declaredInFile(delAt, "relay", args[0])
+				}
+			}
 			delErr := c.DeleteRelay(cmd.Context(), args[0])
 			if delErr != nil && (api.IsNotFound(delErr) || !registered) {
 				return delErr
