@@ -1,0 +1,24 @@
+package kafkatransport_test
+
+import (
+	"testing"
+
+	"github.com/ferryhq/ferry/sdk/transport"
+	"github.com/ferryhq/ferry/sdk/transporttest"
+)
+
+// skipDialRefused explains the one conformance subtest that does not apply.
+var skipDialRefused = map[string]string{
+	"DialRefused": "Kafka is store-and-forward: a topic whose listener closed still takes records, which the listener's consumer group reads when it comes back (a dial to a topic that does not exist fails: TestDialUnknownTopic)",
+}
+
+func TestConformance(t *testing.T) {
+	_, addr := startBroker(t)
+	transporttest.Run(t, transporttest.Config{
+		New: func(t *testing.T) transport.Transport {
+			return newTransport(t, testSettings(addr))
+		},
+		ListenAddressFunc: func(t *testing.T) string { return uniqueTopic(t) },
+		Skip:              skipDialRefused,
+	})
+}
