@@ -77,6 +77,7 @@ func (a *app) root() *cobra.Command {
 		a.newUpCmd(),
 		a.newDownCmd(),
 		newValidateCmd(),
+		a.newKafkaCmd(),
 	)
 	return root
 }
