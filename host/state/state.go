@@ -4,7 +4,8 @@
 //
 // Layout:
 //
-//	$FERRY_HOME/               0700
+//	$FERRY_HOME/               0700 when ferry creates it; an existing
+//	                           directory keeps its mode
 //	  locks/NAME.lock          one flock per node name; never removed, so two
 //	                           commands can never hold "the same" lock on
 //	                           different inodes
@@ -63,8 +64,12 @@ func DefaultDir() (string, error) {
 	return filepath.Join(h, ".ferry"), nil
 }
 
-// Open returns the home at dir (DefaultDir when empty), creating it with
-// mode 0700 if needed.
+// Open returns the home at dir (DefaultDir when empty). A home that does
+// not exist is created with mode 0700; an existing one is used as it is,
+// never re-moded (it may be a shared directory with a sticky bit): what
+// must be private, each node's directory and control socket, is made 0700
+// and 0600 by itself. Open writes nothing when the home and its
+// subdirectories exist, so read-only commands work on a read-only home.
 func Open(dir string) (*Home, error) {
 	if dir == "" {
 		d, err := DefaultDir()
@@ -78,16 +83,41 @@ func Open(dir string) (*Home, error) {
 		return nil, fmt.Errorf("ferry home %s: %w", dir, err)
 	}
 	for _, d := range []string{abs, filepath.Join(abs, "nodes"), filepath.Join(abs, "locks")} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, fmt.Errorf("create ferry home: %w", err)
+		st, err := os.Stat(d)
+		if err == nil {
+			if !st.IsDir() {
+				return nil, fmt.Errorf("ferry home: %s is not a directory", d)
+			}
+			continue
 		}
-		// An existing directory may have been made with a looser umask;
-		// the control sockets below must be reachable by the owner only.
-		if err := os.Chmod(d, 0o700); err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("ferry home %s: %w", d, err)
+		}
+		if err := os.Mkdir(d, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			if d != abs && isReadOnly(err) {
+				// A read-only home without this subdirectory has no
+				// nodes; commands that write say so when they try.
+				continue
+			}
+			if d == abs {
+				// Create missing parents too (~/.config/ferry); only the
+				// home itself gets 0700, parents the usual mode.
+				err = os.MkdirAll(filepath.Dir(d), 0o755)
+				if err == nil {
+					err = os.Mkdir(d, 0o700)
+				}
+				if err == nil || errors.Is(err, os.ErrExist) {
+					continue
+				}
+			}
+			return nil, fmt.Errorf("create ferry home: %w", err)
 		}
 	}
 	return &Home{Dir: abs}, nil
+}
+
+func isReadOnly(err error) bool {
+	return errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM)
 }
 
 // ValidName checks a node name: 1 to MaxNameLen characters, a-z, 0-9, '-'
@@ -254,6 +284,9 @@ func (h *Home) Exists(name string) bool {
 // Names lists the nodes with state, sorted.
 func (h *Home) Names() ([]string, error) {
 	ents, err := os.ReadDir(filepath.Join(h.Dir, "nodes"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}

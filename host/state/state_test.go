@@ -2,6 +2,7 @@ package state
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,7 +13,7 @@ import (
 )
 
 func TestCreateLoadSaveRemove(t *testing.T) {
-	h, err := Open(t.TempDir())
+	h, err := Open(filepath.Join(t.TempDir(), "home"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,4 +192,99 @@ func FuzzValidName(f *testing.F) {
 			t.Fatalf("accepted unsafe name %q", s)
 		}
 	})
+}
+
+// A new home is created 0700; an existing one keeps its mode (a shared
+// directory keeps its sticky bit) and is not written to.
+func TestHomeModes(t *testing.T) {
+	base := t.TempDir()
+	fresh := filepath.Join(base, "a", "b", "home")
+	h, err := Open(fresh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{h.Dir, filepath.Join(h.Dir, "nodes"), filepath.Join(h.Dir, "locks")} {
+		if st, err := os.Stat(d); err != nil || st.Mode().Perm() != 0o700 {
+			t.Fatalf("new %s: %v, %v; want 0700", d, st.Mode(), err)
+		}
+	}
+
+	shared := filepath.Join(base, "shared")
+	if err := os.Mkdir(shared, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(shared, os.ModeSticky|0o777); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(shared); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(shared); st.Mode()&os.ModeSticky == 0 || st.Mode().Perm() != 0o777 {
+		t.Fatalf("shared home re-moded to %v", st.Mode())
+	}
+}
+
+// Read-only commands work on a read-only home: Open, Names and Load write
+// nothing, and a home without nodes/ has no nodes.
+func TestReadOnlyHome(t *testing.T) {
+	dir := t.TempDir()
+	h, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Create(&NodeConfig{Name: "n1"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{h.NodeDir("n1"), filepath.Join(dir, "nodes"), filepath.Join(dir, "locks"), dir} {
+		if err := os.Chmod(d, 0o500); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Chmod(d, 0o700) })
+	}
+	before := listTree(t, dir)
+	h, err = Open(dir)
+	if err != nil {
+		t.Fatalf("open read-only home: %v", err)
+	}
+	names, err := h.Names()
+	if err != nil || len(names) != 1 {
+		t.Fatalf("names %v, %v", names, err)
+	}
+	if _, err := h.Load("n1"); err != nil {
+		t.Fatal(err)
+	}
+	if after := listTree(t, dir); after != before {
+		t.Fatalf("read-only use changed the home:\nbefore %s\nafter  %s", before, after)
+	}
+
+	empty := t.TempDir()
+	if err := os.Chmod(empty, 0o500); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Chmod(empty, 0o700) })
+	if os.Getuid() != 0 { // root writes through modes
+		h, err := Open(empty)
+		if err != nil {
+			t.Fatalf("open read-only empty home: %v", err)
+		}
+		if names, err := h.Names(); err != nil || len(names) != 0 {
+			t.Fatalf("names of an empty read-only home: %v, %v", names, err)
+		}
+	}
+}
+
+func listTree(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	err := filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&b, "%s %v %d %d;", p, info.Mode(), info.Size(), info.ModTime().UnixNano())
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
 }

@@ -80,7 +80,7 @@ func serviceTypes() []string {
 // (WriteDiagnostics); use the Topology only when the diagnostics have no
 // errors.
 func Load(path string, opts LoadOptions) (*Topology, hcl.Diagnostics) {
-	src, err := os.ReadFile(path)
+	src, err := readLimited(path, MaxFileSize+1)
 	if err != nil {
 		t := &Topology{Path: path, files: map[string]*hcl.File{}}
 		return t, hcl.Diagnostics{{
@@ -95,6 +95,14 @@ func Load(path string, opts LoadOptions) (*Topology, hcl.Diagnostics) {
 // LoadSource is Load for a file already in memory; filename is used in
 // diagnostics and to resolve relative plugin paths.
 func LoadSource(filename string, src []byte, opts LoadOptions) (*Topology, hcl.Diagnostics) {
+	if diags := checkLimits(filename, src); diags.HasErrors() {
+		t := &Topology{Path: filename, files: map[string]*hcl.File{}}
+		if s := diags[0].Subject; s != nil && lineLen(src, s.Start.Byte) < 200 {
+			// Show the line, unless it is one of a huge generated file.
+			t.files[filename] = &hcl.File{Bytes: src}
+		}
+		return t, diags
+	}
 	p := hclparse.NewParser()
 	f, diags := p.ParseHCL(src, filename)
 	t := &Topology{
@@ -111,6 +119,29 @@ func LoadSource(filename string, src []byte, opts LoadOptions) (*Topology, hcl.D
 	l.load(f.Body)
 	t.valid = !l.diags.HasErrors()
 	return t, l.diags
+}
+
+// lineLen is the length of the line around offset i.
+func lineLen(src []byte, i int) int {
+	start, end := i, i
+	for start > 0 && src[start-1] != '\n' {
+		start--
+	}
+	for end < len(src) && src[end] != '\n' {
+		end++
+	}
+	return end - start
+}
+
+// readLimited reads at most max bytes of path: enough to tell that a file
+// is over MaxFileSize without reading all of it.
+func readLimited(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, max))
 }
 
 // WriteDiagnostics prints diagnostics with file, line, column and the

@@ -108,6 +108,7 @@ func TestErrorFiles(t *testing.T) {
 		{"reference_kind_typo", "Invalid reference", 7, 17, `Did you mean "transport"?`},
 		{"allow_warning", "Allowed address not served", 3, 13, `Did you mean "uppercase"?`},
 		{"syntax_error", "Unexpected comma after argument", 3, 27, "separated by newlines"},
+		{"too_deep", "Topology file nested too deeply", 3, 106, "nested more than 100 deep"},
 	}
 	seen := map[string]bool{}
 	for _, c := range cases {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ferryhq/ferry/host/api"
 	"github.com/ferryhq/ferry/host/state"
+	"github.com/ferryhq/ferry/sdk/routing"
 )
 
 // requireAt fails clearly when --at is missing.
@@ -135,10 +136,14 @@ func (a *app) newServiceCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			local, ok := strings.CutPrefix(s.Address, "/service/")
-			if !ok {
-				local = strings.TrimPrefix(s.Address, "/worker/")
+			// Save the address's value, not its route text: "a b" is
+			// /service/a%20b in text, and saving the text would escape it
+			// again at the next start.
+			sa, err := routing.ParseAddress(s.Address)
+			if err != nil {
+				return fmt.Errorf("service started at %s, which the node's reply does not parse as an address: %w", s.Address, err)
 			}
+			local := sa.Value
 			if err := a.withConfig(startAt, func(cfg *state.NodeConfig) {
 				cfg.Services = append(cfg.Services, state.Service{Type: s.Type, Address: local})
 			}); err != nil {
