@@ -7,6 +7,7 @@
 #   make fmt     gofmt -w
 #   make lint    go vet + gofmt check
 #   make clean   remove bin/ and test caches of this module
+#   make proto   regenerate internal/pluginpb from its .proto files (not run by CI)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -20,7 +21,7 @@ TIMEOUT   ?= 12m
 # Examples run by `make demo`, in order.
 DEMO_EXAMPLES ?= 01-node 02-worker 03-routing 03-routing-many-hops
 
-.PHONY: all build test unit fuzz bench fmt lint demo clean
+.PHONY: all build test unit fuzz bench fmt lint demo clean proto
 
 all: build
 
@@ -75,3 +76,21 @@ demo: build
 clean:
 	rm -rf $(BIN)
 	$(GO) clean -testcache
+
+# Generated plugin protocol code. The generator versions match go.mod's
+# google.golang.org/protobuf and the committed files' headers; protoc comes
+# from the system (apt-get install protobuf-compiler).
+PROTOC_GEN_GO_VERSION      ?= $(shell $(GO) list -m -f '{{.Version}}' google.golang.org/protobuf)
+PROTOC_GEN_GO_GRPC_VERSION ?= v1.5.1
+GOBIN_DIR                  := $(shell $(GO) env GOPATH)/bin
+
+proto:
+	@command -v protoc >/dev/null || { echo "protoc not found: apt-get install protobuf-compiler" >&2; exit 1; }
+	@[ "$$($(GOBIN_DIR)/protoc-gen-go --version 2>/dev/null)" = "protoc-gen-go $(PROTOC_GEN_GO_VERSION)" ] || \
+		$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	@[ "$$($(GOBIN_DIR)/protoc-gen-go-grpc --version 2>/dev/null)" = "protoc-gen-go-grpc $(PROTOC_GEN_GO_GRPC_VERSION:v%=%)" ] || \
+		$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	PATH="$(GOBIN_DIR):$$PATH" protoc -I internal/pluginpb \
+		--go_out=. --go_opt=module=github.com/ferryhq/ferry \
+		--go-grpc_out=. --go-grpc_opt=module=github.com/ferryhq/ferry \
+		internal/pluginpb/*.proto

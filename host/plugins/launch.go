@@ -1,10 +1,17 @@
-// Package plugins finds, launches, checks and supervises transport plugin
-// processes (HashiCorp go-plugin over gRPC).
+// Package plugins is Ferry's one plugin system: it finds, launches, checks
+// and supervises plugin processes of every kind (transports, portals)
+// over HashiCorp go-plugin and gRPC.
 //
-// Launch starts one plugin process and returns a Client; a Manager finds
-// plugins by name in a directory, starts each lazily on first use, pins
-// checksums, and restarts a crashed plugin with capped exponential backoff,
-// telling subscribers so links can be re-opened.
+// Launch starts one plugin process, shakes hands with the one handshake
+// every kind shares, asks the base Hello what the binary is (kind, name,
+// version, protocol minor, capabilities, settings schema) and returns a
+// Client. A Manager is the catalog: keyed by kind and name, it finds
+// plugins in a directory, starts each lazily on first use (one start in
+// flight per plugin; other callers wait for it, holding no lock that
+// status or list calls need), pins checksums, and restarts a crashed
+// plugin with one policy (capped exponential backoff; after a run of
+// failures it keeps trying at a long interval and reports the plugin
+// degraded), telling subscribers so what the plugin carried is re-opened.
 package plugins
 
 import (
@@ -27,8 +34,35 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 
+	"github.com/ferryhq/ferry/host/plugins/portalclient"
+	"github.com/ferryhq/ferry/host/plugins/transportclient"
+	"github.com/ferryhq/ferry/internal/pluginpb/pluginv1"
+	"github.com/ferryhq/ferry/internal/pluginwire"
+	"github.com/ferryhq/ferry/sdk/portal"
 	"github.com/ferryhq/ferry/sdk/transport"
 )
+
+// Kind is what a plugin provides.
+type Kind string
+
+// Plugin kinds.
+const (
+	KindTransport Kind = "transport"
+	KindPortal    Kind = "portal"
+)
+
+// ProtocolMajor is the plugin protocol major version every kind shares.
+const ProtocolMajor = pluginwire.ProtocolMajor
+
+func kindOf(k pluginv1.Kind) Kind {
+	switch k {
+	case pluginv1.Kind_KIND_TRANSPORT:
+		return KindTransport
+	case pluginv1.Kind_KIND_PORTAL:
+		return KindPortal
+	}
+	return Kind(fmt.Sprintf("unknown(%d)", int32(k)))
+}
 
 // DefaultStartTimeout bounds how long a plugin may take to complete the
 // handshake.
@@ -55,6 +89,9 @@ type LaunchConfig struct {
 	Path string
 	// Name is the plugin's name in logs and errors; default: the file name.
 	Name string
+	// Kind, if set, is the kind the plugin must be; a binary of another
+	// kind fails to launch with an error saying what it is.
+	Kind Kind
 	// Logger receives the plugin's log output under Name; default: none.
 	Logger hclog.Logger
 	// SHA256, if set, is the hex SHA-256 the executable must have.
@@ -82,7 +119,10 @@ type Client struct {
 	name   string
 	path   string
 	pc     *plugin.Client
-	remote *transport.Remote
+	hello  *pluginv1.HelloResponse
+	done   <-chan struct{}
+	remote *transportclient.Remote // KindTransport
+	portal *portalclient.Remote    // KindPortal
 	stderr *lineRing
 
 	// sum is the executable's SHA-256: checked at launch when pinned,
@@ -137,13 +177,13 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Client, error) {
 		cmd.SysProcAttr = sysProcAttr()
 	}
 	pc := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  transport.HandshakeConfig(),
-		Plugins:          transport.PluginSet(),
+		HandshakeConfig:  pluginwire.Handshake(),
+		Plugins:          plugin.PluginSet{pluginwire.PluginName: pluginwire.ClientPlugin{}},
 		Cmd:              cmd,
 		SecureConfig:     secure,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         !cfg.DisableMTLS,
-		GRPCDialOptions:  transport.DialOptions(),
+		GRPCDialOptions:  pluginwire.DialOptions(),
 		StartTimeout:     cfg.StartTimeout,
 		// go-plugin forwards the plugin's log lines to this logger named
 		// after the executable, which is the plugin's name.
@@ -153,30 +193,9 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Client, error) {
 		SyncStderr: io.MultiWriter(ring, &lineLogger{log: logger, what: "stderr"}),
 	})
 
-	type result struct {
-		r   *transport.Remote
-		err error
-	}
-	res := make(chan result, 1)
-	go func() {
-		rpc, err := pc.Client()
-		if err != nil {
-			res <- result{err: err}
-			return
-		}
-		raw, err := rpc.Dispense(transport.PluginName)
-		if err != nil {
-			res <- result{err: err}
-			return
-		}
-		r, ok := raw.(*transport.Remote)
-		if !ok {
-			res <- result{err: fmt.Errorf("dispensed %T, want a transport", raw)}
-			return
-		}
-		res <- result{r: r}
-	}()
-	var out result
+	res := make(chan launched, 1)
+	go func() { res <- dispense(ctx, pc, cfg) }()
+	var out launched
 	select {
 	case out = <-res:
 	case <-ctx.Done():
@@ -186,9 +205,59 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Client, error) {
 	}
 	if out.err != nil {
 		pc.Kill()
+		if out.wrongKind {
+			return nil, out.err
+		}
 		return nil, startError(cfg.Name, cfg.Path, cfg.StartTimeout, out.err, ring.Lines())
 	}
-	return &Client{name: cfg.Name, path: cfg.Path, pc: pc, remote: out.r, stderr: ring, sum: sum}, nil
+	out.c.name, out.c.path, out.c.pc, out.c.stderr, out.c.sum = cfg.Name, cfg.Path, pc, ring, sum
+	return out.c, nil
+}
+
+type launched struct {
+	c         *Client
+	err       error
+	wrongKind bool
+}
+
+// dispense completes go-plugin's handshake, says hello and builds the
+// client for the kind the plugin says it is.
+func dispense(ctx context.Context, pc *plugin.Client, cfg LaunchConfig) launched {
+	rpc, err := pc.Client()
+	if err != nil {
+		return launched{err: err}
+	}
+	raw, err := rpc.Dispense(pluginwire.PluginName)
+	if err != nil {
+		return launched{err: err}
+	}
+	conn, ok := raw.(*pluginwire.Conn)
+	if !ok {
+		return launched{err: fmt.Errorf("dispensed %T, want a plugin connection", raw)}
+	}
+	hctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
+	defer cancel()
+	hello, err := pluginwire.CallHello(hctx, conn.Conn)
+	if err != nil {
+		return launched{err: fmt.Errorf("hello: %w", err)}
+	}
+	kind := kindOf(hello.Kind)
+	if cfg.Kind != "" && kind != cfg.Kind {
+		return launched{wrongKind: true, err: fmt.Errorf("plugin %s (%s) is a %s plugin, not a %s plugin; check the name", cfg.Name, cfg.Path, kind, cfg.Kind)}
+	}
+	c := &Client{hello: hello, done: conn.Done}
+	switch kind {
+	case KindTransport:
+		c.remote, err = transportclient.New(conn.Conn, conn.Done, hello)
+	case KindPortal:
+		c.portal, err = portalclient.New(conn.Conn, hello)
+	default:
+		err = fmt.Errorf("plugin %s is of a kind this host does not know (%s); upgrade Ferry", cfg.Name, kind)
+	}
+	if err != nil {
+		return launched{err: err}
+	}
+	return launched{c: c}
 }
 
 // checkBinary checks that path is a regular executable file whose SHA-256
@@ -253,18 +322,54 @@ func startError(name, path string, timeout time.Duration, err error, stderr []st
 	case strings.Contains(msg, "plugin exited before we could connect"):
 		return fmt.Errorf("plugin %s (%s): exited during start%s; run it with FERRY_LOG_LEVEL=debug or look at its log", name, path, tail)
 	case strings.Contains(msg, "Incompatible API version"), strings.Contains(msg, "incompatible"):
-		return fmt.Errorf("plugin %s (%s): protocol version mismatch (host speaks %d): %s; rebuild the plugin against this Ferry SDK", name, path, transport.ProtocolMajor, first)
+		return fmt.Errorf("plugin %s (%s): protocol version mismatch (host speaks %d): %s; rebuild the plugin against this Ferry SDK", name, path, ProtocolMajor, first)
 	case errors.Is(err, plugin.ErrChecksumsDoNotMatch):
 		return fmt.Errorf("plugin %s (%s): checksum does not match the pin; reinstall the pinned build or update the pin", name, path)
 	}
 	return fmt.Errorf("plugin %s (%s): start failed: %s%s", name, path, first, tail)
 }
 
-// Transport is the plugin's Transport, driven over gRPC.
-func (c *Client) Transport() transport.Transport { return c.remote }
+// Kind is what the plugin provides.
+func (c *Client) Kind() Kind { return kindOf(c.hello.Kind) }
 
-// Remote is the plugin's Transport with its protocol details.
-func (c *Client) Remote() *transport.Remote { return c.remote }
+// Version is the plugin's own version, from its Hello.
+func (c *Client) Version() string { return c.hello.Version }
+
+// ProtocolMinor is the protocol minor both sides speak.
+func (c *Client) ProtocolMinor() int {
+	return int(min(c.hello.ProtocolMinor, pluginwire.ProtocolMinor))
+}
+
+// Capabilities are the protocol capabilities both sides offered, by name.
+func (c *Client) Capabilities() []string {
+	var out []string
+	for _, k := range pluginwire.Intersect(pluginwire.HostCapabilities, c.hello.Capabilities) {
+		out = append(out, strings.ToLower(strings.TrimPrefix(k.String(), "CAPABILITY_")))
+	}
+	return out
+}
+
+// Transport is the plugin's Transport, driven over gRPC; nil unless the
+// plugin is a transport.
+func (c *Client) Transport() transport.Transport {
+	if c.remote == nil {
+		return nil
+	}
+	return c.remote
+}
+
+// Remote is the plugin's Transport with its protocol details; nil unless
+// the plugin is a transport.
+func (c *Client) Remote() *transportclient.Remote { return c.remote }
+
+// Portal is the plugin's Portal, driven over gRPC; nil unless the plugin
+// is a portal.
+func (c *Client) Portal() portal.Portal {
+	if c.portal == nil {
+		return nil
+	}
+	return c.portal
+}
 
 // Name is the plugin's name.
 func (c *Client) Name() string { return c.name }
@@ -284,10 +389,10 @@ func (c *Client) SHA256() string {
 }
 
 // Pid is the plugin process id.
-func (c *Client) Pid() int { return c.remote.Pid() }
+func (c *Client) Pid() int { return int(c.hello.Pid) }
 
 // Done is closed as soon as the plugin process has ended.
-func (c *Client) Done() <-chan struct{} { return c.remote.Done() }
+func (c *Client) Done() <-chan struct{} { return c.done }
 
 // Exited reports whether the plugin process has ended.
 func (c *Client) Exited() bool {
@@ -305,7 +410,12 @@ func (c *Client) Stderr() []string { return c.stderr.Lines() }
 // Kill ends the plugin: a graceful shutdown request, then SIGKILL after two
 // seconds. It returns once the process is gone.
 func (c *Client) Kill() {
-	c.remote.Close()
+	if c.remote != nil {
+		c.remote.Close()
+	}
+	if c.portal != nil {
+		c.portal.Close()
+	}
 	c.pc.Kill()
 }
 

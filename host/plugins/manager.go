@@ -2,6 +2,7 @@ package plugins
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,10 +14,11 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/ferryhq/ferry/sdk/portal"
 	"github.com/ferryhq/ferry/sdk/transport"
 )
 
-// Config configures a Manager.
+// Config configures a Manager. Every field is optional.
 type Config struct {
 	// Dir holds the plugin executables. Empty: $FERRY_PLUGIN_DIR, else a
 	// "plugins" directory beside the running executable, else ./bin/plugins.
@@ -36,27 +38,20 @@ type Config struct {
 	RestartBackoff    time.Duration
 	MaxRestartBackoff time.Duration
 	// MaxRestarts is how many restarts in a row may fail, or crash within
-	// StableAfter of starting, before the Manager gives up (default 5).
+	// StableAfter of starting, before the Manager reports the plugin
+	// degraded and tries only every DegradedBackoff (default 5).
 	MaxRestarts int
+	// DegradedBackoff is the delay between restart attempts of a degraded
+	// plugin (default 1m). The Manager never gives up for good: a plugin
+	// that was fixed (or whose cause went away) comes back on its own.
+	DegradedBackoff time.Duration
 	// StableAfter is how long a plugin must run for a crash to count as a
 	// new series rather than one more in a row (default 30s).
 	StableAfter time.Duration
 }
 
-// Manager finds transport plugins by name and runs them.
-type Manager struct {
-	cfg Config
-	dir string
-	log hclog.Logger
-
-	mu         sync.Mutex
-	transports map[string]*Transport
-	closed     bool
-}
-
-// NewManager returns a Manager for the plugins in cfg.Dir (or the default
-// directory). Plugins start on first use.
-func NewManager(cfg Config) (*Manager, error) {
+// validate fills in defaults and checks the pins.
+func (cfg *Config) validate() error {
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
@@ -72,22 +67,52 @@ func NewManager(cfg Config) (*Manager, error) {
 	if cfg.MaxRestarts <= 0 {
 		cfg.MaxRestarts = 5
 	}
+	if cfg.DegradedBackoff <= 0 {
+		cfg.DegradedBackoff = time.Minute
+	}
 	if cfg.StableAfter <= 0 {
 		cfg.StableAfter = 30 * time.Second
 	}
 	for name, sum := range cfg.Pins {
 		if err := validName(name); err != nil {
-			return nil, fmt.Errorf("plugin pin: %w", err)
+			return fmt.Errorf("plugin pin: %w", err)
 		}
 		if len(sum) != 64 || strings.Trim(strings.ToLower(sum), "0123456789abcdef") != "" {
-			return nil, fmt.Errorf("plugin pin for %s: %q is not a hex SHA-256 (64 hex digits)", name, sum)
+			return fmt.Errorf("plugin pin for %s: %q is not a hex SHA-256 (64 hex digits)", name, sum)
 		}
+	}
+	return nil
+}
+
+// Manager is the plugin catalog: it finds plugins by kind and name and
+// runs each under supervision. It is the only thing that starts plugin
+// processes for a node.
+type Manager struct {
+	cfg Config
+	dir string
+	log hclog.Logger
+
+	mu     sync.Mutex // guards procs and closed; never held while a plugin starts
+	procs  map[key]*Supervised
+	closed bool
+}
+
+type key struct {
+	kind Kind
+	name string
+}
+
+// NewManager returns a Manager for the plugins in cfg.Dir (or the default
+// directory). Plugins start on first use.
+func NewManager(cfg Config) (*Manager, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
 	dir, err := resolveDir(cfg.Dir)
 	if err != nil {
 		return nil, err
 	}
-	return &Manager{cfg: cfg, dir: dir, log: cfg.Logger.Named("plugins"), transports: map[string]*Transport{}}, nil
+	return &Manager{cfg: cfg, dir: dir, log: cfg.Logger.Named("plugins"), procs: map[key]*Supervised{}}, nil
 }
 
 // resolveDir picks the plugin directory.
@@ -131,35 +156,31 @@ func validName(name string) error {
 	return nil
 }
 
-// Transport returns the named plugin's transport, starting the plugin if it
-// is not running yet. The returned Transport survives crashes: the Manager
-// restarts the plugin and re-applies Configure; links and listeners opened
-// before the crash fail with errors and must be opened again (Subscribe).
-func (m *Manager) Transport(ctx context.Context, name string) (*Transport, error) {
+// get returns the supervised plugin (kind, name), starting it if it is not
+// running. One start is in flight per plugin: the first caller starts it
+// without holding m.mu, later callers wait for that start (or their ctx).
+func (m *Manager) get(ctx context.Context, kind Kind, name string) (*Supervised, error) {
 	if err := validName(name); err != nil {
 		return nil, err
 	}
+	k := key{kind, name}
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
-		return nil, fmt.Errorf("plugin %s: manager closed", name)
+		return nil, fmt.Errorf("%s plugin %s: manager closed", kind, name)
 	}
-	t := m.transports[name]
-	if t != nil && t.down() {
-		// It gave up earlier; a new request starts it afresh.
-		delete(m.transports, name)
-		t = nil
-	}
-	if t == nil {
-		t = &Transport{m: m, name: name, path: m.path(name), ready: make(chan struct{}), subs: map[int]func(Event){}}
-		m.transports[name] = t
+	s := m.procs[k]
+	if s == nil {
+		s = &Supervised{m: m, kind: kind, name: name, path: m.path(name), ready: make(chan struct{}), subs: map[int]func(Event){}}
+		s.tr, s.pt = &Transport{s}, &Portal{s}
+		m.procs[k] = s
 		m.mu.Unlock()
-		t.startErr = t.firstStart(ctx)
-		close(t.ready)
-		if t.startErr != nil {
+		s.startErr = s.firstStart(ctx)
+		close(s.ready)
+		if s.startErr != nil {
 			m.mu.Lock()
-			if m.transports[name] == t {
-				delete(m.transports, name)
+			if m.procs[k] == s {
+				delete(m.procs, k)
 			}
 			m.mu.Unlock()
 		}
@@ -167,33 +188,131 @@ func (m *Manager) Transport(ctx context.Context, name string) (*Transport, error
 		m.mu.Unlock()
 	}
 	select {
-	case <-t.ready:
+	case <-s.ready:
 	case <-ctx.Done():
-		return nil, fmt.Errorf("plugin %s: %w", name, ctx.Err())
+		return nil, fmt.Errorf("%s plugin %s: waiting for its start: %w", kind, name, ctx.Err())
 	}
-	if t.startErr != nil {
-		return nil, t.startErr
+	if s.startErr != nil {
+		return nil, s.startErr
 	}
-	return t, nil
+	return s, nil
 }
 
-func (m *Manager) launchConfig(name, path string) LaunchConfig {
+// Transport returns the named transport plugin, starting it if it is not
+// running yet. The returned Transport survives crashes: the Manager
+// restarts the plugin and re-applies Configure; links and listeners opened
+// before the crash fail with errors and must be opened again (Subscribe).
+func (m *Manager) Transport(ctx context.Context, name string) (*Transport, error) {
+	s, err := m.get(ctx, KindTransport, name)
+	if err != nil {
+		return nil, err
+	}
+	return s.tr, nil
+}
+
+// Portal returns the named portal plugin, starting it if it is not running
+// yet. Like Transport it survives crashes; listeners and streams of the
+// crashed process fail and are opened again by their owners.
+func (m *Manager) Portal(ctx context.Context, name string) (*Portal, error) {
+	s, err := m.get(ctx, KindPortal, name)
+	if err != nil {
+		return nil, err
+	}
+	return s.pt, nil
+}
+
+func (m *Manager) launchConfig(kind Kind, name, path string) LaunchConfig {
 	return LaunchConfig{
 		Path:         path,
 		Name:         name,
+		Kind:         kind,
 		Logger:       m.cfg.Logger,
 		SHA256:       m.cfg.Pins[name],
 		StartTimeout: m.cfg.StartTimeout,
 	}
 }
 
+// State is where a supervised plugin is in its life.
+type State string
+
+// Plugin states.
+const (
+	// StateStarting: the first start is in flight.
+	StateStarting State = "starting"
+	// StateRunning: a process serves the plugin.
+	StateRunning State = "running"
+	// StateRestarting: the process ended unexpectedly; a restart is pending.
+	StateRestarting State = "restarting"
+	// StateDegraded: restarts kept failing; the Manager still tries, every
+	// Config.DegradedBackoff. Whatever the plugin carried is down.
+	StateDegraded State = "degraded"
+	// StateStopped: closed on purpose.
+	StateStopped State = "stopped"
+)
+
+// Status describes a supervised plugin for status output. A node shows a
+// plugin whose State is not StateRunning as DEGRADED (or down), with LastError.
+type Status struct {
+	Kind  Kind
+	Name  string
+	State State
+	// Pid is the current process id (0 while none runs).
+	Pid int
+	// Restarts counts successful restarts since the first start.
+	Restarts int
+	// Failures counts crashes and failed restarts in the current series.
+	Failures int
+	// LastError says why the plugin last crashed or failed to restart.
+	LastError string
+	// Since is when State last changed.
+	Since time.Time
+	// NextAttempt is when the next restart is tried (StateRestarting, StateDegraded).
+	NextAttempt time.Time
+}
+
+// Statuses returns the state of every plugin the Manager supervises,
+// sorted by kind and name. It never waits for a plugin to start.
+func (m *Manager) Statuses() []Status {
+	m.mu.Lock()
+	ss := make([]*Supervised, 0, len(m.procs))
+	for _, s := range m.procs {
+		ss = append(ss, s)
+	}
+	m.mu.Unlock()
+	out := make([]Status, 0, len(ss))
+	for _, s := range ss {
+		out = append(out, s.Status())
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Kind != out[j].Kind {
+			return out[i].Kind < out[j].Kind
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out
+}
+
+// StatusOf returns the state of plugin (kind, name), if the Manager
+// supervises it. It never waits for a plugin to start.
+func (m *Manager) StatusOf(kind Kind, name string) (Status, bool) {
+	m.mu.Lock()
+	s := m.procs[key{kind, name}]
+	m.mu.Unlock()
+	if s == nil {
+		return Status{}, false
+	}
+	return s.Status(), true
+}
+
 // Info describes an installed plugin.
 type Info struct {
+	Kind          Kind
 	Name          string
 	Version       string
-	AddressType   string
+	AddressType   string // transports
 	ProtocolMajor int
 	ProtocolMinor int
+	Capabilities  []string
 	Path          string
 	SHA256        string
 	Pinned        bool
@@ -203,8 +322,27 @@ type Info struct {
 	Error string
 }
 
-// List describes every plugin in the directory. Plugins that are not
-// running are started briefly to ask their version.
+// running returns a running client for the binary name, of any kind.
+func (m *Manager) running(name string) *Client {
+	m.mu.Lock()
+	var ss []*Supervised
+	for k, s := range m.procs {
+		if k.name == name {
+			ss = append(ss, s)
+		}
+	}
+	m.mu.Unlock()
+	for _, s := range ss {
+		if c := s.client(); c != nil {
+			return c
+		}
+	}
+	return nil
+}
+
+// List describes every plugin in the directory. A plugin that is not
+// running is started briefly and asked the one base Hello, which says its
+// kind.
 func (m *Manager) List(ctx context.Context) ([]Info, error) {
 	entries, err := os.ReadDir(m.dir)
 	if err != nil {
@@ -223,21 +361,15 @@ func (m *Manager) List(ctx context.Context) ([]Info, error) {
 		}
 	}
 	slices.Sort(names)
-	var out []Info
+	out := make([]Info, 0, len(names))
 	for _, name := range names {
-		info := Info{Name: name, Path: m.path(name), ProtocolMajor: transport.ProtocolMajor}
+		info := Info{Name: name, Path: m.path(name), ProtocolMajor: ProtocolMajor}
 		_, info.Pinned = m.cfg.Pins[name]
-		m.mu.Lock()
-		t := m.transports[name]
-		m.mu.Unlock()
-		var c *Client
-		if t != nil {
-			c = t.client()
-		}
+		c := m.running(name)
 		if c != nil {
 			info.Running, info.Pid = true, c.Pid()
 		} else {
-			c, err = Launch(ctx, m.launchConfig(name, info.Path))
+			c, err = Launch(ctx, m.launchConfig("", name, info.Path))
 			if err != nil {
 				info.Error = err.Error()
 				if sum, err := fileSHA256(info.Path); err == nil {
@@ -247,16 +379,17 @@ func (m *Manager) List(ctx context.Context) ([]Info, error) {
 				continue
 			}
 		}
-		ti := c.Remote().Info()
-		info.Version, info.AddressType = ti.Version, ti.AddressType
-		info.ProtocolMinor = c.Remote().ProtocolMinor()
+		info.Kind, info.Version = c.Kind(), c.Version()
+		info.ProtocolMinor, info.Capabilities = c.ProtocolMinor(), c.Capabilities()
+		if r := c.Remote(); r != nil {
+			info.AddressType = r.Info().AddressType
+		}
 		info.SHA256 = c.SHA256()
 		if !info.Running {
 			c.Kill()
 		}
 		out = append(out, info)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }
 
@@ -264,12 +397,15 @@ func (m *Manager) List(ctx context.Context) ([]Info, error) {
 func (m *Manager) Close() error {
 	m.mu.Lock()
 	m.closed = true
-	ts := m.transports
-	m.transports = map[string]*Transport{}
+	ss := m.procs
+	m.procs = map[key]*Supervised{}
 	m.mu.Unlock()
 	var wg sync.WaitGroup
-	for _, t := range ts {
-		wg.Go(func() { t.Close() })
+	for _, s := range ss {
+		wg.Go(func() {
+			<-s.ready
+			s.Close()
+		})
 	}
 	wg.Wait()
 	return nil
@@ -279,15 +415,19 @@ func (m *Manager) Close() error {
 type EventKind int
 
 const (
-	// Crashed: the process ended unexpectedly; its links and listeners are
-	// gone. A restart follows unless GaveUp does.
+	// Crashed: the process ended unexpectedly; its links, listeners and
+	// streams are gone. A restart follows.
 	Crashed EventKind = iota + 1
-	// Restarted: a new process serves the transport (settings re-applied);
+	// Restarted: a new process serves the plugin (settings re-applied);
 	// re-open listeners and re-dial connections.
 	Restarted
-	// GaveUp: restarts kept failing; the transport stays down.
-	GaveUp
+	// Degraded: restarts kept failing; the Manager keeps trying every
+	// Config.DegradedBackoff, and Restarted follows when one works.
+	Degraded
 )
+
+// GaveUp is the old name of Degraded: the Manager no longer gives up.
+const GaveUp = Degraded
 
 func (k EventKind) String() string {
 	switch k {
@@ -295,8 +435,8 @@ func (k EventKind) String() string {
 		return "crashed"
 	case Restarted:
 		return "restarted"
-	case GaveUp:
-		return "gave up"
+	case Degraded:
+		return "degraded"
 	}
 	return fmt.Sprintf("EventKind(%d)", int(k))
 }
@@ -305,212 +445,317 @@ func (k EventKind) String() string {
 type Event struct {
 	Kind   EventKind
 	Plugin string
+	// PluginKind is the plugin's kind.
+	PluginKind Kind
 	// Err is why it crashed or why restarting failed.
 	Err error
-	// Stderr holds the plugin's last stderr lines (Crashed, GaveUp).
+	// Stderr holds the plugin's last stderr lines (Crashed, Degraded).
 	Stderr []string
 	// Pid is the process id (the new one for Restarted).
 	Pid int
 }
 
-// Transport is a supervised plugin's transport.Transport. It delegates to
-// the current plugin process; while the plugin is down, calls fail with an
-// error matching transport.ErrUnavailable.
-type Transport struct {
+// Supervised is one plugin under the Manager's supervision, whatever its
+// kind. Transport and Portal give it the kind's interface.
+type Supervised struct {
 	m          *Manager
+	kind       Kind
 	name, path string
 	ready      chan struct{}
 	startErr   error
 
 	mu       sync.Mutex
 	cur      *Client
-	info     transport.Info
 	settings map[string]string
 	subs     map[int]func(Event)
 	nextSub  int
 	closed   bool
-	gaveUp   error
 	stop     chan struct{}
 	superv   sync.WaitGroup
+	status   Status
+	tr       *Transport // the kind's face, one per Supervised
+	pt       *Portal
 }
 
-var _ transport.Transport = (*Transport)(nil)
-
-func (t *Transport) firstStart(ctx context.Context) error {
-	c, err := Launch(ctx, t.m.launchConfig(t.name, t.path))
+func (s *Supervised) firstStart(ctx context.Context) error {
+	s.mu.Lock()
+	s.status = Status{Kind: s.kind, Name: s.name, State: StateStarting, Since: time.Now()}
+	s.mu.Unlock()
+	c, err := Launch(ctx, s.m.launchConfig(s.kind, s.name, s.path))
 	if err != nil {
 		return err
 	}
-	t.mu.Lock()
-	t.cur, t.info, t.stop = c, c.Remote().Info(), make(chan struct{})
-	t.mu.Unlock()
-	t.m.log.Debug("plugin started", "plugin", t.name, "pid", c.Pid(), "version", t.info.Version)
-	t.superv.Add(1)
-	go t.supervise(c)
+	s.mu.Lock()
+	s.cur, s.stop = c, make(chan struct{})
+	s.status.State, s.status.Pid, s.status.Since = StateRunning, c.Pid(), time.Now()
+	s.mu.Unlock()
+	s.m.log.Debug("plugin started", "kind", s.kind, "plugin", s.name, "pid", c.Pid(), "version", c.Version())
+	s.superv.Add(1)
+	go s.supervise(c)
 	return nil
 }
 
 // Name is the plugin's name.
-func (t *Transport) Name() string { return t.name }
+func (s *Supervised) Name() string { return s.name }
 
-func (t *Transport) down() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.gaveUp != nil
+// Kind is the plugin's kind.
+func (s *Supervised) Kind() Kind { return s.kind }
+
+// Status describes the plugin's state now.
+func (s *Supervised) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.status
 }
 
-func (t *Transport) client() *Client {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.cur
+func (s *Supervised) client() *Client {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cur
 }
 
 // Client is the current plugin process, or nil while it is down.
-func (t *Transport) Client() *Client { return t.client() }
+func (s *Supervised) Client() *Client { return s.client() }
 
 // Subscribe calls fn for every event of this plugin, in order, from the
 // supervising goroutine: fn must not block. cancel stops the calls.
-func (t *Transport) Subscribe(fn func(Event)) (cancel func()) {
-	t.mu.Lock()
-	id := t.nextSub
-	t.nextSub++
-	t.subs[id] = fn
-	t.mu.Unlock()
+func (s *Supervised) Subscribe(fn func(Event)) (cancel func()) {
+	s.mu.Lock()
+	id := s.nextSub
+	s.nextSub++
+	s.subs[id] = fn
+	s.mu.Unlock()
 	return func() {
-		t.mu.Lock()
-		delete(t.subs, id)
-		t.mu.Unlock()
+		s.mu.Lock()
+		delete(s.subs, id)
+		s.mu.Unlock()
 	}
 }
 
-func (t *Transport) emit(e Event) {
-	e.Plugin = t.name
-	t.mu.Lock()
-	fns := make([]func(Event), 0, len(t.subs))
-	for _, fn := range t.subs {
+func (s *Supervised) emit(e Event) {
+	e.Plugin, e.PluginKind = s.name, s.kind
+	s.mu.Lock()
+	fns := make([]func(Event), 0, len(s.subs))
+	for _, fn := range s.subs {
 		fns = append(fns, fn)
 	}
-	t.mu.Unlock()
+	s.mu.Unlock()
 	for _, fn := range fns {
 		fn(e)
 	}
 }
 
+func (s *Supervised) setState(st State, err error, next time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.status.State != st {
+		s.status.Since = time.Now()
+	}
+	s.status.State, s.status.NextAttempt = st, next
+	if err != nil {
+		s.status.LastError = err.Error()
+	}
+	if st != StateRunning {
+		s.status.Pid = 0
+	}
+}
+
 // supervise waits for the process to end and, unless the end was asked
-// for, restarts it with backoff.
-func (t *Transport) supervise(c *Client) {
-	defer t.superv.Done()
-	backoff := t.m.cfg.RestartBackoff
+// for, restarts it: capped exponential backoff, then, after MaxRestarts
+// failures in a row, every DegradedBackoff, for as long as the Manager
+// runs. It is the one place a crash is logged and announced.
+func (s *Supervised) supervise(c *Client) {
+	defer s.superv.Done()
+	cfg := s.m.cfg
+	backoff := cfg.RestartBackoff
 	inRow := 0
 	started := time.Now()
 	for {
 		select {
 		case <-c.Done():
-		case <-t.stop:
+		case <-s.stop:
 			return
 		}
-		t.mu.Lock()
-		if t.closed {
-			t.mu.Unlock()
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
 			return
 		}
-		t.cur = nil
-		t.mu.Unlock()
+		s.cur = nil
+		s.mu.Unlock()
 		stderr := c.Stderr()
-		err := fmt.Errorf("plugin %s (pid %d) exited unexpectedly after %s", t.name, c.Pid(), time.Since(started).Round(time.Millisecond))
-		t.m.log.Error("plugin crashed", "plugin", t.name, "pid", c.Pid(), "stderr", strings.Join(stderr, "\n"))
+		err := fmt.Errorf("%s plugin %s (pid %d) exited unexpectedly after %s", s.kind, s.name, c.Pid(), time.Since(started).Round(time.Millisecond))
+		s.m.log.Error("plugin crashed", "kind", s.kind, "plugin", s.name, "pid", c.Pid(), "stderr", strings.Join(stderr, "\n"))
 		c.Kill() // release go-plugin's resources
-		t.emit(Event{Kind: Crashed, Err: err, Stderr: stderr, Pid: c.Pid()})
-		if time.Since(started) >= t.m.cfg.StableAfter {
-			backoff, inRow = t.m.cfg.RestartBackoff, 0
+		if time.Since(started) >= cfg.StableAfter {
+			backoff, inRow = cfg.RestartBackoff, 0
 		}
+		s.setState(StateRestarting, err, time.Now().Add(backoff))
+		s.emit(Event{Kind: Crashed, Err: err, Stderr: stderr, Pid: c.Pid()})
 		for {
 			inRow++
-			if inRow > t.m.cfg.MaxRestarts {
-				gave := fmt.Errorf("plugin %s: gave up after %d restarts in a row: %w", t.name, t.m.cfg.MaxRestarts, err)
-				t.mu.Lock()
-				t.gaveUp = gave
-				t.mu.Unlock()
-				t.m.log.Error("plugin keeps crashing; giving up", "plugin", t.name, "error", err)
-				t.emit(Event{Kind: GaveUp, Err: gave, Stderr: stderr})
-				return
+			delay := backoff
+			if inRow > cfg.MaxRestarts {
+				delay = cfg.DegradedBackoff
+				if inRow == cfg.MaxRestarts+1 {
+					s.m.log.Error("plugin keeps crashing; it stays down and is retried", "kind", s.kind, "plugin", s.name, "every", cfg.DegradedBackoff, "error", err)
+					s.setState(StateDegraded, err, time.Now().Add(delay))
+					s.emit(Event{Kind: Degraded, Err: err, Stderr: stderr})
+				}
 			}
-			timer := time.NewTimer(backoff)
+			s.mu.Lock()
+			s.status.Failures = inRow
+			s.status.NextAttempt = time.Now().Add(delay)
+			s.mu.Unlock()
+			timer := time.NewTimer(delay)
 			select {
 			case <-timer.C:
-			case <-t.stop:
+			case <-s.stop:
 				timer.Stop()
 				return
 			}
-			backoff = min(2*backoff, t.m.cfg.MaxRestartBackoff)
-			nc, lerr := t.restart()
+			backoff = min(2*backoff, cfg.MaxRestartBackoff)
+			nc, lerr := s.restart()
 			if lerr != nil {
+				if errors.Is(lerr, errClosed) {
+					return
+				}
 				err = lerr
-				t.m.log.Warn("plugin restart failed", "plugin", t.name, "error", lerr)
+				s.setState(s.Status().State, lerr, time.Time{})
+				s.m.log.Warn("plugin restart failed", "kind", s.kind, "plugin", s.name, "error", lerr)
 				continue
 			}
 			c, started = nc, time.Now()
-			t.m.log.Info("plugin restarted", "plugin", t.name, "pid", c.Pid())
-			t.emit(Event{Kind: Restarted, Pid: c.Pid()})
+			s.mu.Lock()
+			s.status.Restarts++
+			s.status.Pid = c.Pid()
+			s.mu.Unlock()
+			s.setState(StateRunning, nil, time.Time{})
+			s.m.log.Info("plugin restarted", "kind", s.kind, "plugin", s.name, "pid", c.Pid())
+			s.emit(Event{Kind: Restarted, Pid: c.Pid()})
 			break
 		}
 	}
 }
 
+var errClosed = errors.New("plugin closed")
+
 // restart launches a new process and re-applies the settings.
-func (t *Transport) restart() (*Client, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), t.m.cfg.StartTimeout+5*time.Second)
+func (s *Supervised) restart() (*Client, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.m.cfg.StartTimeout+5*time.Second)
 	defer cancel()
 	go func() {
 		select {
-		case <-t.stop:
+		case <-s.stop:
 			cancel()
 		case <-ctx.Done():
 		}
 	}()
-	c, err := Launch(ctx, t.m.launchConfig(t.name, t.path))
+	c, err := Launch(ctx, s.m.launchConfig(s.kind, s.name, s.path))
 	if err != nil {
 		return nil, err
 	}
-	t.mu.Lock()
-	settings := t.settings
-	t.mu.Unlock()
-	if settings != nil {
+	s.mu.Lock()
+	settings := s.settings
+	s.mu.Unlock()
+	if settings != nil && c.Transport() != nil {
 		if err := c.Transport().Configure(ctx, settings); err != nil {
 			c.Kill()
-			return nil, fmt.Errorf("plugin %s: re-apply settings after restart: %w", t.name, err)
+			return nil, fmt.Errorf("plugin %s: re-apply settings after restart: %w", s.name, err)
 		}
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
 		c.Kill()
-		return nil, fmt.Errorf("plugin %s: %w", t.name, transport.ErrClosed)
+		return nil, errClosed
 	}
-	t.cur, t.info = c, c.Remote().Info()
+	s.cur = c
 	return c, nil
 }
 
 // current is the running client, or an error saying why there is none.
-func (t *Transport) current(what string) (transport.Transport, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+func (s *Supervised) current(what string, unavailable error) (*Client, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	switch {
-	case t.closed:
-		return nil, fmt.Errorf("%s: plugin %s: %w", what, t.name, transport.ErrClosed)
-	case t.gaveUp != nil:
-		return nil, fmt.Errorf("%s: %w (%w)", what, t.gaveUp, transport.ErrUnavailable)
-	case t.cur == nil || t.cur.Exited():
-		return nil, fmt.Errorf("%s: plugin %s crashed and is restarting; retry shortly: %w", what, t.name, transport.ErrUnavailable)
+	case s.closed:
+		return nil, fmt.Errorf("%s: %s plugin %s: closed", what, s.kind, s.name)
+	case s.status.State == StateDegraded:
+		return nil, fmt.Errorf("%s: %s plugin %s is degraded: restarts keep failing (last: %s); retried every %s: %w",
+			what, s.kind, s.name, s.status.LastError, s.m.cfg.DegradedBackoff, unavailable)
+	case s.cur == nil || s.cur.Exited():
+		return nil, fmt.Errorf("%s: %s plugin %s crashed and is restarting; retry shortly: %w", what, s.kind, s.name, unavailable)
 	}
-	return t.cur.Transport(), nil
+	return s.cur, nil
+}
+
+// Close stops supervision and the plugin process.
+func (s *Supervised) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	c := s.cur
+	s.cur = nil
+	stop := s.stop
+	s.status.State, s.status.Pid, s.status.Since = StateStopped, 0, time.Now()
+	s.mu.Unlock()
+	if stop != nil {
+		close(stop)
+	}
+	s.superv.Wait()
+	if c != nil {
+		c.Kill()
+	}
+	k := key{s.kind, s.name}
+	s.m.mu.Lock()
+	if s.m.procs[k] == s {
+		delete(s.m.procs, k)
+	}
+	s.m.mu.Unlock()
+	return nil
+}
+
+// Kill ends the current process with SIGKILL, as a crash would (for tests
+// and chaos drills); supervision restarts it.
+func (s *Supervised) Kill() error {
+	c := s.client()
+	if c == nil {
+		return fmt.Errorf("%s plugin %s: no process running", s.kind, s.name)
+	}
+	p, err := os.FindProcess(c.Pid())
+	if err != nil {
+		return err
+	}
+	return p.Kill()
+}
+
+// Transport is a supervised transport plugin's transport.Transport. It
+// delegates to the current plugin process; while the plugin is down, calls
+// fail with an error matching transport.ErrUnavailable.
+type Transport struct{ *Supervised }
+
+var _ transport.Transport = (*Transport)(nil)
+
+func (t *Transport) current(what string) (transport.Transport, error) {
+	c, err := t.Supervised.current(what, transport.ErrUnavailable)
+	if err != nil {
+		return nil, err
+	}
+	return c.Transport(), nil
 }
 
 // Info implements transport.Transport with the Info the plugin reported.
 func (t *Transport) Info() transport.Info {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.info
+	if t.cur == nil || t.cur.Remote() == nil {
+		return transport.Info{Name: t.name}
+	}
+	return t.cur.Remote().Info()
 }
 
 // Configure implements transport.Transport; the settings are re-applied
@@ -559,29 +804,40 @@ func (t *Transport) Dial(ctx context.Context, address string) (transport.Link, e
 	return l, nil
 }
 
-// Close stops supervision and the plugin process.
-func (t *Transport) Close() error {
-	t.mu.Lock()
-	if t.closed {
-		t.mu.Unlock()
-		return nil
+// Portal is a supervised portal plugin's portal.Portal. It delegates to
+// the current plugin process; while the plugin is down, calls fail with an
+// error matching portal.ErrUnavailable (inlets then listen again).
+type Portal struct{ *Supervised }
+
+var _ portal.Portal = (*Portal)(nil)
+
+// Info implements portal.Portal with the Info the plugin reported.
+func (p *Portal) Info() portal.Info {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cur == nil || p.cur.Portal() == nil {
+		return portal.Info{Name: p.name}
 	}
-	t.closed = true
-	c := t.cur
-	t.cur = nil
-	stop := t.stop
-	t.mu.Unlock()
-	if stop != nil {
-		close(stop)
-	}
-	t.superv.Wait()
-	if c != nil {
-		c.Kill()
-	}
-	t.m.mu.Lock()
-	if t.m.transports[t.name] == t {
-		delete(t.m.transports, t.name)
-	}
-	t.m.mu.Unlock()
-	return nil
+	return p.cur.Portal().Info()
 }
+
+// Listen implements portal.Portal.
+func (p *Portal) Listen(ctx context.Context, address string) (portal.Listener, error) {
+	c, err := p.current("listen "+address, portal.ErrUnavailable)
+	if err != nil {
+		return nil, err
+	}
+	return c.Portal().Listen(ctx, address)
+}
+
+// Dial implements portal.Portal.
+func (p *Portal) Dial(ctx context.Context, address string) (portal.Stream, error) {
+	c, err := p.current("dial "+address, portal.ErrUnavailable)
+	if err != nil {
+		return nil, err
+	}
+	return c.Portal().Dial(ctx, address)
+}
+
+// Pid is the current process id, 0 while none runs.
+func (p *Portal) Pid() int { return p.Status().Pid }

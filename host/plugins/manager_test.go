@@ -186,11 +186,14 @@ func TestManagerCrashReportsStderr(t *testing.T) {
 	}
 }
 
-// When restarts keep failing the Manager gives up and says so.
-func TestManagerGivesUp(t *testing.T) {
+// When restarts keep failing the Manager reports the plugin degraded,
+// with the reason, and keeps trying at the long interval: once the cause
+// is fixed the plugin comes back on its own (issue 10: no giving up for
+// good, honest status meanwhile).
+func TestManagerDegradesAndKeepsTrying(t *testing.T) {
 	dir := t.TempDir()
 	path := install(t, dir, "loop", 0o755)
-	m := newManager(t, Config{Dir: dir, RestartBackoff: 5 * time.Millisecond, MaxRestarts: 2})
+	m := newManager(t, Config{Dir: dir, RestartBackoff: 5 * time.Millisecond, MaxRestarts: 2, DegradedBackoff: 300 * time.Millisecond})
 	ctx := testCtx(t, 60*time.Second)
 	tr, err := m.Transport(ctx, "loop")
 	if err != nil {
@@ -201,23 +204,27 @@ func TestManagerGivesUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	syscall.Kill(tr.Client().Pid(), syscall.SIGKILL)
-	got := ev.wait(t, GaveUp)
+	got := ev.wait(t, Degraded)
 	last := got[len(got)-1]
 	if !strings.Contains(last.Err.Error(), "not executable") {
-		t.Fatalf("give-up error does not say why: %v", last.Err)
+		t.Fatalf("degraded error does not say why: %v", last.Err)
 	}
-	if _, err := tr.Dial(ctx, "echo"); !errors.Is(err, transport.ErrUnavailable) || !strings.Contains(err.Error(), "gave up") {
-		t.Fatalf("dial after giving up: %v", err)
+	st, ok := m.StatusOf(KindTransport, "loop")
+	if !ok || st.State != StateDegraded || !strings.Contains(st.LastError, "not executable") || st.Pid != 0 {
+		t.Fatalf("status while degraded: %+v", st)
 	}
-	// Once fixed, asking the Manager again starts it afresh.
+	if _, err := tr.Dial(ctx, "echo"); !errors.Is(err, transport.ErrUnavailable) || !strings.Contains(err.Error(), "degraded") {
+		t.Fatalf("dial while degraded: %v", err)
+	}
+	// Once fixed, the next long-interval attempt brings it back.
 	if err := os.Chmod(path, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	tr2, err := m.Transport(ctx, "loop")
-	if err != nil {
-		t.Fatal(err)
+	ev.wait(t, Restarted)
+	if st := tr.Status(); st.State != StateRunning || st.Pid == 0 {
+		t.Fatalf("status after recovery: %+v", st)
 	}
-	l, err := tr2.Dial(ctx, "echo")
+	l, err := tr.Dial(ctx, "echo")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"testing"
+
+	"github.com/ferryhq/ferry/host/plugins"
 )
 
 func BenchmarkPortalUpload(b *testing.B) {
@@ -48,7 +50,7 @@ func BenchmarkPortalUpload(b *testing.B) {
 
 func BenchmarkPluginPortalUpload(b *testing.B) {
 	ctx := context.Background()
-	pc, err := LaunchPlugin(ctx, PluginConfig{Path: pluginBin})
+	pc, err := plugins.Launch(ctx, plugins.LaunchConfig{Kind: plugins.KindPortal, Path: pluginBin})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -104,7 +106,7 @@ func startEchoB(b *testing.B) string {
 
 // BenchmarkPluginPortalRTT: 64-byte round trips through the plugin path.
 func BenchmarkPluginPortalRTT(b *testing.B) {
-	pc, err := LaunchPlugin(context.Background(), PluginConfig{Path: pluginBin})
+	pc, err := plugins.Launch(context.Background(), plugins.LaunchConfig{Kind: plugins.KindPortal, Path: pluginBin})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -129,7 +131,7 @@ func BenchmarkPluginPortalRTT(b *testing.B) {
 
 // BenchmarkPluginPortalConn: connect, one 64-byte round trip, close.
 func BenchmarkPluginPortalConn(b *testing.B) {
-	pc, err := LaunchPlugin(context.Background(), PluginConfig{Path: pluginBin})
+	pc, err := plugins.Launch(context.Background(), plugins.LaunchConfig{Kind: plugins.KindPortal, Path: pluginBin})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/ferryhq/ferry/host/plugins"
 )
 
 // pluginBin is plugins/portal-tcp, built once for the package's tests.
@@ -46,7 +48,7 @@ func TestMain(m *testing.M) {
 func hostHelper(bin string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c, err := LaunchPlugin(ctx, PluginConfig{Path: bin})
+	c, err := plugins.Launch(ctx, plugins.LaunchConfig{Kind: plugins.KindPortal, Path: bin})
 	if err != nil {
 		fmt.Println("error:", err)
 		os.Exit(1)

@@ -12,13 +12,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ferryhq/ferry/host/plugins"
 )
 
-func launchPlugin(t *testing.T) *PluginClient {
+func launchPlugin(t *testing.T) *plugins.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c, err := LaunchPlugin(ctx, PluginConfig{Path: pluginBin})
+	c, err := plugins.Launch(ctx, plugins.LaunchConfig{Kind: plugins.KindPortal, Path: pluginBin})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,10 +106,10 @@ func TestPluginKilledEndsSessions(t *testing.T) {
 
 func TestLaunchPluginErrors(t *testing.T) {
 	ctx := context.Background()
-	if _, err := LaunchPlugin(ctx, PluginConfig{Path: "/nonexistent/portal-tcp"}); err == nil || !strings.Contains(err.Error(), "does not exist") {
+	if _, err := plugins.Launch(ctx, plugins.LaunchConfig{Kind: plugins.KindPortal, Path: "/nonexistent/portal-tcp"}); err == nil || !strings.Contains(err.Error(), "does not exist") {
 		t.Fatalf("missing binary: %v", err)
 	}
-	if _, err := LaunchPlugin(ctx, PluginConfig{Path: pluginBin, SHA256: strings.Repeat("0", 64)}); err == nil || !strings.Contains(err.Error(), "pinned") {
+	if _, err := plugins.Launch(ctx, plugins.LaunchConfig{Kind: plugins.KindPortal, Path: pluginBin, SHA256: strings.Repeat("0", 64)}); err == nil || !strings.Contains(err.Error(), "pinned") {
 		t.Fatalf("wrong pin: %v", err)
 	}
 }
@@ -116,11 +118,15 @@ func TestSupervisedPluginRestartsAndNewSessionsWork(t *testing.T) {
 	checkLeaks(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	sp, err := StartPlugin(ctx, PluginConfig{Path: pluginBin})
+	m, err := plugins.NewManager(plugins.Config{Paths: map[string]string{"portal-tcp": pluginBin}, RestartBackoff: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sp.Close()
+	defer m.Close()
+	sp, err := m.Portal(ctx, "portal-tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
 	p := newPair(t, startTarget(t), pairOptions{portal: sp})
 	if err := upload(p.dial(t), 1<<20, 31); err != nil {
 		t.Fatal(err)
@@ -130,7 +136,9 @@ func TestSupervisedPluginRestartsAndNewSessionsWork(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid := sp.Pid()
-	sp.Kill()
+	if err := sp.Kill(); err != nil {
+		t.Fatal(err)
+	}
 	expectClosed(t, c, 5*time.Second)
 	// The inlet listens again on the same address through a new process.
 	var c2 *net.TCPConn
@@ -146,8 +154,8 @@ func TestSupervisedPluginRestartsAndNewSessionsWork(t *testing.T) {
 	if err := upload(c2, 4<<20, 32); err != nil {
 		t.Fatal(err)
 	}
-	if sp.Pid() == pid || sp.Restarts() != 1 {
-		t.Fatalf("pid %d → %d, restarts %d", pid, sp.Pid(), sp.Restarts())
+	if st := sp.Status(); st.Pid == pid || st.Restarts != 1 || st.State != plugins.StateRunning {
+		t.Fatalf("pid %d → %+v", pid, st)
 	}
 }
 
@@ -233,14 +241,14 @@ func TestPluginMaxProcs(t *testing.T) {
 		maxProcs int
 		want     string
 	}{
-		{"default", 0, fmt.Sprint(DefaultPluginMaxProcs)},
+		{"default", 0, fmt.Sprint(plugins.DefaultPluginMaxProcs)},
 		{"explicit", 3, "3"},
 		{"runtime decides", -1, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			c, err := LaunchPlugin(ctx, PluginConfig{Path: pluginBin, MaxProcs: tc.maxProcs})
+			c, err := plugins.Launch(ctx, plugins.LaunchConfig{Kind: plugins.KindPortal, Path: pluginBin, MaxProcs: tc.maxProcs})
 			if err != nil {
 				t.Fatal(err)
 			}

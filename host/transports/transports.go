@@ -196,7 +196,7 @@ func Attach(n *node.Node, t transport.Transport, opts Options) (*Binding, error)
 				b.log.Info("plugin restarted; re-opening listeners and re-dialling connections", "plugin", e.Plugin, "pid", e.Pid)
 				b.Reconnect()
 			case plugins.GaveUp:
-				b.log.Error("plugin gave up restarting; its links stay down", "plugin", e.Plugin, "error", e.Err)
+				b.log.Error("plugin degraded: restarts keep failing and are retried at a long interval; its links stay down until one works", "plugin", e.Plugin, "error", e.Err)
 			}
 		})
 		context.AfterFunc(b.ctx, unsubscribe)

@@ -17,8 +17,10 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/ferryhq/ferry/internal/pluginpb/pluginv1"
+	pb "github.com/ferryhq/ferry/internal/pluginpb/portalv1"
+	"github.com/ferryhq/ferry/internal/pluginwire"
 	"github.com/ferryhq/ferry/sdk/internal/pluginproc"
-	"github.com/ferryhq/ferry/sdk/portal/internal/pb"
 )
 
 // ProtocolMajor is the portal plugin protocol major version (go-plugin's
@@ -27,79 +29,19 @@ import (
 const ProtocolMajor = 1
 
 // ProtocolMinor is the highest additive protocol revision this SDK speaks.
-const ProtocolMinor = 0
-
-// PluginName is the key a portal is dispensed under in go-plugin's plugin
-// set.
-const PluginName = "portal"
+const ProtocolMinor = 1
 
 // ErrUnavailable is returned by calls into a plugin whose process is gone.
 var ErrUnavailable = errors.New("portal: plugin unavailable")
-
-// streamIDKey names the stream in the Stream call's metadata.
-const streamIDKey = "ferry-stream-id"
-
-// chunkSize is the most bytes one Chunk carries. Reads from a stream are at
-// most this large; writes are split to it.
-const chunkSize = 256 << 10
-
-// grpcLimit is the explicit gRPC message size limit on both sides: a chunk
-// plus framing, far under it. go-plugin raises only the host's limits, so
-// the plugin must set its own.
-const grpcLimit = 4 << 20
-
-// Flow-control windows: one stream may have streamWindow bytes in flight
-// inside gRPC, which bounds a session's memory in the plugin path.
-const (
-	streamWindow = 1 << 20
-	connWindow   = 16 << 20
-	ioBuffer     = 256 << 10
-)
 
 // unclaimedTimeout closes an accepted or dialled stream the host never
 // opened (it went away between Accept/Dial and Stream).
 const unclaimedTimeout = 30 * time.Second
 
-// HandshakeConfig is the go-plugin handshake shared by hosts and portal
-// plugins. It differs from the transport handshake, so a transport binary
-// is never mistaken for a portal.
-func HandshakeConfig() plugin.HandshakeConfig {
-	return plugin.HandshakeConfig{
-		ProtocolVersion:  ProtocolMajor,
-		MagicCookieKey:   "FERRY_PORTAL_PLUGIN",
-		MagicCookieValue: "2c9e51a7-ferry-portal",
-	}
-}
-
-// PluginSet returns the go-plugin plugin set for portals. A host dispenses
-// PluginName, which yields a *Remote.
-func PluginSet() plugin.PluginSet {
-	return plugin.PluginSet{PluginName: &grpcPlugin{}}
-}
-
-// DialOptions are the gRPC options a host should use towards a portal
-// plugin (pass them in go-plugin's ClientConfig.GRPCDialOptions).
-func DialOptions() []grpc.DialOption {
-	return []grpc.DialOption{
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(grpcLimit), grpc.MaxCallSendMsgSize(grpcLimit)),
-		grpc.WithInitialWindowSize(streamWindow),
-		grpc.WithInitialConnWindowSize(connWindow),
-		grpc.WithReadBufferSize(ioBuffer),
-		grpc.WithWriteBufferSize(ioBuffer),
-	}
-}
-
-func serverOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
-		grpc.MaxRecvMsgSize(grpcLimit),
-		grpc.MaxSendMsgSize(grpcLimit),
-		grpc.ForceServerCodecV2(chunkCodec{}),
-		grpc.InitialWindowSize(streamWindow),
-		grpc.InitialConnWindowSize(connWindow),
-		grpc.ReadBufferSize(ioBuffer),
-		grpc.WriteBufferSize(ioBuffer),
-	}
-}
+// grpcLimit is the explicit gRPC message size limit of the plugin's
+// server: a chunk plus framing, far under it. go-plugin raises only the
+// host's limits, so the plugin must set its own.
+const grpcLimit = 4 << 20
 
 // ServeOption changes how Serve runs.
 type ServeOption func(*serveConfig)
@@ -150,32 +92,18 @@ func Serve(p Portal, opts ...ServeOption) {
 		go pluginproc.WatchParent(cfg.parentCheck, cfg.logger, func() { srv.close() })
 	}
 	plugin.Serve(&plugin.ServeConfig{
-		HandshakeConfig: HandshakeConfig(),
-		Plugins:         plugin.PluginSet{PluginName: &grpcPlugin{srv: srv}},
+		HandshakeConfig: pluginwire.Handshake(),
+		Plugins: plugin.PluginSet{pluginwire.PluginName: &pluginwire.ServerPlugin{
+			Hello:    srv.Hello,
+			Register: func(gs *grpc.Server) { pb.RegisterPortalServer(gs, srv) },
+		}},
 		GRPCServer: func(o []grpc.ServerOption) *grpc.Server {
-			return grpc.NewServer(append(o, serverOptions()...)...)
+			return grpc.NewServer(append(o, pluginwire.ServerOptions(grpcLimit, pluginwire.ChunkCodec{})...)...)
 		},
 		Logger: cfg.logger,
 		Test:   cfg.test,
 	})
 	srv.close()
-}
-
-type grpcPlugin struct {
-	plugin.NetRPCUnsupportedPlugin
-	srv *server
-}
-
-func (g *grpcPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
-	if g.srv == nil {
-		return errors.New("portal plugin: no portal to serve")
-	}
-	pb.RegisterPortalServer(s, g.srv)
-	return nil
-}
-
-func (g *grpcPlugin) GRPCClient(ctx context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
-	return newRemote(ctx, c)
 }
 
 // server is the plugin side: it owns the real listeners and streams.
@@ -221,9 +149,18 @@ func (s *server) close() {
 	s.p.Close()
 }
 
-func (s *server) Hello(context.Context, *pb.Empty) (*pb.HelloResponse, error) {
+// Hello answers the base Hello every plugin kind answers.
+func (s *server) Hello(_ context.Context, req *pluginv1.HelloRequest) (*pluginv1.HelloResponse, error) {
+	if req.HostMajor != ProtocolMajor {
+		return nil, status.Errorf(codes.FailedPrecondition, "host speaks protocol %d, plugin speaks %d", req.HostMajor, ProtocolMajor)
+	}
 	i := s.p.Info()
-	return &pb.HelloResponse{PluginMajor: ProtocolMajor, PluginMinor: ProtocolMinor, Name: i.Name, Version: i.Version, Protocol: i.Protocol, Pid: int64(os.Getpid())}, nil
+	return &pluginv1.HelloResponse{
+		Kind: pluginv1.Kind_KIND_PORTAL, Name: i.Name, Version: i.Version,
+		ProtocolMajor: ProtocolMajor, ProtocolMinor: ProtocolMinor,
+		Pid:    int64(os.Getpid()),
+		Portal: &pluginv1.PortalDetails{Protocol: i.Protocol},
+	}, nil
 }
 
 func (s *server) Listen(ctx context.Context, req *pb.ListenRequest) (*pb.ListenResponse, error) {
@@ -337,13 +274,13 @@ func (s *server) claim(id uint64) Stream {
 // stream broke or the host cancelled.
 func (s *server) Stream(call pb.Portal_StreamServer) error {
 	md, _ := metadata.FromIncomingContext(call.Context())
-	vals := md.Get(streamIDKey)
+	vals := md.Get(pluginwire.StreamIDKey)
 	if len(vals) != 1 {
-		return status.Errorf(codes.InvalidArgument, "missing %s metadata", streamIDKey)
+		return status.Errorf(codes.InvalidArgument, "missing %s metadata", pluginwire.StreamIDKey)
 	}
 	id, err := strconv.ParseUint(vals[0], 10, 64)
 	if err != nil {
-		return status.Errorf(codes.InvalidArgument, "bad %s %q", streamIDKey, vals[0])
+		return status.Errorf(codes.InvalidArgument, "bad %s %q", pluginwire.StreamIDKey, vals[0])
 	}
 	st := s.claim(id)
 	if st == nil {
@@ -354,24 +291,24 @@ func (s *server) Stream(call pb.Portal_StreamServer) error {
 	writeDone := make(chan error, 1)
 	go func() { // stream -> host
 		for {
-			bp := bufPool.Get(chunkSize)
+			bp := pluginwire.ChunkPool.Get(pluginwire.ChunkSize)
 			n, err := st.Read(*bp)
 			if n > 0 {
 				*bp = (*bp)[:n]
-				out := &outChunk{buf: bp}
+				out := &pluginwire.OutChunk{Buf: bp}
 				serr := call.SendMsg(out)
-				if out.buf != nil { // not handed to gRPC
-					bufPool.Put(out.buf)
+				if out.Buf != nil { // not handed to gRPC
+					pluginwire.ChunkPool.Put(out.Buf)
 				}
 				if serr != nil {
 					readDone <- serr
 					return
 				}
 			} else {
-				bufPool.Put(bp)
+				pluginwire.ChunkPool.Put(bp)
 			}
 			if err == io.EOF {
-				readDone <- call.SendMsg(&outChunk{fin: true})
+				readDone <- call.SendMsg(&pluginwire.OutChunk{Fin: true})
 				return
 			}
 			if err != nil {
@@ -382,7 +319,7 @@ func (s *server) Stream(call pb.Portal_StreamServer) error {
 	}()
 	go func() { // host -> stream
 		for {
-			var c inChunk
+			var c pluginwire.InChunk
 			if err := call.RecvMsg(&c); err != nil {
 				if err == io.EOF {
 					err = status.Error(codes.Aborted, "host ended its side without fin")
@@ -390,16 +327,16 @@ func (s *server) Stream(call pb.Portal_StreamServer) error {
 				writeDone <- err
 				return
 			}
-			if len(c.data) > 0 {
-				_, err := st.Write(c.data)
-				c.free()
+			if len(c.Data) > 0 {
+				_, err := st.Write(c.Data)
+				c.Free()
 				if err != nil {
 					writeDone <- status.Errorf(codes.FailedPrecondition, "write: %v", err)
 					return
 				}
 			}
-			c.free()
-			if c.fin {
+			c.Free()
+			if c.Fin {
 				if err := st.CloseWrite(); err != nil {
 					writeDone <- status.Errorf(codes.FailedPrecondition, "half-close: %v", err)
 					return

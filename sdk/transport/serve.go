@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"context"
 	"errors"
 	"os"
 	"time"
@@ -10,34 +9,13 @@ import (
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 
+	"github.com/ferryhq/ferry/internal/pluginwire"
 	"github.com/ferryhq/ferry/sdk/internal/pluginproc"
-	"github.com/ferryhq/ferry/sdk/transport/internal/pb"
 )
-
-// PluginName is the key a transport is dispensed under in go-plugin's
-// plugin set.
-const PluginName = "transport"
 
 // ErrUnavailable is returned by calls into a plugin whose process is gone
 // (crashed, killed or shut down).
 var ErrUnavailable = errors.New("transport: plugin unavailable")
-
-// HandshakeConfig is the go-plugin handshake shared by hosts and transport
-// plugins. Its ProtocolVersion is ProtocolMajor.
-func HandshakeConfig() plugin.HandshakeConfig {
-	return plugin.HandshakeConfig{
-		ProtocolVersion:  ProtocolMajor,
-		MagicCookieKey:   "FERRY_TRANSPORT_PLUGIN",
-		MagicCookieValue: "b6f1d0c4-ferry-transport",
-	}
-}
-
-// PluginSet returns the go-plugin plugin set for transports. A host passes
-// it in plugin.ClientConfig.Plugins and dispenses PluginName, which yields
-// a *Remote.
-func PluginSet() plugin.PluginSet {
-	return plugin.PluginSet{PluginName: &grpcPlugin{}}
-}
 
 // ServeOption changes how Serve runs.
 type ServeOption func(*serveConfig)
@@ -108,10 +86,10 @@ func Serve(t Transport, opts ...ServeOption) {
 		go pluginproc.WatchParent(cfg.parentCheck, cfg.logger, func() { srv.close() })
 	}
 	plugin.Serve(&plugin.ServeConfig{
-		HandshakeConfig: HandshakeConfig(),
-		Plugins:         plugin.PluginSet{PluginName: &grpcPlugin{srv: srv}},
+		HandshakeConfig: pluginwire.Handshake(),
+		Plugins:         plugin.PluginSet{pluginwire.PluginName: srv.plugin()},
 		GRPCServer: func(o []grpc.ServerOption) *grpc.Server {
-			return grpc.NewServer(append(o, serverOptions(srv.info.MaxMessageSize)...)...)
+			return grpc.NewServer(append(o, srv.serverOptions()...)...)
 		},
 		Logger: cfg.logger,
 		Test:   cfg.test,
@@ -119,23 +97,4 @@ func Serve(t Transport, opts ...ServeOption) {
 	if err := srv.close(); err != nil {
 		cfg.logger.Debug("closing transport", "error", err)
 	}
-}
-
-// grpcPlugin is the go-plugin glue: the plugin side registers the server,
-// the host side builds a Remote.
-type grpcPlugin struct {
-	plugin.NetRPCUnsupportedPlugin
-	srv *server
-}
-
-func (p *grpcPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
-	if p.srv == nil {
-		return errors.New("transport plugin: no transport to serve")
-	}
-	pb.RegisterTransportServer(s, p.srv)
-	return nil
-}
-
-func (p *grpcPlugin) GRPCClient(ctx context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
-	return newRemote(ctx, c)
 }

@@ -13,15 +13,13 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/ferryhq/ferry/sdk/transport/internal/pb"
+	"github.com/ferryhq/ferry/internal/pluginpb/pluginv1"
+	pb "github.com/ferryhq/ferry/internal/pluginpb/transportv1"
+	"github.com/ferryhq/ferry/internal/pluginwire"
 )
-
-// linkIDKey is the request metadata naming the link a Link stream carries.
-const linkIDKey = "ferry-link-id"
 
 // server exposes a Transport over gRPC, inside the plugin process.
 type server struct {
@@ -36,6 +34,13 @@ type server struct {
 	links     map[uint64]*serverLink
 	closed    bool
 	unclaimed time.Duration // how long a link may wait for its stream
+	hostCaps  []pluginv1.Capability
+}
+
+// capabilities are what this SDK offers a host at minor ProtocolMinor.
+var capabilities = []pluginv1.Capability{
+	pluginv1.Capability_CAPABILITY_COUNTERS,
+	pluginv1.Capability_CAPABILITY_PROPERTIES,
 }
 
 type serverLink struct {
@@ -57,20 +62,27 @@ func newServer(t Transport, logger hclog.Logger) *server {
 	}
 }
 
-func (s *server) Hello(ctx context.Context, req *pb.HelloRequest) (*pb.HelloResponse, error) {
+// plugin is the go-plugin glue serving s.
+func (s *server) plugin() *pluginwire.ServerPlugin {
+	return &pluginwire.ServerPlugin{
+		Hello:    s.Hello,
+		Register: func(gs *grpc.Server) { pb.RegisterTransportServer(gs, s) },
+	}
+}
+
+// Hello answers the base Hello every plugin kind answers.
+func (s *server) Hello(ctx context.Context, req *pluginv1.HelloRequest) (*pluginv1.HelloResponse, error) {
 	if req.HostMajor != ProtocolMajor {
 		return nil, status.Errorf(codes.FailedPrecondition, "host speaks protocol %d, plugin speaks %d", req.HostMajor, ProtocolMajor)
 	}
-	return &pb.HelloResponse{
-		PluginMajor: ProtocolMajor,
-		PluginMinor: ProtocolMinor,
-		Info:        infoToPB(s.info),
-		Pid:         int64(os.Getpid()),
-	}, nil
+	s.mu.Lock()
+	s.hostCaps = pluginwire.Intersect(capabilities, req.HostCapabilities)
+	s.mu.Unlock()
+	return helloResponse(s.info), nil
 }
 
 func (s *server) Configure(ctx context.Context, req *pb.ConfigureRequest) (*pb.Empty, error) {
-	if err := s.t.Configure(ctx, req.Settings); err != nil {
+	if err := Apply(ctx, s.t, req.Settings); err != nil {
 		return nil, toStatus(err)
 	}
 	return &pb.Empty{}, nil
@@ -89,7 +101,12 @@ func (s *server) Listen(ctx context.Context, req *pb.ListenRequest) (*pb.ListenR
 	}
 	s.nextID++
 	s.listeners[s.nextID] = l
-	return &pb.ListenResponse{ListenerId: s.nextID, Address: l.Addr()}, nil
+	resp := &pb.ListenResponse{ListenerId: s.nextID, Address: l.Addr()}
+	if p, ok := l.(Properties); ok {
+		resp.HasProperties, resp.Properties = true, p.Properties()
+	}
+	_, resp.HasCounters = l.(Counters)
+	return resp, nil
 }
 
 func (s *server) Accept(ctx context.Context, req *pb.AcceptRequest) (*pb.LinkInfo, error) {
@@ -140,7 +157,8 @@ func (s *server) addLink(link Link) (*pb.LinkInfo, error) {
 			l.Close()
 		}
 	})
-	return &pb.LinkInfo{LinkId: id, LocalAddress: link.LocalAddr(), RemoteAddress: link.RemoteAddr()}, nil
+	_, counts := link.(Counters)
+	return &pb.LinkInfo{LinkId: id, LocalAddress: link.LocalAddr(), RemoteAddress: link.RemoteAddr(), HasCounters: counts}, nil
 }
 
 func (s *server) CloseLink(ctx context.Context, req *pb.CloseLinkRequest) (*pb.Empty, error) {
@@ -175,6 +193,28 @@ func (s *server) Status(ctx context.Context, _ *pb.Empty) (*pb.StatusResponse, e
 	return &pb.StatusResponse{Listeners: uint32(len(s.listeners)), Links: uint32(len(s.links))}, nil
 }
 
+// Counters reports the counters of a listener or link that has them.
+func (s *server) Counters(ctx context.Context, req *pb.CountersRequest) (*pb.CountersResponse, error) {
+	s.mu.Lock()
+	var v any
+	if req.ListenerId != 0 {
+		if l := s.listeners[req.ListenerId]; l != nil {
+			v = l
+		}
+	} else if l := s.links[req.LinkId]; l != nil {
+		v = l.Link
+	}
+	s.mu.Unlock()
+	if v == nil {
+		return nil, status.Errorf(codes.NotFound, "no listener %d or link %d: %v", req.ListenerId, req.LinkId, ErrClosed)
+	}
+	c, ok := v.(Counters)
+	if !ok {
+		return &pb.CountersResponse{}, nil
+	}
+	return &pb.CountersResponse{Counters: c.Counters()}, nil
+}
+
 // close closes everything the host opened, then the transport.
 func (s *server) close() error {
 	s.mu.Lock()
@@ -200,7 +240,7 @@ func (s *server) Link(stream pb.Transport_LinkServer) error {
 	ctx := stream.Context()
 	md, _ := metadata.FromIncomingContext(ctx)
 	var id uint64
-	if v := md.Get(linkIDKey); len(v) == 1 {
+	if v := md.Get(pluginwire.LinkIDKey); len(v) == 1 {
 		id, _ = strconv.ParseUint(v[0], 10, 64)
 	}
 	s.mu.Lock()
@@ -226,7 +266,7 @@ func (s *server) Link(stream pb.Transport_LinkServer) error {
 	// then closes the link so the loop below returns.
 	inDone := make(chan error, 1)
 	go func() {
-		in := &inFrame{maxPacket: s.info.MaxMessageSize}
+		in := &pluginwire.InFrame{MaxPacket: s.info.MaxMessageSize}
 		for {
 			if err := stream.RecvMsg(in); err != nil {
 				if errors.Is(err, io.EOF) {
@@ -236,10 +276,10 @@ func (s *server) Link(stream pb.Transport_LinkServer) error {
 				link.Close()
 				return
 			}
-			if len(in.packets) == 0 {
+			if len(in.Packets) == 0 {
 				continue
 			}
-			if err := link.Send(ctx, in.packets); err != nil {
+			if err := link.Send(ctx, in.Packets); err != nil {
 				inDone <- fmt.Errorf("send on link %d: %w", id, err)
 				link.Close()
 				return
@@ -248,7 +288,7 @@ func (s *server) Link(stream pb.Transport_LinkServer) error {
 	}()
 
 	// Link → host, in this goroutine so batches keep their order.
-	out := &outFrame{}
+	out := &pluginwire.OutFrame{}
 	for {
 		packets, err := link.Recv(ctx)
 		if err != nil {
@@ -270,15 +310,15 @@ func (s *server) Link(stream pb.Transport_LinkServer) error {
 			return toStatus(fmt.Errorf("receive on link %d: %w", id, err))
 		}
 		for len(packets) > 0 {
-			n, body := splitBatch(packets)
-			out.packets, out.body = packets[:n], body
+			n, body := pluginwire.SplitBatch(packets)
+			out.Packets, out.Body = packets[:n], body
 			if err := stream.SendMsg(out); err != nil {
 				// The stream is gone; RecvMsg in the goroutine sees why.
 				return nil
 			}
 			packets = packets[n:]
 		}
-		out.packets = nil
+		out.Packets = nil
 	}
 }
 
@@ -304,101 +344,33 @@ func toStatus(err error) error {
 	return status.Error(code, err.Error())
 }
 
-// fromStatus turns a status from the plugin back into an error that
-// matches the SDK's sentinels with errors.Is.
-func fromStatus(what string, err error) error {
-	st, ok := status.FromError(err)
-	if !ok {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	msg := st.Message()
-	switch st.Code() {
-	case codes.ResourceExhausted:
-		return fmt.Errorf("%s: %s: %w", what, msg, ErrTooLarge)
-	case codes.Aborted, codes.NotFound:
-		return fmt.Errorf("%s: %s: %w", what, msg, ErrClosed)
-	case codes.DeadlineExceeded:
-		return fmt.Errorf("%s: %s: %w", what, msg, context.DeadlineExceeded)
-	case codes.Canceled:
-		return fmt.Errorf("%s: %s: %w", what, msg, context.Canceled)
-	case codes.Unavailable:
-		return fmt.Errorf("%s: %s: %w", what, msg, ErrUnavailable)
-	}
-	return fmt.Errorf("%s: %s", what, msg)
-}
-
-func infoToPB(i Info) *pb.Info {
-	out := &pb.Info{
-		Name:           i.Name,
-		Version:        i.Version,
-		AddressType:    i.AddressType,
-		MaxMessageSize: int64(i.MaxMessageSize),
-		Capabilities:   i.Capabilities,
+// helloResponse describes a transport in the base Hello.
+func helloResponse(i Info) *pluginv1.HelloResponse {
+	out := &pluginv1.HelloResponse{
+		Kind:          pluginv1.Kind_KIND_TRANSPORT,
+		Name:          i.Name,
+		Version:       i.Version,
+		ProtocolMajor: ProtocolMajor,
+		ProtocolMinor: ProtocolMinor,
+		Capabilities:  capabilities,
+		Pid:           int64(os.Getpid()),
+		Transport: &pluginv1.TransportDetails{
+			AddressType:    i.AddressType,
+			MaxMessageSize: int64(i.MaxMessageSize),
+			Unreliable:     i.Unreliable,
+		},
+		Features: i.Capabilities,
 	}
 	for _, s := range i.Settings {
-		out.Settings = append(out.Settings, &pb.Setting{
+		out.Settings = append(out.Settings, &pluginv1.Setting{
 			Name: s.Name, Type: string(s.Type), Default: s.Default, Required: s.Required, Description: s.Description,
 		})
 	}
 	return out
 }
 
-func infoFromPB(p *pb.Info) Info {
-	i := Info{
-		Name:           p.GetName(),
-		Version:        p.GetVersion(),
-		AddressType:    p.GetAddressType(),
-		MaxMessageSize: int(p.GetMaxMessageSize()),
-		Capabilities:   p.GetCapabilities(),
-	}
-	for _, s := range p.GetSettings() {
-		i.Settings = append(i.Settings, Setting{
-			Name: s.Name, Type: SettingType(s.Type), Default: s.Default, Required: s.Required, Description: s.Description,
-		})
-	}
-	return i
-}
-
-// serverOptions are the gRPC options the plugin's server needs: explicit
-// size limits (gRPC's 4 MiB default must not be what limits a packet) and
-// the link codec.
-func serverOptions(maxPacket int) []grpc.ServerOption {
-	limit := grpcLimit(maxPacket)
-	return []grpc.ServerOption{
-		grpc.MaxRecvMsgSize(limit),
-		grpc.MaxSendMsgSize(limit),
-		grpc.ForceServerCodecV2(linkCodec{}),
-		grpc.InitialWindowSize(streamWindow),
-		grpc.InitialConnWindowSize(connWindow),
-		grpc.ReadBufferSize(ioBuffer),
-		grpc.WriteBufferSize(ioBuffer),
-		experimental.BufferPool(frames),
-	}
-}
-
-// Flow-control windows and socket buffers for the plugin connection. Fixed
-// windows (which turn off gRPC's BDP probing) sized for a local socket: big
-// enough that a stream of 64 KiB packets never waits for a window update
-// round trip, small enough to bound what a stalled link holds.
-const (
-	streamWindow = 4 << 20
-	connWindow   = 16 << 20
-	ioBuffer     = 256 << 10
-)
-
-// Both ends of the plugin connection take gRPC's buffers from frames, which
-// does not zero them on Get: gRPC fills every buffer it takes (a received
-// HTTP/2 data frame is read in full into it), and its default pool's
-// clearing was ~9% of the host's CPU on a 64 KiB stream.
-
-// DialOptions are the gRPC options a host should dial a plugin with (go-plugin
-// ClientConfig.GRPCDialOptions), matching the server's flow-control tuning.
-func DialOptions() []grpc.DialOption {
-	return []grpc.DialOption{
-		grpc.WithInitialWindowSize(streamWindow),
-		grpc.WithInitialConnWindowSize(connWindow),
-		grpc.WithReadBufferSize(ioBuffer),
-		grpc.WithWriteBufferSize(ioBuffer),
-		experimental.WithBufferPool(frames),
-	}
+// serverOptions are the gRPC options the plugin's server needs for this
+// transport's packet size.
+func (s *server) serverOptions() []grpc.ServerOption {
+	return pluginwire.ServerOptions(pluginwire.GRPCLimit(s.info.MaxMessageSize), pluginwire.LinkCodec{})
 }

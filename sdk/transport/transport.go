@@ -36,21 +36,28 @@
 // # Plugin protocol
 //
 // Serve runs a Transport as a go-plugin gRPC server (AutoMTLS, gRPC only,
-// handshake version ProtocolMajor). Control calls (hello, configure,
-// listen, accept, dial, close, status) are unary RPCs; each link's packets
-// travel on one bidirectional stream, many packets per gRPC message, in
-// order, with gRPC flow control carrying backpressure both ways. The host
-// side is Remote, itself a Transport; ServeInProcess gives tests the same
-// gRPC path without a process. Errors keep their identity across the
-// boundary (errors.Is works for ErrClosed, ErrTooLarge, context errors),
-// and calls into a plugin whose process died fail with ErrUnavailable.
+// the one handshake every Ferry plugin kind shares). The host first calls
+// the base Hello every plugin answers (kind, name, version, protocol
+// minor, typed capabilities both ways, settings schema), then the
+// transport's control calls (configure, listen, accept, dial, close,
+// status, counters) as unary RPCs; each link's packets travel on one
+// bidirectional stream, many packets per gRPC message, in order, with gRPC
+// flow control carrying backpressure both ways. Settings are checked
+// against the schema before Configure (see Apply and SettingsConfigurer).
+// Listener and link extras, Counters and Properties, cross the boundary
+// as they are in-process. Errors keep their identity across the boundary
+// (errors.Is works for ErrClosed, ErrTooLarge, context errors), and calls
+// into a plugin whose process died fail with ErrUnavailable.
+//
+// The host side of the protocol is not part of this package: it lives in
+// the Ferry host (host/plugins), which a plugin author never imports.
 //
 // # Versions
 //
 // The major protocol version is go-plugin's handshake version; a host and a
 // plugin with different majors refuse each other. Minor versions add
-// features: each side announces its minor at start and uses only what both
-// support (see Info.Capabilities).
+// features: each side announces its minor and capabilities at Hello and
+// uses only what both support.
 package transport
 
 import (
@@ -63,7 +70,7 @@ import (
 const ProtocolMajor = 1
 
 // ProtocolMinor is the highest additive protocol revision this SDK speaks.
-const ProtocolMinor = 0
+const ProtocolMinor = 1
 
 // ErrClosed is returned by operations on a closed Link or Listener.
 var ErrClosed = errors.New("transport: closed")
@@ -141,10 +148,10 @@ type Info struct {
 	// Settings declares the settings Configure accepts, so the host and
 	// topology files can check them before the plugin starts.
 	Settings []Setting
-	// Capabilities lists additive features the plugin supports beyond the
-	// base protocol. None are defined at ProtocolMinor 0; a later minor may
-	// add, for example, "forward" (the plugin relays between two of its own
-	// links without the host in the data path).
+	// Capabilities lists free-form features the transport itself declares
+	// (shown by the host, for example in `ferry plugin list`). Protocol
+	// capabilities (counters, properties, ...) are negotiated by the SDK
+	// and need not be listed.
 	Capabilities []string
 }
 

@@ -4,9 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strings"
-	"sync"
 	"text/tabwriter"
 
 	"github.com/hashicorp/go-hclog"
@@ -14,7 +11,6 @@ import (
 
 	"github.com/ferryhq/ferry/host/api"
 	"github.com/ferryhq/ferry/host/plugins"
-	"github.com/ferryhq/ferry/host/portals"
 	"github.com/ferryhq/ferry/host/topology"
 	"github.com/ferryhq/ferry/sdk/portal"
 	"github.com/ferryhq/ferry/sdk/transport"
@@ -29,9 +25,6 @@ type pluginTransports struct {
 	// pins and paths come from a topology file's plugin blocks.
 	pins  map[string]string
 	paths map[string]string
-
-	mu      sync.Mutex
-	portals map[string]*portals.SupervisedPlugin
 }
 
 // newPluginTransports starts nothing yet; spec (may be nil) carries the
@@ -64,83 +57,38 @@ func (p *pluginTransports) Transport(ctx context.Context, name string) (transpor
 	return t, nil
 }
 
-// Watch calls restarted each time the supervised plugin behind t runs again
-// after a crash, so the node re-opens listeners and re-dials at once, and
-// logs crashes with the plugin's last stderr lines.
-func (p *pluginTransports) Watch(t transport.Transport, restarted func()) (cancel func()) {
-	pt, ok := t.(*plugins.Transport)
-	if !ok {
-		return func() {}
-	}
-	log := p.log
-	return pt.Subscribe(func(e plugins.Event) {
-		switch e.Kind {
-		case plugins.Crashed:
-			log.Error("plugin crashed; restarting it", "plugin", e.Plugin, "error", e.Err, "stderr", e.Stderr)
-		case plugins.Restarted:
-			log.Info("plugin restarted", "plugin", e.Plugin, "pid", e.Pid)
-			restarted()
-		case plugins.GaveUp:
-			log.Error("plugin keeps crashing; gave up restarting it", "plugin", e.Plugin, "error", e.Err, "stderr", e.Stderr)
-		}
-	})
+// Watch is part of the daemon's transport source. The plugin catalog
+// (host/plugins) logs a crash and its restart once, and the transport's
+// binding (host/transports) re-opens listeners and re-dials on the one
+// Restarted event, so nothing more happens here: one crash gives one
+// "crashed" line, one restart and one re-open.
+func (p *pluginTransports) Watch(transport.Transport, func()) (cancel func()) {
+	return func() {}
 }
+
+// PluginStatuses is the supervisor's state of every plugin the node runs
+// (running, restarting, degraded with the last error), for status output.
+func (p *pluginTransports) PluginStatuses() []plugins.Status { return p.m.Statuses() }
 
 func (p *pluginTransports) Plugins(ctx context.Context) ([]api.Plugin, error) {
-	ps, err := listPlugins(ctx, p.m)
-	if err != nil {
-		return nil, err
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for i := range ps {
-		if sp := p.portals[ps[i].Name]; sp != nil && ps[i].Kind == "portal" {
-			if pid := sp.Pid(); pid > 0 {
-				ps[i].Running, ps[i].Pid = true, pid
-			}
-		}
-	}
-	return ps, nil
+	return listPlugins(ctx, p.m)
 }
 
-func (p *pluginTransports) Close() error {
-	p.mu.Lock()
-	ps := p.portals
-	p.portals = nil
-	p.mu.Unlock()
-	for _, sp := range ps {
-		sp.Close()
-	}
-	return p.m.Close()
-}
+func (p *pluginTransports) Close() error { return p.m.Close() }
 
-// Portal starts the portal plugin name (bin/plugins/portal-tcp) as a
-// supervised subprocess on first use: a plugin that dies is started again
-// at the next session or re-listen.
+// Portal returns the portal plugin name (bin/plugins/portal-tcp) from the
+// plugin catalog, which starts it on first use and restarts it when it
+// dies; inlets then listen again.
 func (p *pluginTransports) Portal(ctx context.Context, name string) (portal.Portal, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if sp := p.portals[name]; sp != nil {
-		return sp, nil
-	}
-	if strings.ContainsAny(name, "/\\") || name == "" || name[0] == '.' {
-		return nil, fmt.Errorf("portal plugin name %q: want a file name such as portal-tcp", name)
-	}
-	path := filepath.Join(p.m.Dir(), name)
-	if explicit := p.paths[name]; explicit != "" {
-		path = explicit
-	}
-	sp, err := portals.StartPlugin(ctx, portals.PluginConfig{Path: path, Name: name, Logger: p.log.Named(name), SHA256: p.pins[name]})
+	pt, err := p.m.Portal(ctx, name)
 	if err != nil {
 		return nil, fmt.Errorf("%w (looked in %s; build it with make build or set FERRY_PLUGIN_DIR)", err, p.m.Dir())
 	}
-	if p.portals == nil {
-		p.portals = map[string]*portals.SupervisedPlugin{}
-	}
-	p.portals[name] = sp
-	return sp, nil
+	return pt, nil
 }
 
+// listPlugins describes every plugin binary; the kind comes from the one
+// base Hello each answers.
 func listPlugins(ctx context.Context, m *plugins.Manager) ([]api.Plugin, error) {
 	infos, err := m.List(ctx)
 	if err != nil {
@@ -148,32 +96,10 @@ func listPlugins(ctx context.Context, m *plugins.Manager) ([]api.Plugin, error) 
 	}
 	out := make([]api.Plugin, 0, len(infos))
 	for _, i := range infos {
-		p := api.Plugin{Kind: "transport", Name: i.Name, Version: i.Version, ProtocolMajor: i.ProtocolMajor, ProtocolMinor: i.ProtocolMinor,
-			Path: i.Path, SHA256: i.SHA256, Running: i.Running, Pid: i.Pid, Error: i.Error}
-		if i.Error != "" {
-			// Not a transport: a portal plugin answers a different
-			// handshake, so ask it as one before reporting an error.
-			if pp, ok := portalInfo(ctx, i.Name, i.Path); ok {
-				pp.SHA256 = i.SHA256
-				p = pp
-			}
-		}
-		out = append(out, p)
+		out = append(out, api.Plugin{Kind: string(i.Kind), Name: i.Name, Version: i.Version, ProtocolMajor: i.ProtocolMajor, ProtocolMinor: i.ProtocolMinor,
+			Path: i.Path, SHA256: i.SHA256, Running: i.Running, Pid: i.Pid, Error: i.Error})
 	}
 	return out, nil
-}
-
-// portalInfo starts the executable at path briefly as a portal plugin and
-// returns its description, or false if it is not one.
-func portalInfo(ctx context.Context, name, path string) (api.Plugin, bool) {
-	c, err := portals.LaunchPlugin(ctx, portals.PluginConfig{Path: path, Name: name, Logger: hclog.NewNullLogger()})
-	if err != nil {
-		return api.Plugin{}, false
-	}
-	defer c.Kill()
-	info := c.Portal().Info()
-	return api.Plugin{Kind: "portal", Name: name, Version: info.Version, ProtocolMajor: portal.ProtocolMajor,
-		ProtocolMinor: portal.ProtocolMinor, Path: path}, true
 }
 
 func (a *app) newPluginCmd() *cobra.Command {

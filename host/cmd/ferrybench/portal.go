@@ -128,7 +128,7 @@ type sweepResult struct {
 // benchOneNode measures inlet and outlet on one node sharing one portal
 // plugin process.
 func benchOneNode(ctx context.Context, sz portalSizes, portalBin, target string) (portalResult, error) {
-	pc, err := portals.LaunchPlugin(ctx, portals.PluginConfig{Path: portalBin})
+	pc, err := plugins.Launch(ctx, plugins.LaunchConfig{Kind: plugins.KindPortal, Path: portalBin})
 	if err != nil {
 		return portalResult{}, err
 	}
@@ -181,7 +181,7 @@ func benchTwoNodes(ctx context.Context, sz portalSizes, portalBin, tcpBin, targe
 			return res, err
 		}
 		defer b.Close()
-		pc, err := portals.LaunchPlugin(ctx, portals.PluginConfig{Path: portalBin})
+		pc, err := plugins.Launch(ctx, plugins.LaunchConfig{Kind: plugins.KindPortal, Path: portalBin})
 		if err != nil {
 			return res, err
 		}
@@ -528,7 +528,7 @@ func benchRelay(ctx context.Context, sz portalSizes, portalBin, tcpBin, target s
 		return res, err
 	}
 	defer reg.Close(context.WithoutCancel(ctx))
-	p3, err := portals.LaunchPlugin(ctx, portals.PluginConfig{Path: portalBin})
+	p3, err := plugins.Launch(ctx, plugins.LaunchConfig{Kind: plugins.KindPortal, Path: portalBin})
 	if err != nil {
 		return res, err
 	}
@@ -542,7 +542,7 @@ func benchRelay(ctx context.Context, sz portalSizes, portalBin, tcpBin, target s
 	if err != nil {
 		return res, err
 	}
-	p1, err := portals.LaunchPlugin(ctx, portals.PluginConfig{Path: portalBin})
+	p1, err := plugins.Launch(ctx, plugins.LaunchConfig{Kind: plugins.KindPortal, Path: portalBin})
 	if err != nil {
 		return res, err
 	}

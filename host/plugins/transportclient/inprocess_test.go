@@ -1,4 +1,4 @@
-package transport
+package transportclient
 
 import (
 	"bytes"
@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferryhq/ferry/sdk/transport/internal/pb"
+	"github.com/ferryhq/ferry/sdk/transport"
 )
 
 // memTransport is a small in-memory transport for the SDK's own tests:
@@ -23,24 +23,24 @@ type memTransport struct {
 	lns map[string]*memListener
 }
 
-func (m *memTransport) Info() Info {
-	return Info{Name: "mem", Version: "1.2.3", AddressType: "mem", MaxMessageSize: m.max,
-		Settings: []Setting{{Name: "x", Type: Int, Default: "1", Description: "d"}}}
+func (m *memTransport) Info() transport.Info {
+	return transport.Info{Name: "mem", Version: "1.2.3", AddressType: "mem", MaxMessageSize: m.max,
+		Settings: []transport.Setting{{Name: "x", Type: transport.Int, Default: "1", Description: "d"}, {Name: "bad", Type: transport.String, Description: "fails Configure"}}}
 }
 func (m *memTransport) Configure(ctx context.Context, s map[string]string) error {
 	if s["bad"] != "" {
-		return fmt.Errorf("bad setting %q: %w", s["bad"], ErrTooLarge)
+		return fmt.Errorf("bad setting %q: %w", s["bad"], transport.ErrTooLarge)
 	}
 	return nil
 }
-func (m *memTransport) Listen(ctx context.Context, a string) (Listener, error) {
+func (m *memTransport) Listen(ctx context.Context, a string) (transport.Listener, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	l := &memListener{addr: a, ch: make(chan Link), done: make(chan struct{})}
+	l := &memListener{addr: a, ch: make(chan transport.Link), done: make(chan struct{})}
 	m.lns[a] = l
 	return l, nil
 }
-func (m *memTransport) Dial(ctx context.Context, a string) (Link, error) {
+func (m *memTransport) Dial(ctx context.Context, a string) (transport.Link, error) {
 	switch a {
 	case "echo":
 		e := newMemEnd(m.max)
@@ -71,18 +71,18 @@ func (m *memTransport) Close() error { return nil }
 
 type memListener struct {
 	addr string
-	ch   chan Link
+	ch   chan transport.Link
 	done chan struct{}
 	once sync.Once
 }
 
 func (l *memListener) Addr() string { return l.addr }
-func (l *memListener) Accept(ctx context.Context) (Link, error) {
+func (l *memListener) Accept(ctx context.Context) (transport.Link, error) {
 	select {
 	case k := <-l.ch:
 		return k, nil
 	case <-l.done:
-		return nil, ErrClosed
+		return nil, transport.ErrClosed
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -107,7 +107,7 @@ func (e *memEnd) Send(ctx context.Context, ps [][]byte) error {
 	cp := make([][]byte, len(ps))
 	for i, p := range ps {
 		if len(p) > e.max {
-			return ErrTooLarge
+			return transport.ErrTooLarge
 		}
 		cp[i] = bytes.Clone(p)
 	}
@@ -115,9 +115,9 @@ func (e *memEnd) Send(ctx context.Context, ps [][]byte) error {
 	case e.peer.in <- cp:
 		return nil
 	case <-e.done:
-		return ErrClosed
+		return transport.ErrClosed
 	case <-e.peer.done:
-		return ErrClosed
+		return transport.ErrClosed
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -130,7 +130,7 @@ func (e *memEnd) Recv(ctx context.Context) ([][]byte, error) {
 	case b := <-e.in:
 		return b, nil
 	case <-e.done:
-		return nil, ErrClosed
+		return nil, transport.ErrClosed
 	case <-e.peer.done:
 		return nil, io.EOF
 	case <-ctx.Done():
@@ -160,12 +160,12 @@ func tctx(t *testing.T) context.Context {
 func TestInProcessInfoAndErrors(t *testing.T) {
 	r := serveMem(t, 1000)
 	info := r.Info()
-	if info.Name != "mem" || info.Version != "1.2.3" || info.MaxMessageSize != 1000 || len(info.Settings) != 1 || info.Settings[0].Type != Int {
+	if info.Name != "mem" || info.Version != "1.2.3" || info.MaxMessageSize != 1000 || len(info.Settings) != 2 || info.Settings[0].Type != transport.Int {
 		t.Fatalf("info: %+v", info)
 	}
 	ctx := tctx(t)
 	// Sentinels survive the boundary.
-	if err := r.Configure(ctx, map[string]string{"bad": "v"}); !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), `bad setting "v"`) {
+	if err := r.Configure(ctx, map[string]string{"bad": "v"}); !errors.Is(err, transport.ErrTooLarge) || !strings.Contains(err.Error(), `bad setting "v"`) {
 		t.Fatalf("configure: %v", err)
 	}
 	if _, err := r.Dial(ctx, "nowhere"); err == nil || !strings.Contains(err.Error(), "refused") {
@@ -223,7 +223,7 @@ func TestInProcessEchoOrderAndSizes(t *testing.T) {
 	if n != len(want) {
 		t.Fatalf("got %d packets, want %d", n, len(want))
 	}
-	if err := l.Send(ctx, [][]byte{make([]byte, 3<<20+1)}); !errors.Is(err, ErrTooLarge) {
+	if err := l.Send(ctx, [][]byte{make([]byte, 3<<20+1)}); !errors.Is(err, transport.ErrTooLarge) {
 		t.Fatalf("oversize: %v", err)
 	}
 }
@@ -235,7 +235,7 @@ func TestInProcessRecvContextAndClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := make(chan Link, 1)
+	got := make(chan transport.Link, 1)
 	go func() {
 		l, err := ln.Accept(ctx)
 		if err != nil {
@@ -270,7 +270,7 @@ func TestInProcessRecvContextAndClose(t *testing.T) {
 	if _, err := d.Recv(ctx); !errors.Is(err, io.EOF) {
 		t.Fatalf("peer recv after close: %v", err)
 	}
-	if _, err := a.Recv(ctx); !errors.Is(err, ErrClosed) {
+	if _, err := a.Recv(ctx); !errors.Is(err, transport.ErrClosed) {
 		t.Fatalf("recv on closed link: %v", err)
 	}
 	// Remote.Close ends everything; a blocked Accept returns.
@@ -279,7 +279,7 @@ func TestInProcessRecvContextAndClose(t *testing.T) {
 	r.Close()
 	select {
 	case err := <-accepted:
-		if !errors.Is(err, ErrClosed) {
+		if !errors.Is(err, transport.ErrClosed) {
 			t.Fatalf("accept after close: %v", err)
 		}
 	case <-ctx.Done():
@@ -287,29 +287,6 @@ func TestInProcessRecvContextAndClose(t *testing.T) {
 	}
 	if _, err := d.Recv(ctx); err == nil {
 		t.Fatal("recv after Remote.Close succeeded")
-	}
-}
-
-// A link whose stream the host never opens is closed by the plugin.
-func TestUnclaimedLinkIsClosed(t *testing.T) {
-	srv := newServer(&memTransport{max: 10, lns: map[string]*memListener{}}, nil)
-	srv.unclaimed = 10 * time.Millisecond
-	li, err := srv.Dial(tctx(t), &pb.DialRequest{Address: "echo"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		srv.mu.Lock()
-		l := srv.links[li.LinkId]
-		srv.mu.Unlock()
-		if l == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("unclaimed link kept")
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -323,7 +300,7 @@ func TestCloseUnderBackpressureIsBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := make(chan Link, 1)
+	got := make(chan transport.Link, 1)
 	go func() {
 		l, _ := ln.Accept(ctx)
 		got <- l

@@ -1,4 +1,4 @@
-package portal_test
+package portalclient_test
 
 import (
 	"bytes"
@@ -14,13 +14,15 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 
+	"github.com/ferryhq/ferry/host/plugins/portalclient"
+	"github.com/ferryhq/ferry/internal/pluginwire"
 	"github.com/ferryhq/ferry/plugins/portal-tcp/tcpportal"
 	"github.com/ferryhq/ferry/sdk/portal"
 )
 
 // serveInProcess serves a TCP portal through Serve and go-plugin in this
 // process and returns the host's Remote for it.
-func serveInProcess(t *testing.T) *portal.Remote {
+func serveInProcess(t *testing.T) *portalclient.Remote {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	reattach := make(chan *plugin.ReattachConfig, 1)
@@ -34,8 +36,8 @@ func serveInProcess(t *testing.T) *portal.Remote {
 		t.Fatal("Serve never became ready")
 	}
 	c := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig: portal.HandshakeConfig(), Plugins: portal.PluginSet(), Reattach: rc,
-		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC}, GRPCDialOptions: portal.DialOptions(),
+		HandshakeConfig: pluginwire.Handshake(), Plugins: plugin.PluginSet{pluginwire.PluginName: pluginwire.ClientPlugin{}}, Reattach: rc,
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC}, GRPCDialOptions: pluginwire.DialOptions(),
 		Logger: hclog.NewNullLogger(),
 	})
 	t.Cleanup(func() {
@@ -51,11 +53,20 @@ func serveInProcess(t *testing.T) *portal.Remote {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := rpc.Dispense(portal.PluginName)
+	raw, err := rpc.Dispense(pluginwire.PluginName)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return raw.(*portal.Remote)
+	conn := raw.(*pluginwire.Conn).Conn
+	hello, err := pluginwire.CallHello(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := portalclient.New(conn, hello)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 func TestServeStreamsBothWaysWithHalfClose(t *testing.T) {

@@ -1,19 +1,19 @@
-package transport
+package pluginwire
 
 import (
 	"math/bits"
 	"sync"
 )
 
-// framePool recycles encoded-frame buffers by power-of-two size class.
+// FramePool recycles encoded-frame buffers by power-of-two size class.
 // Unlike gRPC's default pool it does not zero buffers on Get: every frame
 // overwrites the bytes it uses, and zeroing a 1 MiB buffer per frame was
 // the largest single cost of a 64 KiB stream.
-type framePool struct {
+type FramePool struct {
 	classes [33]sync.Pool
 }
 
-var frames = &framePool{}
+var Frames = &FramePool{}
 
 func sizeClass(n int) int {
 	if n <= 1 {
@@ -23,7 +23,7 @@ func sizeClass(n int) int {
 }
 
 // Get returns a buffer of length n.
-func (p *framePool) Get(n int) *[]byte {
+func (p *FramePool) Get(n int) *[]byte {
 	c := sizeClass(n)
 	if c >= len(p.classes) {
 		b := make([]byte, n)
@@ -38,7 +38,7 @@ func (p *framePool) Get(n int) *[]byte {
 }
 
 // Put recycles a buffer obtained from Get.
-func (p *framePool) Put(b *[]byte) {
+func (p *FramePool) Put(b *[]byte) {
 	c := sizeClass(cap(*b))
 	if c >= len(p.classes) || cap(*b) != 1<<c {
 		return

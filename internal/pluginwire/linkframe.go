@@ -1,7 +1,8 @@
-package transport
+package pluginwire
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"google.golang.org/grpc/encoding"
@@ -16,28 +17,32 @@ import (
 // copy on each side and no per-packet allocation; it stays valid protobuf so
 // a plugin written in another language can use generated code.
 
+// ErrTooLarge is what ParseFrame fails with for a packet above the
+// maximum; each side wraps it in its package's sentinel.
+var ErrTooLarge = errors.New("packet exceeds the maximum message size")
+
 const (
-	// frameTarget is the batch size above which Send starts a new frame. A
+	// FrameTarget is the batch size above which Send starts a new frame. A
 	// packet larger than this travels alone in its own frame.
-	frameTarget = 1 << 20
-	// frameOverhead bounds the tag and varint lengths around a frame's
+	FrameTarget = 1 << 20
+	// FrameOverhead bounds the tag and varint lengths around a frame's
 	// packets, used to size gRPC message limits.
-	frameOverhead = 64
+	FrameOverhead = 64
 	packetsField  = protowire.Number(1)
 )
 
-// grpcLimit is the gRPC message size limit both sides set for a transport
+// GRPCLimit is the gRPC message size limit both sides set for a transport
 // whose packets are at most maxPacket bytes.
-func grpcLimit(maxPacket int) int {
-	return max(maxPacket, frameTarget) + 2*frameOverhead
+func GRPCLimit(maxPacket int) int {
+	return max(maxPacket, FrameTarget) + 2*FrameOverhead
 }
 
-// splitBatch returns how many leading packets of ps go into one frame and
+// SplitBatch returns how many leading packets of ps go into one frame and
 // the size of that frame's batch body.
-func splitBatch(ps [][]byte) (n, body int) {
+func SplitBatch(ps [][]byte) (n, body int) {
 	for i, p := range ps {
 		sz := protowire.SizeVarint(uint64(len(p))) + len(p)
-		if i > 0 && body+sz > frameTarget {
+		if i > 0 && body+sz > FrameTarget {
 			return i, body
 		}
 		body += sz
@@ -45,9 +50,9 @@ func splitBatch(ps [][]byte) (n, body int) {
 	return len(ps), body
 }
 
-// appendFrame appends the LinkFrame encoding of packets, whose batch body
+// AppendFrame appends the LinkFrame encoding of packets, whose batch body
 // is body bytes long, to dst.
-func appendFrame(dst []byte, packets [][]byte, body int) []byte {
+func AppendFrame(dst []byte, packets [][]byte, body int) []byte {
 	if body == 0 && len(packets) == 0 {
 		return dst
 	}
@@ -60,15 +65,15 @@ func appendFrame(dst []byte, packets [][]byte, body int) []byte {
 	return dst
 }
 
-// frameSize is the encoded size of a frame with a batch body of body bytes.
-func frameSize(body int) int {
+// FrameSize is the encoded size of a frame with a batch body of body bytes.
+func FrameSize(body int) int {
 	return protowire.SizeTag(packetsField) + protowire.SizeVarint(uint64(body)) + body
 }
 
-// parseFrame decodes a LinkFrame, appending its packets (sub-slices of
+// ParseFrame decodes a LinkFrame, appending its packets (sub-slices of
 // data) to dst[:0]. Packets above maxPacket are refused before use, as is
 // any malformed input; unknown fields are skipped, as protobuf requires.
-func parseFrame(data []byte, dst [][]byte, maxPacket int) ([][]byte, error) {
+func ParseFrame(data []byte, dst [][]byte, maxPacket int) ([][]byte, error) {
 	dst = dst[:0]
 	var batch []byte
 	for len(data) > 0 {
@@ -109,63 +114,63 @@ func parseFrame(data []byte, dst [][]byte, maxPacket int) ([][]byte, error) {
 	return dst, nil
 }
 
-// outFrame is a batch to send. Its packets are encoded when gRPC marshals
+// OutFrame is a batch to send. Its packets are encoded when gRPC marshals
 // it, straight into a pooled buffer that gRPC frees once written.
-type outFrame struct {
-	packets [][]byte
-	body    int
+type OutFrame struct {
+	Packets [][]byte
+	Body    int
 }
 
-// encodedFrame is a frame already encoded into a pooled buffer; marshalling
+// EncodedFrame is a frame already encoded into a pooled buffer; marshalling
 // hands the buffer to gRPC, which returns it to the pool once written.
-type encodedFrame struct {
-	buf *[]byte
+type EncodedFrame struct {
+	Buf *[]byte
 }
 
-// inFrame is a received batch. Its buffer is reused from frame to frame;
+// InFrame is a received batch. Its buffer is reused from frame to frame;
 // packets point into it and stay valid until the next receive into it.
-type inFrame struct {
-	buf       []byte
-	packets   [][]byte
-	maxPacket int
+type InFrame struct {
+	Buf       []byte
+	Packets   [][]byte
+	MaxPacket int
 }
 
-// linkCodec marshals link frames by hand and everything else (control
+// LinkCodec marshals link Frames by hand and everything else (control
 // calls, go-plugin's own services) as protobuf.
-type linkCodec struct{}
+type LinkCodec struct{}
 
 var protoCodec = encoding.GetCodecV2(grpcproto.Name)
 
-func (linkCodec) Name() string { return grpcproto.Name }
+func (LinkCodec) Name() string { return grpcproto.Name }
 
-func (linkCodec) Marshal(v any) (mem.BufferSlice, error) {
+func (LinkCodec) Marshal(v any) (mem.BufferSlice, error) {
 	switch f := v.(type) {
-	case *outFrame:
-		pool := frames
-		buf := pool.Get(frameSize(f.body))
-		*buf = appendFrame((*buf)[:0], f.packets, f.body)
+	case *OutFrame:
+		pool := Frames
+		buf := pool.Get(FrameSize(f.Body))
+		*buf = AppendFrame((*buf)[:0], f.Packets, f.Body)
 		return mem.BufferSlice{mem.NewBuffer(buf, pool)}, nil
-	case *encodedFrame:
-		b := f.buf
-		f.buf = nil
-		return mem.BufferSlice{mem.NewBuffer(b, frames)}, nil
+	case *EncodedFrame:
+		b := f.Buf
+		f.Buf = nil
+		return mem.BufferSlice{mem.NewBuffer(b, Frames)}, nil
 	}
 	return protoCodec.Marshal(v)
 }
 
-func (linkCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	f, ok := v.(*inFrame)
+func (LinkCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	f, ok := v.(*InFrame)
 	if !ok {
 		return protoCodec.Unmarshal(data, v)
 	}
 	n := data.Len()
-	if cap(f.buf) < n || cap(f.buf) > 4*frameTarget && n < frameTarget {
+	if cap(f.Buf) < n || cap(f.Buf) > 4*FrameTarget && n < FrameTarget {
 		// Grow to fit, or give back a buffer a single huge packet left behind.
-		f.buf = make([]byte, n)
+		f.Buf = make([]byte, n)
 	}
-	f.buf = f.buf[:n]
-	data.CopyTo(f.buf)
+	f.Buf = f.Buf[:n]
+	data.CopyTo(f.Buf)
 	var err error
-	f.packets, err = parseFrame(f.buf, f.packets, f.maxPacket)
+	f.Packets, err = ParseFrame(f.Buf, f.Packets, f.MaxPacket)
 	return err
 }

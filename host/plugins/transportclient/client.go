@@ -1,10 +1,16 @@
-package transport
+// Package transportclient is the host side of the transport plugin
+// protocol: Remote drives a transport served by a plugin process (or
+// in-process over the same gRPC glue, ServeInProcess) and is itself a
+// transport.Transport. Plugin authors never import it; they use
+// sdk/transport.
+package transportclient
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"strconv"
 	"sync"
 	"time"
@@ -14,24 +20,28 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/ferryhq/ferry/sdk/transport/internal/pb"
+	"github.com/ferryhq/ferry/internal/pluginpb/pluginv1"
+	pb "github.com/ferryhq/ferry/internal/pluginpb/transportv1"
+	"github.com/ferryhq/ferry/internal/pluginwire"
+	"github.com/ferryhq/ferry/sdk/transport"
 )
 
 // defaultCloseFlush bounds how long closing a link waits for packets
 // already accepted by Send to reach the plugin.
 const defaultCloseFlush = 5 * time.Second
 
-// Remote is a Transport served by a plugin process, driven over gRPC. The
-// host uses it like any in-process Transport. When the plugin process is
-// gone, calls and links fail with errors matching ErrUnavailable.
+// Remote is a transport.Transport served by a plugin process, driven over
+// gRPC. The host uses it like any in-process Transport. When the plugin process is
+// gone, calls and links fail with errors matching transport.ErrUnavailable.
 type Remote struct {
 	conn  *grpc.ClientConn
 	c     pb.TransportClient
-	info  Info
+	info  transport.Info
 	minor int
 	pid   int
 	done  <-chan struct{}
 	limit int
+	caps  []pluginv1.Capability
 	// closeFlush bounds how long closing a link waits for packets already
 	// accepted by Send to reach the plugin.
 	closeFlush time.Duration
@@ -42,13 +52,15 @@ type Remote struct {
 	closed    bool
 }
 
-var _ Transport = (*Remote)(nil)
+var _ transport.Transport = (*Remote)(nil)
 
-// NewRemote says hello to the plugin served on conn and returns the
-// Transport it serves. done, if not nil, is closed when the plugin process
-// ends; errors then say so. go-plugin hosts get a Remote by dispensing
-// PluginName from PluginSet instead.
-func NewRemote(ctx context.Context, conn *grpc.ClientConn, done <-chan struct{}) (*Remote, error) {
+// New returns the transport served on conn by a plugin that answered
+// hello (pluginwire.CallHello) as a transport. done, if not nil, is closed
+// when the plugin process ends; errors then say so.
+func New(conn *grpc.ClientConn, done <-chan struct{}, hello *pluginv1.HelloResponse) (*Remote, error) {
+	if hello.GetKind() != pluginv1.Kind_KIND_TRANSPORT || hello.GetTransport() == nil {
+		return nil, fmt.Errorf("hello: plugin %q is a %s plugin, not a transport", hello.GetName(), KindName(hello.GetKind()))
+	}
 	r := &Remote{
 		conn:      conn,
 		c:         pb.NewTransportClient(conn),
@@ -58,31 +70,62 @@ func NewRemote(ctx context.Context, conn *grpc.ClientConn, done <-chan struct{})
 
 		closeFlush: defaultCloseFlush,
 	}
-	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	resp, err := r.c.Hello(hctx, &pb.HelloRequest{HostMajor: ProtocolMajor, HostMinor: ProtocolMinor})
-	if err != nil {
-		return nil, fromStatus("hello", err)
-	}
-	if resp.PluginMajor != ProtocolMajor {
-		return nil, fmt.Errorf("hello: plugin speaks protocol %d, host %d; rebuild the plugin against this SDK", resp.PluginMajor, ProtocolMajor)
-	}
-	r.info = infoFromPB(resp.Info)
+	r.info = InfoFromHello(hello)
 	if r.info.MaxMessageSize <= 0 {
 		return nil, fmt.Errorf("hello: plugin %q reports max message size %d; it must be positive", r.info.Name, r.info.MaxMessageSize)
 	}
-	r.minor = int(min(resp.PluginMinor, ProtocolMinor))
-	r.pid = int(resp.Pid)
-	r.limit = grpcLimit(r.info.MaxMessageSize)
+	r.minor = int(min(hello.ProtocolMinor, pluginwire.ProtocolMinor))
+	r.caps = pluginwire.Intersect(pluginwire.HostCapabilities, hello.Capabilities)
+	r.pid = int(hello.Pid)
+	r.limit = pluginwire.GRPCLimit(r.info.MaxMessageSize)
 	return r, nil
 }
 
-func newRemote(doneCtx context.Context, conn *grpc.ClientConn) (*Remote, error) {
-	return NewRemote(doneCtx, conn, doneCtx.Done())
+// Dial says hello to the plugin served on conn and returns its transport.
+func Dial(ctx context.Context, conn *grpc.ClientConn, done <-chan struct{}) (*Remote, error) {
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	hello, err := pluginwire.CallHello(hctx, conn)
+	if err != nil {
+		return nil, fromStatus("hello", err)
+	}
+	return New(conn, done, hello)
+}
+
+// KindName is a plugin kind's name as the host shows it.
+func KindName(k pluginv1.Kind) string {
+	switch k {
+	case pluginv1.Kind_KIND_TRANSPORT:
+		return "transport"
+	case pluginv1.Kind_KIND_PORTAL:
+		return "portal"
+	}
+	return "unknown kind of"
+}
+
+// InfoFromHello is the transport.Info a transport plugin's Hello describes.
+func InfoFromHello(h *pluginv1.HelloResponse) transport.Info {
+	i := transport.Info{
+		Name:           h.GetName(),
+		Version:        h.GetVersion(),
+		AddressType:    h.GetTransport().GetAddressType(),
+		MaxMessageSize: int(h.GetTransport().GetMaxMessageSize()),
+		Unreliable:     h.GetTransport().GetUnreliable(),
+		Capabilities:   h.GetFeatures(),
+	}
+	for _, s := range h.GetSettings() {
+		i.Settings = append(i.Settings, transport.Setting{
+			Name: s.Name, Type: transport.SettingType(s.Type), Default: s.Default, Required: s.Required, Description: s.Description,
+		})
+	}
+	return i
 }
 
 // Info returns the plugin's Info, as it reported it at hello.
-func (r *Remote) Info() Info { return r.info }
+func (r *Remote) Info() transport.Info { return r.info }
+
+// Capabilities are the protocol capabilities both sides offered.
+func (r *Remote) Capabilities() []pluginv1.Capability { return r.caps }
 
 // ProtocolMinor is the minor protocol version both sides speak.
 func (r *Remote) ProtocolMinor() int { return r.minor }
@@ -127,7 +170,7 @@ func (r *Remote) wrap(what string, err error) error {
 		t.Stop()
 	}
 	if r.gone() {
-		return fmt.Errorf("%s: transport plugin %q has exited: %w", what, r.info.Name, ErrUnavailable)
+		return fmt.Errorf("%s: transport plugin %q has exited: %w", what, r.info.Name, transport.ErrUnavailable)
 	}
 	return fromStatus(what, err)
 }
@@ -141,12 +184,12 @@ func (r *Remote) Configure(ctx context.Context, settings map[string]string) erro
 }
 
 // Listen implements Transport.
-func (r *Remote) Listen(ctx context.Context, address string) (Listener, error) {
+func (r *Remote) Listen(ctx context.Context, address string) (transport.Listener, error) {
 	resp, err := r.c.Listen(ctx, &pb.ListenRequest{Address: address})
 	if err != nil {
 		return nil, r.wrap("listen "+address, err)
 	}
-	l := &remoteListener{r: r, id: resp.ListenerId, addr: resp.Address, ch: make(chan Link), failed: make(chan struct{})}
+	l := &remoteListener{r: r, id: resp.ListenerId, addr: resp.Address, ch: make(chan transport.Link), failed: make(chan struct{})}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	r.mu.Lock()
 	closed := r.closed
@@ -156,18 +199,22 @@ func (r *Remote) Listen(ctx context.Context, address string) (Listener, error) {
 	r.mu.Unlock()
 	if closed {
 		l.Close()
-		return nil, fmt.Errorf("listen %s: %w", address, ErrClosed)
+		return nil, fmt.Errorf("listen %s: %w", address, transport.ErrClosed)
 	}
-	return l, nil
+	return exposeListener(l, resp), nil
 }
 
 // Dial implements Transport.
-func (r *Remote) Dial(ctx context.Context, address string) (Link, error) {
+func (r *Remote) Dial(ctx context.Context, address string) (transport.Link, error) {
 	li, err := r.c.Dial(ctx, &pb.DialRequest{Address: address})
 	if err != nil {
 		return nil, r.wrap("dial "+address, err)
 	}
-	return r.openLink(li)
+	l, err := r.openLink(li)
+	if err != nil {
+		return nil, err
+	}
+	return l.exposed(), nil
 }
 
 // Close closes every listener and link opened through r. It does not end
@@ -193,6 +240,7 @@ func (r *Remote) openLink(li *pb.LinkInfo) (*remoteLink, error) {
 	l := &remoteLink{
 		r:          r,
 		id:         li.LinkId,
+		counts:     li.HasCounters && pluginwire.Has(r.caps, pluginv1.Capability_CAPABILITY_COUNTERS),
 		local:      li.LocalAddress,
 		remote:     li.RemoteAddress,
 		sendq:      make(chan *[]byte, 2),
@@ -200,16 +248,16 @@ func (r *Remote) openLink(li *pb.LinkInfo) (*remoteLink, error) {
 		closed:     make(chan struct{}),
 		writerDone: make(chan struct{}),
 		recvDone:   make(chan struct{}),
-		full:       make(chan *inFrame, 1),
-		free:       make(chan *inFrame, 3),
+		full:       make(chan *pluginwire.InFrame, 1),
+		free:       make(chan *pluginwire.InFrame, 3),
 	}
 	for range 3 {
-		l.free <- &inFrame{maxPacket: r.info.MaxMessageSize}
+		l.free <- &pluginwire.InFrame{MaxPacket: r.info.MaxMessageSize}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ctx = metadata.AppendToOutgoingContext(ctx, linkIDKey, strconv.FormatUint(li.LinkId, 10))
+	ctx = metadata.AppendToOutgoingContext(ctx, pluginwire.LinkIDKey, strconv.FormatUint(li.LinkId, 10))
 	stream, err := r.conn.NewStream(ctx, &pb.Transport_ServiceDesc.Streams[0], pb.Transport_Link_FullMethodName,
-		grpc.ForceCodecV2(linkCodec{}), grpc.MaxCallRecvMsgSize(r.limit), grpc.MaxCallSendMsgSize(r.limit))
+		grpc.ForceCodecV2(pluginwire.LinkCodec{}), grpc.MaxCallRecvMsgSize(r.limit), grpc.MaxCallSendMsgSize(r.limit))
 	if err != nil {
 		cancel()
 		cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -228,7 +276,7 @@ func (r *Remote) openLink(li *pb.LinkInfo) (*remoteLink, error) {
 	go l.reader()
 	if closed {
 		l.Close()
-		return nil, fmt.Errorf("open link to %s: %w", li.RemoteAddress, ErrClosed)
+		return nil, fmt.Errorf("open link to %s: %w", li.RemoteAddress, transport.ErrClosed)
 	}
 	return l, nil
 }
@@ -255,7 +303,7 @@ type remoteListener struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	start  sync.Once
-	ch     chan Link
+	ch     chan transport.Link
 	failed chan struct{}
 	err    error
 	once   sync.Once
@@ -263,7 +311,7 @@ type remoteListener struct {
 
 func (l *remoteListener) Addr() string { return l.addr }
 
-func (l *remoteListener) Accept(ctx context.Context) (Link, error) {
+func (l *remoteListener) Accept(ctx context.Context) (transport.Link, error) {
 	l.start.Do(func() { go l.loop() })
 	select {
 	case link := <-l.ch:
@@ -281,7 +329,7 @@ func (l *remoteListener) loop() {
 		li, err := l.r.c.Accept(l.ctx, &pb.AcceptRequest{ListenerId: l.id})
 		if err != nil {
 			if l.ctx.Err() != nil {
-				l.err = fmt.Errorf("accept on %s: %w", l.addr, ErrClosed)
+				l.err = fmt.Errorf("accept on %s: %w", l.addr, transport.ErrClosed)
 			} else {
 				l.err = l.r.wrap("accept on "+l.addr, err)
 			}
@@ -293,10 +341,10 @@ func (l *remoteListener) loop() {
 			return
 		}
 		select {
-		case l.ch <- link:
+		case l.ch <- link.exposed():
 		case <-l.ctx.Done():
 			link.Close()
-			l.err = fmt.Errorf("accept on %s: %w", l.addr, ErrClosed)
+			l.err = fmt.Errorf("accept on %s: %w", l.addr, transport.ErrClosed)
 			return
 		}
 	}
@@ -327,6 +375,7 @@ type remoteLink struct {
 	r             *Remote
 	id            uint64
 	local, remote string
+	counts        bool // the plugin's link implements transport.Counters
 	stream        grpc.ClientStream
 	cancel        context.CancelFunc
 
@@ -337,9 +386,9 @@ type remoteLink struct {
 	sendErr    error
 
 	recvMu   sync.Mutex
-	full     chan *inFrame
-	free     chan *inFrame
-	cur      *inFrame
+	full     chan *pluginwire.InFrame
+	free     chan *pluginwire.InFrame
+	cur      *pluginwire.InFrame
 	closed   chan struct{} // Close flushed the send side: discard input
 	recvDone chan struct{}
 	recvErr  error
@@ -355,12 +404,12 @@ func (l *remoteLink) Send(ctx context.Context, packets [][]byte) error {
 	max := l.r.info.MaxMessageSize
 	for i, p := range packets {
 		if len(p) > max {
-			return fmt.Errorf("send to %s: packet %d is %d bytes, over the maximum %d: %w", l.remote, i, len(p), max, ErrTooLarge)
+			return fmt.Errorf("send to %s: packet %d is %d bytes, over the maximum %d: %w", l.remote, i, len(p), max, transport.ErrTooLarge)
 		}
 	}
 	l.sendMu.Lock()
 	defer l.sendMu.Unlock()
-	pool := frames
+	pool := pluginwire.Frames
 	for len(packets) > 0 {
 		select {
 		case <-l.closing:
@@ -372,9 +421,9 @@ func (l *remoteLink) Send(ctx context.Context, packets [][]byte) error {
 			return l.sendErr
 		default:
 		}
-		n, body := splitBatch(packets)
-		buf := pool.Get(frameSize(body))
-		*buf = appendFrame((*buf)[:0], packets[:n], body)
+		n, body := pluginwire.SplitBatch(packets)
+		buf := pool.Get(pluginwire.FrameSize(body))
+		*buf = pluginwire.AppendFrame((*buf)[:0], packets[:n], body)
 		select {
 		case l.sendq <- buf:
 		case <-l.closing:
@@ -394,12 +443,12 @@ func (l *remoteLink) Send(ctx context.Context, packets [][]byte) error {
 
 func (l *remoteLink) writer() {
 	defer close(l.writerDone)
-	var f encodedFrame
+	var f pluginwire.EncodedFrame
 	for buf := range l.sendq {
-		f.buf = buf
+		f.Buf = buf
 		if err := l.stream.SendMsg(&f); err != nil {
-			if f.buf != nil {
-				frames.Put(f.buf)
+			if f.Buf != nil {
+				pluginwire.Frames.Put(f.Buf)
 			}
 			// The real reason comes from the receive side of the stream.
 			var recvErr error
@@ -412,27 +461,27 @@ func (l *remoteLink) writer() {
 			case recvErr != nil && !errors.Is(recvErr, io.EOF):
 				l.sendErr = recvErr
 			case l.r.gone():
-				l.sendErr = fmt.Errorf("send to %s: transport plugin %q has exited: %w", l.remote, l.r.info.Name, ErrUnavailable)
+				l.sendErr = fmt.Errorf("send to %s: transport plugin %q has exited: %w", l.remote, l.r.info.Name, transport.ErrUnavailable)
 			default:
-				l.sendErr = fmt.Errorf("send to %s: link closed by the remote end: %w", l.remote, ErrClosed)
+				l.sendErr = fmt.Errorf("send to %s: link closed by the remote end: %w", l.remote, transport.ErrClosed)
 			}
 			go func() {
 				for b := range l.sendq {
-					frames.Put(b)
+					pluginwire.Frames.Put(b)
 				}
 			}()
 			return
 		}
 	}
-	l.sendErr = fmt.Errorf("send to %s: %w", l.remote, ErrClosed)
+	l.sendErr = fmt.Errorf("send to %s: %w", l.remote, transport.ErrClosed)
 	l.stream.CloseSend()
 }
 
 func (l *remoteLink) reader() {
 	defer close(l.recvDone)
-	discard := &inFrame{maxPacket: l.r.info.MaxMessageSize}
+	discard := &pluginwire.InFrame{MaxPacket: l.r.info.MaxMessageSize}
 	for {
-		var f *inFrame
+		var f *pluginwire.InFrame
 		select {
 		case f = <-l.free:
 		case <-l.closed:
@@ -450,7 +499,7 @@ func (l *remoteLink) reader() {
 			}
 			return
 		}
-		if f == discard || len(f.packets) == 0 {
+		if f == discard || len(f.Packets) == 0 {
 			if f != discard {
 				l.free <- f
 			}
@@ -485,18 +534,18 @@ func (l *remoteLink) Recv(ctx context.Context) ([][]byte, error) {
 	select {
 	case f := <-l.full:
 		l.cur = f
-		return f.packets, nil
+		return f.Packets, nil
 	default:
 	}
 	select {
 	case f := <-l.full:
 		l.cur = f
-		return f.packets, nil
+		return f.Packets, nil
 	case <-l.recvDone:
 		select {
 		case f := <-l.full:
 			l.cur = f
-			return f.packets, nil
+			return f.Packets, nil
 		default:
 		}
 		return nil, l.recvErr
@@ -512,9 +561,9 @@ func (l *remoteLink) Recv(ctx context.Context) ([][]byte, error) {
 func (l *remoteLink) Close() error {
 	l.once.Do(func() {
 		if l.r.gone() {
-			l.closeErr = fmt.Errorf("link to %s: transport plugin %q has exited: %w", l.remote, l.r.info.Name, ErrUnavailable)
+			l.closeErr = fmt.Errorf("link to %s: transport plugin %q has exited: %w", l.remote, l.r.info.Name, transport.ErrUnavailable)
 		} else {
-			l.closeErr = fmt.Errorf("link to %s: %w", l.remote, ErrClosed)
+			l.closeErr = fmt.Errorf("link to %s: %w", l.remote, transport.ErrClosed)
 		}
 		close(l.closing)
 		l.sendMu.Lock()
@@ -543,4 +592,92 @@ func (l *remoteLink) Close() error {
 		l.r.forgetLink(l)
 	})
 	return nil
+}
+
+// fromStatus turns a status from the plugin back into an error that
+// matches the SDK's sentinels with errors.Is.
+func fromStatus(what string, err error) error {
+	st, ok := status.FromError(err)
+	if !ok {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	msg := st.Message()
+	switch st.Code() {
+	case codes.ResourceExhausted:
+		return fmt.Errorf("%s: %s: %w", what, msg, transport.ErrTooLarge)
+	case codes.Aborted, codes.NotFound:
+		return fmt.Errorf("%s: %s: %w", what, msg, transport.ErrClosed)
+	case codes.DeadlineExceeded:
+		return fmt.Errorf("%s: %s: %w", what, msg, context.DeadlineExceeded)
+	case codes.Canceled:
+		return fmt.Errorf("%s: %s: %w", what, msg, context.Canceled)
+	case codes.Unavailable:
+		return fmt.Errorf("%s: %s: %w", what, msg, transport.ErrUnavailable)
+	}
+	return fmt.Errorf("%s: %s", what, msg)
+}
+
+// countersTimeout bounds a Counters call into the plugin (the method has no
+// context).
+const countersTimeout = 2 * time.Second
+
+func (r *Remote) counters(req *pb.CountersRequest) map[string]uint64 {
+	ctx, cancel := context.WithTimeout(context.Background(), countersTimeout)
+	defer cancel()
+	resp, err := r.c.Counters(ctx, req)
+	if err != nil {
+		return nil
+	}
+	return resp.Counters
+}
+
+// A plugin's listener or link implements transport.Counters or
+// transport.Properties exactly when the one inside the plugin does: the
+// host sees the same optional interfaces as in-process.
+
+type countingLink struct{ *remoteLink }
+
+func (l countingLink) Counters() map[string]uint64 {
+	return l.r.counters(&pb.CountersRequest{LinkId: l.id})
+}
+
+func (l *remoteLink) exposed() transport.Link {
+	if l.counts {
+		return countingLink{l}
+	}
+	return l
+}
+
+type countingListener struct{ *remoteListener }
+
+func (l countingListener) Counters() map[string]uint64 {
+	return l.r.counters(&pb.CountersRequest{ListenerId: l.id})
+}
+
+type propertiesListener struct {
+	*remoteListener
+	props map[string]string
+}
+
+func (l propertiesListener) Properties() map[string]string { return maps.Clone(l.props) }
+
+type countingPropertiesListener struct {
+	countingListener
+	props map[string]string
+}
+
+func (l countingPropertiesListener) Properties() map[string]string { return maps.Clone(l.props) }
+
+func exposeListener(l *remoteListener, resp *pb.ListenResponse) transport.Listener {
+	counts := resp.HasCounters && pluginwire.Has(l.r.caps, pluginv1.Capability_CAPABILITY_COUNTERS)
+	props := resp.HasProperties && pluginwire.Has(l.r.caps, pluginv1.Capability_CAPABILITY_PROPERTIES)
+	switch {
+	case counts && props:
+		return countingPropertiesListener{countingListener{l}, resp.Properties}
+	case counts:
+		return countingListener{l}
+	case props:
+		return propertiesListener{l, resp.Properties}
+	}
+	return l
 }

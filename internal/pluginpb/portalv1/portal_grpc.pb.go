@@ -11,7 +11,7 @@
 // - protoc             v3.21.12
 // source: portal.proto
 
-package pb
+package portalv1
 
 import (
 	context "context"
@@ -26,7 +26,6 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Portal_Hello_FullMethodName         = "/ferry.portal.v1.Portal/Hello"
 	Portal_Listen_FullMethodName        = "/ferry.portal.v1.Portal/Listen"
 	Portal_Accept_FullMethodName        = "/ferry.portal.v1.Portal/Accept"
 	Portal_CloseListener_FullMethodName = "/ferry.portal.v1.Portal/CloseListener"
@@ -38,8 +37,7 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type PortalClient interface {
-	// Hello returns the plugin's Info and process id.
-	Hello(ctx context.Context, in *Empty, opts ...grpc.CallOption) (*HelloResponse, error)
+	// Hello moved to the base service ferry.plugin.v1.Plugin.
 	Listen(ctx context.Context, in *ListenRequest, opts ...grpc.CallOption) (*ListenResponse, error)
 	// Accept waits for the next stream a listener accepted and returns its id;
 	// the host then opens Stream with that id.
@@ -62,16 +60,6 @@ type portalClient struct {
 
 func NewPortalClient(cc grpc.ClientConnInterface) PortalClient {
 	return &portalClient{cc}
-}
-
-func (c *portalClient) Hello(ctx context.Context, in *Empty, opts ...grpc.CallOption) (*HelloResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(HelloResponse)
-	err := c.cc.Invoke(ctx, Portal_Hello_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 func (c *portalClient) Listen(ctx context.Context, in *ListenRequest, opts ...grpc.CallOption) (*ListenResponse, error) {
@@ -131,8 +119,7 @@ type Portal_StreamClient = grpc.BidiStreamingClient[Chunk, Chunk]
 // All implementations must embed UnimplementedPortalServer
 // for forward compatibility.
 type PortalServer interface {
-	// Hello returns the plugin's Info and process id.
-	Hello(context.Context, *Empty) (*HelloResponse, error)
+	// Hello moved to the base service ferry.plugin.v1.Plugin.
 	Listen(context.Context, *ListenRequest) (*ListenResponse, error)
 	// Accept waits for the next stream a listener accepted and returns its id;
 	// the host then opens Stream with that id.
@@ -157,9 +144,6 @@ type PortalServer interface {
 // pointer dereference when methods are called.
 type UnimplementedPortalServer struct{}
 
-func (UnimplementedPortalServer) Hello(context.Context, *Empty) (*HelloResponse, error) {
-	return nil, status.Errorf(codes.Unimplemented, "method Hello not implemented")
-}
 func (UnimplementedPortalServer) Listen(context.Context, *ListenRequest) (*ListenResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Listen not implemented")
 }
@@ -194,24 +178,6 @@ func RegisterPortalServer(s grpc.ServiceRegistrar, srv PortalServer) {
 		t.testEmbeddedByValue()
 	}
 	s.RegisterService(&Portal_ServiceDesc, srv)
-}
-
-func _Portal_Hello_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(Empty)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(PortalServer).Hello(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: Portal_Hello_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(PortalServer).Hello(ctx, req.(*Empty))
-	}
-	return interceptor(ctx, in, info, handler)
 }
 
 func _Portal_Listen_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
@@ -300,10 +266,6 @@ var Portal_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "ferry.portal.v1.Portal",
 	HandlerType: (*PortalServer)(nil),
 	Methods: []grpc.MethodDesc{
-		{
-			MethodName: "Hello",
-			Handler:    _Portal_Hello_Handler,
-		},
 		{
 			MethodName: "Listen",
 			Handler:    _Portal_Listen_Handler,

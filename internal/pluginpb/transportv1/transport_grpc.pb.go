@@ -12,7 +12,7 @@
 // - protoc             v3.21.12
 // source: transport.proto
 
-package pb
+package transportv1
 
 import (
 	context "context"
@@ -27,7 +27,6 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Transport_Hello_FullMethodName         = "/ferry.transport.v1.Transport/Hello"
 	Transport_Configure_FullMethodName     = "/ferry.transport.v1.Transport/Configure"
 	Transport_Listen_FullMethodName        = "/ferry.transport.v1.Transport/Listen"
 	Transport_Accept_FullMethodName        = "/ferry.transport.v1.Transport/Accept"
@@ -35,6 +34,7 @@ const (
 	Transport_CloseLink_FullMethodName     = "/ferry.transport.v1.Transport/CloseLink"
 	Transport_CloseListener_FullMethodName = "/ferry.transport.v1.Transport/CloseListener"
 	Transport_Status_FullMethodName        = "/ferry.transport.v1.Transport/Status"
+	Transport_Counters_FullMethodName      = "/ferry.transport.v1.Transport/Counters"
 	Transport_Link_FullMethodName          = "/ferry.transport.v1.Transport/Link"
 )
 
@@ -42,8 +42,8 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type TransportClient interface {
-	// Hello exchanges protocol minor versions and returns the plugin's Info.
-	Hello(ctx context.Context, in *HelloRequest, opts ...grpc.CallOption) (*HelloResponse, error)
+	// Hello moved to the base service ferry.plugin.v1.Plugin, which every
+	// plugin kind answers.
 	Configure(ctx context.Context, in *ConfigureRequest, opts ...grpc.CallOption) (*Empty, error)
 	Listen(ctx context.Context, in *ListenRequest, opts ...grpc.CallOption) (*ListenResponse, error)
 	// Accept waits for the next inbound link of a listener. The host keeps
@@ -53,6 +53,9 @@ type TransportClient interface {
 	CloseLink(ctx context.Context, in *CloseLinkRequest, opts ...grpc.CallOption) (*Empty, error)
 	CloseListener(ctx context.Context, in *CloseListenerRequest, opts ...grpc.CallOption) (*Empty, error)
 	Status(ctx context.Context, in *Empty, opts ...grpc.CallOption) (*StatusResponse, error)
+	// Counters reports a listener's or link's counters (capability
+	// CAPABILITY_COUNTERS; see sdk/transport.Counters).
+	Counters(ctx context.Context, in *CountersRequest, opts ...grpc.CallOption) (*CountersResponse, error)
 	// Link carries one link's packets both ways. The host names the link in
 	// the "ferry-link-id" request metadata. Messages are LinkFrame; ending the
 	// stream closes the link. The plugin ends the stream with OK when the
@@ -66,16 +69,6 @@ type transportClient struct {
 
 func NewTransportClient(cc grpc.ClientConnInterface) TransportClient {
 	return &transportClient{cc}
-}
-
-func (c *transportClient) Hello(ctx context.Context, in *HelloRequest, opts ...grpc.CallOption) (*HelloResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(HelloResponse)
-	err := c.cc.Invoke(ctx, Transport_Hello_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 func (c *transportClient) Configure(ctx context.Context, in *ConfigureRequest, opts ...grpc.CallOption) (*Empty, error) {
@@ -148,6 +141,16 @@ func (c *transportClient) Status(ctx context.Context, in *Empty, opts ...grpc.Ca
 	return out, nil
 }
 
+func (c *transportClient) Counters(ctx context.Context, in *CountersRequest, opts ...grpc.CallOption) (*CountersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CountersResponse)
+	err := c.cc.Invoke(ctx, Transport_Counters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *transportClient) Link(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[LinkFrame, LinkFrame], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Transport_ServiceDesc.Streams[0], Transport_Link_FullMethodName, cOpts...)
@@ -165,8 +168,8 @@ type Transport_LinkClient = grpc.BidiStreamingClient[LinkFrame, LinkFrame]
 // All implementations must embed UnimplementedTransportServer
 // for forward compatibility.
 type TransportServer interface {
-	// Hello exchanges protocol minor versions and returns the plugin's Info.
-	Hello(context.Context, *HelloRequest) (*HelloResponse, error)
+	// Hello moved to the base service ferry.plugin.v1.Plugin, which every
+	// plugin kind answers.
 	Configure(context.Context, *ConfigureRequest) (*Empty, error)
 	Listen(context.Context, *ListenRequest) (*ListenResponse, error)
 	// Accept waits for the next inbound link of a listener. The host keeps
@@ -176,6 +179,9 @@ type TransportServer interface {
 	CloseLink(context.Context, *CloseLinkRequest) (*Empty, error)
 	CloseListener(context.Context, *CloseListenerRequest) (*Empty, error)
 	Status(context.Context, *Empty) (*StatusResponse, error)
+	// Counters reports a listener's or link's counters (capability
+	// CAPABILITY_COUNTERS; see sdk/transport.Counters).
+	Counters(context.Context, *CountersRequest) (*CountersResponse, error)
 	// Link carries one link's packets both ways. The host names the link in
 	// the "ferry-link-id" request metadata. Messages are LinkFrame; ending the
 	// stream closes the link. The plugin ends the stream with OK when the
@@ -191,9 +197,6 @@ type TransportServer interface {
 // pointer dereference when methods are called.
 type UnimplementedTransportServer struct{}
 
-func (UnimplementedTransportServer) Hello(context.Context, *HelloRequest) (*HelloResponse, error) {
-	return nil, status.Errorf(codes.Unimplemented, "method Hello not implemented")
-}
 func (UnimplementedTransportServer) Configure(context.Context, *ConfigureRequest) (*Empty, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Configure not implemented")
 }
@@ -214,6 +217,9 @@ func (UnimplementedTransportServer) CloseListener(context.Context, *CloseListene
 }
 func (UnimplementedTransportServer) Status(context.Context, *Empty) (*StatusResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedTransportServer) Counters(context.Context, *CountersRequest) (*CountersResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Counters not implemented")
 }
 func (UnimplementedTransportServer) Link(grpc.BidiStreamingServer[LinkFrame, LinkFrame]) error {
 	return status.Errorf(codes.Unimplemented, "method Link not implemented")
@@ -237,24 +243,6 @@ func RegisterTransportServer(s grpc.ServiceRegistrar, srv TransportServer) {
 		t.testEmbeddedByValue()
 	}
 	s.RegisterService(&Transport_ServiceDesc, srv)
-}
-
-func _Transport_Hello_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(HelloRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(TransportServer).Hello(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: Transport_Hello_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(TransportServer).Hello(ctx, req.(*HelloRequest))
-	}
-	return interceptor(ctx, in, info, handler)
 }
 
 func _Transport_Configure_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
@@ -383,6 +371,24 @@ func _Transport_Status_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Transport_Counters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CountersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TransportServer).Counters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Transport_Counters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TransportServer).Counters(ctx, req.(*CountersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Transport_Link_Handler(srv interface{}, stream grpc.ServerStream) error {
 	return srv.(TransportServer).Link(&grpc.GenericServerStream[LinkFrame, LinkFrame]{ServerStream: stream})
 }
@@ -397,10 +403,6 @@ var Transport_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "ferry.transport.v1.Transport",
 	HandlerType: (*TransportServer)(nil),
 	Methods: []grpc.MethodDesc{
-		{
-			MethodName: "Hello",
-			Handler:    _Transport_Hello_Handler,
-		},
 		{
 			MethodName: "Configure",
 			Handler:    _Transport_Configure_Handler,
@@ -428,6 +430,10 @@ var Transport_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Status",
 			Handler:    _Transport_Status_Handler,
+		},
+		{
+			MethodName: "Counters",
+			Handler:    _Transport_Counters_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -11,7 +11,7 @@
 // 	protoc        v3.21.12
 // source: portal.proto
 
-package pb
+package portalv1
 
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
@@ -64,90 +64,6 @@ func (*Empty) Descriptor() ([]byte, []int) {
 	return file_portal_proto_rawDescGZIP(), []int{0}
 }
 
-type HelloResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	PluginMajor   uint32                 `protobuf:"varint,1,opt,name=plugin_major,json=pluginMajor,proto3" json:"plugin_major,omitempty"`
-	PluginMinor   uint32                 `protobuf:"varint,2,opt,name=plugin_minor,json=pluginMinor,proto3" json:"plugin_minor,omitempty"`
-	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
-	Version       string                 `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
-	Protocol      string                 `protobuf:"bytes,5,opt,name=protocol,proto3" json:"protocol,omitempty"`
-	Pid           int64                  `protobuf:"varint,6,opt,name=pid,proto3" json:"pid,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *HelloResponse) Reset() {
-	*x = HelloResponse{}
-	mi := &file_portal_proto_msgTypes[1]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *HelloResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*HelloResponse) ProtoMessage() {}
-
-func (x *HelloResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portal_proto_msgTypes[1]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use HelloResponse.ProtoReflect.Descriptor instead.
-func (*HelloResponse) Descriptor() ([]byte, []int) {
-	return file_portal_proto_rawDescGZIP(), []int{1}
-}
-
-func (x *HelloResponse) GetPluginMajor() uint32 {
-	if x != nil {
-		return x.PluginMajor
-	}
-	return 0
-}
-
-func (x *HelloResponse) GetPluginMinor() uint32 {
-	if x != nil {
-		return x.PluginMinor
-	}
-	return 0
-}
-
-func (x *HelloResponse) GetName() string {
-	if x != nil {
-		return x.Name
-	}
-	return ""
-}
-
-func (x *HelloResponse) GetVersion() string {
-	if x != nil {
-		return x.Version
-	}
-	return ""
-}
-
-func (x *HelloResponse) GetProtocol() string {
-	if x != nil {
-		return x.Protocol
-	}
-	return ""
-}
-
-func (x *HelloResponse) GetPid() int64 {
-	if x != nil {
-		return x.Pid
-	}
-	return 0
-}
-
 type ListenRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Address       string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
@@ -157,7 +73,7 @@ type ListenRequest struct {
 
 func (x *ListenRequest) Reset() {
 	*x = ListenRequest{}
-	mi := &file_portal_proto_msgTypes[2]
+	mi := &file_portal_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -169,7 +85,7 @@ func (x *ListenRequest) String() string {
 func (*ListenRequest) ProtoMessage() {}
 
 func (x *ListenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portal_proto_msgTypes[2]
+	mi := &file_portal_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -182,7 +98,7 @@ func (x *ListenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListenRequest.ProtoReflect.Descriptor instead.
 func (*ListenRequest) Descriptor() ([]byte, []int) {
-	return file_portal_proto_rawDescGZIP(), []int{2}
+	return file_portal_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *ListenRequest) GetAddress() string {
@@ -202,7 +118,7 @@ type ListenResponse struct {
 
 func (x *ListenResponse) Reset() {
 	*x = ListenResponse{}
-	mi := &file_portal_proto_msgTypes[3]
+	mi := &file_portal_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -214,7 +130,7 @@ func (x *ListenResponse) String() string {
 func (*ListenResponse) ProtoMessage() {}
 
 func (x *ListenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portal_proto_msgTypes[3]
+	mi := &file_portal_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -227,7 +143,7 @@ func (x *ListenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListenResponse.ProtoReflect.Descriptor instead.
 func (*ListenResponse) Descriptor() ([]byte, []int) {
-	return file_portal_proto_rawDescGZIP(), []int{3}
+	return file_portal_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ListenResponse) GetListenerId() uint64 {
@@ -253,7 +169,7 @@ type AcceptRequest struct {
 
 func (x *AcceptRequest) Reset() {
 	*x = AcceptRequest{}
-	mi := &file_portal_proto_msgTypes[4]
+	mi := &file_portal_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -265,7 +181,7 @@ func (x *AcceptRequest) String() string {
 func (*AcceptRequest) ProtoMessage() {}
 
 func (x *AcceptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portal_proto_msgTypes[4]
+	mi := &file_portal_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -278,7 +194,7 @@ func (x *AcceptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcceptRequest.ProtoReflect.Descriptor instead.
 func (*AcceptRequest) Descriptor() ([]byte, []int) {
-	return file_portal_proto_rawDescGZIP(), []int{4}
+	return file_portal_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *AcceptRequest) GetListenerId() uint64 {
@@ -297,7 +213,7 @@ type CloseListenerRequest struct {
 
 func (x *CloseListenerRequest) Reset() {
 	*x = CloseListenerRequest{}
-	mi := &file_portal_proto_msgTypes[5]
+	mi := &file_portal_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -309,7 +225,7 @@ func (x *CloseListenerRequest) String() string {
 func (*CloseListenerRequest) ProtoMessage() {}
 
 func (x *CloseListenerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portal_proto_msgTypes[5]
+	mi := &file_portal_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -322,7 +238,7 @@ func (x *CloseListenerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseListenerRequest.ProtoReflect.Descriptor instead.
 func (*CloseListenerRequest) Descriptor() ([]byte, []int) {
-	return file_portal_proto_rawDescGZIP(), []int{5}
+	return file_portal_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CloseListenerRequest) GetListenerId() uint64 {
@@ -343,7 +259,7 @@ type DialRequest struct {
 
 func (x *DialRequest) Reset() {
 	*x = DialRequest{}
-	mi := &file_portal_proto_msgTypes[6]
+	mi := &file_portal_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -355,7 +271,7 @@ func (x *DialRequest) String() string {
 func (*DialRequest) ProtoMessage() {}
 
 func (x *DialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portal_proto_msgTypes[6]
+	mi := &file_portal_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -368,7 +284,7 @@ func (x *DialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DialRequest.ProtoReflect.Descriptor instead.
 func (*DialRequest) Descriptor() ([]byte, []int) {
-	return file_portal_proto_rawDescGZIP(), []int{6}
+	return file_portal_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DialRequest) GetAddress() string {
@@ -396,7 +312,7 @@ type StreamInfo struct {
 
 func (x *StreamInfo) Reset() {
 	*x = StreamInfo{}
-	mi := &file_portal_proto_msgTypes[7]
+	mi := &file_portal_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -408,7 +324,7 @@ func (x *StreamInfo) String() string {
 func (*StreamInfo) ProtoMessage() {}
 
 func (x *StreamInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_portal_proto_msgTypes[7]
+	mi := &file_portal_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -421,7 +337,7 @@ func (x *StreamInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamInfo.ProtoReflect.Descriptor instead.
 func (*StreamInfo) Descriptor() ([]byte, []int) {
-	return file_portal_proto_rawDescGZIP(), []int{7}
+	return file_portal_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StreamInfo) GetStreamId() uint64 {
@@ -455,7 +371,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_portal_proto_msgTypes[8]
+	mi := &file_portal_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -467,7 +383,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_portal_proto_msgTypes[8]
+	mi := &file_portal_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -480,7 +396,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_portal_proto_rawDescGZIP(), []int{8}
+	return file_portal_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Chunk) GetData() []byte {
@@ -502,14 +418,7 @@ var File_portal_proto protoreflect.FileDescriptor
 const file_portal_proto_rawDesc = "" +
 	"\n" +
 	"\fportal.proto\x12\x0fferry.portal.v1\"\a\n" +
-	"\x05Empty\"\xb1\x01\n" +
-	"\rHelloResponse\x12!\n" +
-	"\fplugin_major\x18\x01 \x01(\rR\vpluginMajor\x12!\n" +
-	"\fplugin_minor\x18\x02 \x01(\rR\vpluginMinor\x12\x12\n" +
-	"\x04name\x18\x03 \x01(\tR\x04name\x12\x18\n" +
-	"\aversion\x18\x04 \x01(\tR\aversion\x12\x1a\n" +
-	"\bprotocol\x18\x05 \x01(\tR\bprotocol\x12\x10\n" +
-	"\x03pid\x18\x06 \x01(\x03R\x03pid\")\n" +
+	"\x05Empty\")\n" +
 	"\rListenRequest\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\"K\n" +
 	"\x0eListenResponse\x12\x1f\n" +
@@ -533,14 +442,13 @@ const file_portal_proto_rawDesc = "" +
 	"\x06remote\x18\x03 \x01(\tR\x06remote\"-\n" +
 	"\x05Chunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x10\n" +
-	"\x03fin\x18\x02 \x01(\bR\x03fin2\xac\x03\n" +
-	"\x06Portal\x12?\n" +
-	"\x05Hello\x12\x16.ferry.portal.v1.Empty\x1a\x1e.ferry.portal.v1.HelloResponse\x12I\n" +
+	"\x03fin\x18\x02 \x01(\bR\x03fin2\xeb\x02\n" +
+	"\x06Portal\x12I\n" +
 	"\x06Listen\x12\x1e.ferry.portal.v1.ListenRequest\x1a\x1f.ferry.portal.v1.ListenResponse\x12E\n" +
 	"\x06Accept\x12\x1e.ferry.portal.v1.AcceptRequest\x1a\x1b.ferry.portal.v1.StreamInfo\x12N\n" +
 	"\rCloseListener\x12%.ferry.portal.v1.CloseListenerRequest\x1a\x16.ferry.portal.v1.Empty\x12A\n" +
 	"\x04Dial\x12\x1c.ferry.portal.v1.DialRequest\x1a\x1b.ferry.portal.v1.StreamInfo\x12<\n" +
-	"\x06Stream\x12\x16.ferry.portal.v1.Chunk\x1a\x16.ferry.portal.v1.Chunk(\x010\x01B1Z/github.com/ferryhq/ferry/sdk/portal/internal/pbb\x06proto3"
+	"\x06Stream\x12\x16.ferry.portal.v1.Chunk\x1a\x16.ferry.portal.v1.Chunk(\x010\x01B5Z3github.com/ferryhq/ferry/internal/pluginpb/portalv1b\x06proto3"
 
 var (
 	file_portal_proto_rawDescOnce sync.Once
@@ -554,33 +462,30 @@ func file_portal_proto_rawDescGZIP() []byte {
 	return file_portal_proto_rawDescData
 }
 
-var file_portal_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_portal_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_portal_proto_goTypes = []any{
 	(*Empty)(nil),                // 0: ferry.portal.v1.Empty
-	(*HelloResponse)(nil),        // 1: ferry.portal.v1.HelloResponse
-	(*ListenRequest)(nil),        // 2: ferry.portal.v1.ListenRequest
-	(*ListenResponse)(nil),       // 3: ferry.portal.v1.ListenResponse
-	(*AcceptRequest)(nil),        // 4: ferry.portal.v1.AcceptRequest
-	(*CloseListenerRequest)(nil), // 5: ferry.portal.v1.CloseListenerRequest
-	(*DialRequest)(nil),          // 6: ferry.portal.v1.DialRequest
-	(*StreamInfo)(nil),           // 7: ferry.portal.v1.StreamInfo
-	(*Chunk)(nil),                // 8: ferry.portal.v1.Chunk
+	(*ListenRequest)(nil),        // 1: ferry.portal.v1.ListenRequest
+	(*ListenResponse)(nil),       // 2: ferry.portal.v1.ListenResponse
+	(*AcceptRequest)(nil),        // 3: ferry.portal.v1.AcceptRequest
+	(*CloseListenerRequest)(nil), // 4: ferry.portal.v1.CloseListenerRequest
+	(*DialRequest)(nil),          // 5: ferry.portal.v1.DialRequest
+	(*StreamInfo)(nil),           // 6: ferry.portal.v1.StreamInfo
+	(*Chunk)(nil),                // 7: ferry.portal.v1.Chunk
 }
 var file_portal_proto_depIdxs = []int32{
-	0, // 0: ferry.portal.v1.Portal.Hello:input_type -> ferry.portal.v1.Empty
-	2, // 1: ferry.portal.v1.Portal.Listen:input_type -> ferry.portal.v1.ListenRequest
-	4, // 2: ferry.portal.v1.Portal.Accept:input_type -> ferry.portal.v1.AcceptRequest
-	5, // 3: ferry.portal.v1.Portal.CloseListener:input_type -> ferry.portal.v1.CloseListenerRequest
-	6, // 4: ferry.portal.v1.Portal.Dial:input_type -> ferry.portal.v1.DialRequest
-	8, // 5: ferry.portal.v1.Portal.Stream:input_type -> ferry.portal.v1.Chunk
-	1, // 6: ferry.portal.v1.Portal.Hello:output_type -> ferry.portal.v1.HelloResponse
-	3, // 7: ferry.portal.v1.Portal.Listen:output_type -> ferry.portal.v1.ListenResponse
-	7, // 8: ferry.portal.v1.Portal.Accept:output_type -> ferry.portal.v1.StreamInfo
-	0, // 9: ferry.portal.v1.Portal.CloseListener:output_type -> ferry.portal.v1.Empty
-	7, // 10: ferry.portal.v1.Portal.Dial:output_type -> ferry.portal.v1.StreamInfo
-	8, // 11: ferry.portal.v1.Portal.Stream:output_type -> ferry.portal.v1.Chunk
-	6, // [6:12] is the sub-list for method output_type
-	0, // [0:6] is the sub-list for method input_type
+	1, // 0: ferry.portal.v1.Portal.Listen:input_type -> ferry.portal.v1.ListenRequest
+	3, // 1: ferry.portal.v1.Portal.Accept:input_type -> ferry.portal.v1.AcceptRequest
+	4, // 2: ferry.portal.v1.Portal.CloseListener:input_type -> ferry.portal.v1.CloseListenerRequest
+	5, // 3: ferry.portal.v1.Portal.Dial:input_type -> ferry.portal.v1.DialRequest
+	7, // 4: ferry.portal.v1.Portal.Stream:input_type -> ferry.portal.v1.Chunk
+	2, // 5: ferry.portal.v1.Portal.Listen:output_type -> ferry.portal.v1.ListenResponse
+	6, // 6: ferry.portal.v1.Portal.Accept:output_type -> ferry.portal.v1.StreamInfo
+	0, // 7: ferry.portal.v1.Portal.CloseListener:output_type -> ferry.portal.v1.Empty
+	6, // 8: ferry.portal.v1.Portal.Dial:output_type -> ferry.portal.v1.StreamInfo
+	7, // 9: ferry.portal.v1.Portal.Stream:output_type -> ferry.portal.v1.Chunk
+	5, // [5:10] is the sub-list for method output_type
+	0, // [0:5] is the sub-list for method input_type
 	0, // [0:0] is the sub-list for extension type_name
 	0, // [0:0] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name
@@ -597,7 +502,7 @@ func file_portal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_portal_proto_rawDesc), len(file_portal_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

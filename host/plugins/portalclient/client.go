@@ -1,4 +1,7 @@
-package portal
+// Package portalclient is the host side of the portal plugin protocol:
+// Remote drives a portal served by a plugin process and is itself a
+// portal.Portal. Plugin authors never import it; they use sdk/portal.
+package portalclient
 
 import (
 	"context"
@@ -15,14 +18,17 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/ferryhq/ferry/sdk/portal/internal/pb"
+	"github.com/ferryhq/ferry/internal/pluginpb/pluginv1"
+	pb "github.com/ferryhq/ferry/internal/pluginpb/portalv1"
+	"github.com/ferryhq/ferry/internal/pluginwire"
+	"github.com/ferryhq/ferry/sdk/portal"
 )
 
-// Remote is a Portal served by a plugin process, driven over gRPC. Hosts get
+// Remote is a portal.Portal served by a plugin process, driven over gRPC. Hosts get
 // one by dispensing PluginName from a go-plugin client.
 type Remote struct {
 	c     pb.PortalClient
-	info  Info
+	info  portal.Info
 	pid   int
 	major uint32
 	minor uint32
@@ -31,22 +37,25 @@ type Remote struct {
 	cancel context.CancelFunc
 }
 
-func newRemote(ctx context.Context, conn *grpc.ClientConn) (*Remote, error) {
-	c := pb.NewPortalClient(conn)
-	hello, err := c.Hello(ctx, &pb.Empty{})
-	if err != nil {
-		return nil, fmt.Errorf("portal plugin hello: %w", err)
+// New returns the portal served on conn by a plugin that answered hello
+// (pluginwire.CallHello) as a portal.
+func New(conn *grpc.ClientConn, hello *pluginv1.HelloResponse) (*Remote, error) {
+	if hello.GetKind() != pluginv1.Kind_KIND_PORTAL || hello.GetPortal() == nil {
+		return nil, fmt.Errorf("hello: plugin %q is not a portal plugin", hello.GetName())
 	}
-	if hello.PluginMajor != ProtocolMajor {
-		return nil, fmt.Errorf("portal plugin speaks protocol %d, this host %d; rebuild it against this Ferry SDK", hello.PluginMajor, ProtocolMajor)
+	r := &Remote{
+		c:     pb.NewPortalClient(conn),
+		info:  portal.Info{Name: hello.Name, Version: hello.Version, Protocol: hello.Portal.Protocol},
+		pid:   int(hello.Pid),
+		major: hello.ProtocolMajor,
+		minor: min(hello.ProtocolMinor, pluginwire.ProtocolMinor),
 	}
-	r := &Remote{c: c, info: Info{Name: hello.Name, Version: hello.Version, Protocol: hello.Protocol}, pid: int(hello.Pid), major: hello.PluginMajor, minor: hello.PluginMinor}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	return r, nil
 }
 
-// Info describes the plugin.
-func (r *Remote) Info() Info { return r.info }
+// portal.Info describes the plugin.
+func (r *Remote) Info() portal.Info { return r.info }
 
 // Pid is the plugin's process id.
 func (r *Remote) Pid() int { return r.pid }
@@ -69,15 +78,15 @@ func rpcErr(what string, err error) error {
 	}
 	switch st.Code() {
 	case codes.Unavailable, codes.Canceled:
-		return fmt.Errorf("%s: %w (%s)", what, ErrUnavailable, st.Message())
+		return fmt.Errorf("%s: %w (%s)", what, portal.ErrUnavailable, st.Message())
 	case codes.Aborted:
-		return fmt.Errorf("%s: %w", what, ErrClosed)
+		return fmt.Errorf("%s: %w", what, portal.ErrClosed)
 	}
 	return fmt.Errorf("%s: %s", what, st.Message())
 }
 
 // Listen asks the plugin to listen.
-func (r *Remote) Listen(ctx context.Context, address string) (Listener, error) {
+func (r *Remote) Listen(ctx context.Context, address string) (portal.Listener, error) {
 	resp, err := r.c.Listen(ctx, &pb.ListenRequest{Address: address})
 	if err != nil {
 		return nil, rpcErr("portal plugin "+r.info.Name, err)
@@ -86,7 +95,7 @@ func (r *Remote) Listen(ctx context.Context, address string) (Listener, error) {
 }
 
 // Dial asks the plugin to open a stream to address.
-func (r *Remote) Dial(ctx context.Context, address string) (Stream, error) {
+func (r *Remote) Dial(ctx context.Context, address string) (portal.Stream, error) {
 	req := &pb.DialRequest{Address: address}
 	if dl, ok := ctx.Deadline(); ok {
 		req.TimeoutMs = max(1, int64(timeUntilMs(dl)))
@@ -98,10 +107,10 @@ func (r *Remote) Dial(ctx context.Context, address string) (Stream, error) {
 	return r.open(info)
 }
 
-func (r *Remote) open(info *pb.StreamInfo) (Stream, error) {
+func (r *Remote) open(info *pb.StreamInfo) (portal.Stream, error) {
 	ctx, cancel := context.WithCancel(r.ctx)
-	ctx = metadata.AppendToOutgoingContext(ctx, streamIDKey, strconv.FormatUint(info.StreamId, 10))
-	call, err := r.c.Stream(ctx, grpc.ForceCodecV2(chunkCodec{}))
+	ctx = metadata.AppendToOutgoingContext(ctx, pluginwire.StreamIDKey, strconv.FormatUint(info.StreamId, 10))
+	call, err := r.c.Stream(ctx, grpc.ForceCodecV2(pluginwire.ChunkCodec{}), grpc.MaxCallRecvMsgSize(grpcLimit), grpc.MaxCallSendMsgSize(grpcLimit))
 	if err != nil {
 		cancel()
 		return nil, rpcErr("open stream", err)
@@ -118,7 +127,7 @@ type remoteListener struct {
 
 func (l *remoteListener) Addr() string { return l.addr }
 
-func (l *remoteListener) Accept(ctx context.Context) (Stream, error) {
+func (l *remoteListener) Accept(ctx context.Context) (portal.Stream, error) {
 	info, err := l.r.c.Accept(ctx, &pb.AcceptRequest{ListenerId: l.id})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -149,7 +158,7 @@ type remoteStream struct {
 	id            uint64
 	local, remote string
 
-	cur  inChunk // the chunk buf points into
+	cur  pluginwire.InChunk // the chunk buf points into
 	buf  []byte
 	rerr error
 
@@ -160,7 +169,7 @@ type remoteStream struct {
 
 func (s *remoteStream) Read(p []byte) (int, error) {
 	for len(s.buf) == 0 {
-		s.cur.free() // the last chunk is used up: back to the pool
+		s.cur.Free() // the last chunk is used up: back to the pool
 		if s.rerr != nil {
 			return 0, s.rerr
 		}
@@ -171,8 +180,8 @@ func (s *remoteStream) Read(p []byte) (int, error) {
 		case err != nil:
 			s.rerr = rpcErr(fmt.Sprintf("portal stream %d", s.id), err)
 		default:
-			s.buf = s.cur.data
-			if s.cur.fin {
+			s.buf = s.cur.Data
+			if s.cur.Fin {
 				s.rerr = io.EOF
 				s.finSeen.Store(true)
 			}
@@ -186,15 +195,15 @@ func (s *remoteStream) Read(p []byte) (int, error) {
 func (s *remoteStream) Write(p []byte) (int, error) {
 	written := 0
 	for len(p) > 0 {
-		n := min(len(p), chunkSize)
+		n := min(len(p), pluginwire.ChunkSize)
 		// gRPC writes after SendMsg returns, and a Writer must not keep p:
 		// copy into a pooled buffer gRPC returns once written.
-		bp := bufPool.Get(n)
+		bp := pluginwire.ChunkPool.Get(n)
 		copy(*bp, p[:n])
-		out := &outChunk{buf: bp}
+		out := &pluginwire.OutChunk{Buf: bp}
 		err := s.call.SendMsg(out)
-		if out.buf != nil {
-			bufPool.Put(out.buf)
+		if out.Buf != nil {
+			pluginwire.ChunkPool.Put(out.Buf)
 		}
 		if err != nil {
 			return written, s.sendErr(err)
@@ -209,13 +218,13 @@ func (s *remoteStream) sendErr(err error) error {
 	if errors.Is(err, io.EOF) {
 		// gRPC reports the real status to the receiver; the sender only
 		// learns that the call is over.
-		return fmt.Errorf("portal stream %d: %w", s.id, ErrClosed)
+		return fmt.Errorf("portal stream %d: %w", s.id, portal.ErrClosed)
 	}
 	return rpcErr(fmt.Sprintf("portal stream %d", s.id), err)
 }
 
 func (s *remoteStream) CloseWrite() error {
-	if err := s.call.SendMsg(&outChunk{fin: true}); err != nil {
+	if err := s.call.SendMsg(&pluginwire.OutChunk{Fin: true}); err != nil {
 		return s.sendErr(err)
 	}
 	s.finSent.Store(true)
@@ -233,9 +242,9 @@ func (s *remoteStream) Close() error {
 			go func() {
 				defer close(done)
 				for {
-					var c inChunk
+					var c pluginwire.InChunk
 					err := s.call.RecvMsg(&c)
-					c.free()
+					c.Free()
 					if err != nil {
 						return
 					}
@@ -257,8 +266,12 @@ func (s *remoteStream) Close() error {
 func (s *remoteStream) LocalAddr() string  { return s.local }
 func (s *remoteStream) RemoteAddr() string { return s.remote }
 
-var _ Portal = (*Remote)(nil)
+var _ portal.Portal = (*Remote)(nil)
 
 const closeTimeout = 5 * time.Second
+
+// grpcLimit caps a portal call's messages: a chunk plus framing, far under
+// it.
+const grpcLimit = 4 << 20
 
 func timeUntilMs(t time.Time) float64 { return float64(time.Until(t)) / float64(time.Millisecond) }

@@ -1,4 +1,4 @@
-package portal
+package pluginwire
 
 import (
 	"bytes"
@@ -7,7 +7,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/ferryhq/ferry/sdk/portal/internal/pb"
+	pb "github.com/ferryhq/ferry/internal/pluginpb/portalv1"
 )
 
 // The hand-written codec must agree with generated protobuf code both ways,
@@ -17,14 +17,14 @@ func TestChunkCodecMatchesProtobuf(t *testing.T) {
 		data []byte
 		fin  bool
 	}{{[]byte("hello"), false}, {nil, true}, {bytes.Repeat([]byte{7}, 300_000), false}, {[]byte("x"), true}} {
-		var c chunkCodec
-		buf := bufPool.Get(len(tc.data))
+		var c ChunkCodec
+		buf := ChunkPool.Get(len(tc.data))
 		copy(*buf, tc.data)
-		var out *outChunk
+		var out *OutChunk
 		if len(tc.data) > 0 {
-			out = &outChunk{buf: buf, fin: tc.fin}
+			out = &OutChunk{Buf: buf, Fin: tc.fin}
 		} else {
-			out = &outChunk{fin: tc.fin}
+			out = &OutChunk{Fin: tc.fin}
 		}
 		bs, err := c.Marshal(out)
 		if err != nil {
@@ -42,21 +42,21 @@ func TestChunkCodecMatchesProtobuf(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var in inChunk
-		if err := parseChunk(wire, &in); err != nil || !bytes.Equal(in.data, tc.data) || in.fin != tc.fin {
-			t.Fatalf("parse of generated wire: %d bytes fin=%v err=%v", len(in.data), in.fin, err)
+		var in InChunk
+		if err := ParseChunk(wire, &in); err != nil || !bytes.Equal(in.Data, tc.data) || in.Fin != tc.fin {
+			t.Fatalf("parse of generated wire: %d bytes fin=%v err=%v", len(in.Data), in.Fin, err)
 		}
 	}
 }
 
 func TestParseChunkSkipsUnknownAndRejectsGarbage(t *testing.T) {
 	// field 3 (varint 5), then data "ab"
-	var in inChunk
-	if err := parseChunk([]byte{0x18, 5, 0x0a, 2, 'a', 'b'}, &in); err != nil || string(in.data) != "ab" {
-		t.Fatalf("%q %v", in.data, err)
+	var in InChunk
+	if err := ParseChunk([]byte{0x18, 5, 0x0a, 2, 'a', 'b'}, &in); err != nil || string(in.Data) != "ab" {
+		t.Fatalf("%q %v", in.Data, err)
 	}
 	for _, b := range [][]byte{{0x0a, 5, 'a'}, {0x0a}, {0x10}, {0xff}} {
-		if err := parseChunk(b, &inChunk{}); !errors.Is(err, errChunk) {
+		if err := ParseChunk(b, &InChunk{}); !errors.Is(err, ErrChunk) {
 			t.Errorf("%x: got %v", b, err)
 		}
 	}
@@ -69,8 +69,8 @@ func FuzzParseChunk(f *testing.F) {
 	}
 	f.Add([]byte{0x18, 5, 0x0a, 2, 'a', 'b'})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var in inChunk
-		if err := parseChunk(b, &in); err != nil {
+		var in InChunk
+		if err := ParseChunk(b, &in); err != nil {
 			return
 		}
 		// Whatever we accept, generated code reads the same way.
@@ -78,8 +78,8 @@ func FuzzParseChunk(f *testing.F) {
 		if err := proto.Unmarshal(b, &ref); err != nil {
 			return // we are more lenient only about things protobuf rejects late (e.g. wire groups)
 		}
-		if !bytes.Equal(ref.Data, in.data) || ref.Fin != in.fin {
-			t.Fatalf("parseChunk %q fin=%v, protobuf %q fin=%v", in.data, in.fin, ref.Data, ref.Fin)
+		if !bytes.Equal(ref.Data, in.Data) || ref.Fin != in.Fin {
+			t.Fatalf("ParseChunk %q fin=%v, protobuf %q fin=%v", in.Data, in.Fin, ref.Data, ref.Fin)
 		}
 	})
 }

@@ -1,4 +1,4 @@
-package portal
+package pluginwire
 
 import (
 	"errors"
@@ -6,27 +6,24 @@ import (
 	"math/bits"
 	"sync"
 
-	"google.golang.org/grpc/encoding"
 	grpcproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// chunkCodec marshals the Stream call's Chunk messages by hand, to save the
+// ChunkCodec marshals the Stream call's Chunk messages by hand, to save the
 // copies the generic protobuf path makes of every chunk: an outgoing chunk
 // is framed around a pooled buffer handed to gRPC as it is, an incoming one
 // is gathered once and its data aliased. The wire form is plain protobuf
 // (message Chunk in portal.proto), so a plugin in another language can use
 // generated code. Everything else goes through the protobuf codec.
-type chunkCodec struct{}
+type ChunkCodec struct{}
 
-var protoCodec = encoding.GetCodecV2(grpcproto.Name)
-
-// bufPool holds the buffers chunks are read into, written from and
+// ChunkPool holds the buffers chunks are read into, written from and
 // gathered into. Unlike gRPC's default pool it does not clear a buffer on
 // Get (that clearing took a quarter of the host's CPU through a plugin):
 // every user here overwrites the whole length it asks for before reading.
-var bufPool mem.BufferPool = &dirtyPool{}
+var ChunkPool mem.BufferPool = &dirtyPool{}
 
 const (
 	minTierShift = 12 // 4 KiB
@@ -72,61 +69,62 @@ func (p *dirtyPool) Put(b *[]byte) {
 	p.tiers[bits.TrailingZeros(uint(c))-minTierShift].Put(b)
 }
 
-// outChunk is an outgoing Chunk. buf (from bufPool, may be nil) is owned by
+// OutChunk is an outgoing Chunk. buf (from ChunkPool, may be nil) is owned by
 // gRPC once sent: it is returned to the pool after being written.
-type outChunk struct {
-	buf *[]byte
-	fin bool
+type OutChunk struct {
+	Buf *[]byte
+	Fin bool
 }
 
-// inChunk is an incoming Chunk; data aliases buf, a pooled buffer the
+// InChunk is an incoming Chunk; data aliases buf, a pooled buffer the
 // receiver releases with free once it has used data.
-type inChunk struct {
+type InChunk struct {
 	buf  mem.Buffer
-	data []byte
-	fin  bool
+	Data []byte
+	Fin  bool
 }
 
-func (c *inChunk) free() {
+func (c *InChunk) Free() {
 	if c.buf != nil {
 		c.buf.Free()
 		c.buf = nil
 	}
-	c.data = nil
+	c.Data = nil
 }
 
-func (chunkCodec) Name() string { return grpcproto.Name }
+func (ChunkCodec) Name() string { return grpcproto.Name }
 
-func (chunkCodec) Marshal(v any) (mem.BufferSlice, error) {
-	c, ok := v.(*outChunk)
+func (ChunkCodec) Marshal(v any) (mem.BufferSlice, error) {
+	c, ok := v.(*OutChunk)
 	if !ok {
 		return protoCodec.Marshal(v)
 	}
 	var out mem.BufferSlice
-	if c.buf != nil && len(*c.buf) > 0 {
+	if c.Buf != nil && len(*c.Buf) > 0 {
 		hdr := protowire.AppendTag(nil, 1, protowire.BytesType)
-		hdr = protowire.AppendVarint(hdr, uint64(len(*c.buf)))
-		out = append(out, mem.SliceBuffer(hdr), mem.NewBuffer(c.buf, bufPool))
-		c.buf = nil
+		hdr = protowire.AppendVarint(hdr, uint64(len(*c.Buf)))
+		out = append(out, mem.SliceBuffer(hdr), mem.NewBuffer(c.Buf, ChunkPool))
+		c.Buf = nil
 	}
-	if c.fin {
+	if c.Fin {
 		t := protowire.AppendTag(nil, 2, protowire.VarintType)
 		out = append(out, mem.SliceBuffer(protowire.AppendVarint(t, 1)))
 	}
 	return out, nil
 }
 
-var errChunk = errors.New("malformed portal chunk")
+// ErrChunk is what a malformed chunk fails with.
+var ErrChunk = errors.New("malformed portal chunk")
 
-func (chunkCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	c, ok := v.(*inChunk)
+func (ChunkCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	c, ok := v.(*InChunk)
 	if !ok {
 		return protoCodec.Unmarshal(data, v)
 	}
-	*c = inChunk{}
+	*c = InChunk{}
 	// A single-buffer message is only referenced, not copied.
-	buf := data.MaterializeToBuffer(bufPool)
-	if err := parseChunk(buf.ReadOnlyData(), c); err != nil {
+	buf := data.MaterializeToBuffer(ChunkPool)
+	if err := ParseChunk(buf.ReadOnlyData(), c); err != nil {
 		buf.Free()
 		return err
 	}
@@ -134,35 +132,39 @@ func (chunkCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	return nil
 }
 
-// parseChunk decodes a Chunk, aliasing b. Unknown fields are skipped, as
+// ParseChunk decodes a Chunk, aliasing b. Unknown fields are skipped, as
 // protobuf requires.
-func parseChunk(b []byte, c *inChunk) error {
+func ParseChunk(b []byte, c *InChunk) error {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return fmt.Errorf("%w: %v", errChunk, protowire.ParseError(n))
+			return fmt.Errorf("%w: %v", ErrChunk, protowire.ParseError(n))
 		}
 		b = b[n:]
 		switch {
 		case num == 1 && typ == protowire.BytesType:
 			d, n := protowire.ConsumeBytes(b)
 			if n < 0 {
-				return fmt.Errorf("%w: data: %v", errChunk, protowire.ParseError(n))
+				return fmt.Errorf("%w: data: %v", ErrChunk, protowire.ParseError(n))
 			}
-			c.data, b = d, b[n:]
+			c.Data, b = d, b[n:]
 		case num == 2 && typ == protowire.VarintType:
 			x, n := protowire.ConsumeVarint(b)
 			if n < 0 {
-				return fmt.Errorf("%w: fin: %v", errChunk, protowire.ParseError(n))
+				return fmt.Errorf("%w: fin: %v", ErrChunk, protowire.ParseError(n))
 			}
-			c.fin, b = x != 0, b[n:]
+			c.Fin, b = x != 0, b[n:]
 		default:
 			n := protowire.ConsumeFieldValue(num, typ, b)
 			if n < 0 {
-				return fmt.Errorf("%w: field %d: %v", errChunk, num, protowire.ParseError(n))
+				return fmt.Errorf("%w: field %d: %v", ErrChunk, num, protowire.ParseError(n))
 			}
 			b = b[n:]
 		}
 	}
 	return nil
 }
+
+// ChunkSize is the most bytes one portal Chunk carries. Reads from a stream
+// are at most this large; writes are split to it.
+const ChunkSize = 256 << 10

@@ -1,4 +1,4 @@
-package transport
+package pluginwire
 
 import (
 	"bytes"
@@ -8,12 +8,12 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/ferryhq/ferry/sdk/transport/internal/pb"
+	pb "github.com/ferryhq/ferry/internal/pluginpb/transportv1"
 )
 
 func encode(packets [][]byte) []byte {
-	_, body := splitBatch(packets)
-	return appendFrame(nil, packets, body)
+	_, body := SplitBatch(packets)
+	return AppendFrame(nil, packets, body)
 }
 
 func TestFrameRoundTrip(t *testing.T) {
@@ -25,7 +25,7 @@ func TestFrameRoundTrip(t *testing.T) {
 	}
 	for _, ps := range cases {
 		enc := encode(ps)
-		got, err := parseFrame(enc, nil, 1<<20)
+		got, err := ParseFrame(enc, nil, 1<<20)
 		if err != nil {
 			t.Fatalf("%q: %v", ps, err)
 		}
@@ -51,52 +51,52 @@ func TestFrameRoundTrip(t *testing.T) {
 
 func TestFrameRefusesOversizeAndGarbage(t *testing.T) {
 	enc := encode([][]byte{make([]byte, 100)})
-	if _, err := parseFrame(enc, nil, 99); !errors.Is(err, ErrTooLarge) {
+	if _, err := ParseFrame(enc, nil, 99); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("oversize packet: got %v, want ErrTooLarge", err)
 	}
 	// A length prefix claiming 4 GiB must be refused, not allocated.
-	bad := appendFrame(nil, nil, 0)
+	bad := AppendFrame(nil, nil, 0)
 	bad = append(bad, 0x0a, 6, 0xff, 0xff, 0xff, 0xff, 0x0f, 'x')
-	if _, err := parseFrame(bad, nil, 1<<20); err == nil {
+	if _, err := ParseFrame(bad, nil, 1<<20); err == nil {
 		t.Fatal("4 GiB claim accepted")
 	}
-	if _, err := parseFrame([]byte{0x0a, 0x05, 1}, nil, 10); err == nil {
+	if _, err := ParseFrame([]byte{0x0a, 0x05, 1}, nil, 10); err == nil {
 		t.Fatal("truncated frame accepted")
 	}
 }
 
 func TestSplitBatch(t *testing.T) {
-	big := make([]byte, frameTarget)
+	big := make([]byte, FrameTarget)
 	ps := [][]byte{[]byte("a"), big, []byte("b"), []byte("c")}
-	n, _ := splitBatch(ps)
+	n, _ := SplitBatch(ps)
 	if n != 1 {
 		t.Fatalf("first frame holds %d packets, want 1", n)
 	}
-	n, body := splitBatch(ps[1:])
-	if n != 1 || body != frameTarget+3 {
+	n, body := SplitBatch(ps[1:])
+	if n != 1 || body != FrameTarget+3 {
 		t.Fatalf("big packet frame: n=%d body=%d", n, body)
 	}
-	n, _ = splitBatch(ps[2:])
+	n, _ = SplitBatch(ps[2:])
 	if n != 2 {
 		t.Fatalf("tail frame holds %d packets, want 2", n)
 	}
 }
 
 func TestCodecRoundTrip(t *testing.T) {
-	var c linkCodec
+	var c LinkCodec
 	ps := [][]byte{[]byte("x"), bytes.Repeat([]byte("y"), 5000)}
-	_, body := splitBatch(ps)
-	out, err := c.Marshal(&outFrame{packets: ps, body: body})
+	_, body := SplitBatch(ps)
+	out, err := c.Marshal(&OutFrame{Packets: ps, Body: body})
 	if err != nil {
 		t.Fatal(err)
 	}
-	in := &inFrame{maxPacket: 1 << 20}
+	in := &InFrame{MaxPacket: 1 << 20}
 	if err := c.Unmarshal(out, in); err != nil {
 		t.Fatal(err)
 	}
 	out.Free()
-	if len(in.packets) != 2 || !bytes.Equal(in.packets[1], ps[1]) {
-		t.Fatalf("round trip lost data: %d packets", len(in.packets))
+	if len(in.Packets) != 2 || !bytes.Equal(in.Packets[1], ps[1]) {
+		t.Fatalf("round trip lost data: %d packets", len(in.Packets))
 	}
 	// Non-frame values go through protobuf.
 	b, err := c.Marshal(&pb.DialRequest{Address: "a:1"})
@@ -116,7 +116,7 @@ func FuzzParseFrame(f *testing.F) {
 	f.Add([]byte{0x12, 0x00, 0x0a, 0x01, 0x00})
 	f.Add([]byte{0x0a, 6, 0xff, 0xff, 0xff, 0xff, 0x0f, 'x'})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		ps, err := parseFrame(data, nil, 1024)
+		ps, err := ParseFrame(data, nil, 1024)
 		if err != nil {
 			return
 		}
@@ -126,7 +126,7 @@ func FuzzParseFrame(f *testing.F) {
 			}
 		}
 		// Re-encoding what was parsed parses to the same packets.
-		again, err := parseFrame(encode(ps), nil, 1024)
+		again, err := ParseFrame(encode(ps), nil, 1024)
 		if err != nil || len(again) != len(ps) {
 			t.Fatalf("re-encode: %v (%d vs %d packets)", err, len(again), len(ps))
 		}

@@ -1,0 +1,130 @@
+package transport
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Properties is implemented by a Listener that describes itself beyond its
+// address (for example a certificate fingerprint peers must pin). The host
+// shows them with the listener; a plugin's listener reports them across the
+// plugin boundary as it does in-process. It is optional.
+type Properties interface {
+	Properties() map[string]string
+}
+
+// Settings are a transport's settings parsed against its schema
+// (Info.Settings): every value checked against its type, defaults filled in.
+// A transport that implements SettingsConfigurer receives them this way,
+// already parsed, instead of reading strings.
+type Settings struct {
+	schema map[string]Setting
+	raw    map[string]string
+}
+
+// SettingsConfigurer is implemented by a Transport that wants its settings
+// parsed: Apply (which Serve uses for every Configure from the host) calls
+// ConfigureSettings instead of Configure. Configure stays part of the
+// Transport interface for hosts that call it directly.
+type SettingsConfigurer interface {
+	ConfigureSettings(ctx context.Context, s Settings) error
+}
+
+// ParseSettings checks raw against schema: every name declared, every
+// required setting present, every value of its declared type. Missing
+// settings take their default.
+func ParseSettings(schema []Setting, raw map[string]string) (Settings, error) {
+	s := Settings{schema: map[string]Setting{}, raw: map[string]string{}}
+	for _, d := range schema {
+		s.schema[d.Name] = d
+		if d.Default != "" {
+			s.raw[d.Name] = d.Default
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(raw)) {
+		d, ok := s.schema[name]
+		if !ok {
+			known := slices.Sorted(maps.Keys(s.schema))
+			return Settings{}, fmt.Errorf("unknown setting %q; this transport accepts: %s", name, strings.Join(known, ", "))
+		}
+		if err := checkValue(d, raw[name]); err != nil {
+			return Settings{}, err
+		}
+		s.raw[name] = raw[name]
+	}
+	for _, d := range schema {
+		if _, ok := s.raw[d.Name]; d.Required && !ok {
+			return Settings{}, fmt.Errorf("setting %q is required: %s", d.Name, d.Description)
+		}
+		if v, ok := s.raw[d.Name]; ok {
+			if err := checkValue(d, v); err != nil {
+				return Settings{}, fmt.Errorf("default of %w", err)
+			}
+		}
+	}
+	return s, nil
+}
+
+func checkValue(d Setting, v string) error {
+	var err error
+	switch d.Type {
+	case Int:
+		_, err = strconv.ParseInt(v, 10, 64)
+	case Bool:
+		_, err = strconv.ParseBool(v)
+	case Duration:
+		_, err = time.ParseDuration(v)
+	}
+	if err != nil {
+		return fmt.Errorf("setting %q = %q is not a valid %s", d.Name, v, d.Type)
+	}
+	return nil
+}
+
+// Has reports whether the setting has a value (given or default).
+func (s Settings) Has(name string) bool { _, ok := s.raw[name]; return ok }
+
+// Raw returns the settings as strings, defaults filled in.
+func (s Settings) Raw() map[string]string { return maps.Clone(s.raw) }
+
+// String returns a setting's value ("" if it has none).
+func (s Settings) String(name string) string { return s.raw[name] }
+
+// Int returns an int setting (0 if it has no value).
+func (s Settings) Int(name string) int64 {
+	v, _ := strconv.ParseInt(s.raw[name], 10, 64)
+	return v
+}
+
+// Bool returns a bool setting (false if it has no value).
+func (s Settings) Bool(name string) bool {
+	v, _ := strconv.ParseBool(s.raw[name])
+	return v
+}
+
+// Duration returns a duration setting (0 if it has no value).
+func (s Settings) Duration(name string) time.Duration {
+	v, _ := time.ParseDuration(s.raw[name])
+	return v
+}
+
+// Apply configures t with raw settings. If t implements
+// SettingsConfigurer, it checks raw against t.Info().Settings and calls
+// ConfigureSettings with the parsed settings; otherwise it calls Configure
+// with raw as given (the transport parses its own strings).
+func Apply(ctx context.Context, t Transport, raw map[string]string) error {
+	sc, ok := t.(SettingsConfigurer)
+	if !ok {
+		return t.Configure(ctx, raw)
+	}
+	s, err := ParseSettings(t.Info().Settings, raw)
+	if err != nil {
+		return fmt.Errorf("configure %s: %w", t.Info().Name, err)
+	}
+	return sc.ConfigureSettings(ctx, s)
+}
