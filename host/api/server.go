@@ -139,6 +139,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("DELETE /v1/connections/{id...}", remove(s, "id", s.b.DeleteConnection))
 	mux.HandleFunc("GET /v1/plugins", read(s, s.b.Plugins))
 	s.portalRoutes(mux)
+	s.secureRoutes(mux)
 	mux.HandleFunc("POST /v1/shutdown", func(w http.ResponseWriter, r *http.Request) {
 		s.reply(w, struct{}{}, nil)
 		if f, ok := w.(http.Flusher); ok {

@@ -269,6 +269,10 @@ type NodeConfig struct {
 	// PluginDir overrides where the node finds plugins (empty: default
 	// search).
 	PluginDir string `json:"plugin_dir,omitempty"`
+	// Identity names the identity (in $FERRY_HOME/vault) the node proves in
+	// secure channels; empty: one named after the node, created on first
+	// start.
+	Identity string `json:"identity,omitempty"`
 	// ConfigFile and Vars: the node was created from a topology file.
 	ConfigFile string            `json:"config_file,omitempty"`
 	Vars       map[string]string `json:"vars,omitempty"`

@@ -18,6 +18,7 @@ import (
 	"github.com/ferryhq/ferry/host/api"
 	"github.com/ferryhq/ferry/host/node"
 	"github.com/ferryhq/ferry/host/relays"
+	"github.com/ferryhq/ferry/host/securechannel"
 	"github.com/ferryhq/ferry/host/services"
 	"github.com/ferryhq/ferry/host/state"
 	"github.com/ferryhq/ferry/host/topology"
@@ -30,10 +31,10 @@ var DefaultServices = []string{services.EchoAddress, services.UppercaseAddress}
 
 // NetworkAllow are the local addresses network input may reach on the
 // node's listeners and connections: the services meant for remote callers.
-var NetworkAllow = []string{services.EchoAddress, services.UppercaseAddress, services.HopAddress, "relay"}
+var NetworkAllow = []string{services.EchoAddress, services.UppercaseAddress, services.HopAddress, "relay", securechannel.DefaultListenerAddress}
 
 // serviceKinds are the worker kinds listed as services.
-var serviceKinds = append(services.Names(), "relay")
+var serviceKinds = append(services.Names(), "relay", "secure-channel-listener")
 
 // Transports provides the node's transports; the ferry command backs it
 // with the plugin manager (plugins as subprocesses), tests may use an
@@ -84,6 +85,9 @@ func Run(ctx context.Context, o Options) error {
 	r := &runtime{n: n, log: log, name: cfg.Name, stop: stop, started: time.Now(), tr: o.Transports, home: o.Home,
 		links: newLinks(n, log, o.Transports), portals: portalComp{inlets: map[string]*inletEntry{}, outlets: map[string]*outletEntry{}}}
 	defer r.teardown()
+	if r.secure, err = startSecure(n, log, o.Home, cfg); err != nil {
+		return err
+	}
 	if r.tr != nil {
 		n.SetFallbackResolver(node.ResolverFunc(r.resolveByPlugin))
 	}
@@ -142,6 +146,7 @@ type runtime struct {
 	home    *state.Home
 	regs    relays.Set
 	links   *links
+	secure  *secure
 
 	// The runtime's components, each with its own lock: transports with
 	// their listeners and connections, the relay service, portals. No
@@ -272,6 +277,9 @@ func (r *runtime) teardown() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	r.closePortals(ctx)
+	if r.secure != nil {
+		r.secure.close(ctx)
+	}
 	r.links.close()
 	if err := r.n.Shutdown(ctx); err != nil {
 		r.log.Warn("node shutdown", "error", err)

@@ -107,7 +107,7 @@ func TestControlAPI(t *testing.T) {
 		t.Fatalf("status %+v", got)
 	}
 	svcs, err := n1.c.Services(ctx)
-	if err != nil || len(svcs) != 3 { // echo, uppercase and the relay service
+	if err != nil || len(svcs) != 4 { // echo, uppercase, the relay service and the secure channel listener
 		t.Fatalf("services %v, %v", svcs, err)
 	}
 	if _, err := n1.c.StartService(ctx, api.StartServiceRequest{Type: "hop"}); err != nil {

@@ -74,6 +74,8 @@ func (a *app) root() *cobra.Command {
 		a.newTCPInletCmd(),
 		a.newTCPOutletCmd(),
 		a.newPluginCmd(),
+		a.newIdentityCmd(),
+		a.newSecureChannelCmd(),
 		a.newUpCmd(),
 		a.newDownCmd(),
 		newValidateCmd(),

@@ -127,6 +127,7 @@ type createFlags struct {
 	pluginDir  string
 	timeout    time.Duration
 	parsed     []state.Listener // the listeners the flags ask for
+	identity   string
 }
 
 // nodeListeners turns node create's listener flags into the node's saved
@@ -176,7 +177,11 @@ func (a *app) newNodeCreateCmd() *cobra.Command {
 	cmd.Flags().DurationVar(&f.timeout, "timeout", 30*time.Second, "how long to wait for the node to answer")
 	cmd.Flags().StringVar(&f.config, "config", "", "start node NAME as declared in this topology file")
 	cmd.Flags().StringArrayVar(&f.vars, "var", nil, "with --config: set a variable, --var NAME=VALUE (repeatable)")
+	cmd.Flags().StringVar(&f.identity, "identity", "", "identity (ferry identity create NAME) the node proves in secure channels (default: a new one named after the node)")
 	cmd.PreRunE = func(cmd *cobra.Command, args []string) error {
+		if err := a.checkIdentity(f.identity); err != nil {
+			return err
+		}
 		if f.config == "" && len(f.vars) > 0 {
 			return errors.New("--var needs --config FILE")
 		}
@@ -249,7 +254,7 @@ func (a *app) createNode(ctx context.Context, name string, f createFlags) error 
 		if err != nil {
 			return err
 		}
-		cfg := &state.NodeConfig{Name: n, Listeners: f.parsed, PluginDir: pluginDir, ConfigFile: file, Vars: vars, Created: time.Now().UTC()}
+		cfg := &state.NodeConfig{Name: n, Listeners: f.parsed, PluginDir: pluginDir, ConfigFile: file, Vars: vars, Identity: f.identity, Created: time.Now().UTC()}
 		err = h.Create(cfg)
 		if errors.Is(err, state.ErrExists) && name == "" && tries < 10 {
 			lock.Unlock()

@@ -341,7 +341,7 @@ func TestTranscript(t *testing.T) {
 		}
 	}
 
-	if !regexp.MustCompile(`(?m)^  [0-9a-f]+\s+tcp\s+127\.0\.0\.1:\d+\s+UP\s+/service/echo`).MatchString(out) {
+	if !regexp.MustCompile(`(?m)^  [0-9a-f]+\s+tcp\s+127\.0\.0\.1:\d+\s+UP\s+(/service/api, )?/service/echo`).MatchString(out) {
 		t.Errorf("node show n1 lists no tcp listener:\n%s", out)
 	}
 
@@ -356,7 +356,7 @@ func TestTranscript(t *testing.T) {
 	e.ok("service", "start", "hop", "--at", "n1")
 	var svcs []struct{ Type, Address string }
 	e.json(&svcs, "service", "list", "--at", "n1")
-	if len(svcs) != 4 { // echo, uppercase, relay (every node runs it) and hop
+	if len(svcs) != 5 { // echo, uppercase, relay and api (every node runs them) and hop
 		t.Errorf("services after start hop: %+v", svcs)
 	}
 	e.fails("in use", "service", "start", "hop", "--at", "n1")
@@ -722,8 +722,8 @@ func TestNodeCreateFromConfig(t *testing.T) {
 	}
 	var svcs []struct{ Type string }
 	e.json(&svcs, "service", "list", "--at", "n3")
-	if len(svcs) != 3 {
-		t.Errorf("n3 from the file runs %+v, want echo, hop, uppercase", svcs)
+	if len(svcs) != 4 {
+		t.Errorf("n3 from the file runs %+v, want echo, hop, uppercase and the secure channel listener", svcs)
 	}
 	// n2 refers to n3's listener: running here, so its bound port is used.
 	e.ok("node", "create", "n2", "--config", bridge, "--var", "n3_port=0", "--var", "n2_port=0")

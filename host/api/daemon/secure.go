@@ -1,0 +1,188 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/ferryhq/ferry/host/api"
+	"github.com/ferryhq/ferry/host/identity"
+	"github.com/ferryhq/ferry/host/node"
+	"github.com/ferryhq/ferry/host/securechannel"
+	"github.com/ferryhq/ferry/host/state"
+	"github.com/ferryhq/ferry/sdk/routing"
+)
+
+// VaultDir is where a ferry home keeps identities.
+func VaultDir(h *state.Home) string { return filepath.Join(h.Dir, "vault") }
+
+// secure is the daemon's secure channel component: the node's identity, its
+// secure channel listener at /service/api and the channels created from
+// this node. It has its own lock.
+type secure struct {
+	n   *node.Node
+	log hclog.Logger
+	id  *identity.Identity
+	lis *securechannel.Listener
+
+	mu    sync.Mutex
+	chans map[string]*securechannel.Channel // by worker address value
+}
+
+// startSecure loads the node's identity (cfg.Identity, or one named after
+// the node, created on first start) and starts the listener. Messages its
+// channels decrypt may reach what network input may reach (NetworkAllow).
+func startSecure(n *node.Node, log hclog.Logger, h *state.Home, cfg state.NodeConfig) (*secure, error) {
+	v, err := identity.OpenVault(VaultDir(h))
+	if err != nil {
+		return nil, err
+	}
+	var id *identity.Identity
+	if cfg.Identity != "" {
+		id, err = v.Get(cfg.Identity)
+	} else {
+		id, err = v.GetOrCreate(cfg.Name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", cfg.Name, err)
+	}
+	log = log.Named("securechannel")
+	var allow []string
+	for _, a := range NetworkAllow {
+		if a != securechannel.DefaultListenerAddress {
+			allow = append(allow, a)
+		}
+	}
+	lis, err := securechannel.Listen(n, securechannel.DefaultListenerAddress, securechannel.ListenerConfig{
+		Config: securechannel.Config{Identity: id, Logger: log},
+		Allow:  allow,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", cfg.Name, err)
+	}
+	log.Info("secure channel listener", "address", lis.Address().String(), "identity", id.Name, "identifier", id.Identifier)
+	return &secure{n: n, log: log, id: id, lis: lis, chans: map[string]*securechannel.Channel{}}, nil
+}
+
+func (s *secure) identity() api.NodeIdentity {
+	return api.NodeIdentity{Name: s.id.Name, Identifier: s.id.Identifier, Listener: s.lis.Address().String()}
+}
+
+func (s *secure) create(ctx context.Context, req api.CreateSecureChannelRequest) (securechannel.Info, error) {
+	to, err := routing.ParseRoute(req.Route)
+	if err != nil {
+		return securechannel.Info{}, api.BadRequest(fmt.Errorf("route: %w", err))
+	}
+	if len(to) == 0 {
+		return securechannel.Info{}, api.BadRequest(errors.New("the route is empty; give the route to a secure channel listener, e.g. /worker/<connection>/service/api"))
+	}
+	if next := to[0]; next.Type == api.NodeType {
+		return securechannel.Info{}, api.BadRequest(fmt.Errorf("route %s names a node; the ferry command resolves /node/NAME first", to))
+	}
+	for _, a := range req.Authorized {
+		if err := identity.ValidIdentifier(a); err != nil {
+			return securechannel.Info{}, api.BadRequest(err)
+		}
+	}
+	cfg := securechannel.Config{Identity: s.id, Authorized: req.Authorized, HandshakeTimeout: req.Timeout, Logger: s.log}
+	ch, err := securechannel.Create(ctx, s.n, to, cfg)
+	if err != nil {
+		if errors.Is(err, securechannel.ErrNotAuthorized) || errors.Is(err, securechannel.ErrRefused) {
+			return securechannel.Info{}, &api.StatusError{Code: 403, Err: err}
+		}
+		return securechannel.Info{}, err
+	}
+	s.mu.Lock()
+	s.chans[ch.Address().Value] = ch
+	s.mu.Unlock()
+	return ch.Info(), nil
+}
+
+// list returns the open channels, the ones this node created first; it
+// forgets created channels whose workers stopped (closed by the peer).
+func (s *secure) list() api.SecureChannels {
+	out := api.SecureChannels{Identity: s.identity(), Listener: s.lis.Stats()}
+	s.mu.Lock()
+	for k, ch := range s.chans {
+		inf := ch.Info()
+		if !inf.Open {
+			delete(s.chans, k)
+			continue
+		}
+		out.Channels = append(out.Channels, inf)
+	}
+	s.mu.Unlock()
+	sort.Slice(out.Channels, func(i, j int) bool { return out.Channels[i].Address < out.Channels[j].Address })
+	out.Channels = append(out.Channels, s.lis.Channels()...)
+	if out.Channels == nil {
+		out.Channels = []securechannel.Info{}
+	}
+	return out
+}
+
+func (s *secure) remove(ctx context.Context, id string) error {
+	key := id
+	if strings.HasPrefix(id, "/") {
+		a, err := routing.ParseAddress(id)
+		if err != nil || !a.IsLocal() {
+			return api.BadRequest(fmt.Errorf("secure channel %q: want its address, /worker/<id>", id))
+		}
+		key = a.Value
+	}
+	s.mu.Lock()
+	ch := s.chans[key]
+	delete(s.chans, key)
+	s.mu.Unlock()
+	if ch != nil {
+		return ch.Close(ctx)
+	}
+	for _, inf := range s.lis.Channels() {
+		if inf.Address == routing.Local(key).String() {
+			if err := s.n.StopWorker(ctx, key); err != nil && !errors.Is(err, node.ErrNoRoute) {
+				return err
+			}
+			return nil
+		}
+	}
+	return api.NotFound(fmt.Errorf("no secure channel %s on this node; see ferry secure-channel list", id))
+}
+
+func (s *secure) close(ctx context.Context) {
+	s.mu.Lock()
+	chs := make([]*securechannel.Channel, 0, len(s.chans))
+	for _, ch := range s.chans {
+		chs = append(chs, ch)
+	}
+	s.chans = map[string]*securechannel.Channel{}
+	s.mu.Unlock()
+	for _, ch := range chs {
+		_ = ch.Close(ctx)
+	}
+	if err := s.lis.Close(ctx); err != nil {
+		s.log.Debug("close secure channel listener", "error", err)
+	}
+}
+
+// The runtime serves api.SecureBackend through the component.
+
+func (r *runtime) Identity(context.Context) (api.NodeIdentity, error) {
+	return r.secure.identity(), nil
+}
+
+func (r *runtime) SecureChannels(context.Context) (api.SecureChannels, error) {
+	return r.secure.list(), nil
+}
+
+func (r *runtime) CreateSecureChannel(ctx context.Context, req api.CreateSecureChannelRequest) (securechannel.Info, error) {
+	return r.secure.create(ctx, req)
+}
+
+func (r *runtime) DeleteSecureChannel(ctx context.Context, id string) error {
+	return r.secure.remove(ctx, id)
+}
