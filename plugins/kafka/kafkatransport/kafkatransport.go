@@ -142,6 +142,12 @@ func (t *Transport) producer() (*kgo.Client, config, error) {
 		kgo.MaxBufferedBytes(cfg.maxBufferedBytes),
 		kgo.ProducerBatchMaxBytes(int32(cfg.maxMessageSize+(16<<10))),
 		kgo.RecordDeliveryTimeout(cfg.produceTimeout),
+		// A link whose records were not acknowledged within
+		// produce_timeout is broken and gives up its buffered records
+		// (they must not reach the peer after the sender gave up); the
+		// records that were acknowledged keep their exactly-once
+		// sequence.
+		kgo.AllowIdempotentProduceCancellation(),
 		kgo.ProduceRequestTimeout(cfg.produceTimeout),
 	)
 	cl, err := kgo.NewClient(opts...)
@@ -477,27 +483,30 @@ func topicExists(ctx context.Context, cl *kgo.Client, topic string) (bool, error
 	return false, nil
 }
 
-// topicMaxMessageBytes is the topic's max.message.bytes at the broker, or
-// 0 when it cannot be read.
+// topicMaxMessageBytes is the record batch limit for topic at the broker
+// (the topic's max.message.bytes; kfake reports the broker-wide
+// message.max.bytes beside it without applying it to the topic, so the
+// smaller counts), or 0 when it cannot be read.
 func topicMaxMessageBytes(ctx context.Context, cl *kgo.Client, topic string) int {
 	req := kmsg.NewPtrDescribeConfigsRequest()
 	res := kmsg.NewDescribeConfigsRequestResource()
 	res.ResourceType = kmsg.ConfigResourceTypeTopic
 	res.ResourceName = topic
-	res.ConfigNames = []string{"max.message.bytes"}
+	res.ConfigNames = []string{"max.message.bytes", "message.max.bytes"}
 	req.Resources = append(req.Resources, res)
 	resp, err := req.RequestWith(ctx, cl)
 	if err != nil || len(resp.Resources) != 1 || resp.Resources[0].ErrorCode != 0 {
 		return 0
 	}
+	limit := 0
 	for _, c := range resp.Resources[0].Configs {
-		if c.Name == "max.message.bytes" && c.Value != nil {
-			if n, err := strconv.Atoi(*c.Value); err == nil && n > 0 {
-				return n
+		if (c.Name == "max.message.bytes" || c.Name == "message.max.bytes") && c.Value != nil {
+			if n, err := strconv.Atoi(*c.Value); err == nil && n > 0 && (limit == 0 || n < limit) {
+				limit = n
 			}
 		}
 	}
-	return 0
+	return limit
 }
 
 func deleteTopic(cl *kgo.Client, topic string) {

@@ -312,15 +312,28 @@ func (l *link) Send(ctx context.Context, packets [][]byte) error {
 		recs[i] = kgo.Record{Topic: l.remote, Key: l.key, Value: arena[start:len(arena):len(arena)], Headers: hdr}
 		cl.Produce(l.ctx, &recs[i], promise)
 	}
+	// franz-go evaluates its delivery timeout only around requests; while
+	// no broker can be reached at all, this timer is what bounds Send.
+	timer := time.NewTimer(l.cfg.produceTimeout)
+	defer timer.Stop()
 	select {
 	case <-allDone:
+	case <-timer.C:
+		l.produceErrors.Add(1)
+		err := fmt.Errorf("kafka transport: no acknowledgement from the brokers for records to topic %s within produce_timeout %s (brokers down or unreachable?)", l.remote, l.cfg.produceTimeout)
+		l.fail(err)
+		// Records still buffered would reach the peer after the link is
+		// gone: give them up.
+		l.cancel()
+		return err
 	case <-ctx.Done():
 		return fmt.Errorf("kafka transport: waiting for the brokers to acknowledge records to topic %s: %w", l.remote, ctx.Err())
 	}
 	l.lastSent.Store(time.Now().UnixNano())
 	if firstErr != nil {
-		err := fmt.Errorf("kafka transport: producing to topic %s (no acknowledgement within produce_timeout %s?): %w", l.remote, l.cfg.produceTimeout, firstErr)
+		err := fmt.Errorf("kafka transport: producing to topic %s: %w", l.remote, firstErr)
 		l.fail(err)
+		l.cancel()
 		return err
 	}
 	l.recordsOut.Add(uint64(len(packets)))
