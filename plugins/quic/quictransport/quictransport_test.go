@@ -60,9 +60,11 @@ func TestConformance(t *testing.T) {
 			}
 			return tr
 		},
-		ListenAddress: "127.0.0.1:0",
-		RawDial:       quictest.RawDial(fp),
-		BadInputs:     badInputs(),
+		ListenAddress:  "127.0.0.1:0",
+		MaxMessageSize: quictest.MaxMessageSize,
+		Timeout:        30 * time.Second,
+		RawDial:        quictest.RawDial(fp),
+		BadInputs:      badInputs(),
 	})
 }
 

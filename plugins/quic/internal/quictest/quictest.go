@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -32,14 +33,18 @@ func Settings(t testing.TB) (map[string]string, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return map[string]string{
+	s := map[string]string{
 		quictransport.SettingCertFile:         certFile,
 		quictransport.SettingKeyFile:          keyFile,
 		quictransport.SettingPin:              fp,
 		quictransport.SettingKeepAlive:        "250ms",
 		quictransport.SettingIdleTimeout:      "2s",
-		quictransport.SettingHandshakeTimeout: "3s",
-	}, fp
+		quictransport.SettingHandshakeTimeout: "10s",
+	}
+	if MaxMessageSize > 0 {
+		s[quictransport.SettingMaxMessageSize] = strconv.Itoa(MaxMessageSize)
+	}
+	return s, fp
 }
 
 // openFrame is the frame a dialer sends first (version 1, type open, no
