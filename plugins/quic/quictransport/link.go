@@ -44,8 +44,7 @@ type link struct {
 	cfg      config
 	local    string
 	peer     string
-	onEnd    func(*link) // releases what the link owns (the dialer's socket)
-	onForget func(*link) // set by the transport when it tracks the link
+	onEnd func(*link) // releases what the link owns and untracks it
 
 	// Writing side. wsem is a one-slot semaphore rather than a mutex so a
 	// Send waiting for another writer still honours its context.
@@ -421,9 +420,6 @@ func (l *link) end(cause error, code quic.ApplicationErrorCode, msg string) {
 		_ = l.conn.CloseWithError(code, msg)
 		if l.onEnd != nil {
 			l.onEnd(l)
-		}
-		if l.onForget != nil {
-			l.onForget(l)
 		}
 	})
 }

@@ -190,7 +190,7 @@ func (l *listener) setup(conn *quic.Conn) {
 		_ = conn.CloseWithError(codeNoStream, "no stream opened within the handshake timeout")
 		return
 	}
-	lk := newLink(conn, str, l.cfg, l.addr, conn.RemoteAddr().String(), nil)
+	lk := newLink(conn, str, l.cfg, l.addr, conn.RemoteAddr().String(), l.t.forget)
 	select {
 	case l.ready <- lk:
 	case <-l.closing:

@@ -494,7 +494,10 @@ func (t *Transport) Dial(ctx context.Context, address string) (transport.Link, e
 		t.dialFailures.Add(1)
 		return nil, fmt.Errorf("quic transport: dial %s: open the stream: %w", hostport, err)
 	}
-	l := newLink(conn, str, cfg, conn.LocalAddr().String(), hostport, func(*link) { closeSocket() })
+	l := newLink(conn, str, cfg, conn.LocalAddr().String(), hostport, func(l *link) {
+		closeSocket()
+		t.forget(l)
+	})
 	if err := t.adopt(l); err != nil {
 		return nil, err
 	}
@@ -510,7 +513,12 @@ func (t *Transport) adopt(l *link) error {
 	}
 	t.links[l] = struct{}{}
 	t.mu.Unlock()
-	l.onForget = t.forget
+	select {
+	case <-l.done:
+		// It ended before it was tracked: end's forget may have run first.
+		t.forget(l)
+	default:
+	}
 	return nil
 }
 
