@@ -39,11 +39,11 @@ var ErrIdle = errors.New("quic transport: link idle")
 var ErrPeerVanished = errors.New("quic transport: connection ended without a close frame")
 
 type link struct {
-	conn     *quic.Conn
-	str      *quic.Stream
-	cfg      config
-	local    string
-	peer     string
+	conn  *quic.Conn
+	str   *quic.Stream
+	cfg   config
+	local string
+	peer  string
 	onEnd func(*link) // releases what the link owns and untracks it
 
 	// Writing side. wsem is a one-slot semaphore rather than a mutex so a
