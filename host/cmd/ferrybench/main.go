@@ -36,6 +36,7 @@ var sections = []section{
 	topologySection,
 	portalSection,
 	relaySection,
+	udpSection,
 }
 
 func main() {
