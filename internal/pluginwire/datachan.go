@@ -1,0 +1,653 @@
+package pluginwire
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// The data channel is a private byte stream between the host and one
+// plugin process (a socketpair the host creates before exec; the plugin
+// inherits its end as descriptor DataFD). It carries the data of every
+// link (transports) and stream (portals) of that plugin, multiplexed in
+// frames:
+//
+//	type u8 | id u64 big-endian | length u32 big-endian | payload
+//
+// Flow control is by credits, per id and direction: each side may have at
+// most Window payload bytes of DATA unacknowledged on an id; the receiver
+// returns CREDIT as its consumer takes the data, so a slow consumer slows
+// its sender end to end and nothing is buffered without limit. The host
+// treats everything that arrives as untrusted: an unknown type, a length
+// over MaxFrame, DATA beyond the credit granted, or any frame for an id it
+// never opened or already closed fails the whole channel (the host then
+// restarts the plugin); so does a write blocked for StallTimeout.
+
+// DataEnv names the environment variable that tells a plugin which
+// descriptor is its data channel.
+const DataEnv = "FERRY_DATA_FD"
+
+// DataFD is the descriptor the data channel has in the plugin (the first
+// of exec.Cmd.ExtraFiles).
+const DataFD = 3
+
+// Frame types.
+const (
+	frameData   = 1 // payload: a batch (transports) or bytes (portals)
+	frameCredit = 2 // payload: u32 bytes consumed
+	frameEOF    = 3 // the sender sends no more DATA on id (clean end)
+	frameError  = 4 // payload: why the sender's side broke
+	frameClose  = 5 // the sender forgets id; it sends nothing more on it
+	frameOpen   = 6 // host → plugin: start moving id's data
+)
+
+// headerSize is the size of a frame header.
+const headerSize = 13
+
+// maxErrorText bounds an ERROR frame's payload.
+const maxErrorText = 4 << 10
+
+// ErrProtocol is what a data channel fails with when its peer breaks the
+// protocol.
+var ErrProtocol = errors.New("data channel protocol violation")
+
+// ErrChannelClosed is what streams of a closed data channel fail with.
+var ErrChannelClosed = errors.New("data channel closed")
+
+// MuxConfig configures a Mux. Zero values take the documented defaults.
+type MuxConfig struct {
+	// Window is how many payload bytes may be unacknowledged per id and
+	// direction (default 4 MiB). It is raised to MaxFrame so that the
+	// largest frame always fits.
+	Window int
+	// MaxFrame is the largest DATA payload accepted (default FrameTarget
+	// plus FrameOverhead).
+	MaxFrame int
+	// StallTimeout fails the channel when one write to the peer stays
+	// blocked this long: the peer stopped reading (default 15s).
+	StallTimeout time.Duration
+	// OnOpen, on the plugin side, is called (from the reader goroutine; it
+	// must not block) when the host opens id.
+	OnOpen func(id uint64)
+	// Logger receives debug lines; default none.
+	Logger hclog.Logger
+}
+
+func (c *MuxConfig) validate() {
+	if c.MaxFrame <= 0 {
+		c.MaxFrame = FrameTarget + FrameOverhead
+	}
+	if c.Window <= 0 {
+		c.Window = 4 << 20
+	}
+	c.Window = max(c.Window, c.MaxFrame)
+	if c.StallTimeout <= 0 {
+		c.StallTimeout = 15 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+}
+
+// Mux multiplexes streams over one data channel connection.
+type Mux struct {
+	conn net.Conn
+	cfg  MuxConfig
+
+	mu      sync.Mutex
+	streams map[uint64]*MuxStream
+	err     error
+	failed  chan struct{}
+
+	wmu     sync.Mutex
+	pending [][]byte // encoded frames waiting for the writer
+	bufs    []*[]byte
+	wake    chan struct{}
+	done    chan struct{} // writer and reader ended
+	wg      sync.WaitGroup
+}
+
+// NewMux starts multiplexing on conn. Close (or a failure) ends it.
+func NewMux(conn net.Conn, cfg MuxConfig) *Mux {
+	cfg.validate()
+	m := &Mux{
+		conn:    conn,
+		cfg:     cfg,
+		streams: map[uint64]*MuxStream{},
+		failed:  make(chan struct{}),
+		wake:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
+	}
+	m.wg.Add(2)
+	go m.reader()
+	go m.writer()
+	go func() { m.wg.Wait(); close(m.done) }()
+	return m
+}
+
+// Failed is closed once the channel failed or was closed; Err says why.
+func (m *Mux) Failed() <-chan struct{} { return m.failed }
+
+// Err is why the channel ended (nil while it works).
+func (m *Mux) Err() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.err
+}
+
+// Window is the per-id credit window.
+func (m *Mux) Window() int { return m.cfg.Window }
+
+// fail ends the channel with err (the first reason wins) and every stream
+// with it.
+func (m *Mux) fail(err error) {
+	m.mu.Lock()
+	if m.err != nil {
+		m.mu.Unlock()
+		return
+	}
+	m.err = err
+	ss := m.streams
+	m.streams = map[uint64]*MuxStream{}
+	close(m.failed)
+	m.mu.Unlock()
+	m.conn.Close()
+	for _, s := range ss {
+		s.wakeAll()
+	}
+}
+
+// Close ends the channel and waits for its goroutines.
+func (m *Mux) Close() error {
+	m.fail(ErrChannelClosed)
+	<-m.done
+	m.wmu.Lock()
+	for _, b := range m.bufs {
+		Frames.Put(b)
+	}
+	m.bufs, m.pending = nil, nil
+	m.wmu.Unlock()
+	return nil
+}
+
+// Open registers id and returns its stream. The host opens an id before it
+// sends OPEN for it (SendOpen), so the plugin's first frames find it; the
+// plugin opens an id when the host asks (MuxConfig.OnOpen).
+func (m *Mux) Open(id uint64) (*MuxStream, error) {
+	s := &MuxStream{m: m, id: id, credit: m.cfg.Window, rsig: make(chan struct{}, 1), wsig: make(chan struct{}, 1)}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return nil, m.err
+	}
+	if m.streams[id] != nil {
+		return nil, fmt.Errorf("data channel: id %d is already open", id)
+	}
+	m.streams[id] = s
+	return s, nil
+}
+
+// SendOpen asks the plugin to start moving id's data (host side).
+func (m *Mux) SendOpen(id uint64) error { return m.enqueue(frameOpen, id, nil) }
+
+// enqueue queues one frame for the writer.
+func (m *Mux) enqueue(typ byte, id uint64, payload []byte) error {
+	bp := Frames.Get(headerSize + len(payload))
+	b := *bp
+	putHeader(b, typ, id, len(payload))
+	copy(b[headerSize:], payload)
+	return m.enqueueBuf(bp)
+}
+
+func putHeader(b []byte, typ byte, id uint64, n int) {
+	b[0] = typ
+	binary.BigEndian.PutUint64(b[1:9], id)
+	binary.BigEndian.PutUint32(b[9:13], uint32(n))
+}
+
+func (m *Mux) enqueueBuf(bp *[]byte) error {
+	select {
+	case <-m.failed:
+		Frames.Put(bp)
+		return m.Err()
+	default:
+	}
+	m.wmu.Lock()
+	m.pending = append(m.pending, *bp)
+	m.bufs = append(m.bufs, bp)
+	m.wmu.Unlock()
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// writer writes queued frames, many per system call.
+func (m *Mux) writer() {
+	defer m.wg.Done()
+	var out net.Buffers
+	var bufs []*[]byte
+	for {
+		select {
+		case <-m.wake:
+		case <-m.failed:
+			return
+		}
+		m.wmu.Lock()
+		out, m.pending = append(out[:0], m.pending...), m.pending[:0]
+		bufs, m.bufs = append(bufs[:0], m.bufs...), m.bufs[:0]
+		m.wmu.Unlock()
+		if len(out) == 0 {
+			continue
+		}
+		m.conn.SetWriteDeadline(time.Now().Add(m.cfg.StallTimeout))
+		_, err := out.WriteTo(m.conn)
+		for _, b := range bufs {
+			Frames.Put(b)
+		}
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				err = fmt.Errorf("the peer stopped reading its data channel for %s: %w", m.cfg.StallTimeout, ErrProtocol)
+			} else {
+				err = fmt.Errorf("data channel write: %w", err)
+			}
+			m.fail(err)
+			return
+		}
+	}
+}
+
+// reader reads and dispatches frames until the channel ends.
+func (m *Mux) reader() {
+	defer m.wg.Done()
+	r := bufio.NewReaderSize(m.conn, 256<<10)
+	var hdr [headerSize]byte
+	for {
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = fmt.Errorf("data channel: peer closed it: %w", ErrChannelClosed)
+			} else {
+				err = fmt.Errorf("data channel read: %w", err)
+			}
+			m.fail(err)
+			return
+		}
+		typ, id, n := hdr[0], binary.BigEndian.Uint64(hdr[1:9]), binary.BigEndian.Uint32(hdr[9:13])
+		if err := m.dispatch(r, typ, id, n); err != nil {
+			m.fail(err)
+			return
+		}
+	}
+}
+
+func (m *Mux) dispatch(r *bufio.Reader, typ byte, id uint64, n uint32) error {
+	var limit uint32
+	switch typ {
+	case frameData:
+		limit = uint32(m.cfg.MaxFrame)
+	case frameCredit:
+		if n != 4 {
+			return fmt.Errorf("CREDIT frame of %d bytes for id %d: %w", n, id, ErrProtocol)
+		}
+		limit = 4
+	case frameError:
+		limit = maxErrorText
+	case frameEOF, frameClose, frameOpen:
+		limit = 0
+	default:
+		return fmt.Errorf("unknown frame type %d: %w", typ, ErrProtocol)
+	}
+	if n > limit {
+		return fmt.Errorf("frame type %d for id %d claims %d bytes, over the limit %d: %w", typ, id, n, limit, ErrProtocol)
+	}
+	if typ == frameOpen {
+		if m.cfg.OnOpen == nil {
+			return fmt.Errorf("OPEN frame for id %d from a plugin: %w", id, ErrProtocol)
+		}
+		m.cfg.OnOpen(id)
+		return nil
+	}
+	m.mu.Lock()
+	s := m.streams[id]
+	m.mu.Unlock()
+	if s == nil {
+		return fmt.Errorf("frame type %d for id %d, which is not open: %w", typ, id, ErrProtocol)
+	}
+	switch typ {
+	case frameData:
+		bp := Frames.Get(int(n))
+		if _, err := io.ReadFull(r, *bp); err != nil {
+			Frames.Put(bp)
+			return fmt.Errorf("data channel read: %w", err)
+		}
+		return s.deliver(bp)
+	case frameCredit:
+		var b [4]byte
+		if _, err := io.ReadFull(r, b[:]); err != nil {
+			return fmt.Errorf("data channel read: %w", err)
+		}
+		return s.addCredit(int(binary.BigEndian.Uint32(b[:])))
+	case frameError:
+		b := make([]byte, n)
+		if _, err := io.ReadFull(r, b); err != nil {
+			return fmt.Errorf("data channel read: %w", err)
+		}
+		return s.remoteEnd(errors.New(string(b)))
+	case frameEOF:
+		return s.remoteEnd(io.EOF)
+	case frameClose:
+		return s.remoteClose()
+	}
+	return nil
+}
+
+// MuxStream is one id's data, both ways.
+type MuxStream struct {
+	m  *Mux
+	id uint64
+
+	mu        sync.Mutex
+	credit    int           // send credit left
+	in        []*[]byte     // received DATA payloads, in order
+	inBytes   int           // their total size (≤ window)
+	cur       *[]byte       // the payload last returned by Read
+	end       error         // io.EOF or the peer's error, after the queued data
+	sentEnd   bool          // EOF or ERROR sent
+	sentClose bool          // CLOSE sent: local side done
+	gotClose  bool          // CLOSE received: the peer sends nothing more
+	rsig      chan struct{} // wakes a Read: data, an end, a close
+	wsig      chan struct{} // wakes a WriteFrame: credit, a close
+}
+
+// ID is the stream's id.
+func (s *MuxStream) ID() uint64 { return s.id }
+
+func (s *MuxStream) wakeAll() {
+	wake(s.rsig)
+	wake(s.wsig)
+}
+
+func wake(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+func (s *MuxStream) deliver(bp *[]byte) error {
+	s.mu.Lock()
+	if s.end != nil || s.gotClose {
+		s.mu.Unlock()
+		Frames.Put(bp)
+		return fmt.Errorf("DATA for id %d after its end: %w", s.id, ErrProtocol)
+	}
+	if s.inBytes+len(*bp) > s.m.cfg.Window {
+		s.mu.Unlock()
+		Frames.Put(bp)
+		return fmt.Errorf("DATA for id %d beyond the credit granted (%d + %d > %d): %w", s.id, s.inBytes, len(*bp), s.m.cfg.Window, ErrProtocol)
+	}
+	if s.sentClose {
+		// Closed here; the peer has not seen it yet. Return the credit so
+		// its sender never waits on a reader that is gone.
+		s.mu.Unlock()
+		Frames.Put(bp)
+		return nil
+	}
+	s.in = append(s.in, bp)
+	s.inBytes += len(*bp)
+	s.mu.Unlock()
+	wake(s.rsig)
+	return nil
+}
+
+func (s *MuxStream) addCredit(n int) error {
+	s.mu.Lock()
+	s.credit += n
+	over := s.credit > s.m.cfg.Window
+	s.mu.Unlock()
+	if over {
+		return fmt.Errorf("CREDIT for id %d beyond the window: %w", s.id, ErrProtocol)
+	}
+	wake(s.wsig)
+	return nil
+}
+
+func (s *MuxStream) remoteEnd(err error) error {
+	s.mu.Lock()
+	if s.end != nil || s.gotClose {
+		s.mu.Unlock()
+		return fmt.Errorf("second end for id %d: %w", s.id, ErrProtocol)
+	}
+	s.end = err
+	s.mu.Unlock()
+	s.wakeAll()
+	return nil
+}
+
+func (s *MuxStream) remoteClose() error {
+	s.mu.Lock()
+	if s.gotClose {
+		s.mu.Unlock()
+		return fmt.Errorf("second CLOSE for id %d: %w", s.id, ErrProtocol)
+	}
+	s.gotClose = true
+	forget := s.sentClose
+	s.mu.Unlock()
+	if forget {
+		s.forget()
+	}
+	s.wakeAll()
+	return nil
+}
+
+func (s *MuxStream) forget() {
+	s.m.mu.Lock()
+	if s.m.streams[s.id] == s {
+		delete(s.m.streams, s.id)
+	}
+	s.m.mu.Unlock()
+}
+
+// PeerClosed reports whether the peer sent CLOSE (it sends nothing more).
+func (s *MuxStream) PeerClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gotClose
+}
+
+// errLocked says why the stream cannot be used, or nil.
+func (s *MuxStream) errLocked() error {
+	select {
+	case <-s.m.failed:
+		return s.m.Err()
+	default:
+	}
+	if s.sentClose {
+		return ErrChannelClosed
+	}
+	return nil
+}
+
+// WriteFrame sends one DATA frame of n payload bytes that fill writes
+// into, waiting for credit (backpressure) until ctx ends. n must be at
+// most the window.
+func (s *MuxStream) WriteFrame(ctx context.Context, n int, fill func([]byte)) error {
+	if n > s.m.cfg.Window || n > s.m.cfg.MaxFrame {
+		return fmt.Errorf("data frame of %d bytes over the limit %d", n, min(s.m.cfg.Window, s.m.cfg.MaxFrame))
+	}
+	for {
+		s.mu.Lock()
+		if err := s.errLocked(); err != nil {
+			s.mu.Unlock()
+			return err
+		}
+		if s.sentEnd {
+			s.mu.Unlock()
+			return ErrChannelClosed
+		}
+		if s.gotClose {
+			s.mu.Unlock()
+			return fmt.Errorf("the peer closed id %d: %w", s.id, ErrChannelClosed)
+		}
+		if s.credit >= n {
+			s.credit -= n
+			s.mu.Unlock()
+			break
+		}
+		s.mu.Unlock()
+		select {
+		case <-s.wsig:
+		case <-s.m.failed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	bp := Frames.Get(headerSize + n)
+	putHeader(*bp, frameData, s.id, n)
+	fill((*bp)[headerSize:])
+	return s.m.enqueueBuf(bp)
+}
+
+// Read returns the next DATA payload, valid until the next Read or Close
+// (which return its credit to the sender). It returns io.EOF after the
+// peer's clean end, the peer's error after a broken one.
+func (s *MuxStream) Read(ctx context.Context) ([]byte, error) {
+	s.release()
+	for {
+		s.mu.Lock()
+		if err := s.errLocked(); err != nil {
+			s.mu.Unlock()
+			return nil, err
+		}
+		if len(s.in) > 0 {
+			bp := s.in[0]
+			s.in[0] = nil
+			s.in = s.in[1:]
+			s.cur = bp
+			s.mu.Unlock()
+			return *bp, nil
+		}
+		if s.end != nil {
+			err := s.end
+			s.mu.Unlock()
+			return nil, err
+		}
+		if s.gotClose {
+			s.mu.Unlock()
+			return nil, fmt.Errorf("the peer closed id %d: %w", s.id, ErrChannelClosed)
+		}
+		s.mu.Unlock()
+		select {
+		case <-s.rsig:
+		case <-s.m.failed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// release returns the credit of the payload last returned by Read.
+func (s *MuxStream) release() {
+	s.mu.Lock()
+	bp := s.cur
+	s.cur = nil
+	if bp == nil {
+		s.mu.Unlock()
+		return
+	}
+	n := len(*bp)
+	s.inBytes -= n
+	closed := s.sentClose
+	s.mu.Unlock()
+	Frames.Put(bp)
+	if !closed {
+		var b [4]byte
+		binary.BigEndian.PutUint32(b[:], uint32(n))
+		s.m.enqueue(frameCredit, s.id, b[:])
+	}
+}
+
+// CloseWrite tells the peer that no more data follows (a clean end).
+func (s *MuxStream) CloseWrite() error { return s.sendEnd(frameEOF, nil) }
+
+// Fail tells the peer this side broke, with why.
+func (s *MuxStream) Fail(why error) error {
+	msg := why.Error()
+	if len(msg) > maxErrorText {
+		msg = msg[:maxErrorText]
+	}
+	return s.sendEnd(frameError, []byte(msg))
+}
+
+func (s *MuxStream) sendEnd(typ byte, payload []byte) error {
+	s.mu.Lock()
+	if s.sentEnd || s.sentClose {
+		s.mu.Unlock()
+		return nil
+	}
+	s.sentEnd = true
+	s.mu.Unlock()
+	return s.m.enqueue(typ, s.id, payload)
+}
+
+// Close sends CLOSE and releases what the stream holds; the id is
+// forgotten once the peer's CLOSE arrived too.
+func (s *MuxStream) Close() error {
+	s.mu.Lock()
+	// The payload Read returned last may still be in use by a reader
+	// racing this Close: leave it to the garbage collector.
+	s.cur = nil
+	if s.sentClose {
+		s.mu.Unlock()
+		return nil
+	}
+	s.sentClose = true
+	in := s.in
+	s.in, s.inBytes = nil, 0
+	forget := s.gotClose
+	s.mu.Unlock()
+	for _, bp := range in {
+		Frames.Put(bp)
+	}
+	err := s.m.enqueue(frameClose, s.id, nil)
+	if forget {
+		s.forget()
+	}
+	s.wakeAll()
+	return err
+}
+
+// InheritedConn returns the data channel the host passed this plugin
+// process, or nil if it passed none.
+func InheritedConn() net.Conn {
+	v := os.Getenv(DataEnv)
+	if v == "" {
+		return nil
+	}
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		return nil
+	}
+	f := os.NewFile(uintptr(fd), "ferry-data")
+	if f == nil {
+		return nil
+	}
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil
+	}
+	return c
+}
