@@ -37,6 +37,7 @@ var sections = []section{
 	portalSection,
 	relaySection,
 	udpSection,
+	secureSection,
 }
 
 func main() {
