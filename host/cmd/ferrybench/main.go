@@ -38,6 +38,7 @@ var sections = []section{
 	relaySection,
 	udpSection,
 	secureSection,
+	kafkaSection,
 }
 
 func main() {
