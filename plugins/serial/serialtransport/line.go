@@ -504,24 +504,27 @@ func (ln *line) ticker() {
 // listener's line starts a new session and waits for the next hello; a
 // dialled line, or one whose listener closed, shuts down.
 func (ln *line) linkEnded(lk *link, cause error, _ bool) {
-	lk.end(cause)
 	ln.mu.Lock()
 	if ln.cur != lk {
 		ln.mu.Unlock()
+		lk.end(cause)
+		return
+	}
+	if ln.listener == nil || ln.listener.isClosed() {
+		ln.mu.Unlock()
+		// The device is closed (and free to open again) before the link
+		// reports its end.
+		ln.shutdown(cause)
+		lk.end(cause)
 		return
 	}
 	ln.cur = nil
-	stop := ln.listener == nil || ln.listener.isClosed()
-	if !stop {
-		ln.local = newSession()
-		ln.peer = 0
-		ln.peerKnowsUs = false
-		ln.handshaking = false
-	}
+	ln.local = newSession()
+	ln.peer = 0
+	ln.peerKnowsUs = false
+	ln.handshaking = false
 	ln.mu.Unlock()
-	if stop {
-		ln.shutdown(transport.ErrClosed)
-	}
+	lk.end(cause)
 }
 
 // closeLink closes the line's current link cleanly (with a close frame) and
@@ -550,17 +553,9 @@ func (ln *line) shutdown(cause error) {
 		ln.endCause = cause
 		close(ln.closing)
 		ln.mu.Lock()
-		lk := ln.cur
+		cur := ln.cur
 		ln.cur = nil
 		ln.mu.Unlock()
-		if lk != nil {
-			lk.end(cause)
-		}
-		select {
-		case lk := <-ln.established:
-			lk.end(cause)
-		default:
-		}
 		// Wait (briefly) for a write in progress so the descriptor is not
 		// closed under it; a write stuck on a full device is abandoned.
 		t := time.NewTimer(closeGrace)
@@ -575,6 +570,15 @@ func (ln *line) shutdown(cause error) {
 		close(ln.done)
 		if ln.onEnd != nil {
 			ln.onEnd(ln)
+		}
+		// Links learn of the end once the device is closed and released.
+		if cur != nil {
+			cur.end(cause)
+		}
+		select {
+		case lk := <-ln.established:
+			lk.end(cause)
+		default:
 		}
 	})
 }
