@@ -266,3 +266,64 @@ func TestHandshakeTimeout(t *testing.T) {
 	}
 	eventually(t, "the initiator worker gone", func() bool { return n.WorkerCount() == before })
 }
+
+// lossy drops the first frame of each handshake step (hello, message 2,
+// message 3 and the responder's ready), as a route over an unreliable
+// transport may.
+type lossy struct {
+	mu      sync.Mutex
+	dropped map[byte]bool
+	drops   int
+}
+
+func (l *lossy) HandleMessage(c *node.Context, m *routing.Message) error {
+	if len(m.Payload) > 1 {
+		typ := m.Payload[1]
+		l.mu.Lock()
+		drop := !l.dropped[typ]
+		if typ == typeData && l.dropped[typeData] {
+			drop = false
+		}
+		if drop {
+			l.dropped[typ] = true
+			l.drops++
+		}
+		l.mu.Unlock()
+		if drop {
+			return nil
+		}
+	}
+	return services.Hop{}.HandleMessage(c, m)
+}
+
+func TestHandshakeSurvivesLoss(t *testing.T) {
+	n := newNode(t, "one")
+	idI, idR := newIdentity(t, "ini"), newIdentity(t, "resp")
+	startService(t, n, "echo", services.Echo{})
+	l := &lossy{dropped: map[byte]bool{}}
+	startService(t, n, "lossy", l)
+	lis, err := Listen(n, "", ListenerConfig{Config: Config{Identity: idR}, Allow: []string{"echo"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := Create(tctx(t), n, route(t, "/service/lossy/service/api"), Config{Identity: idI, Retransmit: 20e6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.mu.Lock()
+	drops := l.drops
+	l.mu.Unlock()
+	if drops != 4 {
+		t.Fatalf("the lossy hop dropped %d frames, want 4 (one of each handshake step)", drops)
+	}
+	if got := request(t, n, routing.Route{ch.Address(), routing.Local("echo")}, "after loss"); got != "after loss" {
+		t.Fatal(got)
+	}
+	// One responder, not one per retransmitted hello.
+	lis.mu.Lock()
+	nch := len(lis.channels)
+	lis.mu.Unlock()
+	if nch != 1 {
+		t.Fatalf("the listener runs %d channels", nch)
+	}
+}

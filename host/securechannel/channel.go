@@ -30,6 +30,7 @@
 package securechannel
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -54,6 +55,9 @@ const (
 	DefaultRekeyAfter = 1 << 16
 	// DefaultHandshakeTimeout bounds a handshake, on both sides.
 	DefaultHandshakeTimeout = 10 * time.Second
+	// DefaultRetransmit is the first handshake retransmission interval.
+	DefaultRetransmit = 500 * time.Millisecond
+	maxRetransmit     = 2 * time.Second
 )
 
 // Errors callers can test with errors.Is.
@@ -86,6 +90,11 @@ type Config struct {
 	MaxMessageSize int
 	// HandshakeTimeout bounds the handshake. Default DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
+	// Retransmit is how long the initiator waits for the next handshake
+	// message before it sends its last one again (a route over an
+	// unreliable transport may lose it); it doubles up to 2 s. Default
+	// DefaultRetransmit.
+	Retransmit time.Duration
 	// Logger receives the channel's logs. Default: the node's logger.
 	Logger hclog.Logger
 }
@@ -110,6 +119,9 @@ func (c *Config) validate(n *node.Node) error {
 	}
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.Retransmit <= 0 {
+		c.Retransmit = DefaultRetransmit
 	}
 	if c.Logger == nil {
 		c.Logger = n.Logger().Named("securechannel")
@@ -175,6 +187,41 @@ type channel struct {
 	onHandshake func()     // called once when the handshake ends either way
 	onClose     func(*channel)
 	routeDesc   string // the route toward the peer as first known, for listings
+	reply       []byte // responder: message 2 as sent, for a repeated hello
+	finish      []byte // initiator: message 3 as sent, for retransmission
+	finished    []byte // responder: the body of message 3 it accepted
+}
+
+// retransmit runs on its own goroutine while an initiator's handshake is
+// in progress: whenever the next message is late it sends its last one
+// again, so a lossy route costs time, not the channel. It stops once the
+// channel is open or its worker stopped.
+func (ch *channel) retransmit(hello []byte, to routing.Route) {
+	d := ch.cfg.Retransmit
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-ch.ctx.Done():
+			return
+		}
+		var err error
+		switch ch.state.Load() {
+		case stateHandshake:
+			ch.count(cFramesSent)
+			err = ch.ctx.SendMessage(ch.ctx, &routing.Message{Onward: to, Return: ch.self, Payload: hello})
+		case stateAwaitReady:
+			err = ch.sendFrame(ch.ctx, ch.finish)
+		default:
+			return
+		}
+		if err != nil {
+			ch.log.Debug("handshake retransmission failed", "error", err)
+		}
+		d = min(2*d, maxRetransmit)
+		t.Reset(d)
+	}
 }
 
 func newChannel(n *node.Node, cfg Config, role Role) *channel {
@@ -344,6 +391,14 @@ func (ch *channel) incoming(c *node.Context, m *routing.Message) {
 		}
 		ch.readReply(c, m, f)
 	case typeFinish:
+		if ch.role == Responder && st == stateOpen && ch.finished != nil && bytes.Equal(f.body, ch.finished) {
+			// The initiator did not get our ready (lost on the way) and
+			// sent message 3 again: confirm again.
+			if err := ch.sendData(c, []byte{kindReady}); err != nil {
+				ch.log.Debug("could not confirm the channel to the initiator", "error", err)
+			}
+			return
+		}
 		if ch.role != Responder || st != stateHandshake {
 			ch.count(cUnexpected)
 			return
@@ -380,6 +435,7 @@ func (ch *channel) readReply(c *node.Context, m *routing.Message, f frame) {
 		ch.fail(err)
 		return
 	}
+	ch.finish = msg3
 	ch.state.Store(stateAwaitReady)
 	if err := ch.sendFrame(c, msg3); err != nil {
 		ch.fail(fmt.Errorf("%w: %v", ErrHandshake, err))
@@ -482,6 +538,7 @@ func (ch *channel) readFinish(c *node.Context, f frame) {
 		ch.fail(err)
 		return
 	}
+	ch.finished = append([]byte(nil), f.body...)
 	ch.state.Store(stateOpen)
 	ch.handshakeDone(nil)
 	if err := ch.sendData(c, []byte{kindReady}); err != nil {

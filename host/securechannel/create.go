@@ -60,6 +60,7 @@ func Create(ctx context.Context, n *node.Node, to routing.Route, cfg Config) (*C
 		c.stop()
 		return nil, fmt.Errorf("secure channel to %s: %w", to, err)
 	}
+	go ch.retransmit(hello, to)
 	select {
 	case err = <-ch.done:
 	case <-ctx.Done():

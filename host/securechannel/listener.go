@@ -47,6 +47,7 @@ type Listener struct {
 
 	mu       sync.Mutex
 	channels map[string]*channel // by local address value
+	hellos   map[string]*channel // handshakes in progress, by the hello's ephemeral key
 	closed   bool
 }
 
@@ -64,7 +65,7 @@ func Listen(n *node.Node, addr string, cfg ListenerConfig) (*Listener, error) {
 	if addr == "" {
 		addr = DefaultListenerAddress
 	}
-	l := &Listener{n: n, cfg: cfg, channels: map[string]*channel{}}
+	l := &Listener{n: n, cfg: cfg, channels: map[string]*channel{}, hellos: map[string]*channel{}}
 	l.flow = "secure-channel-listener/" + node.NewWorkerID()
 	a, err := n.StartWorker(addr, l, node.WithKind("secure-channel-listener"))
 	if err != nil {
@@ -170,6 +171,21 @@ func (l *Listener) HandleMessage(c *node.Context, m *routing.Message) error {
 		l.stats.c[cMalformed].Add(1)
 		return nil
 	}
+	// A hello seen before (the initiator retransmits while it waits for
+	// message 2): answer again from the same responder instead of
+	// starting another.
+	key := string(f.body[:min(len(f.body), 32)])
+	l.mu.Lock()
+	dup := l.hellos[key]
+	l.mu.Unlock()
+	if dup != nil {
+		if dup.state.Load() == stateHandshake {
+			if err := dup.sendFrame(c, dup.reply); err != nil {
+				l.cfg.Logger.Debug("could not answer a repeated hello", "error", err)
+			}
+		}
+		return nil
+	}
 	if l.pending.Add(1) > int64(l.cfg.MaxPending) {
 		l.pending.Add(-1)
 		l.stats.c[cRefused].Add(1)
@@ -181,6 +197,9 @@ func (l *Listener) HandleMessage(c *node.Context, m *routing.Message) error {
 		if !released {
 			released = true
 			l.pending.Add(-1)
+			l.mu.Lock()
+			delete(l.hellos, key)
+			l.mu.Unlock()
 		}
 	}
 	l.mu.Lock()
@@ -207,7 +226,9 @@ func (l *Listener) HandleMessage(c *node.Context, m *routing.Message) error {
 		release()
 		return nil
 	}
+	ch.reply = msg2
 	l.channels[ch.local.Value] = ch
+	l.hellos[key] = ch
 	l.mu.Unlock()
 	ch.timer = time.AfterFunc(l.cfg.HandshakeTimeout, func() { ch.expire(l.n) })
 	if _, err := l.n.StartWorker(ch.local.Value, ch, node.WithAddresses(ch.wire.Value), node.WithKind("secure-channel"), node.WithOutboundFlow(l.flow)); err != nil {
