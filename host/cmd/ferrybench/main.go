@@ -39,6 +39,7 @@ var sections = []section{
 	udpSection,
 	secureSection,
 	kafkaSection,
+	quicSection,
 }
 
 func main() {
