@@ -626,11 +626,8 @@ func (ch *channel) deliver(c *node.Context, enc []byte) {
 		ch.count(cUndeliverable)
 		return
 	}
-	// The payload aliases enc, which may be scratch space reused by the
-	// next frame; the receiver keeps the message, so it gets its own copy.
-	if len(enc) <= MaxPlaintext {
-		inner.Payload = append([]byte(nil), inner.Payload...)
-	}
+	// Decode copied the payload out of enc (scratch space the next frame
+	// reuses), so the message can be handed on as it is.
 	msg := &routing.Message{Onward: inner.Onward, Return: ret, Payload: inner.Payload,
 		Local: routing.LocalInfo{Flow: ch.flow, Identity: ch.peer()}}
 	if err := c.SendMessage(c, msg); err != nil {
