@@ -23,9 +23,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -108,6 +110,10 @@ type LaunchConfig struct {
 	// connection. Only for measuring what TLS costs (ferrybench); hosts
 	// keep it on so no other local process can talk to the plugin.
 	DisableMTLS bool
+	// DisableDataChannel keeps link data on gRPC streams instead of the
+	// private data channel (a socketpair the plugin inherits). For tests
+	// of the fallback and for measuring; hosts leave it off.
+	DisableDataChannel bool
 
 	// noDeathSignal leaves out the parent-death signal, so tests can check
 	// that Serve's parent check alone ends an orphaned plugin.
@@ -123,6 +129,7 @@ type Client struct {
 	done   <-chan struct{}
 	remote *transportclient.Remote // KindTransport
 	portal *portalclient.Remote    // KindPortal
+	mux    *pluginwire.Mux         // the data channel, when in use
 	stderr *lineRing
 
 	// sum is the executable's SHA-256: checked at launch when pinned,
@@ -176,6 +183,21 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Client, error) {
 	if !cfg.noDeathSignal {
 		cmd.SysProcAttr = sysProcAttr()
 	}
+	// The data channel exists before exec and has no name: only this host
+	// and the plugin hold it, so it needs no TLS.
+	var data net.Conn
+	if !cfg.DisableDataChannel {
+		host, child, err := pluginwire.Socketpair()
+		if err != nil {
+			logger.Debug("no data channel; link data stays on gRPC", "error", err)
+		} else {
+			data = host
+			cmd.ExtraFiles = []*os.File{child}
+			cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d", pluginwire.DataEnv, pluginwire.DataFD))
+			// Once started the child holds its own copy.
+			defer child.Close()
+		}
+	}
 	pc := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  pluginwire.Handshake(),
 		Plugins:          plugin.PluginSet{pluginwire.PluginName: pluginwire.ClientPlugin{}},
@@ -194,7 +216,7 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Client, error) {
 	})
 
 	res := make(chan launched, 1)
-	go func() { res <- dispense(ctx, pc, cfg) }()
+	go func() { res <- dispense(ctx, pc, cfg, data, logger) }()
 	var out launched
 	select {
 	case out = <-res:
@@ -205,6 +227,9 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Client, error) {
 	}
 	if out.err != nil {
 		pc.Kill()
+		if data != nil {
+			data.Close()
+		}
 		if out.wrongKind {
 			return nil, out.err
 		}
@@ -222,7 +247,7 @@ type launched struct {
 
 // dispense completes go-plugin's handshake, says hello and builds the
 // client for the kind the plugin says it is.
-func dispense(ctx context.Context, pc *plugin.Client, cfg LaunchConfig) launched {
+func dispense(ctx context.Context, pc *plugin.Client, cfg LaunchConfig, data net.Conn, logger hclog.Logger) launched {
 	rpc, err := pc.Client()
 	if err != nil {
 		return launched{err: err}
@@ -237,7 +262,11 @@ func dispense(ctx context.Context, pc *plugin.Client, cfg LaunchConfig) launched
 	}
 	hctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
 	defer cancel()
-	hello, err := pluginwire.CallHello(hctx, conn.Conn)
+	offer := pluginwire.HostCapabilities
+	if data != nil {
+		offer = append(slices.Clip(offer), pluginv1.Capability_CAPABILITY_DATA_CHANNEL)
+	}
+	hello, err := pluginwire.CallHello(hctx, conn.Conn, offer)
 	if err != nil {
 		return launched{err: fmt.Errorf("hello: %w", err)}
 	}
@@ -248,8 +277,22 @@ func dispense(ctx context.Context, pc *plugin.Client, cfg LaunchConfig) launched
 	c := &Client{hello: hello, done: conn.Done}
 	switch kind {
 	case KindTransport:
-		c.remote, err = transportclient.New(conn.Conn, conn.Done, hello)
+		var mux *pluginwire.Mux
+		if data != nil && pluginwire.Has(hello.Capabilities, pluginv1.Capability_CAPABILITY_DATA_CHANNEL) {
+			mux = pluginwire.NewMux(data, pluginwire.MuxConfig{
+				MaxFrame: pluginwire.GRPCLimit(int(hello.GetTransport().GetMaxMessageSize())),
+				Logger:   logger,
+			})
+			c.mux = mux
+			go watchData(mux, pc, conn.Done, logger)
+		} else if data != nil {
+			data.Close()
+		}
+		c.remote, err = transportclient.NewWithData(conn.Conn, conn.Done, hello, mux)
 	case KindPortal:
+		if data != nil {
+			data.Close()
+		}
 		c.portal, err = portalclient.New(conn.Conn, hello)
 	default:
 		err = fmt.Errorf("plugin %s is of a kind this host does not know (%s); upgrade Ferry", cfg.Name, kind)
@@ -258,6 +301,35 @@ func dispense(ctx context.Context, pc *plugin.Client, cfg LaunchConfig) launched
 		return launched{err: err}
 	}
 	return launched{c: c}
+}
+
+// watchData ends the plugin when its data channel fails while it runs: a
+// plugin that breaks the protocol (a bad length, an unknown id, data
+// beyond its credit) or stops reading is restarted by its supervisor,
+// never trusted further.
+func watchData(mux *pluginwire.Mux, pc *plugin.Client, done <-chan struct{}, logger hclog.Logger) {
+	select {
+	case <-mux.Failed():
+	case <-done:
+		return
+	}
+	err := mux.Err()
+	if errors.Is(err, pluginwire.ErrChannelClosed) {
+		return // closed by this host
+	}
+	select {
+	case <-done:
+		return // the plugin died first; its supervisor reports that
+	default:
+	}
+	logger.Error("plugin broke its data channel; ending it", "error", err)
+	if p := pc.ReattachConfig(); p != nil && p.Pid > 0 {
+		if proc, perr := os.FindProcess(p.Pid); perr == nil {
+			proc.Kill()
+			return
+		}
+	}
+	pc.Kill()
 }
 
 // checkBinary checks that path is a regular executable file whose SHA-256
@@ -412,6 +484,9 @@ func (c *Client) Stderr() []string { return c.stderr.Lines() }
 func (c *Client) Kill() {
 	if c.remote != nil {
 		c.remote.Close()
+	}
+	if c.mux != nil {
+		defer c.mux.Close()
 	}
 	if c.portal != nil {
 		c.portal.Close()

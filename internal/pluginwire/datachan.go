@@ -167,6 +167,10 @@ func (m *Mux) fail(err error) {
 	}
 }
 
+// Fail ends the channel with err, for a violation its owner found above
+// the framing (a malformed batch inside a DATA frame).
+func (m *Mux) Fail(err error) { m.fail(err) }
+
 // Close ends the channel and waits for its goroutines.
 func (m *Mux) Close() error {
 	m.fail(ErrChannelClosed)

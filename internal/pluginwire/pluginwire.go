@@ -190,10 +190,11 @@ var HostCapabilities = []pluginv1.Capability{
 	pluginv1.Capability_CAPABILITY_PROPERTIES,
 }
 
-// CallHello sends the host's Hello on conn and checks the major version.
-func CallHello(ctx context.Context, conn grpc.ClientConnInterface) (*pluginv1.HelloResponse, error) {
+// CallHello sends the host's Hello, offering caps, on conn and checks the
+// major version.
+func CallHello(ctx context.Context, conn grpc.ClientConnInterface, caps []pluginv1.Capability) (*pluginv1.HelloResponse, error) {
 	resp, err := pluginv1.NewPluginClient(conn).Hello(ctx, &pluginv1.HelloRequest{
-		HostMajor: ProtocolMajor, HostMinor: ProtocolMinor, HostCapabilities: HostCapabilities,
+		HostMajor: ProtocolMajor, HostMinor: ProtocolMinor, HostCapabilities: caps,
 	})
 	if err != nil {
 		return nil, err

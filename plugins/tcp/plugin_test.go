@@ -12,7 +12,19 @@ import (
 // TestConformanceAsPlugin runs the conformance suite against the tcp plugin
 // binary, launched as a subprocess and driven over gRPC as a node does.
 func TestConformanceAsPlugin(t *testing.T) {
+	conformanceAsPlugin(t, false)
+}
+
+// TestConformanceAsPluginOverGRPC runs the suite with the data channel
+// capability disabled: link data moves on gRPC streams, as with a plugin
+// that does not offer the channel.
+func TestConformanceAsPluginOverGRPC(t *testing.T) {
+	conformanceAsPlugin(t, true)
+}
+
+func conformanceAsPlugin(t *testing.T, disableDataChannel bool) {
 	p := plugintest.Build(t, ".")
+	p.DisableDataChannel = disableDataChannel
 	p.Settings = map[string]string{
 		tcptransport.SettingHeartbeatInterval: "200ms",
 		tcptransport.SettingIdleTimeout:       "2s",

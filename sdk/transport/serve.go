@@ -2,6 +2,7 @@ package transport
 
 import (
 	"errors"
+	"net"
 	"os"
 	"time"
 
@@ -24,6 +25,14 @@ type serveConfig struct {
 	logger      hclog.Logger
 	parentCheck time.Duration
 	test        *plugin.ServeTestConfig
+	data        net.Conn
+}
+
+// WithDataChannel serves link data on conn, the plugin's end of a data
+// channel, when serving in-process (WithTestConfig); a plugin process
+// uses the channel its host passed it. A test host holds the other end.
+func WithDataChannel(conn net.Conn) ServeOption {
+	return func(c *serveConfig) { c.data = conn }
 }
 
 // WithLogger sets the logger Serve and the gRPC glue log to. The default
@@ -81,7 +90,9 @@ func Serve(t Transport, opts ...ServeOption) {
 	srv := newServer(t, cfg.logger)
 	if cfg.test == nil {
 		pluginproc.ReserveStdout()
+		cfg.data = pluginwire.InheritedConn()
 	}
+	srv.data = cfg.data
 	if cfg.parentCheck > 0 {
 		go pluginproc.WatchParent(cfg.parentCheck, cfg.logger, func() { srv.close() })
 	}

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -35,6 +37,11 @@ type server struct {
 	closed    bool
 	unclaimed time.Duration // how long a link may wait for its stream
 	hostCaps  []pluginv1.Capability
+
+	// data is the plugin's end of the data channel, if the host passed
+	// one; mux runs on it once both sides agreed at Hello.
+	data net.Conn
+	mux  *pluginwire.Mux
 }
 
 // capabilities are what this SDK offers a host at minor ProtocolMinor.
@@ -75,10 +82,23 @@ func (s *server) Hello(ctx context.Context, req *pluginv1.HelloRequest) (*plugin
 	if req.HostMajor != ProtocolMajor {
 		return nil, status.Errorf(codes.FailedPrecondition, "host speaks protocol %d, plugin speaks %d", req.HostMajor, ProtocolMajor)
 	}
+	offer := capabilities
+	if s.data != nil {
+		offer = append(slices.Clip(offer), pluginv1.Capability_CAPABILITY_DATA_CHANNEL)
+	}
 	s.mu.Lock()
-	s.hostCaps = pluginwire.Intersect(capabilities, req.HostCapabilities)
+	s.hostCaps = pluginwire.Intersect(offer, req.HostCapabilities)
+	if s.data != nil && s.mux == nil && pluginwire.Has(s.hostCaps, pluginv1.Capability_CAPABILITY_DATA_CHANNEL) {
+		s.mux = pluginwire.NewMux(s.data, pluginwire.MuxConfig{
+			MaxFrame: pluginwire.GRPCLimit(s.info.MaxMessageSize),
+			OnOpen:   s.openData,
+			Logger:   s.logger,
+		})
+	}
 	s.mu.Unlock()
-	return helloResponse(s.info), nil
+	resp := helloResponse(s.info)
+	resp.Capabilities = offer
+	return resp, nil
 }
 
 func (s *server) Configure(ctx context.Context, req *pb.ConfigureRequest) (*pb.Empty, error) {
@@ -221,7 +241,11 @@ func (s *server) close() error {
 	s.closed = true
 	ls, links := s.listeners, s.links
 	s.listeners, s.links = map[uint64]Listener{}, map[uint64]*serverLink{}
+	mux := s.mux
 	s.mu.Unlock()
+	if mux != nil {
+		defer mux.Close()
+	}
 	for _, l := range ls {
 		l.Close()
 	}
@@ -373,4 +397,93 @@ func helloResponse(i Info) *pluginv1.HelloResponse {
 // transport's packet size.
 func (s *server) serverOptions() []grpc.ServerOption {
 	return pluginwire.ServerOptions(pluginwire.GRPCLimit(s.info.MaxMessageSize), pluginwire.LinkCodec{})
+}
+
+// openData starts moving link id's data on the data channel, which the
+// host asked for with OPEN. It runs on the channel's reader goroutine and
+// must not block.
+func (s *server) openData(id uint64) {
+	s.mu.Lock()
+	mux := s.mux
+	link := s.links[id]
+	if link != nil && link.streaming {
+		link = nil
+	}
+	if link != nil {
+		link.streaming = true
+	}
+	s.mu.Unlock()
+	ms, err := mux.Open(id)
+	if err != nil {
+		return // the channel is gone, or id is in use: nothing to answer on
+	}
+	if link == nil {
+		ms.Fail(fmt.Errorf("link %d does not exist or already carries data: %w", id, ErrClosed))
+		ms.Close()
+		return
+	}
+	go s.pumpData(id, link, ms)
+}
+
+// pumpData moves one link's data over the data channel, as Link does over
+// a gRPC stream: host → link in one goroutine, link → host in this one,
+// batches in order both ways. The host's CLOSE ends the link.
+func (s *server) pumpData(id uint64, link *serverLink, ms *pluginwire.MuxStream) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	inDone := make(chan struct{})
+	go func() {
+		defer close(inDone)
+		defer link.Close()
+		var packets [][]byte
+		for {
+			payload, err := ms.Read(ctx)
+			if err != nil {
+				return // the host closed the link, or the channel is gone
+			}
+			packets, err = pluginwire.ParseFrame(payload, packets, s.info.MaxMessageSize)
+			if err != nil {
+				ms.Fail(fmt.Errorf("bad frame from the host on link %d: %w", id, err))
+				return
+			}
+			if len(packets) == 0 {
+				continue
+			}
+			if err := link.Send(ctx, packets); err != nil {
+				ms.Fail(fmt.Errorf("send on link %d: %w", id, err))
+				return
+			}
+		}
+	}()
+	for {
+		packets, err := link.Recv(ctx)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				ms.CloseWrite()
+			} else {
+				select {
+				case <-inDone: // the host closed it: not worth a report
+				default:
+					ms.Fail(fmt.Errorf("receive on link %d: %w", id, err))
+				}
+			}
+			break
+		}
+		for len(packets) > 0 {
+			n, body := pluginwire.SplitBatch(packets)
+			batch := packets[:n]
+			if err := ms.WriteFrame(ctx, pluginwire.FrameSize(body), func(b []byte) {
+				pluginwire.AppendFrame(b[:0], batch, body)
+			}); err != nil {
+				link.Close()
+				break
+			}
+			packets = packets[n:]
+		}
+	}
+	<-inDone
+	s.mu.Lock()
+	delete(s.links, id)
+	s.mu.Unlock()
+	ms.Close()
 }

@@ -37,6 +37,10 @@ type Plugin struct {
 	Settings map[string]string
 	// StartTimeout bounds launching and configuring; 0 means 20 seconds.
 	StartTimeout time.Duration
+	// DisableDataChannel keeps link data on gRPC streams (the fallback
+	// for plugins without the data channel capability). Otherwise New
+	// checks that the data channel is in use.
+	DisableDataChannel bool
 
 	mu      sync.Mutex
 	clients map[transport.Transport]*plugins.Client
@@ -72,9 +76,13 @@ func (p *Plugin) New(t *testing.T) transport.Transport {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	c, err := plugins.Launch(ctx, plugins.LaunchConfig{Path: p.Path})
+	c, err := plugins.Launch(ctx, plugins.LaunchConfig{Path: p.Path, Kind: plugins.KindTransport, DisableDataChannel: p.DisableDataChannel})
 	if err != nil {
 		t.Fatalf("launching plugin: %v", err)
+	}
+	if got := c.Remote().DataChannel(); got == p.DisableDataChannel {
+		c.Kill()
+		t.Fatalf("plugin %s: data channel in use = %v, want %v", p.Path, got, !p.DisableDataChannel)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {

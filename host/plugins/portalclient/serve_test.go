@@ -58,7 +58,7 @@ func serveInProcess(t *testing.T) *portalclient.Remote {
 		t.Fatal(err)
 	}
 	conn := raw.(*pluginwire.Conn).Conn
-	hello, err := pluginwire.CallHello(ctx, conn)
+	hello, err := pluginwire.CallHello(ctx, conn, pluginwire.HostCapabilities)
 	if err != nil {
 		t.Fatal(err)
 	}

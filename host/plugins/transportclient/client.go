@@ -42,6 +42,8 @@ type Remote struct {
 	done  <-chan struct{}
 	limit int
 	caps  []pluginv1.Capability
+	// mux is the data channel, when both sides use it; nil: gRPC streams.
+	mux *pluginwire.Mux
 	// closeFlush bounds how long closing a link waits for packets already
 	// accepted by Send to reach the plugin.
 	closeFlush time.Duration
@@ -58,6 +60,12 @@ var _ transport.Transport = (*Remote)(nil)
 // hello (pluginwire.CallHello) as a transport. done, if not nil, is closed
 // when the plugin process ends; errors then say so.
 func New(conn *grpc.ClientConn, done <-chan struct{}, hello *pluginv1.HelloResponse) (*Remote, error) {
+	return NewWithData(conn, done, hello, nil)
+}
+
+// NewWithData is New with link data on mux, the host's end of the data
+// channel both sides agreed to use at hello (nil: gRPC streams).
+func NewWithData(conn *grpc.ClientConn, done <-chan struct{}, hello *pluginv1.HelloResponse, mux *pluginwire.Mux) (*Remote, error) {
 	if hello.GetKind() != pluginv1.Kind_KIND_TRANSPORT || hello.GetTransport() == nil {
 		return nil, fmt.Errorf("hello: plugin %q is a %s plugin, not a transport", hello.GetName(), KindName(hello.GetKind()))
 	}
@@ -78,6 +86,7 @@ func New(conn *grpc.ClientConn, done <-chan struct{}, hello *pluginv1.HelloRespo
 	r.caps = pluginwire.Intersect(pluginwire.HostCapabilities, hello.Capabilities)
 	r.pid = int(hello.Pid)
 	r.limit = pluginwire.GRPCLimit(r.info.MaxMessageSize)
+	r.mux = mux
 	return r, nil
 }
 
@@ -85,7 +94,7 @@ func New(conn *grpc.ClientConn, done <-chan struct{}, hello *pluginv1.HelloRespo
 func Dial(ctx context.Context, conn *grpc.ClientConn, done <-chan struct{}) (*Remote, error) {
 	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	hello, err := pluginwire.CallHello(hctx, conn)
+	hello, err := pluginwire.CallHello(hctx, conn, pluginwire.HostCapabilities)
 	if err != nil {
 		return nil, fromStatus("hello", err)
 	}
@@ -251,6 +260,9 @@ func (r *Remote) openLink(li *pb.LinkInfo) (*remoteLink, error) {
 		full:       make(chan *pluginwire.InFrame, 1),
 		free:       make(chan *pluginwire.InFrame, 3),
 	}
+	if r.mux != nil {
+		return r.openDataLink(l)
+	}
 	for range 3 {
 		l.free <- &pluginwire.InFrame{MaxPacket: r.info.MaxMessageSize}
 	}
@@ -376,8 +388,13 @@ type remoteLink struct {
 	id            uint64
 	local, remote string
 	counts        bool // the plugin's link implements transport.Counters
-	stream        grpc.ClientStream
-	cancel        context.CancelFunc
+	// ms carries the link's data when the data channel is in use; the
+	// gRPC stream fields below are then unused.
+	ms       *pluginwire.MuxStream
+	dataIn   [][]byte // packets of the last frame Recv returned
+	dataOnce sync.Once
+	stream   grpc.ClientStream
+	cancel   context.CancelFunc
 
 	sendMu     sync.Mutex
 	sendq      chan *[]byte
@@ -401,6 +418,9 @@ func (l *remoteLink) LocalAddr() string  { return l.local }
 func (l *remoteLink) RemoteAddr() string { return l.remote }
 
 func (l *remoteLink) Send(ctx context.Context, packets [][]byte) error {
+	if l.ms != nil {
+		return l.sendData(ctx, packets)
+	}
 	max := l.r.info.MaxMessageSize
 	for i, p := range packets {
 		if len(p) > max {
@@ -522,6 +542,9 @@ func isClosed(c <-chan struct{}) bool {
 }
 
 func (l *remoteLink) Recv(ctx context.Context) ([][]byte, error) {
+	if l.ms != nil {
+		return l.recvData(ctx)
+	}
 	l.recvMu.Lock()
 	defer l.recvMu.Unlock()
 	if l.cur != nil {
@@ -559,6 +582,9 @@ func (l *remoteLink) Recv(ctx context.Context) ([][]byte, error) {
 // Close sends what Send already accepted, ends the link in the plugin and
 // waits (bounded) for the plugin to confirm before releasing the stream.
 func (l *remoteLink) Close() error {
+	if l.ms != nil {
+		return l.closeData()
+	}
 	l.once.Do(func() {
 		if l.r.gone() {
 			l.closeErr = fmt.Errorf("link to %s: transport plugin %q has exited: %w", l.remote, l.r.info.Name, transport.ErrUnavailable)
@@ -680,4 +706,131 @@ func exposeListener(l *remoteListener, resp *pb.ListenResponse) transport.Listen
 		return propertiesListener{l, resp.Properties}
 	}
 	return l
+}
+
+// DataChannel reports whether link data moves on the data channel.
+func (r *Remote) DataChannel() bool { return r.mux != nil }
+
+// openDataLink registers l's id on the data channel, then asks the plugin
+// to start moving its data.
+func (r *Remote) openDataLink(l *remoteLink) (*remoteLink, error) {
+	ms, err := r.mux.Open(l.id)
+	if err == nil {
+		err = r.mux.SendOpen(l.id)
+	}
+	if err != nil {
+		if ms != nil {
+			ms.Close()
+		}
+		cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer ccancel()
+		r.c.CloseLink(cctx, &pb.CloseLinkRequest{LinkId: l.id})
+		return nil, r.dataErr(fmt.Sprintf("open link %d to %s", l.id, l.remote), err)
+	}
+	l.ms = ms
+	r.mu.Lock()
+	closed := r.closed
+	if !closed {
+		r.links[l] = struct{}{}
+	}
+	r.mu.Unlock()
+	if closed {
+		l.Close()
+		return nil, fmt.Errorf("open link to %s: %w", l.remote, transport.ErrClosed)
+	}
+	return l, nil
+}
+
+// dataErr explains a data channel failure: the plugin is gone, or it broke
+// the protocol (and is being restarted).
+func (r *Remote) dataErr(what string, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if r.done != nil {
+		t := time.NewTimer(250 * time.Millisecond)
+		select {
+		case <-r.done:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	if r.gone() {
+		return fmt.Errorf("%s: transport plugin %q has exited: %w", what, r.info.Name, transport.ErrUnavailable)
+	}
+	if merr := r.mux.Err(); merr != nil {
+		return fmt.Errorf("%s: %w (%w)", what, merr, transport.ErrUnavailable)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+func (l *remoteLink) sendData(ctx context.Context, packets [][]byte) error {
+	max := l.r.info.MaxMessageSize
+	for i, p := range packets {
+		if len(p) > max {
+			return fmt.Errorf("send to %s: packet %d is %d bytes, over the maximum %d: %w", l.remote, i, len(p), max, transport.ErrTooLarge)
+		}
+	}
+	l.sendMu.Lock()
+	defer l.sendMu.Unlock()
+	for len(packets) > 0 {
+		n, body := pluginwire.SplitBatch(packets)
+		batch := packets[:n]
+		err := l.ms.WriteFrame(ctx, pluginwire.FrameSize(body), func(b []byte) {
+			pluginwire.AppendFrame(b[:0], batch, body)
+		})
+		if err != nil {
+			if l.ms.PeerClosed() {
+				return fmt.Errorf("send to %s: link closed by the remote end: %w", l.remote, transport.ErrClosed)
+			}
+			if errors.Is(err, pluginwire.ErrChannelClosed) && l.r.mux.Err() == nil {
+				return fmt.Errorf("send to %s: %w", l.remote, transport.ErrClosed)
+			}
+			return l.r.dataErr("send to "+l.remote, err)
+		}
+		packets = packets[n:]
+	}
+	return nil
+}
+
+func (l *remoteLink) recvData(ctx context.Context) ([][]byte, error) {
+	l.recvMu.Lock()
+	defer l.recvMu.Unlock()
+	for {
+		payload, err := l.ms.Read(ctx)
+		if err != nil {
+			switch {
+			case errors.Is(err, io.EOF):
+				return nil, io.EOF
+			case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+				return nil, fmt.Errorf("receive from %s: %w", l.remote, err)
+			case errors.Is(err, pluginwire.ErrChannelClosed) && l.r.mux.Err() == nil:
+				return nil, fmt.Errorf("receive from %s: %w", l.remote, transport.ErrClosed)
+			case l.r.mux.Err() != nil:
+				return nil, l.r.dataErr("receive from "+l.remote, err)
+			}
+			// The plugin's link broke; err says why.
+			return nil, fmt.Errorf("receive from %s: %w", l.remote, err)
+		}
+		l.dataIn, err = pluginwire.ParseFrame(payload, l.dataIn, l.r.info.MaxMessageSize)
+		if err != nil {
+			if errors.Is(err, pluginwire.ErrTooLarge) {
+				err = fmt.Errorf("%w: %w", err, transport.ErrTooLarge)
+			}
+			// Untrusted input: the plugin broke the protocol.
+			l.r.mux.Fail(fmt.Errorf("bad frame on link %d: %w (%w)", l.id, err, pluginwire.ErrProtocol))
+			return nil, l.r.dataErr("receive from "+l.remote, err)
+		}
+		if len(l.dataIn) > 0 {
+			return l.dataIn, nil
+		}
+	}
+}
+
+func (l *remoteLink) closeData() error {
+	l.dataOnce.Do(func() {
+		l.ms.Close()
+		l.r.forgetLink(l)
+	})
+	return nil
 }

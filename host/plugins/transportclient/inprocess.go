@@ -3,11 +3,13 @@ package transportclient
 import (
 	"context"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 
+	"github.com/ferryhq/ferry/internal/pluginpb/pluginv1"
 	"github.com/ferryhq/ferry/internal/pluginwire"
 	"github.com/ferryhq/ferry/sdk/transport"
 )
@@ -16,12 +18,35 @@ import (
 // test mode: the same handshake, Hello and gRPC glue a subprocess plugin
 // uses, without a process) and returns the host side. Tests and the
 // conformance suite use it. stop closes the host side, the server and t.
-func ServeInProcess(ctx context.Context, t transport.Transport) (r *Remote, stop func(), err error) {
+//
+// Link data moves on a data channel (a socketpair) unless the
+// GRPCStreams option keeps it on gRPC streams.
+func ServeInProcess(ctx context.Context, t transport.Transport, opts ...InProcessOption) (r *Remote, stop func(), err error) {
+	var o inProcess
+	for _, opt := range opts {
+		opt(&o)
+	}
+	serveOpts := []transport.ServeOption{transport.WithLogger(hclog.NewNullLogger())}
+	var data net.Conn
+	if !o.grpcStreams {
+		host, child, err := pluginwire.Socketpair()
+		if err != nil {
+			return nil, nil, fmt.Errorf("in-process transport: %w", err)
+		}
+		pc, err := net.FileConn(child)
+		child.Close()
+		if err != nil {
+			host.Close()
+			return nil, nil, fmt.Errorf("in-process transport: %w", err)
+		}
+		data = host
+		serveOpts = append(serveOpts, transport.WithDataChannel(pc))
+	}
 	sctx, cancel := context.WithCancel(context.Background())
 	reattach := make(chan *plugin.ReattachConfig, 1)
 	served := make(chan struct{})
-	go transport.Serve(t, transport.WithLogger(hclog.NewNullLogger()),
-		transport.WithTestConfig(&plugin.ServeTestConfig{Context: sctx, ReattachConfigCh: reattach, CloseCh: served}))
+	go transport.Serve(t, append(serveOpts,
+		transport.WithTestConfig(&plugin.ServeTestConfig{Context: sctx, ReattachConfigCh: reattach, CloseCh: served}))...)
 	var rc *plugin.ReattachConfig
 	select {
 	case rc = <-reattach:
@@ -38,9 +63,15 @@ func ServeInProcess(ctx context.Context, t transport.Transport) (r *Remote, stop
 		GRPCDialOptions:  pluginwire.DialOptions(),
 		Logger:           hclog.NewNullLogger(),
 	})
+	var mux *pluginwire.Mux
 	stop = func() {
 		if r != nil {
 			r.Close()
+		}
+		if mux != nil {
+			mux.Close()
+		} else if data != nil {
+			data.Close()
 		}
 		pc.Kill()
 		cancel()
@@ -60,10 +91,33 @@ func ServeInProcess(ctx context.Context, t transport.Transport) (r *Remote, stop
 		return nil, nil, fmt.Errorf("in-process transport: %w", err)
 	}
 	conn := raw.(*pluginwire.Conn)
-	r, err = Dial(ctx, conn.Conn, nil)
+	offer := pluginwire.HostCapabilities
+	if data != nil {
+		offer = append(offer[:len(offer):len(offer)], pluginv1.Capability_CAPABILITY_DATA_CHANNEL)
+	}
+	hctx, hcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer hcancel()
+	hello, err := pluginwire.CallHello(hctx, conn.Conn, offer)
+	if err != nil {
+		stop()
+		return nil, nil, fmt.Errorf("in-process transport: hello: %w", err)
+	}
+	if data != nil && pluginwire.Has(hello.Capabilities, pluginv1.Capability_CAPABILITY_DATA_CHANNEL) {
+		mux = pluginwire.NewMux(data, pluginwire.MuxConfig{MaxFrame: pluginwire.GRPCLimit(int(hello.GetTransport().GetMaxMessageSize()))})
+	}
+	r, err = NewWithData(conn.Conn, nil, hello, mux)
 	if err != nil {
 		stop()
 		return nil, nil, fmt.Errorf("in-process transport: %w", err)
 	}
 	return r, stop, nil
 }
+
+// InProcessOption changes ServeInProcess.
+type InProcessOption func(*inProcess)
+
+type inProcess struct{ grpcStreams bool }
+
+// GRPCStreams keeps link data on gRPC streams, as for a plugin without the
+// data channel capability.
+func GRPCStreams() InProcessOption { return func(o *inProcess) { o.grpcStreams = true } }

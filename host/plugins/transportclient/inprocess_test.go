@@ -143,7 +143,7 @@ func serveMem(t *testing.T, max int) *Remote {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	r, stop, err := ServeInProcess(ctx, &memTransport{max: max, lns: map[string]*memListener{}})
+	r, stop, err := ServeInProcess(ctx, &memTransport{max: max, lns: map[string]*memListener{}}, memOpts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,5 +333,27 @@ func TestCloseUnderBackpressureIsBounded(t *testing.T) {
 	d.Close()
 	if el := time.Since(start); el > 5*time.Second {
 		t.Fatalf("Close took %s", el)
+	}
+}
+
+// memOpts are the ServeInProcess options serveMem uses; the tests run with
+// the data channel (the default) and again over gRPC streams.
+var memOpts []InProcessOption
+
+func TestInProcessOverGRPCStreams(t *testing.T) {
+	memOpts = []InProcessOption{GRPCStreams()}
+	defer func() { memOpts = nil }()
+	t.Run("InfoAndErrors", TestInProcessInfoAndErrors)
+	t.Run("EchoOrderAndSizes", TestInProcessEchoOrderAndSizes)
+	t.Run("RecvContextAndClose", TestInProcessRecvContextAndClose)
+	t.Run("CloseUnderBackpressureIsBounded", TestCloseUnderBackpressureIsBounded)
+	if r := serveMem(t, 10); r.DataChannel() {
+		t.Fatal("GRPCStreams still uses the data channel")
+	}
+}
+
+func TestInProcessUsesTheDataChannel(t *testing.T) {
+	if r := serveMem(t, 10); !r.DataChannel() {
+		t.Fatal("the data channel was not negotiated")
 	}
 }

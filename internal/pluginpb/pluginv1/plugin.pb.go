@@ -91,6 +91,11 @@ const (
 	Capability_CAPABILITY_COUNTERS Capability = 1
 	// Listeners report properties (ListenResponse.properties).
 	Capability_CAPABILITY_PROPERTIES Capability = 2
+	// Link and stream data moves on the private data channel (a socketpair
+	// the host creates before exec; the plugin inherits it as the descriptor
+	// named by FERRY_DATA_FD) instead of gRPC streams. The host offers it
+	// only when it passed a channel.
+	Capability_CAPABILITY_DATA_CHANNEL Capability = 3
 )
 
 // Enum value maps for Capability.
@@ -99,11 +104,13 @@ var (
 		0: "CAPABILITY_UNSPECIFIED",
 		1: "CAPABILITY_COUNTERS",
 		2: "CAPABILITY_PROPERTIES",
+		3: "CAPABILITY_DATA_CHANNEL",
 	}
 	Capability_value = map[string]int32{
-		"CAPABILITY_UNSPECIFIED": 0,
-		"CAPABILITY_COUNTERS":    1,
-		"CAPABILITY_PROPERTIES":  2,
+		"CAPABILITY_UNSPECIFIED":  0,
+		"CAPABILITY_COUNTERS":     1,
+		"CAPABILITY_PROPERTIES":   2,
+		"CAPABILITY_DATA_CHANNEL": 3,
 	}
 )
 
@@ -543,12 +550,13 @@ const file_plugin_proto_rawDesc = "" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eKIND_TRANSPORT\x10\x01\x12\x0f\n" +
-	"\vKIND_PORTAL\x10\x02*\\\n" +
+	"\vKIND_PORTAL\x10\x02*y\n" +
 	"\n" +
 	"Capability\x12\x1a\n" +
 	"\x16CAPABILITY_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13CAPABILITY_COUNTERS\x10\x01\x12\x19\n" +
-	"\x15CAPABILITY_PROPERTIES\x10\x022P\n" +
+	"\x15CAPABILITY_PROPERTIES\x10\x02\x12\x1b\n" +
+	"\x17CAPABILITY_DATA_CHANNEL\x10\x032P\n" +
 	"\x06Plugin\x12F\n" +
 	"\x05Hello\x12\x1d.ferry.plugin.v1.HelloRequest\x1a\x1e.ferry.plugin.v1.HelloResponseB5Z3github.com/ferryhq/ferry/internal/pluginpb/pluginv1b\x06proto3"
 
