@@ -40,6 +40,7 @@ var sections = []section{
 	secureSection,
 	kafkaSection,
 	quicSection,
+	serialSection,
 }
 
 func main() {
