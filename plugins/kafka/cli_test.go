@@ -152,4 +152,18 @@ func TestCLI(t *testing.T) {
 	if strings.TrimSpace(out) != "BACK" {
 		t.Fatalf("message send n2 → n1 printed %q, want BACK", out)
 	}
+	e.ok("node", "delete", "--all")
+
+	// The same two nodes from configs/kafka.hcl with ferry up.
+	file, err := filepath.Abs("../../configs/kafka.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := []string{"--var", "brokers=" + brokers, "--var", "prefix=ferry-up-"}
+	e.ok(append([]string{"up", file}, vars...)...)
+	out = e.ok("message", "send", "hello", "--from", "n1", "--to", "/kafka/ferry-up-n2/service/uppercase")
+	if strings.TrimSpace(out) != "HELLO" {
+		t.Fatalf("message send in configs/kafka.hcl printed %q, want HELLO", out)
+	}
+	e.ok(append([]string{"down", file}, vars...)...)
 }
