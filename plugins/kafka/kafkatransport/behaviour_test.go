@@ -431,33 +431,50 @@ func TestBrokerRestart(t *testing.T) {
 		t.Fatalf("restart kfake on port %d: %v", p, err)
 	}
 	t.Cleanup(c2.Close)
-	var c3 transport.Link
-	waitFor(t, 60*time.Second, "a dial after the broker came back", func() bool {
-		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	// Recovery: a fresh link works end to end again (the clients reconnect
+	// with backoff, so the first attempts may still fail).
+	var tries int
+	waitFor(t, 90*time.Second, "a working link after the broker came back", func() bool {
+		tries++
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		c3, err = cli.Dial(dctx, topic)
-		return err == nil
-	})
-	defer c3.Close()
-	s3, err := ln.Accept(ctx)
-	if err != nil {
-		t.Fatalf("Accept after the broker came back: %v", err)
-	}
-	if err := c3.Send(ctx, [][]byte{[]byte("after")}); err != nil {
-		t.Fatal(err)
-	}
-	for {
-		got := recvPackets(ctx, t, s3, 1)
-		if string(got[0]) == "after" {
-			break
+		c3, err := cli.Dial(actx, topic)
+		if err != nil {
+			t.Logf("attempt %d: dial: %v", tries, err)
+			return false
 		}
-	}
-	if err := s3.Send(ctx, [][]byte{[]byte("reply")}); err != nil {
-		t.Fatal(err)
-	}
-	if got := recvPackets(ctx, t, c3, 1); string(got[0]) != "reply" {
-		t.Fatalf("reply after the broker came back: %q", got[0])
-	}
+		defer c3.Close()
+		s3, err := ln.Accept(actx)
+		if err != nil {
+			t.Logf("attempt %d: accept: %v", tries, err)
+			return false
+		}
+		defer s3.Close()
+		if err := c3.Send(actx, [][]byte{[]byte("after")}); err != nil {
+			t.Logf("attempt %d: send: %v", tries, err)
+			return false
+		}
+		for {
+			b, err := s3.Recv(actx)
+			if err != nil {
+				t.Logf("attempt %d: recv: %v", tries, err)
+				return false
+			}
+			if len(b) > 0 && string(b[len(b)-1]) == "after" {
+				break
+			}
+		}
+		if err := s3.Send(actx, [][]byte{[]byte("reply")}); err != nil {
+			t.Logf("attempt %d: reply: %v", tries, err)
+			return false
+		}
+		b, err := c3.Recv(actx)
+		if err != nil || len(b) != 1 || string(b[0]) != "reply" {
+			t.Logf("attempt %d: reply recv: %q %v", tries, b, err)
+			return false
+		}
+		return true
+	})
 }
 
 // TestCloseGivesEOF: the dialler's clean Close reaches the acceptor as

@@ -322,9 +322,6 @@ func (l *link) Send(ctx context.Context, packets [][]byte) error {
 		l.produceErrors.Add(1)
 		err := fmt.Errorf("kafka transport: no acknowledgement from the brokers for records to topic %s within produce_timeout %s (brokers down or unreachable?)", l.remote, l.cfg.produceTimeout)
 		l.fail(err)
-		// Records still buffered would reach the peer after the link is
-		// gone: give them up.
-		l.cancel()
 		return err
 	case <-ctx.Done():
 		return fmt.Errorf("kafka transport: waiting for the brokers to acknowledge records to topic %s: %w", l.remote, ctx.Err())
@@ -333,7 +330,6 @@ func (l *link) Send(ctx context.Context, packets [][]byte) error {
 	if firstErr != nil {
 		err := fmt.Errorf("kafka transport: producing to topic %s: %w", l.remote, firstErr)
 		l.fail(err)
-		l.cancel()
 		return err
 	}
 	l.recordsOut.Add(uint64(len(packets)))
@@ -386,6 +382,9 @@ func (l *link) fail(err error) {
 		close(l.broken)
 	}
 	l.errMu.Unlock()
+	// A broken link's records still buffered (heartbeats, a Send that gave
+	// up) must not reach the peer later, nor hold up the partition.
+	l.cancel()
 }
 
 func (l *link) failure() error {
