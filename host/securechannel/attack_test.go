@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/ferryhq/ferry/host/node"
 	"github.com/ferryhq/ferry/host/services"
@@ -325,5 +327,54 @@ func TestHandshakeSurvivesLoss(t *testing.T) {
 	lis.mu.Unlock()
 	if nch != 1 {
 		t.Fatalf("the listener runs %d channels", nch)
+	}
+}
+
+// cuttable forwards like a hop until cut, then drops everything.
+type cuttable struct{ cut atomic.Bool }
+
+func (h *cuttable) HandleMessage(c *node.Context, m *routing.Message) error {
+	if h.cut.Load() {
+		return nil
+	}
+	return services.Hop{}.HandleMessage(c, m)
+}
+
+func TestKeepaliveAndIdleClose(t *testing.T) {
+	n := newNode(t, "one")
+	idI, idR := newIdentity(t, "ini"), newIdentity(t, "resp")
+	startService(t, n, "echo", services.Echo{})
+	path := &cuttable{}
+	startService(t, n, "path", path)
+	const every = 40 * time.Millisecond
+	lis, err := Listen(n, "", ListenerConfig{Config: Config{Identity: idR, Keepalive: every}, Allow: []string{"echo"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := Create(tctx(t), n, route(t, "/service/path/service/api"), Config{Identity: idI, Keepalive: every, Retransmit: every})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Idle for many keepalive intervals: both ends stay open because
+	// keepalives flow.
+	eventually(t, "keepalives both ways", func() bool {
+		return ch.Stats().FramesReceived >= 10 && lis.Stats().FramesReceived >= 10
+	})
+	if !ch.Info().Open || len(lis.Channels()) != 1 {
+		t.Fatalf("an idle channel with keepalives closed: %+v", ch.Info())
+	}
+	if got := request(t, n, routing.Route{ch.Address(), routing.Local("echo")}, "still there"); got != "still there" {
+		t.Fatal(got)
+	}
+	// The path goes away for good: both ends notice and close.
+	path.cut.Store(true)
+	eventually(t, "both ends closed", func() bool {
+		lis.mu.Lock()
+		left := len(lis.channels)
+		lis.mu.Unlock()
+		return left == 0 && !ch.Info().Open
+	})
+	if n.WorkerCount() != 4 { // app, echo, path, api
+		t.Fatalf("%d workers left: %+v", n.WorkerCount(), n.Workers())
 	}
 }

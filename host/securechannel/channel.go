@@ -55,6 +55,8 @@ const (
 	DefaultRekeyAfter = 1 << 16
 	// DefaultHandshakeTimeout bounds a handshake, on both sides.
 	DefaultHandshakeTimeout = 10 * time.Second
+	// DefaultKeepalive is Config.Keepalive's default.
+	DefaultKeepalive = 30 * time.Second
 	// DefaultRetransmit is the first handshake retransmission interval.
 	DefaultRetransmit = 500 * time.Millisecond
 	maxRetransmit     = 2 * time.Second
@@ -95,6 +97,12 @@ type Config struct {
 	// unreliable transport may lose it); it doubles up to 2 s. Default
 	// DefaultRetransmit.
 	Retransmit time.Duration
+	// Keepalive: a channel that sent nothing for this long sends an empty
+	// encrypted frame, and one that received nothing valid for three times
+	// this long closes, so a peer that vanished (its node killed, its route
+	// gone for good) does not leave a worker behind. Default
+	// DefaultKeepalive; negative disables both.
+	Keepalive time.Duration
 	// Logger receives the channel's logs. Default: the node's logger.
 	Logger hclog.Logger
 }
@@ -122,6 +130,9 @@ func (c *Config) validate(n *node.Node) error {
 	}
 	if c.Retransmit <= 0 {
 		c.Retransmit = DefaultRetransmit
+	}
+	if c.Keepalive == 0 {
+		c.Keepalive = DefaultKeepalive
 	}
 	if c.Logger == nil {
 		c.Logger = n.Logger().Named("securechannel")
@@ -176,7 +187,10 @@ type channel struct {
 	peerID    string
 	timer     *time.Timer
 
+	sndMu    sync.Mutex // the handler and the keepalive goroutine both send
 	snd      sender
+	lastSent atomic.Int64 // unix nanoseconds
+	lastRecv atomic.Int64
 	rcv      receiver
 	reasm    reassembler
 	nextFrag uint32
@@ -190,6 +204,49 @@ type channel struct {
 	reply       []byte // responder: message 2 as sent, for a repeated hello
 	finish      []byte // initiator: message 3 as sent, for retransmission
 	finished    []byte // responder: the body of message 3 it accepted
+}
+
+// keepalive runs on its own goroutine while the channel is open: it sends
+// an empty frame when the channel has been quiet for Keepalive and closes
+// the channel when nothing valid arrived for three times that.
+func (ch *channel) keepalive() {
+	every := ch.cfg.Keepalive
+	if every < 0 {
+		return
+	}
+	now := time.Now().UnixNano()
+	ch.lastRecv.CompareAndSwap(0, now)
+	ch.lastSent.CompareAndSwap(0, now)
+	t := time.NewTicker(every / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-ch.ctx.Done():
+			return
+		}
+		if ch.state.Load() != stateOpen {
+			return
+		}
+		now := time.Now()
+		if now.Sub(time.Unix(0, ch.lastRecv.Load())) > 3*every {
+			ch.log.Info("secure channel closed: nothing from the peer", "peer", ch.peer(), "for", 3*every)
+			ch.expireIdle()
+			return
+		}
+		if now.Sub(time.Unix(0, ch.lastSent.Load())) >= every {
+			if err := ch.sendData(ch.ctx, []byte{kindKeepalive}); err != nil {
+				ch.log.Debug("keepalive not sent", "error", err)
+			}
+		}
+	}
+}
+
+// expireIdle stops the channel's worker from the keepalive goroutine.
+func (ch *channel) expireIdle() {
+	ctx, cancel := context.WithTimeout(ch.n.Context(), 5*time.Second)
+	defer cancel()
+	_ = ch.n.StopWorker(ctx, ch.local.Value)
 }
 
 // retransmit runs on its own goroutine while an initiator's handshake is
@@ -213,6 +270,9 @@ func (ch *channel) retransmit(hello []byte, to routing.Route) {
 			err = ch.ctx.SendMessage(ch.ctx, &routing.Message{Onward: to, Return: ch.self, Payload: hello})
 		case stateAwaitReady:
 			err = ch.sendFrame(ch.ctx, ch.finish)
+		case stateOpen:
+			ch.keepalive()
+			return
 		default:
 			return
 		}
@@ -353,12 +413,16 @@ func (ch *channel) outgoing(c *node.Context, m *routing.Message) error {
 
 // sendData seals plaintext into a data frame and sends it to the peer.
 func (ch *channel) sendData(ctx context.Context, plaintext []byte) error {
+	ch.sndMu.Lock()
 	before := ch.snd.rekeys
 	frame, err := ch.snd.seal(make([]byte, 0, dataHeaderLen+len(plaintext)+tagLen), plaintext)
+	after := ch.snd.rekeys
+	ch.sndMu.Unlock()
+	ch.lastSent.Store(time.Now().UnixNano())
 	if err != nil {
 		return fmt.Errorf("send through %s: %w", ch.local, err)
 	}
-	if d := ch.snd.rekeys - before; d > 0 {
+	if d := after - before; d > 0 {
 		ch.add(cRekeys, d)
 	}
 	return ch.sendFrame(ctx, frame)
@@ -541,6 +605,7 @@ func (ch *channel) readFinish(c *node.Context, f frame) {
 	ch.finished = append([]byte(nil), f.body...)
 	ch.state.Store(stateOpen)
 	ch.handshakeDone(nil)
+	go ch.keepalive()
 	if err := ch.sendData(c, []byte{kindReady}); err != nil {
 		ch.log.Debug("could not confirm the channel to the initiator", "error", err)
 	}
@@ -563,6 +628,7 @@ func (ch *channel) readData(c *node.Context, header []byte, f frame) {
 		return
 	}
 	ch.scratch = pt
+	ch.lastRecv.Store(time.Now().UnixNano())
 	if d := ch.rcv.rekeys - before; d > 0 {
 		ch.add(cRekeys, d)
 	}
@@ -593,6 +659,7 @@ func (ch *channel) readData(c *node.Context, header []byte, f frame) {
 			ch.handshakeDone(nil)
 			ch.log.Debug("secure channel open", "peer", ch.peer(), "route", ch.peerRoute.String())
 		}
+	case kindKeepalive:
 	case kindClose:
 		ch.state.Store(stateClosed)
 		ch.log.Debug("the peer closed the secure channel")
@@ -699,7 +766,9 @@ func (ch *channel) Shutdown(c *node.Context) error {
 	}
 	if was == stateOpen {
 		ctx, cancel := context.WithTimeout(ch.n.Context(), time.Second)
+		ch.sndMu.Lock()
 		frame, err := ch.snd.seal(nil, []byte{kindClose})
+		ch.sndMu.Unlock()
 		if err == nil {
 			_ = ch.n.Deliver(ctx, &routing.Message{Onward: ch.peerRoute, Return: ch.self, Payload: frame})
 		}

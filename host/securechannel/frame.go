@@ -27,6 +27,7 @@ import (
 //	           encoded routing message too large for one frame
 //	kindReady: the responder accepted the initiator (no body)
 //	kindClose: the peer closed the channel (no body)
+//	kindKeepalive: nothing; proves the peer is still there (no body)
 const (
 	wireVersion byte = 1
 
@@ -36,10 +37,11 @@ const (
 	typeData   byte = 4
 	typeRefuse byte = 5
 
-	kindWhole    byte = 0
-	kindFragment byte = 1
-	kindReady    byte = 2
-	kindClose    byte = 3
+	kindWhole     byte = 0
+	kindFragment  byte = 1
+	kindReady     byte = 2
+	kindClose     byte = 3
+	kindKeepalive byte = 4
 )
 
 const (
