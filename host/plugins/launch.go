@@ -114,6 +114,9 @@ type LaunchConfig struct {
 	// private data channel (a socketpair the plugin inherits). For tests
 	// of the fallback and for measuring; hosts leave it off.
 	DisableDataChannel bool
+	// DataStallTimeout ends the plugin when a write to its data channel
+	// stays blocked this long (it stopped reading); default 15s.
+	DataStallTimeout time.Duration
 
 	// noDeathSignal leaves out the parent-death signal, so tests can check
 	// that Serve's parent check alone ends an orphaned plugin.
@@ -280,8 +283,10 @@ func dispense(ctx context.Context, pc *plugin.Client, cfg LaunchConfig, data net
 		var mux *pluginwire.Mux
 		if data != nil && pluginwire.Has(hello.Capabilities, pluginv1.Capability_CAPABILITY_DATA_CHANNEL) {
 			mux = pluginwire.NewMux(data, pluginwire.MuxConfig{
-				MaxFrame: pluginwire.GRPCLimit(int(hello.GetTransport().GetMaxMessageSize())),
-				Logger:   logger,
+				MaxFrame:     pluginwire.GRPCLimit(int(hello.GetTransport().GetMaxMessageSize())),
+				StallTimeout: cfg.DataStallTimeout,
+				Keepalive:    true,
+				Logger:       logger,
 			})
 			c.mux = mux
 			go watchData(mux, pc, conn.Done, logger)

@@ -48,6 +48,9 @@ type Config struct {
 	// StableAfter is how long a plugin must run for a crash to count as a
 	// new series rather than one more in a row (default 30s).
 	StableAfter time.Duration
+	// DataStallTimeout ends (and so restarts) a plugin whose data channel
+	// accepts no bytes for this long (default 15s; LaunchConfig).
+	DataStallTimeout time.Duration
 }
 
 // validate fills in defaults and checks the pins.
@@ -229,6 +232,8 @@ func (m *Manager) launchConfig(kind Kind, name, path string) LaunchConfig {
 		Logger:       m.cfg.Logger,
 		SHA256:       m.cfg.Pins[name],
 		StartTimeout: m.cfg.StartTimeout,
+
+		DataStallTimeout: m.cfg.DataStallTimeout,
 	}
 }
 

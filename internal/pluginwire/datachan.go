@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -49,6 +50,8 @@ const (
 	frameError  = 4 // payload: why the sender's side broke
 	frameClose  = 5 // the sender forgets id; it sends nothing more on it
 	frameOpen   = 6 // host → plugin: start moving id's data
+	framePing   = 7 // answer with PONG (id 0)
+	framePong   = 8
 )
 
 // headerSize is the size of a frame header.
@@ -76,6 +79,12 @@ type MuxConfig struct {
 	// StallTimeout fails the channel when one write to the peer stays
 	// blocked this long: the peer stopped reading (default 15s).
 	StallTimeout time.Duration
+	// Keepalive, on the host side, sends PING when the peer has been
+	// quiet for a quarter of StallTimeout and fails the channel when it
+	// stays silent for StallTimeout: a plugin that stopped reading (or
+	// runs no more) cannot answer, while a link that is merely slow keeps
+	// its credit-based backpressure for as long as it likes.
+	Keepalive bool
 	// OnOpen, on the plugin side, is called (from the reader goroutine; it
 	// must not block) when the host opens id.
 	OnOpen func(id uint64)
@@ -115,6 +124,8 @@ type Mux struct {
 	wake    chan struct{}
 	done    chan struct{} // writer and reader ended
 	wg      sync.WaitGroup
+
+	lastRecv atomic.Int64 // unix nanoseconds of the last frame read
 }
 
 // NewMux starts multiplexing on conn. Close (or a failure) ends it.
@@ -128,9 +139,14 @@ func NewMux(conn net.Conn, cfg MuxConfig) *Mux {
 		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 	}
+	m.lastRecv.Store(time.Now().UnixNano())
 	m.wg.Add(2)
 	go m.reader()
 	go m.writer()
+	if cfg.Keepalive {
+		m.wg.Add(1)
+		go m.keepalive()
+	}
 	go func() { m.wg.Wait(); close(m.done) }()
 	return m
 }
@@ -164,6 +180,30 @@ func (m *Mux) fail(err error) {
 	m.conn.Close()
 	for _, s := range ss {
 		s.wakeAll()
+	}
+}
+
+// keepalive pings a quiet peer and fails the channel when it stays silent
+// for StallTimeout.
+func (m *Mux) keepalive() {
+	defer m.wg.Done()
+	every := max(m.cfg.StallTimeout/4, time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-m.failed:
+			return
+		}
+		quiet := time.Since(time.Unix(0, m.lastRecv.Load()))
+		if quiet > m.cfg.StallTimeout {
+			m.fail(fmt.Errorf("the peer has not answered on its data channel for %s: %w", quiet.Round(time.Millisecond), ErrProtocol))
+			return
+		}
+		if quiet >= every {
+			m.enqueue(framePing, 0, nil)
+		}
 	}
 }
 
@@ -288,6 +328,7 @@ func (m *Mux) reader() {
 			m.fail(err)
 			return
 		}
+		m.lastRecv.Store(time.Now().UnixNano())
 		typ, id, n := hdr[0], binary.BigEndian.Uint64(hdr[1:9]), binary.BigEndian.Uint32(hdr[9:13])
 		if err := m.dispatch(r, typ, id, n); err != nil {
 			m.fail(err)
@@ -308,13 +349,19 @@ func (m *Mux) dispatch(r *bufio.Reader, typ byte, id uint64, n uint32) error {
 		limit = 4
 	case frameError:
 		limit = maxErrorText
-	case frameEOF, frameClose, frameOpen:
+	case frameEOF, frameClose, frameOpen, framePing, framePong:
 		limit = 0
 	default:
 		return fmt.Errorf("unknown frame type %d: %w", typ, ErrProtocol)
 	}
 	if n > limit {
 		return fmt.Errorf("frame type %d for id %d claims %d bytes, over the limit %d: %w", typ, id, n, limit, ErrProtocol)
+	}
+	switch typ {
+	case framePing:
+		return m.enqueue(framePong, 0, nil)
+	case framePong:
+		return nil
 	}
 	if typ == frameOpen {
 		if m.cfg.OnOpen == nil {

@@ -285,6 +285,7 @@ func FuzzMuxInput(f *testing.F) {
 	f.Add(frame(frameError, 1, 2, []byte("no")))
 	f.Add(frame(frameData, 1, 0xffffffff, nil))
 	f.Add(append(frame(frameEOF, 1, 0, nil), frame(frameClose, 1, 0, nil)...))
+	f.Add(frame(framePing, 0, 0, nil))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, in []byte) {
 		hc, pc := net.Pipe()
@@ -308,4 +309,19 @@ func FuzzMuxInput(f *testing.F) {
 		}
 		m.Close()
 	})
+}
+
+// With Keepalive, a silent peer fails the channel after StallTimeout; an
+// idle but live peer (a Mux answering PING) does not.
+func TestMuxKeepalive(t *testing.T) {
+	m, _, _ := rawHost(t, MuxConfig{Keepalive: true, StallTimeout: 200 * time.Millisecond})
+	if err := waitFailed(t, m); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("silent peer: %v", err)
+	}
+	_, _, hm, _ := muxPair(t, MuxConfig{Keepalive: true, StallTimeout: 200 * time.Millisecond})
+	select {
+	case <-hm.Failed():
+		t.Fatalf("a live idle peer failed the channel: %v", hm.Err())
+	case <-time.After(time.Second):
+	}
 }

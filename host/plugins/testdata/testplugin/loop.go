@@ -78,6 +78,13 @@ func (t *loop) Dial(ctx context.Context, address string) (transport.Link, error)
 		return e, nil
 	case "panic":
 		panic("testplugin: asked to crash by dialling \"panic\"")
+	case "evil:garbage", "evil:4gib", "evil:unknown-id":
+		if err := writeEvil(address); err != nil {
+			return nil, err
+		}
+		e := newEnd(t.max, "echo", "echo")
+		e.peer = e
+		return e, nil
 	}
 	t.mu.Lock()
 	l := t.listeners[address]

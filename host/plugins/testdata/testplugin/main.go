@@ -6,6 +6,9 @@
 //	silent   never completes the handshake
 //	anything else serves normally
 //
+// Dialling "evil:garbage", "evil:4gib" or "evil:unknown-id" writes that
+// onto the plugin's data channel, as a broken or hostile plugin might.
+//
 // With FERRY_UNIX_ECHO=path it instead serves a plain Unix-socket echo of
 // length-prefixed batches (the benchmark's baseline), and exits when its
 // parent does.
@@ -47,6 +50,7 @@ func main() {
 			defer pprof.StopCPUProfile()
 		}
 	}
+	keepDataChannel()
 	log := transport.NewPluginLogger(name)
 	transport.Serve(newLoop(name, log), transport.WithLogger(log))
 }
