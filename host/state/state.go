@@ -382,6 +382,56 @@ func (h *Home) Remove(name string) error {
 	return nil
 }
 
+// LogOnly lists the names whose state is gone but whose log was kept
+// (RemoveKeepLog), sorted.
+func (h *Home) LogOnly() []string {
+	ents, _ := os.ReadDir(filepath.Join(h.Dir, "nodes"))
+	var out []string
+	for _, e := range ents {
+		if e.IsDir() && ValidName(e.Name()) == nil && !h.Exists(e.Name()) && h.HasLog(e.Name()) {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// HasLog reports whether node name has a log file, also one RemoveKeepLog
+// kept.
+func (h *Home) HasLog(name string) bool {
+	if ValidName(name) != nil {
+		return false
+	}
+	_, err := os.Stat(h.LogPath(name))
+	return err == nil
+}
+
+// RemoveKeepLog deletes node name's state but keeps its log files
+// (node.log and its rotated part), so `ferry node logs` still shows why a
+// node of a topology that went down did what it did. Names no longer lists
+// the node; creating it again appends to the same log; Remove deletes it.
+func (h *Home) RemoveKeepLog(name string) error {
+	if err := ValidName(name); err != nil {
+		return err
+	}
+	if err := os.Remove(h.ConfigPath(name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("delete node %q: %w", name, err)
+	}
+	ents, err := os.ReadDir(h.NodeDir(name))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("delete node %q: %w", name, err)
+	}
+	log := filepath.Base(h.LogPath(name))
+	for _, e := range ents {
+		if e.Name() == log || e.Name() == log+".1" {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(h.NodeDir(name), e.Name())); err != nil {
+			return fmt.Errorf("delete node %q: %w", name, err)
+		}
+	}
+	return nil
+}
+
 // WritePid records the running process of node name. The pid file is a
 // hint (liveness is measured), so it is renamed into place but not fsynced:
 // a sync here costs a node tens of milliseconds to start on a busy disk.

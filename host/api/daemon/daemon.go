@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,6 +33,13 @@ var DefaultServices = []string{services.EchoAddress, services.UppercaseAddress}
 // NetworkAllow are the local addresses network input may reach on the
 // node's listeners and connections: the services meant for remote callers.
 var NetworkAllow = []string{services.EchoAddress, services.UppercaseAddress, services.HopAddress, "relay", securechannel.DefaultListenerAddress}
+
+// serviceTypes are the types service start takes, sorted.
+func serviceTypes() []string {
+	out := slices.Clone(serviceKinds)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
 
 // serviceKinds are the worker kinds listed as services.
 var serviceKinds = append(services.Names(), "relay", "secure-channel-listener")
@@ -321,7 +329,7 @@ func (r *runtime) Workers(context.Context) ([]api.Worker, error) {
 }
 
 func (r *runtime) Services(context.Context) ([]api.Service, error) {
-	var out []api.Service
+	out := []api.Service{}
 	for _, w := range r.n.Workers() {
 		if slices.Contains(serviceKinds, w.Kind) {
 			out = append(out, api.Service{Type: w.Kind, Address: addrText(w.Addresses[0])})
@@ -348,7 +356,7 @@ func (r *runtime) StartService(_ context.Context, req api.StartServiceRequest) (
 		return api.Service{Type: "relay", Address: r.relay.svc.Address().String()}, nil
 	}
 	if _, err := services.New(req.Type); err != nil {
-		return api.Service{}, api.BadRequest(err)
+		return api.Service{}, api.BadRequest(fmt.Errorf("unknown service type %q; the types are: %s", req.Type, strings.Join(serviceTypes(), ", ")))
 	}
 	addr := req.Address
 	if addr != "" && addr[0] == '/' {

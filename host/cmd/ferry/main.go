@@ -36,7 +36,13 @@ func main() {
 	err := a.root().ExecuteContext(ctx)
 	stop()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "ferry: %v\n", err)
+		if a.json() {
+			// Scripts asked for JSON: the error is JSON too, on stderr.
+			b, _ := json.Marshal(api.Error{Error: err.Error()})
+			fmt.Fprintf(os.Stderr, "%s\n", b)
+		} else {
+			fmt.Fprintf(os.Stderr, "ferry: %v\n", err)
+		}
 		os.Exit(1)
 	}
 }
@@ -45,7 +51,7 @@ func (a *app) root() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "ferry",
 		Short:         "Run Ferry nodes and route messages between them",
-		Version:       version,
+		Version:       readBuildInfo().Version,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {

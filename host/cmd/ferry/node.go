@@ -112,7 +112,7 @@ func isNodeProcess(pid int, name string) bool {
 func (a *app) newNodeCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "node", Short: "Create, list, stop, start and delete nodes"}
 	cmd.AddCommand(a.newNodeCreateCmd(), a.newNodeListCmd(), a.newNodeShowCmd(), a.newNodeStopCmd(),
-		a.newNodeStartCmd(), a.newNodeDeleteCmd(), a.newNodeRunCmd())
+		a.newNodeStartCmd(), a.newNodeDeleteCmd(), a.newNodeLogsCmd(), a.newNodeRunCmd())
 	return cmd
 }
 
@@ -552,8 +552,11 @@ func (a *app) newNodeStopCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.printResult(map[string]any{"name": args[0], "status": statusDown, "was_running": was},
-				"Stopped node %s\n", args[0])
+			format := "Stopped node %s\n"
+			if !was {
+				format = "Node %s is not running; nothing to stop\n"
+			}
+			return a.printResult(map[string]any{"name": args[0], "status": statusDown, "was_running": was}, format, args[0])
 		},
 	}
 }
@@ -685,9 +688,10 @@ func (a *app) newNodeDeleteCmd() *cobra.Command {
 				if names, err = h.Names(); err != nil {
 					return err
 				}
+				names = append(names, h.LogOnly()...)
 			} else {
 				for _, n := range names {
-					if _, _, err := a.loadNode(n); err != nil {
+					if _, _, err := a.loadNode(n); err != nil && !h.HasLog(n) {
 						return err
 					}
 				}
@@ -695,7 +699,7 @@ func (a *app) newNodeDeleteCmd() *cobra.Command {
 			var errs []error
 			deleted := []string{}
 			for _, n := range names {
-				if err := deleteNode(cmd.Context(), h, n); err != nil {
+				if err := deleteNode(cmd.Context(), h, n, false); err != nil {
 					errs = append(errs, err)
 					continue
 				}
@@ -715,17 +719,27 @@ func (a *app) newNodeDeleteCmd() *cobra.Command {
 	return cmd
 }
 
-func deleteNode(ctx context.Context, h *state.Home, name string) error {
+// deleteNode stops node name and removes its state; keepLog keeps its log
+// (ferry down), node delete removes everything.
+func deleteNode(ctx context.Context, h *state.Home, name string, keepLog bool) error {
 	l, err := h.Lock(name, lockTimeout)
 	if err != nil {
 		return err
 	}
 	defer l.Unlock()
 	if !h.Exists(name) {
-		return nil // deleted by a concurrent command
+		if !keepLog {
+			// Deleted by a concurrent command, or gone down with only
+			// its log kept: the log goes now.
+			return h.Remove(name)
+		}
+		return nil
 	}
 	if _, err := stopNode(ctx, h, name); err != nil {
 		return fmt.Errorf("delete node %s: %w", name, err)
+	}
+	if keepLog {
+		return h.RemoveKeepLog(name)
 	}
 	return h.Remove(name)
 }

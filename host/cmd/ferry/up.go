@@ -229,7 +229,7 @@ func (a *app) newDownCmd() *cobra.Command {
 	var vars []string
 	cmd := &cobra.Command{
 		Use:   "down FILE",
-		Short: "Stop and delete the nodes a topology file started",
+		Short: "Stop and delete the nodes a topology file started (their logs stay until node delete)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			path, err := filepath.Abs(args[0])
@@ -269,7 +269,7 @@ func (a *app) newDownCmd() *cobra.Command {
 					fmt.Fprintf(a.stderr, "ferry: leaving node %s alone: it was not started from %s\n", name, args[0])
 					continue
 				}
-				if err := deleteNode(cmd.Context(), h, name); err != nil {
+				if err := deleteNode(cmd.Context(), h, name, true); err != nil {
 					errs = append(errs, err)
 					continue
 				}
