@@ -53,6 +53,13 @@ type Status struct {
 	// Transports are the transport plugins bound to the node (started), by
 	// plugin name; a /node/NAME hop prefers a listener of one of these.
 	Transports []string `json:"transports"`
+	// State is UP, or DEGRADED while a plugin the node started is not
+	// running (crashed and restarting, or failing to restart); Reason says
+	// which and why.
+	State  string `json:"state"`
+	Reason string `json:"reason,omitempty"`
+	// Plugins are the supervised plugins the node started.
+	Plugins []PluginState `json:"plugins"`
 	// Relays, Inlets and Outlets are filled by nodes that run them.
 	Relays  *Relays  `json:"relays,omitempty"`
 	Inlets  []Portal `json:"inlets,omitempty"`
@@ -161,6 +168,24 @@ type Connection struct {
 	Up          bool     `json:"up"`
 	// Accepted is true for links a listener accepted (not dialled here).
 	Accepted bool `json:"accepted"`
+}
+
+// Node states, the same words in every command and in JSON.
+const (
+	StateUp       = "UP"
+	StateDown     = "DOWN"
+	StateDegraded = "DEGRADED"
+)
+
+// PluginState is a supervised plugin's state on a node.
+type PluginState struct {
+	Kind      string    `json:"kind"`
+	Name      string    `json:"name"`
+	State     string    `json:"state"` // starting, running, restarting, degraded, stopped
+	Pid       int       `json:"pid,omitempty"`
+	Restarts  int       `json:"restarts"`
+	LastError string    `json:"last_error,omitempty"`
+	Since     time.Time `json:"since"`
 }
 
 // Plugin describes a plugin binary the node's plugin manager knows.

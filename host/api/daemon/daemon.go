@@ -18,6 +18,7 @@ import (
 
 	"github.com/ferryhq/ferry/host/api"
 	"github.com/ferryhq/ferry/host/node"
+	"github.com/ferryhq/ferry/host/plugins"
 	"github.com/ferryhq/ferry/host/relays"
 	"github.com/ferryhq/ferry/host/securechannel"
 	"github.com/ferryhq/ferry/host/services"
@@ -306,11 +307,42 @@ func (r *runtime) Status(ctx context.Context) (api.Status, error) {
 	st.Workers, _ = r.Workers(ctx)
 	st.Services, _ = r.Services(ctx)
 	st.Transports = r.links.plugins()
+	st.State, st.Plugins = api.StateUp, r.pluginStates()
+	for _, p := range st.Plugins {
+		if p.State != string(plugins.StateRunning) && p.State != string(plugins.StateStarting) && p.State != string(plugins.StateStopped) {
+			st.State = api.StateDegraded
+			reason := fmt.Sprintf("%s plugin %s is %s", p.Kind, p.Name, p.State)
+			if p.LastError != "" {
+				reason += ": " + p.LastError
+			}
+			st.Reason = strings.TrimPrefix(st.Reason+"; "+reason, "; ")
+		}
+	}
 	rl, _ := r.Relays(ctx)
 	st.Relays = &rl
 	st.Inlets, _ = r.Inlets(ctx)
 	st.Outlets, _ = r.Outlets(ctx)
 	return st, nil
+}
+
+// PluginStatuses is implemented by a Transports whose plugins are
+// supervised (the ferry command's): status output shows a node DEGRADED
+// while one of them is not running.
+type PluginStatuses interface {
+	PluginStatuses() []plugins.Status
+}
+
+func (r *runtime) pluginStates() []api.PluginState {
+	out := []api.PluginState{}
+	ps, ok := r.tr.(PluginStatuses)
+	if !ok {
+		return out
+	}
+	for _, s := range ps.PluginStatuses() {
+		out = append(out, api.PluginState{Kind: string(s.Kind), Name: s.Name, State: string(s.State), Pid: s.Pid,
+			Restarts: s.Restarts, LastError: s.LastError, Since: s.Since})
+	}
+	return out
 }
 
 func addrText(a string) string { return routing.Local(a).String() }

@@ -7,7 +7,9 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 type listenerJSON struct {
@@ -252,5 +254,46 @@ func TestCommandChangesToTopologyNodeLast(t *testing.T) {
 	// /node/n3 finds the restarted node (its tcp port changed: port 0).
 	if got := strings.TrimSpace(e.ok("message", "send", "x", "--from", "c1", "--to", "/node/n3/service/echo")); got != "x" {
 		t.Errorf("send to the restarted n3: %q", got)
+	}
+}
+
+// A node whose transport plugin died and cannot be restarted says DEGRADED
+// with the reason in node list, node show and JSON, instead of UP.
+func TestDegradedWhilePluginDown(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	b, err := os.ReadFile(filepath.Join(pluginDir, "tcp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tcp"), b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e.ok("node", "create", "d1", "--plugin-dir", dir)
+	pid := e.nodes()["d1"].Pid
+	kids := childPids(pid, "tcp")
+	if len(kids) != 1 {
+		t.Fatalf("tcp plugin processes of d1: %v", kids)
+	}
+	// The plugin cannot come back: its binary is now broken.
+	if err := os.WriteFile(filepath.Join(dir, "tcp.new"), []byte("#!/bin/sh\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "tcp.new"), filepath.Join(dir, "tcp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(kids[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "node list says DEGRADED", func() bool {
+		return e.nodes()["d1"].Status == "DEGRADED"
+	})
+	out := e.ok("node", "list")
+	if !regexp.MustCompile(`(?m)^d1\s+DEGRADED\s+\d+\s+.*plugin tcp is`).MatchString(out) {
+		t.Errorf("node list:\n%s", out)
+	}
+	out = e.ok("node", "show", "d1")
+	if !regexp.MustCompile(`Status:\s+DEGRADED`).MatchString(out) || !strings.Contains(out, "plugin tcp is") {
+		t.Errorf("node show:\n%s", out)
 	}
 }

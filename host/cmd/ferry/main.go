@@ -86,7 +86,9 @@ func (a *app) root() *cobra.Command {
 		a.newDownCmd(),
 		newValidateCmd(),
 		a.newKafkaCmd(),
+		a.newVersionCmd(),
 	)
+	rejectUnknownSubcommands(root)
 	return root
 }
 

@@ -23,8 +23,9 @@ import (
 
 // Node status as measured.
 const (
-	statusUp   = "UP"
-	statusDown = "DOWN"
+	statusUp       = api.StateUp
+	statusDown     = api.StateDown
+	statusDegraded = api.StateDegraded
 )
 
 // lockTimeout bounds how long a command waits for another one on the same
@@ -56,8 +57,21 @@ type nodeView struct {
 	Log         string           `json:"log"`
 	Config      string           `json:"config"`
 	Socket      string           `json:"socket"`
-	// Note explains a DOWN status when there is more to say.
+	// Note explains a DOWN or DEGRADED status when there is more to say.
 	Note string `json:"note,omitempty"`
+	// Plugins are the supervised plugins a running node started.
+	Plugins []api.PluginState `json:"plugins,omitempty"`
+}
+
+// running reports whether the node's process serves (UP or DEGRADED).
+func (v nodeView) running() bool { return v.Status == statusUp || v.Status == statusDegraded }
+
+// nodeState is the status word of a node that answered.
+func nodeState(st api.Status) string {
+	if st.State == "" {
+		return statusUp
+	}
+	return st.State
 }
 
 // listener is the node's own listener as TRANSPORT:ADDRESS, "-" if none.
@@ -81,7 +95,7 @@ func measure(ctx context.Context, h *state.Home, name string) nodeView {
 	defer c.Close()
 	st, err := probe(ctx, c)
 	if err == nil && state.ProcessAlive(st.Pid) {
-		v.Status, v.Pid = statusUp, st.Pid
+		v.Status, v.Pid, v.Note, v.Plugins = nodeState(st), st.Pid, st.Reason, st.Plugins
 		v.Listeners, v.Connections, v.Workers, v.Services = st.Listeners, st.Connections, st.Workers, st.Services
 		v.Relays, v.Inlets, v.Outlets = st.Relays, st.Inlets, st.Outlets
 		return v
@@ -297,7 +311,7 @@ func absPath(p string) (string, error) {
 }
 
 func nodeFromStatus(h *state.Home, st api.Status) nodeView {
-	return nodeView{Name: st.Name, Status: statusUp, Pid: st.Pid, Listeners: st.Listeners, Connections: st.Connections,
+	return nodeView{Name: st.Name, Status: nodeState(st), Note: st.Reason, Plugins: st.Plugins, Pid: st.Pid, Listeners: st.Listeners, Connections: st.Connections,
 		Workers: st.Workers, Services: st.Services, Relays: st.Relays, Inlets: st.Inlets, Outlets: st.Outlets, Log: h.LogPath(st.Name), Config: h.ConfigPath(st.Name), Socket: h.SocketPath(st.Name)}
 }
 
@@ -402,7 +416,7 @@ func (a *app) printNode(v nodeView, detail bool) error {
 	if v.Pid != 0 {
 		fmt.Fprintf(w, "Pid:\t%d\n", v.Pid)
 	}
-	if v.Status == statusUp {
+	if v.running() {
 		fmt.Fprintf(w, "Listener:\t%s\n", v.listener())
 	}
 	if v.Note != "" {
@@ -413,7 +427,7 @@ func (a *app) printNode(v nodeView, detail bool) error {
 		fmt.Fprintf(w, "Socket:\t%s\n", v.Socket)
 	}
 	w.Flush()
-	if !detail || v.Status != statusUp {
+	if !detail || !v.running() {
 		return nil
 	}
 	a.printf("Listeners:\n")
@@ -508,8 +522,12 @@ func (a *app) newNodeListCmd() *cobra.Command {
 			fmt.Fprintln(w, "NAME\tSTATUS\tPID\tLISTENER")
 			for _, v := range views {
 				pid, l := "-", "-"
-				if v.Status == statusUp {
+				if v.running() {
 					pid, l = fmt.Sprint(v.Pid), v.listener()
+				}
+				if v.Note != "" {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", v.Name, v.Status, pid, l, v.Note)
+					continue
 				}
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", v.Name, v.Status, pid, l)
 			}
@@ -640,7 +658,7 @@ func (a *app) newNodeStartCmd() *cobra.Command {
 				return err
 			}
 			defer l.Unlock()
-			if v := measure(cmd.Context(), h, name); v.Status == statusUp {
+			if v := measure(cmd.Context(), h, name); v.running() {
 				return a.printNode(v, false)
 			} else if v.Note != "" {
 				return fmt.Errorf("node %s: %s; stop it first with ferry node stop %s", name, v.Note, name)

@@ -210,7 +210,7 @@ func (a *app) upNode(ctx context.Context, h *state.Home, name, file string, vars
 	case cfg.ConfigFile != file:
 		return nodeView{}, fmt.Errorf("node %q already exists and was not created from %s; delete it (ferry node delete %s) or rename the node in the file", name, file, name)
 	default:
-		if v := measure(ctx, h, name); v.Status == statusUp {
+		if v := measure(ctx, h, name); v.running() {
 			return v, nil
 		}
 		cfg.Vars = vars
