@@ -116,7 +116,7 @@ func TestControlAPI(t *testing.T) {
 	if _, err := n1.c.StartService(ctx, api.StartServiceRequest{Type: "hop"}); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("second hop: %v", err)
 	}
-	if _, err := n1.c.StartService(ctx, api.StartServiceRequest{Type: "nope"}); err == nil || !strings.Contains(err.Error(), "the types are: echo, hop, relay, uppercase") {
+	if _, err := n1.c.StartService(ctx, api.StartServiceRequest{Type: "nope"}); err == nil || !strings.Contains(err.Error(), `unknown service type "nope"; the types are: echo, hop, relay`) {
 		t.Fatalf("unknown service: %v", err)
 	}
 	ws, err := n1.c.Workers(ctx)

@@ -498,7 +498,7 @@ func TestErrorsSayWhatToDo(t *testing.T) {
 	e.ok("node", "create", "e1")
 	e.fails("no reply", "message", "send", "x", "--to", "/node/e1/service/app/service/x", "--timeout", "200ms")
 	e.fails("no worker at address", "message", "send", "x", "--to", "/node/e1/service/nothing")
-	e.fails(`unknown service type "nope"; the types are: echo, hop, relay, uppercase`, "service", "start", "nope", "--at", "e1")
+	e.fails(`unknown service type "nope"; the types are: echo, hop, relay`, "service", "start", "nope", "--at", "e1")
 	// A listener address that is taken is refused with the reason.
 	n := e.nodes()["e1"]
 	e.fails("address already in use", "tcp-listener", "create", n.Listeners[0].Address, "--at", "e1")
