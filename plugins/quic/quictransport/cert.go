@@ -39,10 +39,15 @@ func Fingerprint(der []byte) string {
 }
 
 // ParsePin checks a pin ("sha256:" and 64 hex digits, either case; colons
-// between byte pairs are allowed, as openssl prints them) and returns it in
-// the form Fingerprint produces.
+// between byte pairs are allowed, and so is openssl's "sha256
+// Fingerprint=AB:CD:..." line) and returns it in the form Fingerprint
+// produces.
 func ParsePin(s string) (string, error) {
-	rest, ok := strings.CutPrefix(strings.TrimSpace(s), fingerprintPrefix)
+	in := strings.TrimSpace(s)
+	if i := len("sha256 Fingerprint="); len(in) > i && strings.EqualFold(in[:i], "sha256 Fingerprint=") {
+		in = fingerprintPrefix + in[i:]
+	}
+	rest, ok := strings.CutPrefix(in, fingerprintPrefix)
 	if !ok {
 		if i := strings.IndexByte(s, ':'); i > 0 && i < 10 && !isHex(s[:i]) {
 			return "", fmt.Errorf("pin %q: unsupported hash %q, want %s followed by 64 hex digits", s, s[:i], fingerprintPrefix)

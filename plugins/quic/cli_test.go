@@ -1,0 +1,172 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferryhq/ferry/plugins/quic/quictransport"
+)
+
+// cliEnv runs the ferry binary with its own FERRY_HOME and a plugin
+// directory holding the quic plugin (and tcp, for each node's default
+// listener).
+type cliEnv struct {
+	t                   *testing.T
+	ferry, home, plugin string
+}
+
+func buildCLI(t *testing.T) *cliEnv {
+	t.Helper()
+	dir := t.TempDir()
+	e := &cliEnv{t: t, ferry: filepath.Join(dir, "ferry"), home: filepath.Join(dir, "home"), plugin: filepath.Join(dir, "plugins")}
+	for out, pkg := range map[string]string{
+		e.ferry:                         "github.com/ferryhq/ferry/host/cmd/ferry",
+		filepath.Join(e.plugin, "quic"): ".",
+		filepath.Join(e.plugin, "tcp"):  "github.com/ferryhq/ferry/plugins/tcp",
+	} {
+		if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+		}
+	}
+	t.Cleanup(func() { e.run("node", "delete", "--all") })
+	return e
+}
+
+func (e *cliEnv) run(args ...string) (string, string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, e.ferry, args...)
+	cmd.Env = append(os.Environ(), "FERRY_HOME="+e.home, "FERRY_PLUGIN_DIR="+e.plugin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	return out.String(), errb.String(), err
+}
+
+func (e *cliEnv) ok(args ...string) string {
+	e.t.Helper()
+	out, errs, err := e.run(args...)
+	if err != nil {
+		e.t.Fatalf("ferry %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, out, errs)
+	}
+	return out
+}
+
+type cliListener struct {
+	ID         string            `json:"id"`
+	Transport  string            `json:"transport"`
+	Address    string            `json:"address"`
+	Up         bool              `json:"up"`
+	Properties map[string]string `json:"properties"`
+}
+
+// TestCLI drives the ferry command as a user would: a QUIC listener on n2
+// whose fingerprint `listener show` prints, a connection from n1 pinning it
+// with the pin setting, a message through the connection's worker, a
+// message from n3 pinning through the address, a wrong pin refused, and
+// the topology file configs/quic.hcl.
+func TestCLI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the ferry binary")
+	}
+	e := buildCLI(t)
+	for _, n := range []string{"n1", "n2", "n3"} {
+		e.ok("node", "create", n)
+	}
+	var l cliListener
+	out := e.ok("listener", "create", "127.0.0.1:0", "--at", "n2", "--transport", "quic", "--output", "json")
+	if err := json.Unmarshal([]byte(out), &l); err != nil {
+		t.Fatalf("listener create --output json: %v\n%s", err, out)
+	}
+	if l.Transport != "quic" || !l.Up || !strings.HasPrefix(l.Address, "127.0.0.1:") || strings.HasSuffix(l.Address, ":0") {
+		t.Fatalf("listener create: %+v", l)
+	}
+	// The fingerprint, as a user reads it.
+	out = e.ok("listener", "show", l.Address, "--at", "n2")
+	fp := regexp.MustCompile(`fingerprint:\s+(sha256:[0-9a-f]{64})`).FindStringSubmatch(out)
+	if fp == nil {
+		t.Fatalf("listener show prints no fingerprint:\n%s", out)
+	}
+	pin := fp[1]
+	if _, err := quictransport.ParsePin(pin); err != nil {
+		t.Fatal(err)
+	}
+
+	out = e.ok("connection", "create", "--from", "n1", "--transport", "quic", "--to", l.Address, "--setting", "pin="+pin)
+	w := regexp.MustCompile(`/worker/[0-9a-f]+`).FindString(out)
+	if w == "" {
+		t.Fatalf("connection create printed %q; want a /worker/ID", out)
+	}
+	out = e.ok("message", "send", "hello", "--from", "n1", "--to", w+"/service/uppercase")
+	if strings.TrimSpace(out) != "HELLO" {
+		t.Fatalf("message send via %s printed %q, want HELLO", w, out)
+	}
+	// n1's quic transport has the pin, so a route naming the address works.
+	out = e.ok("message", "send", "direct", "--from", "n1", "--to", "/quic/"+l.Address+"/service/uppercase")
+	if strings.TrimSpace(out) != "DIRECT" {
+		t.Fatalf("message send over /quic/%s printed %q", l.Address, out)
+	}
+	// n3 has no pin setting: the address carries it.
+	out = e.ok("message", "send", "pinned in the address", "--from", "n3", "--to", "/quic/"+l.Address+"#"+pin+"/service/uppercase")
+	if strings.TrimSpace(out) != "PINNED IN THE ADDRESS" {
+		t.Fatalf("message send with the pin in the address printed %q", out)
+	}
+	// A wrong pin is refused and says so.
+	wrong := "sha256:" + strings.Repeat("0", 64)
+	o, errs, err := e.run("message", "send", "nope", "--from", "n3", "--to", "/quic/"+l.Address+"#"+wrong+"/service/uppercase", "--timeout", "10s")
+	if err == nil {
+		t.Fatalf("a message over a wrong pin was answered: %q", o)
+	}
+	if !strings.Contains(errs, pin) || !strings.Contains(errs, wrong) || !strings.Contains(errs, "certificate does not match") {
+		t.Errorf("the wrong-pin error does not name both fingerprints: %s", errs)
+	}
+	t.Logf("wrong pin: %s", strings.TrimSpace(errs))
+	out = e.ok("node", "show", "n2")
+	if !strings.Contains(out, "quic") {
+		t.Errorf("node show n2 does not list the quic listener:\n%s", out)
+	}
+	e.ok("node", "delete", "--all")
+
+	// The topology file, on a free port, with a certificate made here.
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "n2-cert.pem"), filepath.Join(dir, "n2-key.pem")
+	filePin, err := quictransport.WriteCertificate(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file, err := filepath.Abs("../../configs/quic.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := []string{"--var", "n2_port=0", "--var", "cert_file=" + certFile, "--var", "key_file=" + keyFile, "--var", "pin=" + filePin}
+	e.ok("validate", file)
+	e.ok(append([]string{"up", file}, vars...)...)
+	t.Cleanup(func() { e.run(append([]string{"down", file}, vars...)...) })
+	var ls []cliListener
+	out = e.ok("listener", "list", "--at", "n2", "--output", "json")
+	if err := json.Unmarshal([]byte(out), &ls); err != nil {
+		t.Fatalf("listener list --output json: %v\n%s", err, out)
+	}
+	addr := ""
+	for _, x := range ls {
+		if x.Transport == "quic" {
+			addr = x.Address
+		}
+	}
+	if addr == "" {
+		t.Fatalf("configs/quic.hcl: n2 has no quic listener: %s", out)
+	}
+	out = e.ok("message", "send", "from the file", "--from", "n1", "--to", "/quic/"+addr+"/service/uppercase")
+	if strings.TrimSpace(out) != "FROM THE FILE" {
+		t.Fatalf("message over configs/quic.hcl printed %q", out)
+	}
+	e.ok(append([]string{"down", file}, vars...)...)
+}
