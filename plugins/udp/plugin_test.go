@@ -18,12 +18,14 @@ func TestConformanceAsPlugin(t *testing.T) {
 		udptransport.SettingKeepaliveInterval: "200ms",
 		udptransport.SettingIdleTimeout:       "2s",
 	}
+	// The suite picks its unreliable profile from Info, as the host sees
+	// it across the plugin protocol.
+	if info := p.New(t).Info(); !info.Unreliable || info.AddressType != "udp" {
+		t.Fatalf("the plugin's Info as the host sees it: %+v; want Unreliable and address type udp", info)
+	}
 	transporttest.Run(t, transporttest.Config{
-		New:  p.New,
-		Kill: p.Kill,
-		// The plugin protocol does not carry Info.Unreliable yet; the
-		// in-process Info says true (checked in udptransport).
-		Unreliable:    true,
+		New:           p.New,
+		Kill:          p.Kill,
 		ListenAddress: "127.0.0.1:0",
 		RawDial:       func(addr string) (net.Conn, error) { return net.Dial("udp", addr) },
 	})
