@@ -413,6 +413,7 @@ type MuxStream struct {
 	credit    int           // send credit left
 	in        []*[]byte     // received DATA payloads, in order
 	inBytes   int           // their total size (≤ window)
+	owed      int           // consumed bytes whose credit is not sent yet
 	cur       *[]byte       // the payload last returned by Read
 	end       error         // io.EOF or the peer's error, after the queued data
 	sentEnd   bool          // EOF or ERROR sent
@@ -609,7 +610,10 @@ func (s *MuxStream) Read(ctx context.Context) ([]byte, error) {
 	}
 }
 
-// release returns the credit of the payload last returned by Read.
+// release returns the credit of the payload last returned by Read. Credit
+// goes back in batches of a quarter window, and in full whenever the
+// reader has nothing queued (it is about to wait), so a sender waiting for
+// credit always gets it once the reader caught up.
 func (s *MuxStream) release() {
 	s.mu.Lock()
 	bp := s.cur
@@ -620,12 +624,16 @@ func (s *MuxStream) release() {
 	}
 	n := len(*bp)
 	s.inBytes -= n
-	closed := s.sentClose
+	s.owed += n
+	owed := 0
+	if !s.sentClose && (s.owed >= s.m.cfg.Window/4 || len(s.in) == 0) {
+		owed, s.owed = s.owed, 0
+	}
 	s.mu.Unlock()
 	Frames.Put(bp)
-	if !closed {
+	if owed > 0 {
 		var b [4]byte
-		binary.BigEndian.PutUint32(b[:], uint32(n))
+		binary.BigEndian.PutUint32(b[:], uint32(owed))
 		s.m.enqueue(frameCredit, s.id, b[:])
 	}
 }
