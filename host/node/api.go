@@ -87,7 +87,9 @@ func (n *Node) App() *Context { return n.app }
 
 // SendAndReceive sends payload along route from a fresh temporary address
 // and returns the first message that comes back, or an error when ctx ends
-// (use context.WithTimeout for a timeout).
+// (use context.WithTimeout for a timeout). When what comes back is an error
+// message (a node on the way could not deliver), the error wraps a
+// *RemoteError with the cause and the node that reported it.
 func (n *Node) SendAndReceive(ctx context.Context, route routing.Route, payload []byte) (*routing.Message, error) {
 	tmp, err := n.NewContext("", WithMailboxSize(4))
 	if err != nil {
@@ -100,6 +102,9 @@ func (n *Node) SendAndReceive(ctx context.Context, route routing.Route, payload 
 	m, err := tmp.Receive(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("wait for reply from %s: %w", route, err)
+	}
+	if re, ok := AsRemoteError(m); ok {
+		return nil, fmt.Errorf("send to %s: %w", route, re)
 	}
 	return m, nil
 }

@@ -19,6 +19,8 @@ type worker struct {
 	kind    string
 	limit   int
 	outFlow string
+	// byteLimit bounds the payload bytes queued (see Config.MailboxBytes).
+	byteLimit int
 	// generated is set when the only address is a fresh random id.
 	generated bool
 	ctx       Context
@@ -29,6 +31,7 @@ type worker struct {
 	mu          sync.Mutex
 	first, last *segment // queued messages (see segment)
 	size        int
+	bytes       int // payload bytes queued, bounded by n.mailboxBytes
 	running     bool
 	stopped     bool
 	space       chan struct{} // closed when room appears; nil when nobody waits
@@ -102,7 +105,9 @@ func (w *worker) enqueue(ctx context.Context, msg *routing.Message) error {
 			w.mu.Unlock()
 			return w.stoppedErr()
 		}
-		if w.size < w.limit {
+		// Bounded in messages and in bytes; one message always fits in an
+		// empty mailbox, whatever its size.
+		if w.size < w.limit && (w.size == 0 || w.bytes+len(msg.Payload) <= w.byteLimit) {
 			w.push(msg)
 			if !w.running {
 				w.running = true
@@ -160,12 +165,13 @@ func (w *worker) push(msg *routing.Message) {
 	w.last.msgs[w.last.tail] = *msg
 	w.last.tail++
 	w.size++
+	w.bytes += len(msg.Payload)
 }
 
 // takeQueued detaches and returns every queued segment; the caller holds mu.
 func (w *worker) takeQueued() *segment {
 	s := w.first
-	w.first, w.last, w.size = nil, nil, 0
+	w.first, w.last, w.size, w.bytes = nil, nil, 0, 0
 	return s
 }
 
@@ -210,6 +216,9 @@ func (w *worker) run() {
 		}
 		seg.next = nil
 		w.size -= seg.tail - seg.head
+		for i := seg.head; i < seg.tail; i++ {
+			w.bytes -= len(seg.msgs[i].Payload)
+		}
 		if w.space != nil {
 			close(w.space)
 			w.space = nil

@@ -39,6 +39,10 @@ var (
 // DefaultMailboxSize is the mailbox bound when Config.MailboxSize is zero.
 const DefaultMailboxSize = 1024
 
+// DefaultMailboxBytes is the mailbox byte bound when Config.MailboxBytes is
+// zero.
+const DefaultMailboxBytes = 32 << 20
+
 // AppAddress is the address of the embedding program's own mailbox, which
 // Node.Send uses as return route and Node.Receive reads.
 const AppAddress = "app"
@@ -51,6 +55,26 @@ type Config struct {
 	Logger hclog.Logger
 	// MailboxSize bounds each worker's mailbox; default DefaultMailboxSize.
 	MailboxSize int
+	// MailboxBytes bounds the payload bytes queued in each worker's mailbox
+	// (one message is always let into an empty mailbox); default
+	// DefaultMailboxBytes. A full mailbox slows its senders, so a peer
+	// whose replies are not taken cannot make the node buffer without
+	// limit.
+	MailboxBytes int
+	// NetworkDialAllow lists transport addresses (route text such as
+	// "/tcp/127.0.0.1:4000") that a message which arrived from a network
+	// may make this node dial. Default none: such messages go out only over
+	// links that exist, and a route naming any other transport address is
+	// refused with an error sent back.
+	NetworkDialAllow []string
+	// ErrorsPerSecond and ErrorBurst rate-limit the error messages sent back
+	// towards one source (a link; local workers count as one source);
+	// defaults DefaultErrorsPerSecond and DefaultErrorBurst.
+	ErrorsPerSecond float64
+	ErrorBurst      int
+	// NodeErrorsPerSecond bounds error messages from the whole node, with
+	// bursts of twice as many; default DefaultNodeErrorsPerSecond.
+	NodeErrorsPerSecond float64
 }
 
 // Resolver turns a non-local address (for example /tcp/127.0.0.1:4000) into
@@ -150,6 +174,8 @@ type Node struct {
 	mailbox int
 	seed    maphash.Seed
 
+	mailboxBytes int
+
 	shards [shardCount]shard
 	count  atomic.Int64
 
@@ -169,6 +195,9 @@ type Node struct {
 	idleRunners atomic.Int64
 
 	app *Context
+
+	dialAllow map[routing.Address]struct{} // Config.NetworkDialAllow
+	errs      errorLimiter
 }
 
 // New creates a running node with its "app" mailbox.
@@ -184,14 +213,40 @@ func New(cfg Config) (*Node, error) {
 	if mb <= 0 {
 		mb = DefaultMailboxSize
 	}
+	mbb := cfg.MailboxBytes
+	if mbb <= 0 {
+		mbb = DefaultMailboxBytes
+	}
 	n := &Node{
-		name:      cfg.Name,
-		log:       log,
-		mailbox:   mb,
-		seed:      maphash.MakeSeed(),
-		resolvers: map[string]Resolver{},
-		consumers: map[string]map[string]struct{}{},
-		runq:      make(chan *worker),
+		mailboxBytes: mbb,
+		name:         cfg.Name,
+		log:          log,
+		mailbox:      mb,
+		seed:         maphash.MakeSeed(),
+		resolvers:    map[string]Resolver{},
+		consumers:    map[string]map[string]struct{}{},
+		runq:         make(chan *worker),
+	}
+	n.errs = errorLimiter{rate: cfg.ErrorsPerSecond, burst: float64(cfg.ErrorBurst), nodeRate: cfg.NodeErrorsPerSecond, sources: map[string]*tokenBucket{}}
+	if n.errs.rate <= 0 {
+		n.errs.rate = DefaultErrorsPerSecond
+	}
+	if n.errs.burst <= 0 {
+		n.errs.burst = DefaultErrorBurst
+	}
+	if n.errs.nodeRate <= 0 {
+		n.errs.nodeRate = DefaultNodeErrorsPerSecond
+	}
+	n.dialAllow = map[routing.Address]struct{}{}
+	for _, a := range cfg.NetworkDialAllow {
+		addr, err := routing.ParseAddress(a)
+		if err != nil {
+			return nil, fmt.Errorf("network dial allow %q: %w", a, err)
+		}
+		if addr.IsLocal() {
+			return nil, fmt.Errorf("network dial allow %q: want a transport address such as /tcp/127.0.0.1:4000", a)
+		}
+		n.dialAllow[addr] = struct{}{}
 	}
 	for i := range n.shards {
 		n.shards[i].workers = map[string]*worker{}
@@ -297,7 +352,11 @@ func (n *Node) newWorker(addr string, w Worker, o workerOptions) *worker {
 	if mb <= 0 {
 		mb = n.mailbox
 	}
-	wk := &worker{n: n, h: w, kind: o.kind, limit: mb, outFlow: o.outboundFor}
+	mbb := o.mailboxBytes
+	if mbb <= 0 {
+		mbb = n.mailboxBytes
+	}
+	wk := &worker{n: n, h: w, kind: o.kind, limit: mb, byteLimit: mbb, outFlow: o.outboundFor}
 	// The address list and the one-hop self route live inside the worker
 	// so that an idle worker is one allocation (plus its id), not three.
 	wk.addr0[0] = addr
@@ -508,13 +567,27 @@ func (n *Node) allowed(flow, addr string, wk *worker) bool {
 // Deliver routes a message that arrived from outside the node's workers, for
 // example from a transport link. msg.Local.Flow names the link so access
 // control applies.
+//
+// Deliver routes on the sender's behalf: when it fails, an error message goes
+// back along msg's return route (rate-limited) besides the returned error.
 func (n *Node) Deliver(ctx context.Context, msg *routing.Message) error {
-	return n.route(ctx, nil, msg)
+	return n.route(ctx, nil, msg, true)
 }
 
 // route moves msg to the worker named by its first onward hop, resolving
 // transport addresses. from is the sending worker (nil for external input).
-func (n *Node) route(ctx context.Context, from *worker, msg *routing.Message) error {
+// onBehalf marks a message routed for someone other than the caller (network
+// input, a hop or relay passing it on): its failure is reported back to the
+// sender with an error message.
+func (n *Node) route(ctx context.Context, from *worker, msg *routing.Message, onBehalf bool) error {
+	err := n.routeMsg(ctx, from, msg)
+	if err != nil && onBehalf {
+		n.bounce(msg, nil, err)
+	}
+	return err
+}
+
+func (n *Node) routeMsg(ctx context.Context, from *worker, msg *routing.Message) error {
 	if n.stopping.Load() && !n.draining(from) {
 		return ErrNodeStopped
 	}
@@ -522,17 +595,30 @@ func (n *Node) route(ctx context.Context, from *worker, msg *routing.Message) er
 	if !ok {
 		return fmt.Errorf("route message: %w", ErrEmptyRoute)
 	}
+	origin := originOf(msg)
+	if origin != msg.Local.Origin {
+		m2 := *msg
+		m2.Local.Origin = origin
+		msg = &m2
+	}
 	if !next.IsLocal() {
+		rctx := ctx
+		_, allowed := n.dialAllow[routing.Address{Type: next.Type, Value: next.Value}]
+		fromNet := origin != "" && !allowed
+		if fromNet {
+			rctx = context.WithValue(ctx, noDialKey{}, true)
+		}
 		n.resMu.RLock()
 		r := n.resolvers[next.Type]
-		if r == nil {
+		if r == nil && !fromNet {
+			// The fallback may start a plugin; network input must not.
 			r = n.fallback
 		}
 		n.resMu.RUnlock()
 		if r == nil {
 			return fmt.Errorf("route to %s: %w %q; start that transport first", msg.Onward, ErrUnknownTranspt, next.Type)
 		}
-		local, err := r.Resolve(ctx, next)
+		local, err := r.Resolve(rctx, next)
 		if err != nil {
 			return fmt.Errorf("route to %s: %w", msg.Onward, err)
 		}

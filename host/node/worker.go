@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/ferryhq/ferry/sdk/routing"
 )
@@ -35,11 +36,16 @@ func (f WorkerFunc) HandleMessage(c *Context, msg *routing.Message) error { retu
 type WorkerOption func(*workerOptions)
 
 type workerOptions struct {
-	extra       []string
-	kind        string
-	mailbox     int
-	outboundFor string
+	extra        []string
+	kind         string
+	mailbox      int
+	mailboxBytes int
+	outboundFor  string
 }
+
+// WithMailboxBytes overrides the node's mailbox byte bound
+// (Config.MailboxBytes) for this worker.
+func WithMailboxBytes(n int) WorkerOption { return func(o *workerOptions) { o.mailboxBytes = n } }
 
 // WithAddresses registers more local addresses for the same worker.
 func WithAddresses(addrs ...string) WorkerOption {
@@ -85,13 +91,22 @@ func (c *Context) Node() *Node { return c.n }
 // Send sends payload along route with this worker's address as the return
 // route. It waits while the first hop's mailbox is full, until ctx ends.
 func (c *Context) Send(ctx context.Context, route routing.Route, payload []byte) error {
-	return c.n.route(ctx, c.w, &routing.Message{Onward: route, Return: c.self, Payload: payload})
+	return c.n.route(ctx, c.w, &routing.Message{Onward: route, Return: c.self, Payload: payload}, false)
 }
 
 // SendMessage sends msg as it is, keeping its return route; hop-like workers
-// use it after stepping and prepending.
+// use it after stepping and prepending. It routes on the original sender's
+// behalf: a failure is also reported back along msg's return route, and
+// when msg came from a network (msg.Local.Origin, which such workers should
+// copy from the message they pass on) it may leave only over existing links.
 func (c *Context) SendMessage(ctx context.Context, msg *routing.Message) error {
-	return c.n.route(ctx, c.w, msg)
+	return c.n.route(ctx, c.w, msg, true)
+}
+
+// ReportUndeliverable sends an error message for msg back along its return
+// route (see Node.ReportUndeliverable).
+func (c *Context) ReportUndeliverable(msg *routing.Message, err error) {
+	c.n.ReportUndeliverable(msg, err)
 }
 
 // Reply sends payload along the return route of msg.
@@ -100,7 +115,9 @@ func (c *Context) Reply(ctx context.Context, msg *routing.Message, payload []byt
 }
 
 // Forward steps this worker off the front of msg's onward route, puts its
-// address at the front of the return route, and sends the message on.
+// address at the front of the return route, and sends the message on, on
+// the original sender's behalf (see SendMessage). A return route already at
+// routing.MaxHops (a routing loop) fails with ErrHopLimit, reported back.
 func (c *Context) Forward(ctx context.Context, msg *routing.Message) error {
 	_, onward, err := msg.Onward.Step()
 	if err != nil {
@@ -108,9 +125,11 @@ func (c *Context) Forward(ctx context.Context, msg *routing.Message) error {
 	}
 	ret, err := msg.Return.Prepend(c.self[0])
 	if err != nil {
+		err = fmt.Errorf("forward at %s: %w: %v", c.self[0], ErrHopLimit, err)
+		c.n.bounce(msg, nil, err)
 		return err
 	}
-	return c.n.route(ctx, c.w, &routing.Message{Onward: onward, Return: ret, Payload: msg.Payload})
+	return c.n.route(ctx, c.w, &routing.Message{Onward: onward, Return: ret, Payload: msg.Payload, Local: routing.LocalInfo{Origin: originOf(msg)}}, true)
 }
 
 // Stop stops this worker after the current message; it does not wait, so it

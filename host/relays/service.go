@@ -392,6 +392,11 @@ func (f *forwarder) HandleMessage(c *node.Context, m *routing.Message) error {
 	if err != nil {
 		return err
 	}
+	if node.IsErrorPayload(m.Payload) && len(rest) > 0 {
+		// An error travelling back along a return route that came through
+		// this forwarder: pass it on like a hop, whichever side it is from.
+		return c.Forward(c, m)
+	}
 	if fromRoute(m.Return, back) {
 		// A reply (or a request) from the registrant's side on its way on.
 		f.mu.Lock()
@@ -418,7 +423,7 @@ func (f *forwarder) HandleMessage(c *node.Context, m *routing.Message) error {
 			onward, err = back.Concat(rest)
 		}
 		if err == nil {
-			err = c.SendMessage(c, &routing.Message{Onward: onward, Return: ret, Payload: m.Payload})
+			err = c.SendMessage(c, &routing.Message{Onward: onward, Return: ret, Payload: m.Payload, Local: routing.LocalInfo{Origin: m.Local.Origin}})
 			if err != nil {
 				// The route to the registrant is the problem: report it.
 				f.count(true, err, true)

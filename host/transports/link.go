@@ -24,6 +24,10 @@ const stopTimeout = 5 * time.Second
 
 var errClosedLocally = errors.New("closed locally")
 
+// linkMailboxBytes bounds the payload bytes waiting in a link worker's
+// mailbox (one message always fits).
+const linkMailboxBytes = 1 << 20
+
 // listener is one Listen call: a transport listener plus its flow. It
 // outlives failures of the transport listener, which it re-opens.
 type listener struct {
@@ -225,7 +229,10 @@ func (c *conn) start(link transport.Link, release func()) error {
 	b := c.b
 	s := &session{c: c, link: link, release: release, out: make(chan *[]byte, b.opts.QueueSize), done: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(c.ctx)
-	if _, err := b.n.StartWorker(c.id, &linkWorker{s: s}, node.WithKind(b.kind), node.WithOutboundFlow(c.flow)); err != nil {
+	if _, err := b.n.StartWorker(c.id, &linkWorker{s: s}, node.WithKind(b.kind), node.WithOutboundFlow(c.flow),
+		// The link's own queue (QueueBytes) is where packets wait; the
+		// mailbox in front of it need hold little more than one message.
+		node.WithMailboxBytes(linkMailboxBytes)); err != nil {
 		s.cancel()
 		return err
 	}
@@ -237,6 +244,7 @@ func (c *conn) start(link transport.Link, release func()) error {
 	go s.writer()
 	go func() {
 		s.wg.Wait()
+		s.closeQueue()
 		s.release()
 		close(s.done)
 	}()
@@ -322,8 +330,113 @@ type session struct {
 	wg      sync.WaitGroup
 	done    chan struct{}
 
+	// Bytes in out, bounded per link (Options.QueueBytes) and charged to
+	// the binding's total (Options.TotalQueueBytes).
+	qmu     sync.Mutex
+	qused   int64
+	qclosed bool
+	qroom   chan struct{} // closed when bytes are released; nil if nobody waits
+
 	once sync.Once
 	err  error // why the session ended; set once before ctx is cancelled
+}
+
+// reserve charges n queued bytes to the link and the binding. When either
+// is full it returns a channel closed when room may have appeared.
+func (s *session) reserve(n int64) (bool, <-chan struct{}, error) {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	if s.qclosed {
+		return false, nil, transport.ErrClosed
+	}
+	if s.qused > 0 && s.qused+n > s.c.b.opts.QueueBytes {
+		if s.qroom == nil {
+			s.qroom = make(chan struct{})
+		}
+		return false, s.qroom, nil
+	}
+	if ok, wait := s.c.b.queued.take(n); !ok {
+		return false, wait, nil
+	}
+	s.qused += n
+	return true, nil, nil
+}
+
+// unreserve gives back n bytes that left the queue.
+func (s *session) unreserve(n int64) {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	if s.qclosed {
+		return // closeQueue gave everything back
+	}
+	s.qused -= n
+	s.c.b.queued.give(n)
+	if s.qroom != nil {
+		close(s.qroom)
+		s.qroom = nil
+	}
+}
+
+// closeQueue gives back every byte still charged once the session ended;
+// packets left in out are dropped with it.
+func (s *session) closeQueue() {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	if s.qclosed {
+		return
+	}
+	s.qclosed = true
+	s.c.b.queued.give(s.qused)
+	s.qused = 0
+	if s.qroom != nil {
+		close(s.qroom)
+		s.qroom = nil
+	}
+}
+
+// byteBudget is a count of bytes with a limit that waiters can wait on.
+// One charge is always let in when nothing is charged, so a single packet
+// larger than the limit still goes.
+type byteBudget struct {
+	mu    sync.Mutex
+	limit int64
+	used  int64
+	room  chan struct{}
+}
+
+func (b *byteBudget) init(limit int64) { b.limit = limit }
+
+func (b *byteBudget) take(n int64) (bool, <-chan struct{}) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.used > 0 && b.used+n > b.limit {
+		if b.room == nil {
+			b.room = make(chan struct{})
+		}
+		return false, b.room
+	}
+	b.used += n
+	return true, nil
+}
+
+func (b *byteBudget) give(n int64) {
+	if n == 0 {
+		return
+	}
+	b.mu.Lock()
+	b.used -= n
+	if b.room != nil {
+		close(b.room)
+		b.room = nil
+	}
+	b.mu.Unlock()
+}
+
+// QueuedBytes returns the bytes waiting in the write queues of all links.
+func (b *Binding) QueuedBytes() int64 {
+	b.queued.mu.Lock()
+	defer b.queued.mu.Unlock()
+	return b.queued.used
 }
 
 func (s *session) fail(err error) {
@@ -361,16 +474,27 @@ func (s *session) writer() {
 				break fill
 			}
 		}
-		err := s.link.Send(s.ctx, batch)
+		// A peer that takes nothing for StallTimeout (it does not read) is
+		// cut off rather than left holding the queue.
+		sctx, cancel := context.WithTimeout(s.ctx, b.opts.StallTimeout)
+		err := s.link.Send(sctx, batch)
+		stalled := sctx.Err() == context.DeadlineExceeded && s.ctx.Err() == nil
+		cancel()
 		clear(batch)
+		var sent int64
 		for _, p := range bufs {
+			sent += int64(len(*p))
 			putBuf(p)
 		}
+		s.unreserve(sent)
 		bufs = bufs[:0]
 		if err != nil {
 			if errors.Is(err, transport.ErrTooLarge) {
-				b.log.Warn("transport refused a batch as too large; dropped it", "worker", s.c.addr(), "packets", len(batch), "error", err)
+				b.limiter.Warn(b.log, "batch too large", "transport refused a batch as too large; dropped it", "worker", s.c.addr(), "packets", len(batch), "error", err)
 				continue
+			}
+			if stalled {
+				err = fmt.Errorf("the peer took nothing for %s (it does not read what it asked for); link closed: %w", b.opts.StallTimeout, err)
 			}
 			s.fail(fmt.Errorf("send: %w", err))
 			return
@@ -436,18 +560,27 @@ func (s *session) reader() {
 		for _, p := range pkts {
 			m, err := b.codec.Decode(p)
 			if err != nil {
-				b.log.Warn("dropped a packet that does not decode", "worker", self, "remote", s.link.RemoteAddr(), "bytes", len(p), "error", err)
+				b.limiter.Warn(b.log, "packet does not decode", "dropped a packet that does not decode", "worker", self, "remote", s.link.RemoteAddr(), "bytes", len(p), "error", err)
 				continue
 			}
 			if next, ok := m.Onward.Next(); !ok || !next.IsLocal() {
 				// Network input may reach local workers only; a remote first
 				// hop would make this node dial wherever a peer asks.
 				b.log.Debug("message refused: its onward route must start with a local worker", "flow", c.flow, "onward", m.Onward.String(), "return", m.Return.String())
+				m.Local.Flow = c.flow
+				rerr := fmt.Errorf("route to %s: %w: network input must name a local worker first", m.Onward, node.ErrDialRefused)
+				if ok {
+					b.n.ReportUndeliverableVia(&m, self, rerr)
+				}
 				continue
 			}
 			ret, err := m.Return.Prepend(self)
 			if err != nil {
+				// A full return route: a routing loop. Tell the sender,
+				// through this link since the route back cannot name it.
 				b.log.Debug("message refused", "flow", c.flow, "error", err)
+				m.Local.Flow = c.flow
+				b.n.ReportUndeliverableVia(&m, self, fmt.Errorf("arrive at %s: %w: %v", b.n.Name(), node.ErrHopLimit, err))
 				continue
 			}
 			m.Return = ret
@@ -494,14 +627,65 @@ func (w *linkWorker) HandleMessage(c *node.Context, msg *routing.Message) error 
 		return err
 	}
 	*p = pkt
+	if err := s.enqueue(c, p); err != nil {
+		putBuf(p)
+		if errors.Is(err, transport.ErrClosed) {
+			c.ReportUndeliverable(msg, fmt.Errorf("%w: %v", node.ErrWorkerStopped, err))
+		}
+		return err
+	}
+	return nil
+}
+
+// enqueue queues an encoded packet for the writer, waiting while the link's
+// or the binding's queued bytes are at their limit, but never longer than
+// StallTimeout: a peer that does not drain its link loses it.
+func (s *session) enqueue(c *node.Context, p *[]byte) error {
+	n := int64(len(*p))
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		ok, wait, err := s.reserve(n)
+		if err != nil {
+			return fmt.Errorf("link %s is down: %w", c.Address(), err)
+		}
+		if ok {
+			break
+		}
+		if timer == nil {
+			timer = time.NewTimer(s.c.b.opts.StallTimeout)
+		}
+		select {
+		case <-wait:
+		case <-timer.C:
+			err := fmt.Errorf("link %s: queued bytes at their limit for %s, the peer does not take what is sent; link closed: %w", c.Address(), s.c.b.opts.StallTimeout, transport.ErrClosed)
+			s.c.b.limiter.Warn(s.c.b.log, "link stalled", "closing a link whose peer does not read", "worker", c.Address(), "remote", s.link.RemoteAddr(), "queued_bytes", s.queuedBytes())
+			s.fail(err)
+			return err
+		case <-s.ctx.Done():
+			return fmt.Errorf("link %s is down: %w", c.Address(), transport.ErrClosed)
+		case <-c.Done():
+			return fmt.Errorf("link %s: %w", c.Address(), node.ErrWorkerStopped)
+		}
+	}
 	select {
 	case s.out <- p:
 		return nil
 	case <-s.ctx.Done():
-		putBuf(p)
+		s.unreserve(n)
 		return fmt.Errorf("link %s is down: %w", c.Address(), transport.ErrClosed)
 	case <-c.Done():
-		putBuf(p)
+		s.unreserve(n)
 		return fmt.Errorf("link %s: %w", c.Address(), node.ErrWorkerStopped)
 	}
+}
+
+func (s *session) queuedBytes() int64 {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	return s.qused
 }

@@ -40,6 +40,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/ferryhq/ferry/host/logging"
 	"github.com/ferryhq/ferry/host/node"
 	"github.com/ferryhq/ferry/host/plugins"
 	"github.com/ferryhq/ferry/sdk/routing"
@@ -71,7 +72,23 @@ type Options struct {
 	// QueueSize bounds the packets waiting to be written on one link; a
 	// full queue slows the sending worker (backpressure). Default 1024.
 	QueueSize int
+	// QueueBytes bounds the bytes waiting to be written on one link (one
+	// packet is always let in, whatever its size); default
+	// DefaultQueueBytes. TotalQueueBytes bounds them for all links of the
+	// binding together; default DefaultTotalQueueBytes.
+	QueueBytes, TotalQueueBytes int64
+	// StallTimeout closes a link whose peer does not take what is sent to
+	// it: a write that makes no progress, or a full queue that gets no
+	// room, for this long. Default DefaultStallTimeout.
+	StallTimeout time.Duration
 }
+
+// Defaults for Options.
+const (
+	DefaultQueueBytes      = 16 << 20
+	DefaultTotalQueueBytes = 256 << 20
+	DefaultStallTimeout    = 30 * time.Second
+)
 
 // ListenerInfo describes a listener.
 type ListenerInfo struct {
@@ -121,6 +138,9 @@ type Binding struct {
 	conns     map[string]*conn
 	dialing   map[string]*pendingDial // resolver dials in flight, by address
 	kick      chan struct{}           // closed and replaced by Reconnect
+
+	queued  byteBudget // bytes in every link's write queue
+	limiter *logging.Limiter
 }
 
 type pendingDial struct {
@@ -168,6 +188,15 @@ func Attach(n *node.Node, t transport.Transport, opts Options) (*Binding, error)
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = 1024
 	}
+	if opts.QueueBytes <= 0 {
+		opts.QueueBytes = DefaultQueueBytes
+	}
+	if opts.TotalQueueBytes <= 0 {
+		opts.TotalQueueBytes = DefaultTotalQueueBytes
+	}
+	if opts.StallTimeout <= 0 {
+		opts.StallTimeout = DefaultStallTimeout
+	}
 	if opts.Settings != nil {
 		ctx, cancel := context.WithTimeout(n.Context(), 30*time.Second)
 		err := t.Configure(ctx, opts.Settings)
@@ -184,7 +213,9 @@ func Attach(n *node.Node, t transport.Transport, opts Options) (*Binding, error)
 		conns:     map[string]*conn{},
 		dialing:   map[string]*pendingDial{},
 		kick:      make(chan struct{}),
+		limiter:   logging.NewLimiter(0, 0),
 	}
+	b.queued.init(opts.TotalQueueBytes)
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	n.RegisterResolver(info.AddressType, node.ResolverFunc(b.Resolve))
 	if p, ok := t.(*plugins.Transport); ok {
@@ -428,6 +459,10 @@ func (b *Binding) Resolve(ctx context.Context, a routing.Address) (routing.Addre
 			b.mu.Unlock()
 			return c.addr(), nil
 		}
+	}
+	if !node.MayDial(ctx) {
+		b.mu.Unlock()
+		return routing.Address{}, fmt.Errorf("%s has no open connection and the message came from a network: %w", a, node.ErrDialRefused)
 	}
 	p := b.dialing[a.Value]
 	if p == nil {

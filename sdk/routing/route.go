@@ -133,4 +133,9 @@ type LocalInfo struct {
 	// authenticated the peer; empty otherwise. Access control by identity
 	// reads it.
 	Identity string
+	// Origin is the flow a message (or the message it was forwarded from,
+	// by a hop, relay or other worker on this node) first arrived on; empty
+	// when it started on this node. The node uses it to refuse dialling on
+	// behalf of the network and to send errors back.
+	Origin string
 }

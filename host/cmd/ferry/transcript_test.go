@@ -698,8 +698,8 @@ func TestUpBridgeMessageDown(t *testing.T) {
 	if got := e.ok("message", "send", "hello", "--from", "n1", "--to", "/node/n2/service/hop/node/n3/service/echo"); got != "hello\n" {
 		t.Errorf("across the bridge by node names: %q", got)
 	}
-	// n2's listener allows only hop: uppercase there is refused (no reply).
-	e.fails("no reply", "message", "send", "x", "--from", "n1", "--to", "/node/n2/service/uppercase", "--timeout", "300ms")
+	// n2 has no uppercase service: the error comes back from n2 at once.
+	e.fails("node n2 could not deliver", "message", "send", "x", "--from", "n1", "--to", "/node/n2/service/uppercase", "--timeout", "300ms")
 
 	// up again is harmless: the nodes are running.
 	e.ok("up", bridge, "--var", "n2_port=0", "--var", "n3_port=0")
