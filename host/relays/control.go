@@ -73,6 +73,7 @@ const (
 	tagError     byte = 5
 	tagNode      byte = 6
 	tagInterval  byte = 7 // registrant's check interval, milliseconds
+	tagProof     byte = 8 // proof of the registrant: see ownerProof
 )
 
 // control is one decoded control message. Zero-valued fields are not encoded.
@@ -85,12 +86,13 @@ type control struct {
 	Error     string
 	Node      string
 	Interval  time.Duration
+	Proof     string
 }
 
 var errControl = errors.New("not a relay control message")
 
 func (c *control) encode() ([]byte, error) {
-	b := make([]byte, 0, 64+len(c.Name)+len(c.Status)+len(c.Forwarder)+len(c.Error)+len(c.Node))
+	b := make([]byte, 0, 64+len(c.Name)+len(c.Status)+len(c.Forwarder)+len(c.Error)+len(c.Node)+len(c.Proof))
 	b = append(b, controlVersion, byte(c.Kind))
 	var num [binary.MaxVarintLen64]byte
 	if c.Nonce != 0 {
@@ -99,7 +101,7 @@ func (c *control) encode() ([]byte, error) {
 	for _, f := range []struct {
 		tag byte
 		v   string
-	}{{tagName, c.Name}, {tagStatus, c.Status}, {tagForwarder, c.Forwarder}, {tagError, c.Error}, {tagNode, c.Node}} {
+	}{{tagName, c.Name}, {tagStatus, c.Status}, {tagForwarder, c.Forwarder}, {tagError, c.Error}, {tagNode, c.Node}, {tagProof, c.Proof}} {
 		if f.v != "" {
 			b = appendField(b, f.tag, []byte(f.v))
 		}
@@ -179,10 +181,18 @@ func decodeControl(b []byte) (control, error) {
 			c.Error = string(v)
 		case tagNode:
 			c.Node = string(v)
+		case tagProof:
+			if len(v) > maxProofLen {
+				return fail("proof is %d bytes, the limit is %d", len(v), maxProofLen)
+			}
+			c.Proof = string(v)
 		}
 	}
 	return c, nil
 }
+
+// maxProofLen bounds the proof field.
+const maxProofLen = 64
 
 // maxInterval bounds intervals carried on the wire so arithmetic on them
 // cannot overflow.

@@ -11,7 +11,7 @@ import (
 
 func TestControlRoundTrip(t *testing.T) {
 	for _, c := range []control{
-		{Kind: kindRegister, Nonce: 1, Name: "n3", Node: "n3", Interval: 5 * time.Second},
+		{Kind: kindRegister, Nonce: 1, Name: "n3", Node: "n3", Interval: 5 * time.Second, Proof: "0123456789abcdef0123456789abcdef"},
 		{Kind: kindRegistered, Nonce: 1 << 62, Name: "n3", Status: statusOK, Forwarder: "/service/forward_to_n3"},
 		{Kind: kindPing, Nonce: 7, Name: "x"},
 		{Kind: kindPong, Nonce: 7, Name: "x", Status: statusMoved},
@@ -50,6 +50,7 @@ func TestControlRejects(t *testing.T) {
 		"nonce trailer": {[]byte{controlVersion, 3, tagNonce, 2, 1, 0}, "not a varint"},
 		"interval long": {[]byte{controlVersion, 1, tagInterval, 5, 0xff, 0xff, 0xff, 0xff, 0x0f}, "too long"},
 		"oversized":     {append([]byte{controlVersion, 1}, make([]byte, maxControlSize)...), "limit"},
+		"long proof":    {append([]byte{controlVersion, 1, tagProof, 65}, make([]byte, 65)...), "proof"},
 	} {
 		_, err := decodeControl(tc.in)
 		if err == nil || !errors.Is(err, errControl) || !strings.Contains(err.Error(), tc.want) {
@@ -69,7 +70,8 @@ func TestControlRejects(t *testing.T) {
 
 func FuzzDecodeControl(f *testing.F) {
 	for _, c := range []control{
-		{Kind: kindRegister, Nonce: 1, Name: "n3", Node: "n3", Interval: 5 * time.Second},
+		{Kind: kindRegister, Nonce: 1, Name: "n3", Node: "n3", Interval: 5 * time.Second, Proof: string(ownerProof([]byte("secret"), "n3"))},
+		{Kind: kindDelete, Nonce: 3, Name: "n3", Proof: "p"},
 		{Kind: kindRegistered, Nonce: 2, Name: "n3", Status: statusOK, Forwarder: "/service/forward_to_n3"},
 		{Kind: kindPong, Nonce: 7, Name: "x", Status: statusMoved},
 		{Kind: kindError, Error: "bad"},

@@ -68,6 +68,12 @@ type Options struct {
 	// NoWait makes Register return at once instead of waiting for the first
 	// acknowledgement; the registrant keeps trying in the background.
 	NoWait bool
+	// Secret proves this registrant owns the name at the relay service (see
+	// owner.go): a registration of the same name with another secret is
+	// refused. Keep it across restarts (LoadOrCreateSecret) to keep the
+	// name; at least 16 bytes. Default: a random secret for this
+	// Registration (a Set supplies its own).
+	Secret []byte
 	// Logger; default the node's logger named "relay".
 	Logger hclog.Logger
 
@@ -110,6 +116,7 @@ type Registration struct {
 	done chan struct{}
 
 	allow map[string]struct{}
+	proof string // ownerProof(opts.Secret, name)
 
 	closeOnce sync.Once
 	closeErr  error
@@ -162,6 +169,12 @@ func Register(ctx context.Context, n *node.Node, at routing.Route, name string, 
 	if opts.sleep == nil {
 		opts.sleep = sleepCtx
 	}
+	if opts.Secret == nil {
+		opts.Secret = NewSecret()
+	}
+	if len(opts.Secret) < minSecretLen {
+		return nil, fmt.Errorf("register relay %q: the secret is %d bytes, want at least %d", name, len(opts.Secret), minSecretLen)
+	}
 	log := opts.Logger
 	if log == nil {
 		log = n.Logger().Named("relay")
@@ -169,6 +182,7 @@ func Register(ctx context.Context, n *node.Node, at routing.Route, name string, 
 	r := &Registration{
 		n: n, name: name, opts: opts, log: log.With("relay", name),
 		at:      at.Clone(),
+		proof:   string(ownerProof(opts.Secret, name)),
 		pending: map[uint64]chan control{},
 		done:    make(chan struct{}),
 	}
@@ -262,7 +276,7 @@ func (r *Registration) close(ctx context.Context) error {
 	if len(at) > 0 && r.Info().Registrations > 0 && r.n.Context().Err() == nil {
 		ctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
 		var resp control
-		resp, err = r.request(ctx, at, control{Kind: kindDelete, Name: r.name})
+		resp, err = r.request(ctx, at, control{Kind: kindDelete, Name: r.name, Proof: r.proof})
 		cancel()
 		switch {
 		case err != nil:
@@ -381,7 +395,7 @@ func (r *Registration) register(life context.Context) error {
 		r.info.Relay = at.String()
 		r.mu.Unlock()
 	}
-	resp, err := r.request(ctx, at, control{Kind: kindRegister, Name: r.name, Node: r.n.Name(), Interval: r.opts.CheckInterval})
+	resp, err := r.request(ctx, at, control{Kind: kindRegister, Name: r.name, Node: r.n.Name(), Interval: r.opts.CheckInterval, Proof: r.proof})
 	if err != nil {
 		return err
 	}
@@ -415,7 +429,7 @@ func (r *Registration) ping(life context.Context) error {
 	ctx, cancel := context.WithTimeout(life, r.opts.Timeout)
 	defer cancel()
 	at := r.currentRoute()
-	resp, err := r.request(ctx, at, control{Kind: kindPing, Name: r.name})
+	resp, err := r.request(ctx, at, control{Kind: kindPing, Name: r.name, Proof: r.proof})
 	if err != nil {
 		return fmt.Errorf("check: %w", err)
 	}

@@ -34,10 +34,13 @@
 // forwards on is local traffic, and it passes network messages on to local
 // workers only. Options.Allow narrows which ones.
 //
-// Whoever can reach the relay service can register a name, and registering
-// an existing name replaces its route (so a reconnecting node is never
-// locked out by its own stale registration): allow the relay service only on
-// listeners whose peers are trusted with that.
+// Whoever can reach the relay service can register a new name, up to
+// ServiceConfig.MaxRegistrations; a name belongs to its first registrant
+// (owner.go): registering it again replaces its route only with the same
+// registrant secret (a reconnecting node is never locked out by its own
+// stale registration), and anyone else is refused and logged (rate-limited).
+// A forwarder whose registrant stops checking in expires after
+// ServiceConfig.ExpireChecks of its check intervals.
 package relays
 
 import (

@@ -163,7 +163,8 @@ func TestRegisterAgainReplacesRoute(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer svc.Close(context.Background())
-	opts := Options{CheckInterval: time.Hour}
+	// The same registrant (same secret) reconnecting over another path.
+	opts := Options{CheckInterval: time.Hour, Secret: NewSecret()}
 	a, err := Register(ctxT(t), n, routing.MustParseRoute("/service/relay"), "n3", opts)
 	if err != nil {
 		t.Fatal(err)
@@ -411,7 +412,10 @@ func TestServiceRefusesBadRequests(t *testing.T) {
 	if _, err := n.StartWorker(ForwarderAddress("taken"), services.Echo{}); err != nil {
 		t.Fatal(err)
 	}
-	if r := ask(control{Kind: kindRegister, Name: "taken"}); r.Kind != kindError || !strings.Contains(r.Error, "in use") {
+	if r := ask(control{Kind: kindRegister, Name: "taken"}); r.Kind != kindError || !strings.Contains(r.Error, "no proof") {
+		t.Fatalf("registration without proof: %+v", r)
+	}
+	if r := ask(control{Kind: kindRegister, Name: "taken", Proof: "p"}); r.Kind != kindError || !strings.Contains(r.Error, "in use") {
 		t.Fatalf("taken address: %+v", r)
 	}
 	// Register reports a refusal at once instead of waiting for its deadline.

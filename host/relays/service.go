@@ -2,6 +2,7 @@ package relays
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"sort"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/ferryhq/ferry/host/logging"
 	"github.com/ferryhq/ferry/host/node"
 	"github.com/ferryhq/ferry/sdk/routing"
 )
@@ -36,6 +38,19 @@ const staleSlack = time.Second
 // stale when ServiceConfig.StaleChecks is zero.
 const DefaultStaleChecks = 3
 
+// Defaults for the limits in ServiceConfig.
+const (
+	// DefaultMaxRegistrations bounds the names one relay service holds.
+	DefaultMaxRegistrations = 1024
+	// DefaultExpireChecks is how many missed check intervals remove a
+	// forwarder whose registrant stopped checking in.
+	DefaultExpireChecks = 6
+	// DefaultMaxCheckInterval caps the check interval a registrant may
+	// announce, for the purpose of expiry, so a registration cannot make
+	// itself live for a day without a word.
+	DefaultMaxCheckInterval = time.Minute
+)
+
 // ServiceConfig configures the relay service.
 type ServiceConfig struct {
 	// Address of the service; default ServiceAddress ("relay").
@@ -50,10 +65,21 @@ type ServiceConfig struct {
 	// without a ping before its forwarder is reported stale; default
 	// DefaultStaleChecks.
 	StaleChecks int
+	// MaxRegistrations bounds the forwarders the service holds; a new name
+	// beyond it is refused. Default DefaultMaxRegistrations.
+	MaxRegistrations int
+	// ExpireChecks is how many of the registrant's check intervals may pass
+	// without a registration, check or message from it before its
+	// forwarder is removed; default DefaultExpireChecks. The interval
+	// counted is the registrant's, at most MaxCheckInterval (default
+	// DefaultMaxCheckInterval), or DefaultCheckInterval when it gave none.
+	ExpireChecks     int
+	MaxCheckInterval time.Duration
 	// Logger; default the node's logger named "relay".
 	Logger hclog.Logger
 
-	now func() time.Time // tests
+	now   func() time.Time // tests
+	sweep time.Duration    // tests: how often expiry runs; default 1s
 }
 
 // Service is the relay service on a relay node: it accepts registrations and
@@ -63,6 +89,10 @@ type Service struct {
 	cfg  ServiceConfig
 	log  hclog.Logger
 	addr routing.Address
+
+	limiter *logging.Limiter
+	stop    chan struct{}
+	swept   chan struct{} // closed when the expiry loop has returned
 
 	mu     sync.Mutex
 	fwd    map[string]*forwarder
@@ -100,17 +130,83 @@ func StartService(n *node.Node, cfg ServiceConfig) (*Service, error) {
 	if cfg.now == nil {
 		cfg.now = time.Now
 	}
+	if cfg.MaxRegistrations <= 0 {
+		cfg.MaxRegistrations = DefaultMaxRegistrations
+	}
+	if cfg.ExpireChecks <= 0 {
+		cfg.ExpireChecks = DefaultExpireChecks
+	}
+	if cfg.MaxCheckInterval <= 0 {
+		cfg.MaxCheckInterval = DefaultMaxCheckInterval
+	}
+	if cfg.sweep <= 0 {
+		cfg.sweep = time.Second
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = n.Logger().Named("relay")
 	}
-	s := &Service{n: n, cfg: cfg, log: log, fwd: map[string]*forwarder{}}
+	s := &Service{n: n, cfg: cfg, log: log, fwd: map[string]*forwarder{}, limiter: logging.NewLimiter(0, 0),
+		stop: make(chan struct{}), swept: make(chan struct{})}
 	addr, err := n.StartWorker(cfg.Address, (*serviceWorker)(s), node.WithKind("relay"))
 	if err != nil {
 		return nil, fmt.Errorf("start relay service: %w", err)
 	}
 	s.addr = addr
+	go s.expireLoop()
 	return s, nil
+}
+
+// expireLoop removes forwarders whose registrants went quiet.
+func (s *Service) expireLoop() {
+	defer close(s.swept)
+	t := time.NewTicker(s.cfg.sweep)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			s.expire()
+		case <-s.stop:
+			return
+		case <-s.n.Done():
+			return
+		}
+	}
+}
+
+// expiry is how long a forwarder lives without hearing from its registrant.
+func (s *Service) expiry(interval time.Duration) time.Duration {
+	if interval <= 0 {
+		interval = DefaultCheckInterval
+	}
+	interval = min(interval, s.cfg.MaxCheckInterval)
+	return time.Duration(s.cfg.ExpireChecks)*interval + staleSlack
+}
+
+// expire removes every forwarder not heard from within its expiry.
+func (s *Service) expire() {
+	now := s.cfg.now()
+	var gone []*forwarder
+	s.mu.Lock()
+	for name, f := range s.fwd {
+		f.mu.Lock()
+		quiet := now.Sub(f.lastSeen)
+		interval := f.interval
+		f.mu.Unlock()
+		if quiet > s.expiry(interval) {
+			delete(s.fwd, name)
+			gone = append(gone, f)
+		}
+	}
+	s.mu.Unlock()
+	for _, f := range gone {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := f.stop(ctx, s.n); err != nil {
+			s.log.Warn("could not stop an expired relay", "name", f.name, "error", err)
+		}
+		cancel()
+		s.limiter.Info(s.log, "relay expired", "relay expired: its registrant stopped checking in", "name", f.name)
+	}
 }
 
 // Address returns the service's local address.
@@ -164,10 +260,14 @@ func (s *Service) Delete(ctx context.Context, name string) error {
 // Close stops the service and every forwarder.
 func (s *Service) Close(ctx context.Context) error {
 	s.mu.Lock()
+	if !s.closed {
+		close(s.stop)
+	}
 	s.closed = true
 	fs := s.fwd
 	s.fwd = map[string]*forwarder{}
 	s.mu.Unlock()
+	<-s.swept
 	var errs []error
 	if err := s.n.StopWorker(ctx, s.addr.Value); err != nil && !errors.Is(err, node.ErrNoRoute) {
 		errs = append(errs, err)
@@ -225,6 +325,9 @@ func (s *Service) register(m *routing.Message, req control) control {
 	if err := back.Validate(); err != nil {
 		return control{Kind: kindError, Error: fmt.Sprintf("route back %s: %v", back, err)}
 	}
+	if len(req.Proof) == 0 {
+		return control{Kind: kindError, Error: "the registration carries no proof of its registrant; upgrade the registering node"}
+	}
 	now := s.cfg.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -234,9 +337,17 @@ func (s *Service) register(m *routing.Message, req control) control {
 	addr := ForwarderAddress(req.Name)
 	f := s.fwd[req.Name]
 	if f != nil {
+		if !f.ownedBy(req.Proof) {
+			s.limiter.Warn(s.log, "relay name taken", "relay registration refused: the name belongs to another registrant", "name", req.Name, "route_back", back.String())
+			return control{Kind: kindError, Error: fmt.Sprintf("relay name %q is registered by another registrant; choose another name, or delete it on the relay node", req.Name)}
+		}
 		f.replace(back, req, now)
 		s.log.Info("relay registered again; route replaced", "name", req.Name, "route_back", back.String())
 	} else {
+		if len(s.fwd) >= s.cfg.MaxRegistrations {
+			s.limiter.Warn(s.log, "relay service full", "relay registration refused: the service holds its maximum of registrations", "name", req.Name, "max", s.cfg.MaxRegistrations)
+			return control{Kind: kindError, Error: fmt.Sprintf("the relay service holds its maximum of %d registrations", s.cfg.MaxRegistrations)}
+		}
 		f = newForwarder(s, req, back, now)
 		if _, err := s.n.StartWorker(addr, f, node.WithKind("relay-forwarder")); err != nil {
 			return control{Kind: kindError, Error: fmt.Sprintf("start forwarder %s: %v", routing.Local(addr), err)}
@@ -269,7 +380,7 @@ func (s *Service) ping(m *routing.Message, req control) control {
 	if f == nil {
 		return control{Kind: kindPong, Name: req.Name, Status: statusUnknown}
 	}
-	if !f.owns(m.Return) {
+	if !f.ownedBy(req.Proof) || !f.owns(m.Return) {
 		return control{Kind: kindPong, Name: req.Name, Status: statusMoved}
 	}
 	f.seen(s.cfg.now())
@@ -290,7 +401,7 @@ func (s *Service) deleteOwn(c *node.Context, m *routing.Message, req control) co
 		s.mu.Unlock()
 		return control{Kind: kindDeleted, Name: req.Name, Status: statusUnknown}
 	}
-	if back := f.route(); !sameRegistrant(m.Return, back) {
+	if back := f.route(); !f.ownedBy(req.Proof) || !sameRegistrant(m.Return, back) {
 		s.mu.Unlock()
 		return control{Kind: kindDeleted, Name: req.Name, Status: statusMoved}
 	}
@@ -306,9 +417,10 @@ func (s *Service) deleteOwn(c *node.Context, m *routing.Message, req control) co
 // forwarder is the worker at forward_to_NAME. Its state is read by List
 // while it handles messages, hence the mutex.
 type forwarder struct {
-	s    *Service
-	name string
-	addr string
+	s     *Service
+	name  string
+	addr  string
+	proof string // the owner's proof, fixed at the first registration
 
 	mu            sync.Mutex
 	back          routing.Route
@@ -326,7 +438,7 @@ type forwarder struct {
 }
 
 func newForwarder(s *Service, req control, back routing.Route, now time.Time) *forwarder {
-	f := &forwarder{s: s, name: req.Name, addr: ForwarderAddress(req.Name), created: now}
+	f := &forwarder{s: s, name: req.Name, addr: ForwarderAddress(req.Name), proof: req.Proof, created: now}
 	f.replace(back, req, now)
 	return f
 }
@@ -356,6 +468,11 @@ func (f *forwarder) route() routing.Route {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.back
+}
+
+// ownedBy reports whether proof is the owner's.
+func (f *forwarder) ownedBy(proof string) bool {
+	return subtle.ConstantTimeCompare([]byte(f.proof), []byte(proof)) == 1
 }
 
 // owns reports whether ret (a request's return route) is this forwarder's

@@ -15,8 +15,34 @@ import (
 // API can serve `relay list` and `relay delete` on the registering side. The
 // zero value is ready to use.
 type Set struct {
-	mu   sync.Mutex
-	regs map[string]*Registration
+	// SecretFile, when set, is where the registrant secret is kept (see
+	// LoadOrCreateSecret), so this node keeps its relay names across
+	// restarts. Without it the secret lives as long as the Set.
+	SecretFile string
+
+	mu     sync.Mutex
+	regs   map[string]*Registration
+	secret []byte
+}
+
+// Secret returns the secret registrations through s use when their Options
+// carry none, loading or creating SecretFile on first use.
+func (s *Set) Secret() ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.secret != nil {
+		return s.secret, nil
+	}
+	if s.SecretFile == "" {
+		s.secret = NewSecret()
+		return s.secret, nil
+	}
+	sec, err := LoadOrCreateSecret(s.SecretFile)
+	if err != nil {
+		return nil, err
+	}
+	s.secret = sec
+	return sec, nil
 }
 
 // ErrExists is returned when registering a name the set already holds.
@@ -24,6 +50,13 @@ var ErrExists = errors.New("a relay by that name is already registered from this
 
 // Register registers name (see Register) and keeps the registration.
 func (s *Set) Register(ctx context.Context, n *node.Node, at routing.Route, name string, opts Options) (*Registration, error) {
+	if opts.Secret == nil {
+		sec, err := s.Secret()
+		if err != nil {
+			return nil, fmt.Errorf("register relay %q: %w", name, err)
+		}
+		opts.Secret = sec
+	}
 	s.mu.Lock()
 	if _, ok := s.regs[name]; ok {
 		s.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -93,6 +94,9 @@ func Run(ctx context.Context, o Options) error {
 	defer stop()
 	r := &runtime{n: n, log: log, name: cfg.Name, stop: stop, started: time.Now(), tr: o.Transports, home: o.Home,
 		links: newLinks(n, log, o.Transports), portals: portalComp{inlets: map[string]*inletEntry{}, outlets: map[string]*outletEntry{}}}
+	if o.Home != nil { // relay names stay this node's across restarts (host/relays owner.go)
+		r.regs.SecretFile = filepath.Join(o.Home.NodeDir(cfg.Name), "relay.secret")
+	}
 	defer r.teardown()
 	if r.secure, err = startSecure(n, log, o.Home, cfg); err != nil {
 		return err
