@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/ferryhq/ferry/host/logging"
 	"github.com/ferryhq/ferry/host/node"
 	"github.com/ferryhq/ferry/sdk/portal"
 	"github.com/ferryhq/ferry/sdk/routing"
@@ -34,6 +36,9 @@ type InletOptions struct {
 	// ProbeInterval is how often the inlet checks its path for Status
 	// while it is up (default 10s).
 	ProbeInterval time.Duration
+	// MaxSessions bounds the inlet's open sessions (clients); a client
+	// beyond it is reset at once. Default DefaultMaxSessions.
+	MaxSessions int
 	// Logger defaults to the node's logger.
 	Logger  hclog.Logger
 	Session SessionOptions
@@ -55,6 +60,8 @@ type Inlet struct {
 	stopWatch func() bool
 
 	relistenMu sync.Mutex
+	limiter    *logging.Limiter
+	refused    atomic.Uint64 // clients reset because of MaxSessions
 
 	mu       sync.Mutex
 	ln       portal.Listener
@@ -87,6 +94,9 @@ func NewInlet(ctx context.Context, n *node.Node, opts InletOptions) (*Inlet, err
 	if opts.ProbeInterval <= 0 {
 		opts.ProbeInterval = 10 * time.Second
 	}
+	if opts.MaxSessions <= 0 {
+		opts.MaxSessions = DefaultMaxSessions
+	}
 	so, err := opts.Session.withDefaults()
 	if err != nil {
 		return nil, fmt.Errorf("inlet: %w", err)
@@ -105,6 +115,7 @@ func NewInlet(ctx context.Context, n *node.Node, opts InletOptions) (*Inlet, err
 		n: n, opts: opts, ln: ln, addr: ln.Addr(), created: time.Now(),
 		log:      log.Named("inlet").With("inlet", ln.Addr(), "route", opts.Route.String()),
 		sessions: map[*session]struct{}{},
+		limiter:  logging.NewLimiter(0, 0),
 	}
 	in.ctx, in.cancel = context.WithCancel(context.Background())
 	in.state.set(StateConnecting, nil)
@@ -261,6 +272,16 @@ func (in *Inlet) relisten(gen int, cause error) bool {
 }
 
 func (in *Inlet) startSession(conn portal.Stream) {
+	in.mu.Lock()
+	full := len(in.sessions) >= in.opts.MaxSessions
+	in.mu.Unlock()
+	if full {
+		in.refused.Add(1)
+		in.limiter.Warn(in.log, "inlet full", "client reset: the inlet holds its maximum of sessions", "max_sessions", in.opts.MaxSessions)
+		resetStream(conn)
+		conn.Close()
+		return
+	}
 	s := newSession(in.opts.Session, &in.stats, conn, in.log, &in.wg, in.sessionEnded)
 	in.mu.Lock()
 	if in.closed {
@@ -288,10 +309,10 @@ func (in *Inlet) sessionEnded(s *session, err error) {
 	}
 	select {
 	case <-s.opened:
-		in.log.Info("session ended", "session", s.addr.String(), "error", err)
+		in.limiter.Info(in.log, "session ended", "session ended", "session", s.addr.String(), "error", err)
 	default:
 		// The client never got a session: say why it was closed.
-		in.log.Warn("closed client connection: no portal session", "error", err)
+		in.limiter.Warn(in.log, "no session", "closed client connection: no portal session", "error", err)
 	}
 }
 

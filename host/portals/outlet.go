@@ -35,6 +35,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/ferryhq/ferry/host/logging"
 	"github.com/ferryhq/ferry/host/node"
 	"github.com/ferryhq/ferry/sdk/portal"
 	"github.com/ferryhq/ferry/sdk/routing"
@@ -107,6 +108,10 @@ type OutletOptions struct {
 	Portal portal.Portal
 	// DialTimeout bounds dialling the target (default 10s).
 	DialTimeout time.Duration
+	// MaxSessions bounds the outlet's open sessions: each one that arrives
+	// from the network dials the target, so beyond it an open is refused.
+	// Default DefaultMaxSessions.
+	MaxSessions int
 	// Logger defaults to the node's logger.
 	Logger  hclog.Logger
 	Session SessionOptions
@@ -125,6 +130,8 @@ type Outlet struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	limiter *logging.Limiter
+
 	mu       sync.Mutex
 	closed   bool
 	sessions map[[idLen]byte]*session // nil value: dial in progress
@@ -141,6 +148,9 @@ func NewOutlet(n *node.Node, opts OutletOptions) (*Outlet, error) {
 	if opts.Portal == nil {
 		return nil, errors.New("outlet: a portal is required to dial the target")
 	}
+	if opts.MaxSessions <= 0 {
+		opts.MaxSessions = DefaultMaxSessions
+	}
 	if opts.DialTimeout <= 0 {
 		opts.DialTimeout = 10 * time.Second
 	}
@@ -153,7 +163,7 @@ func NewOutlet(n *node.Node, opts OutletOptions) (*Outlet, error) {
 	if log == nil {
 		log = n.Logger()
 	}
-	o := &Outlet{n: n, opts: opts, log: log.Named("outlet").With("outlet", opts.Address, "target", opts.Target), sessions: map[[idLen]byte]*session{}}
+	o := &Outlet{n: n, opts: opts, log: log.Named("outlet").With("outlet", opts.Address, "target", opts.Target), sessions: map[[idLen]byte]*session{}, limiter: logging.NewLimiter(0, 0)}
 	o.ctx, o.cancel = context.WithCancel(context.Background())
 	o.state.set(StateUp, nil)
 	addr, err := n.StartWorker(opts.Address, outletWorker{o}, node.WithKind("tcp-outlet"))
@@ -234,6 +244,11 @@ func (w outletWorker) HandleMessage(c *node.Context, m *routing.Message) error {
 		return c.Reply(c, m, (&frame{kind: kindClose, reason: "outlet is closing"}).encode())
 	}
 	s, dup := o.sessions[f.id]
+	if !dup && len(o.sessions) >= o.opts.MaxSessions {
+		o.mu.Unlock()
+		o.limiter.Warn(o.log, "outlet full", "session refused: the outlet holds its maximum of sessions", "max_sessions", o.opts.MaxSessions, "from", m.Return.String())
+		return c.Reply(c, m, (&frame{kind: kindClose, reason: fmt.Sprintf("outlet %s holds its maximum of %d sessions", o.addr, o.opts.MaxSessions)}).encode())
+	}
 	if !dup {
 		o.sessions[f.id] = nil
 		o.wg.Add(1)
@@ -276,14 +291,14 @@ func (o *Outlet) accept(c *node.Context, f frame, ret routing.Route) {
 	if err != nil {
 		err = fmt.Errorf("outlet %s cannot reach its target: %w", o.addr, err)
 		o.state.set(StateUp, err)
-		o.log.Warn("session refused", "error", err)
+		o.limiter.Warn(o.log, "target unreachable", "session refused", "error", err)
 		refuse(err)
 		return
 	}
 	s := newSession(o.opts.Session, &o.stats, conn, o.log, &o.wg, func(s *session, err error) {
 		forget()
 		if err != nil {
-			o.log.Info("session ended", "session", s.addr.String(), "error", err)
+			o.limiter.Info(o.log, "session ended", "session ended", "session", s.addr.String(), "error", err)
 		}
 	})
 	s.peer = ret

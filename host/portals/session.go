@@ -49,6 +49,19 @@ const (
 	DefaultKeepaliveTimeout  = 30 * time.Second
 )
 
+// DefaultMaxSessions bounds the sessions of one inlet or outlet when their
+// options leave MaxSessions zero.
+const DefaultMaxSessions = 1024
+
+// resetStream makes a TCP-backed stream end with RST instead of FIN when it
+// is closed (an in-process *net.TCPConn, or a stream embedding one); a
+// plugin stream is reset by the plugin when the host ends it without a fin.
+func resetStream(st portal.Stream) {
+	if l, ok := st.(interface{ SetLinger(int) error }); ok {
+		_ = l.SetLinger(0)
+	}
+}
+
 // MaxChunkSize bounds ChunkSize so a data message stays well below the
 // transports' message limits.
 const MaxChunkSize = 1 << 20
@@ -174,6 +187,13 @@ func signal(ch chan struct{}) {
 
 // HandleMessage takes one frame from the peer.
 func (s *session) HandleMessage(c *node.Context, m *routing.Message) error {
+	if re, ok := node.AsRemoteError(m); ok {
+		// A node on the path could not deliver our frame: the path is
+		// broken (a wrong outlet route, a dead link). End at once, without
+		// answering an error with a message.
+		s.end(fmt.Errorf("path failed: %w", re), false)
+		return nil
+	}
 	f, err := decodeFrame(m.Payload)
 	if err != nil {
 		err = fmt.Errorf("frame from %s: %w", m.Return, err)
@@ -465,6 +485,13 @@ func (s *session) end(err error, notifyPeer bool) {
 			s.log.Debug("could not tell the peer the session closed", "session", s.addr.String(), "error", serr)
 		}
 		cancel()
+	}
+	if err != nil && s.peerRoute() != nil {
+		// An established session failed: reset the local connection so
+		// its client sees an error, not an end of file that looks like a
+		// complete transfer. A clean end closes cleanly, and so does a
+		// client that never got a session (no bytes moved).
+		resetStream(s.conn)
 	}
 	s.conn.Close()
 	if s.c != nil {

@@ -272,7 +272,7 @@ func (s *server) claim(id uint64) Stream {
 
 // Stream pumps one stream both ways until both directions finished, the
 // stream broke or the host cancelled.
-func (s *server) Stream(call pb.Portal_StreamServer) error {
+func (s *server) Stream(call pb.Portal_StreamServer) (err error) {
 	md, _ := metadata.FromIncomingContext(call.Context())
 	vals := md.Get(pluginwire.StreamIDKey)
 	if len(vals) != 1 {
@@ -286,7 +286,15 @@ func (s *server) Stream(call pb.Portal_StreamServer) error {
 	if st == nil {
 		return status.Errorf(codes.NotFound, "no stream %d (already claimed or timed out)", id)
 	}
-	defer st.Close()
+	defer func() {
+		// A stream that ends in failure (the host's session broke or the
+		// host went away) is reset (RST for TCP), so its client sees an
+		// error instead of a clean end of a short transfer.
+		if l, ok := st.(interface{ SetLinger(int) error }); ok && err != nil {
+			_ = l.SetLinger(0)
+		}
+		st.Close()
+	}()
 	readDone := make(chan error, 1)
 	writeDone := make(chan error, 1)
 	go func() { // stream -> host
