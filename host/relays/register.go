@@ -525,10 +525,14 @@ func (w *registrant) HandleMessage(c *node.Context, m *routing.Message) error {
 		// only to allowed ones when Allow is set.
 		next := m.Onward[1]
 		if !next.IsLocal() {
-			return r.refuse(fmt.Errorf("relay %q: %s is not a local address; messages through a relay go to local workers (route through a hop to go further)", r.name, next))
+			err := fmt.Errorf("relay %q: %s is not a local address; messages through a relay go to local workers (route through a hop to go further): %w", r.name, next, node.ErrDialRefused)
+			c.ReportUndeliverable(m, err)
+			return r.refuse(err)
 		}
 		if _, ok := r.allow[next.Value]; r.allow != nil && !ok {
-			return r.refuse(fmt.Errorf("relay %q: %s is not in the allowed destinations; message dropped", r.name, next))
+			err := fmt.Errorf("relay %q: %s is not in the allowed destinations; message dropped: %w", r.name, next, node.ErrAccessDenied)
+			c.ReportUndeliverable(m, err)
+			return r.refuse(err)
 		}
 	}
 	if err := c.Forward(c, m); err != nil {

@@ -27,6 +27,19 @@
 // must copy or write the packets before Send returns (the TCP transport and
 // the plugin client both do). A destination whose mailbox is full slows the
 // link's reader, which in turn slows the sender on the other side.
+//
+// Limits against the network: the bytes waiting to be written are bounded
+// per link (Options.QueueBytes, 16 MiB) and for all links of a binding
+// (Options.TotalQueueBytes, 256 MiB); a link worker's mailbox holds about
+// one message; a peer that does not take what is sent to it (it asks for
+// replies and never reads them) loses its link after Options.StallTimeout
+// (30 s) instead of making the node buffer. So one peer holds at most about
+// QueueBytes plus one message in flight per direction, and all peers
+// together TotalQueueBytes plus one message each. Messages from the network
+// never make the node dial: the resolver refuses (node.ErrDialRefused)
+// unless a connection to the address is already open, and an error goes
+// back to the sender. Repeated warnings are rate-limited per cause
+// (host/logging).
 package transports
 
 import (
