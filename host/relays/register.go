@@ -526,13 +526,15 @@ func (w *registrant) HandleMessage(c *node.Context, m *routing.Message) error {
 		next := m.Onward[1]
 		if !next.IsLocal() {
 			err := fmt.Errorf("relay %q: %s is not a local address; messages through a relay go to local workers (route through a hop to go further): %w", r.name, next, node.ErrDialRefused)
+			_ = r.refuse(err) // counted before the sender can hear of it
 			c.ReportUndeliverable(m, err)
-			return r.refuse(err)
+			return err
 		}
 		if _, ok := r.allow[next.Value]; r.allow != nil && !ok {
 			err := fmt.Errorf("relay %q: %s is not in the allowed destinations; message dropped: %w", r.name, next, node.ErrAccessDenied)
+			_ = r.refuse(err) // counted before the sender can hear of it
 			c.ReportUndeliverable(m, err)
-			return r.refuse(err)
+			return err
 		}
 	}
 	if err := c.Forward(c, m); err != nil {
