@@ -97,6 +97,13 @@ func TestCLI(t *testing.T) {
 	if !strings.Contains(out, "udp") {
 		t.Errorf("node show n2 does not list the udp listener:\n%s", out)
 	}
+	// The transport's counters, as the plugin reports them.
+	out = e.ok("listener", "show", l.Address, "--at", "n2")
+	for _, c := range []string{"datagrams_in", "cookie_challenges", "peers_accepted", "bad_datagrams", "reassembly_timeouts"} {
+		if !strings.Contains(out, c) {
+			t.Errorf("listener show lacks the counter %s:\n%s", c, out)
+		}
+	}
 	e.ok("node", "delete", "--all")
 
 	// The topology file, on a free port.

@@ -603,3 +603,46 @@ func (p *lossyProxy) drop() bool {
 
 func (p *lossyProxy) dropped() int { p.mu.Lock(); defer p.mu.Unlock(); return p.drops }
 func (p *lossyProxy) seen() int    { p.mu.Lock(); defer p.mu.Unlock(); return p.total }
+
+// TestIPv6 runs a link over ::1 (the batch path uses x/net's ipv6
+// PacketConn there), with a fragmented message.
+func TestIPv6(t *testing.T) {
+	if c, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		_ = c.Close()
+	}
+	srv, cli := newConfigured(t, testSettings), newConfigured(t, testSettings)
+	defer srv.Close()
+	defer cli.Close()
+	ctx := testCtx(t)
+	ln, err := srv.Listen(ctx, "[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cli.Dial(ctx, ln.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sv, err := ln.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sv.Close()
+	big := bytes.Repeat([]byte("v6"), 5000)
+	for _, m := range [][]byte{[]byte("small"), big} {
+		if err := c.Send(ctx, [][]byte{m}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := recvOne(t, sv, 10*time.Second)
+		if err != nil || !bytes.Equal(got, m) {
+			t.Fatalf("over ::1: got %d bytes (%v), want %d", len(got), err, len(m))
+		}
+	}
+	if err := sv.Send(ctx, [][]byte{[]byte("back")}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := recvOne(t, c, 10*time.Second); err != nil || string(got) != "back" {
+		t.Fatalf("reply over ::1: %q, %v", got, err)
+	}
+}
