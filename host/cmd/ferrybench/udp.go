@@ -40,7 +40,7 @@ type udpRun struct {
 func runUDP(ctx context.Context, cfg config) (*table, error) {
 	count := 200_000
 	if cfg.quick {
-		count = 3_000
+		count = 2_000
 	}
 	sizes := []int{64, 1200}
 	raw := map[int]udpRun{}
@@ -166,7 +166,7 @@ func measureRawUDP(ctx context.Context, count, size int) (udpRun, error) {
 	payload := make([]byte, size)
 	send := func() error { _, err := c.Write(payload); return err }
 	// Warm up, then measure.
-	if _, err := pacedRun(ctx, min(count, 20_000), got.Load, send); err != nil {
+	if _, err := pacedRun(ctx, min(count/4, 20_000), got.Load, send); err != nil {
 		return udpRun{}, err
 	}
 	got.Store(0)
@@ -233,7 +233,7 @@ func measureUDPNodes(ctx context.Context, count int, sizes []int, newT func() (t
 		payload := make([]byte, n)
 		send := func() error { return a.Send(ctx, r, payload) }
 		sink.got.Store(0)
-		if _, err := pacedRun(ctx, min(count, 20_000), sink.got.Load, send); err != nil {
+		if _, err := pacedRun(ctx, min(count/4, 20_000), sink.got.Load, send); err != nil {
 			return nil, fmt.Errorf("warm-up, %d B: %w", n, err)
 		}
 		sink.got.Store(0)
