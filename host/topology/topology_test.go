@@ -441,7 +441,16 @@ func TestConfigs(t *testing.T) {
 		t.Fatalf("found %d configs, want bridge.hcl and relay-portal.hcl at least", len(files))
 	}
 	for _, f := range files {
-		for _, schemas := range []func(string) ([]transport.Setting, error){nil, testSchemas} {
+		// testSchemas' serial and kafka stand-ins are not the real plugins'
+		// schemas: configs using those are checked against the real ones
+		// by the ferry command's tests (ferry validate with plugins built).
+		onlyTCP := func(p string) ([]transport.Setting, error) {
+			if p == "tcp" || p == "portal-tcp" {
+				return testSchemas(p)
+			}
+			return nil, ErrSchemaUnknown
+		}
+		for _, schemas := range []func(string) ([]transport.Setting, error){nil, onlyTCP} {
 			top, diags := Load(f, LoadOptions{Schemas: schemas})
 			if len(diags) != 0 {
 				t.Errorf("%s:\n%s", f, render(t, top, diags))
