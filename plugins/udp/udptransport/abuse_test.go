@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -644,5 +645,46 @@ func TestIPv6(t *testing.T) {
 	}
 	if got, err := recvOne(t, c, 10*time.Second); err != nil || string(got) != "back" {
 		t.Fatalf("reply over ::1: %q, %v", got, err)
+	}
+}
+
+// TestDualStackListener: a listener on ":port" (an IPv6 socket taking IPv4
+// too) serves an IPv4 dialler; peers are keyed by the unmapped address and
+// replies, fragments included, reach it.
+func TestDualStackListener(t *testing.T) {
+	srv, cli := newConfigured(t, testSettings), newConfigured(t, testSettings)
+	defer srv.Close()
+	defer cli.Close()
+	ctx := testCtx(t)
+	ln, err := srv.Listen(ctx, ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, err := net.SplitHostPort(ln.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cli.Dial(ctx, net.JoinHostPort("127.0.0.1", port))
+	if err != nil {
+		t.Fatalf("Dial 127.0.0.1 to a listener on %s: %v", ln.Addr(), err)
+	}
+	sv, err := ln.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sv.Close()
+	if !strings.HasPrefix(sv.RemoteAddr(), "127.0.0.1:") {
+		t.Errorf("accepted link's RemoteAddr %q; want the unmapped IPv4 address", sv.RemoteAddr())
+	}
+	big := bytes.Repeat([]byte{7}, 5000)
+	if err := sv.Send(ctx, [][]byte{[]byte("x"), big}); err != nil {
+		t.Fatal(err)
+	}
+	in := &inbox{l: c}
+	for _, want := range [][]byte{[]byte("x"), big} {
+		got, err := in.next(10 * time.Second)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("reply through a dual-stack listener: %d bytes (%v), want %d", len(got), err, len(want))
+		}
 	}
 }
