@@ -295,10 +295,17 @@ func dispense(ctx context.Context, pc *plugin.Client, cfg LaunchConfig, data net
 		}
 		c.remote, err = transportclient.NewWithData(conn.Conn, conn.Done, hello, mux)
 	case KindPortal:
-		if data != nil {
+		var mux *pluginwire.Mux
+		if data != nil && pluginwire.Has(hello.Capabilities, pluginv1.Capability_CAPABILITY_DATA_CHANNEL) {
+			mcfg := pluginwire.PortalMuxConfig()
+			mcfg.StallTimeout, mcfg.Keepalive, mcfg.Logger = cfg.DataStallTimeout, true, logger
+			mux = pluginwire.NewMux(data, mcfg)
+			c.mux = mux
+			go watchData(mux, pc, conn.Done, logger)
+		} else if data != nil {
 			data.Close()
 		}
-		c.portal, err = portalclient.New(conn.Conn, hello)
+		c.portal, err = portalclient.NewWithData(conn.Conn, hello, mux)
 	default:
 		err = fmt.Errorf("plugin %s is of a kind this host does not know (%s); upgrade Ferry", cfg.Name, kind)
 	}
@@ -438,6 +445,10 @@ func (c *Client) Transport() transport.Transport {
 // Remote is the plugin's Transport with its protocol details; nil unless
 // the plugin is a transport.
 func (c *Client) Remote() *transportclient.Remote { return c.remote }
+
+// DataChannel reports whether the plugin's data moves on the private data
+// channel (else on gRPC streams).
+func (c *Client) DataChannel() bool { return c.mux != nil }
 
 // Portal is the plugin's Portal, driven over gRPC; nil unless the plugin
 // is a portal.

@@ -25,6 +25,9 @@ func launchPlugin(t *testing.T) *plugins.Client {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Kill)
+	if !c.DataChannel() {
+		t.Fatal("the portal plugin's stream data is not on the data channel")
+	}
 	return c
 }
 

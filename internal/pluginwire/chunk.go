@@ -168,3 +168,17 @@ func ParseChunk(b []byte, c *InChunk) error {
 // ChunkSize is the most bytes one portal Chunk carries. Reads from a stream
 // are at most this large; writes are split to it.
 const ChunkSize = 256 << 10
+
+// Data channel parameters of a portal plugin, the same on both sides: a
+// DATA frame carries at most one chunk, and a stream may have
+// PortalWindow bytes unacknowledged each way (which bounds a session's
+// memory on the plugin path).
+const (
+	PortalMaxFrame = ChunkSize
+	PortalWindow   = 1 << 20
+)
+
+// PortalMuxConfig is the data channel configuration of a portal plugin.
+func PortalMuxConfig() MuxConfig {
+	return MuxConfig{MaxFrame: PortalMaxFrame, Window: PortalWindow}
+}

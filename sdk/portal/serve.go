@@ -3,6 +3,7 @@ package portal
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -50,6 +51,14 @@ type serveConfig struct {
 	logger      hclog.Logger
 	parentCheck time.Duration
 	test        *plugin.ServeTestConfig
+	data        net.Conn
+}
+
+// WithDataChannel serves stream data on conn, the plugin's end of a data
+// channel, when serving in-process (WithTestConfig); a plugin process uses
+// the channel its host passed it.
+func WithDataChannel(conn net.Conn) ServeOption {
+	return func(c *serveConfig) { c.data = conn }
 }
 
 // WithLogger sets the logger Serve logs to (default: JSON on stderr, which
@@ -87,7 +96,9 @@ func Serve(p Portal, opts ...ServeOption) {
 	srv := newServer(p, cfg.logger)
 	if cfg.test == nil {
 		pluginproc.ReserveStdout()
+		cfg.data = pluginwire.InheritedConn()
 	}
+	srv.data = cfg.data
 	if cfg.parentCheck > 0 {
 		go pluginproc.WatchParent(cfg.parentCheck, cfg.logger, func() { srv.close() })
 	}
@@ -119,6 +130,11 @@ type server struct {
 	nextID    uint64
 	listeners map[uint64]*srvListener
 	pending   map[uint64]Stream // accepted or dialled, not yet claimed by Stream
+
+	// data is the plugin's end of the data channel, if the host passed
+	// one; mux runs on it once both sides agreed at Hello.
+	data net.Conn
+	mux  *pluginwire.Mux
 }
 
 type srvListener struct {
@@ -138,7 +154,11 @@ func (s *server) close() {
 	s.mu.Lock()
 	ls, ps := s.listeners, s.pending
 	s.listeners, s.pending = map[uint64]*srvListener{}, map[uint64]Stream{}
+	mux := s.mux
 	s.mu.Unlock()
+	if mux != nil {
+		defer mux.Close()
+	}
 	for _, l := range ls {
 		l.cancel()
 		l.l.Close()
@@ -154,9 +174,21 @@ func (s *server) Hello(_ context.Context, req *pluginv1.HelloRequest) (*pluginv1
 	if req.HostMajor != ProtocolMajor {
 		return nil, status.Errorf(codes.FailedPrecondition, "host speaks protocol %d, plugin speaks %d", req.HostMajor, ProtocolMajor)
 	}
+	var offer []pluginv1.Capability
+	if s.data != nil {
+		offer = []pluginv1.Capability{pluginv1.Capability_CAPABILITY_DATA_CHANNEL}
+		s.mu.Lock()
+		if s.mux == nil && pluginwire.Has(req.HostCapabilities, pluginv1.Capability_CAPABILITY_DATA_CHANNEL) {
+			cfg := pluginwire.PortalMuxConfig()
+			cfg.OnOpen, cfg.Logger = s.openData, s.log
+			s.mux = pluginwire.NewMux(s.data, cfg)
+		}
+		s.mu.Unlock()
+	}
 	i := s.p.Info()
 	return &pluginv1.HelloResponse{
-		Kind: pluginv1.Kind_KIND_PORTAL, Name: i.Name, Version: i.Version,
+		Capabilities: offer,
+		Kind:         pluginv1.Kind_KIND_PORTAL, Name: i.Name, Version: i.Version,
 		ProtocolMajor: ProtocolMajor, ProtocolMinor: ProtocolMinor,
 		Pid:    int64(os.Getpid()),
 		Portal: &pluginv1.PortalDetails{Protocol: i.Protocol},
@@ -374,4 +406,77 @@ func (s *server) Stream(call pb.Portal_StreamServer) (err error) {
 		}
 	}
 	return nil
+}
+
+// openData starts moving stream id's bytes on the data channel, which the
+// host asked for with OPEN. It runs on the channel's reader goroutine and
+// must not block.
+func (s *server) openData(id uint64) {
+	s.mu.Lock()
+	mux := s.mux
+	s.mu.Unlock()
+	ms, err := mux.Open(id)
+	if err != nil {
+		return
+	}
+	st := s.claim(id)
+	if st == nil {
+		ms.Fail(fmt.Errorf("no stream %d (already claimed or timed out)", id))
+		ms.Close()
+		return
+	}
+	go s.pumpData(st, ms)
+}
+
+// pumpData moves one stream's bytes both ways on the data channel until
+// the host closes it: a clean end of either direction is a half-close
+// (EOF), a broken one an error the other side sees.
+func (s *server) pumpData(st Stream, ms *pluginwire.MuxStream) {
+	defer ms.Close()
+	defer st.Close()
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	inDone := make(chan struct{})
+	go func() { // host -> stream
+		defer close(inDone)
+		for {
+			payload, err := ms.Read(ctx)
+			if err == io.EOF {
+				if err := st.CloseWrite(); err != nil {
+					ms.Fail(fmt.Errorf("half-close: %w", err))
+				}
+				return
+			}
+			if err != nil {
+				st.Close() // the host closed the stream, or the channel is gone
+				return
+			}
+			if _, err := st.Write(payload); err != nil {
+				ms.Fail(fmt.Errorf("write: %w", err))
+				st.Close()
+				return
+			}
+		}
+	}()
+	bp := pluginwire.ChunkPool.Get(pluginwire.ChunkSize)
+	defer pluginwire.ChunkPool.Put(bp)
+	buf := *bp
+	for { // stream -> host
+		n, err := st.Read(buf)
+		if n > 0 {
+			if werr := ms.WriteFrame(ctx, n, func(b []byte) { copy(b, buf[:n]) }); werr != nil {
+				break
+			}
+		}
+		if err == io.EOF {
+			ms.CloseWrite()
+			break
+		}
+		if err != nil {
+			ms.Fail(fmt.Errorf("read: %w", err))
+			break
+		}
+	}
+	// The host's CLOSE (or the channel's end) ends the other direction.
+	<-inDone
 }

@@ -35,11 +35,18 @@ type Remote struct {
 
 	ctx    context.Context // ends every stream on Close
 	cancel context.CancelFunc
+	mux    *pluginwire.Mux // stream data, when both sides use the data channel
 }
 
 // New returns the portal served on conn by a plugin that answered hello
 // (pluginwire.CallHello) as a portal.
 func New(conn *grpc.ClientConn, hello *pluginv1.HelloResponse) (*Remote, error) {
+	return NewWithData(conn, hello, nil)
+}
+
+// NewWithData is New with stream data on mux, the host's end of the data
+// channel both sides agreed to use at hello (nil: gRPC streams).
+func NewWithData(conn *grpc.ClientConn, hello *pluginv1.HelloResponse, mux *pluginwire.Mux) (*Remote, error) {
 	if hello.GetKind() != pluginv1.Kind_KIND_PORTAL || hello.GetPortal() == nil {
 		return nil, fmt.Errorf("hello: plugin %q is not a portal plugin", hello.GetName())
 	}
@@ -49,6 +56,7 @@ func New(conn *grpc.ClientConn, hello *pluginv1.HelloResponse) (*Remote, error) 
 		pid:   int(hello.Pid),
 		major: hello.ProtocolMajor,
 		minor: min(hello.ProtocolMinor, pluginwire.ProtocolMinor),
+		mux:   mux,
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	return r, nil
@@ -108,6 +116,9 @@ func (r *Remote) Dial(ctx context.Context, address string) (portal.Stream, error
 }
 
 func (r *Remote) open(info *pb.StreamInfo) (portal.Stream, error) {
+	if r.mux != nil {
+		return r.openData(info)
+	}
 	ctx, cancel := context.WithCancel(r.ctx)
 	ctx = metadata.AppendToOutgoingContext(ctx, pluginwire.StreamIDKey, strconv.FormatUint(info.StreamId, 10))
 	call, err := r.c.Stream(ctx, grpc.ForceCodecV2(pluginwire.ChunkCodec{}), grpc.MaxCallRecvMsgSize(grpcLimit), grpc.MaxCallSendMsgSize(grpcLimit))
@@ -275,3 +286,96 @@ const closeTimeout = 5 * time.Second
 const grpcLimit = 4 << 20
 
 func timeUntilMs(t time.Time) float64 { return float64(time.Until(t)) / float64(time.Millisecond) }
+
+// DataChannel reports whether stream data moves on the data channel.
+func (r *Remote) DataChannel() bool { return r.mux != nil }
+
+func (r *Remote) openData(info *pb.StreamInfo) (portal.Stream, error) {
+	ms, err := r.mux.Open(info.StreamId)
+	if err == nil {
+		err = r.mux.SendOpen(info.StreamId)
+	}
+	if err != nil {
+		if ms != nil {
+			ms.Close()
+		}
+		return nil, fmt.Errorf("open stream %d: %w (%w)", info.StreamId, err, portal.ErrUnavailable)
+	}
+	s := &dataStream{r: r, ms: ms, id: info.StreamId, local: info.Local, remote: info.Remote}
+	s.ctx, s.cancel = context.WithCancel(r.ctx)
+	return s, nil
+}
+
+// dataStream is one plugin stream on the data channel. Read runs on one
+// goroutine, Write and CloseWrite on another.
+type dataStream struct {
+	r             *Remote
+	ms            *pluginwire.MuxStream
+	id            uint64
+	local, remote string
+	ctx           context.Context
+	cancel        context.CancelFunc
+
+	buf  []byte // what is left of the payload Read returned last
+	once sync.Once
+}
+
+func (s *dataStream) err(what string, err error) error {
+	switch {
+	case errors.Is(err, io.EOF):
+		return io.EOF
+	case s.r.mux.Err() != nil:
+		return fmt.Errorf("portal stream %d: %s: %w (%v)", s.id, what, portal.ErrUnavailable, s.r.mux.Err())
+	case errors.Is(err, pluginwire.ErrChannelClosed), errors.Is(err, context.Canceled):
+		return fmt.Errorf("portal stream %d: %s: %w", s.id, what, portal.ErrClosed)
+	}
+	return fmt.Errorf("portal stream %d: %s: %w", s.id, what, err)
+}
+
+func (s *dataStream) Read(p []byte) (int, error) {
+	for len(s.buf) == 0 {
+		payload, err := s.ms.Read(s.ctx)
+		if err != nil {
+			return 0, s.err("read", err)
+		}
+		s.buf = payload
+	}
+	n := copy(p, s.buf)
+	s.buf = s.buf[n:]
+	return n, nil
+}
+
+func (s *dataStream) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		n := min(len(p), pluginwire.ChunkSize)
+		chunk := p[:n]
+		if err := s.ms.WriteFrame(s.ctx, n, func(b []byte) { copy(b, chunk) }); err != nil {
+			return written, s.err("write", err)
+		}
+		written += n
+		p = p[n:]
+	}
+	return written, nil
+}
+
+func (s *dataStream) CloseWrite() error {
+	if err := s.ms.CloseWrite(); err != nil {
+		return s.err("half-close", err)
+	}
+	return nil
+}
+
+// Close ends the stream; what Write already queued still reaches the
+// plugin first (frames keep their order on the channel).
+func (s *dataStream) Close() error {
+	s.once.Do(func() {
+		s.ms.Close()
+		s.cancel()
+	})
+	return nil
+}
+
+// LocalAddr and RemoteAddr describe the plugin's end of the stream.
+func (s *dataStream) LocalAddr() string  { return s.local }
+func (s *dataStream) RemoteAddr() string { return s.remote }

@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 
 	"github.com/ferryhq/ferry/host/plugins/portalclient"
+	"github.com/ferryhq/ferry/internal/pluginpb/pluginv1"
 	"github.com/ferryhq/ferry/internal/pluginwire"
 	"github.com/ferryhq/ferry/plugins/portal-tcp/tcpportal"
 	"github.com/ferryhq/ferry/sdk/portal"
@@ -22,13 +23,35 @@ import (
 
 // serveInProcess serves a TCP portal through Serve and go-plugin in this
 // process and returns the host's Remote for it.
+//
+// withData, when set, carries stream data on a data channel (a
+// socketpair) as a plugin process would; otherwise on gRPC streams.
+var withData bool
+
 func serveInProcess(t *testing.T) *portalclient.Remote {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	reattach := make(chan *plugin.ReattachConfig, 1)
 	closed := make(chan struct{})
-	go portal.Serve(tcpportal.New(), portal.WithLogger(hclog.NewNullLogger()),
-		portal.WithTestConfig(&plugin.ServeTestConfig{Context: ctx, ReattachConfigCh: reattach, CloseCh: closed}))
+	opts := []portal.ServeOption{portal.WithLogger(hclog.NewNullLogger()),
+		portal.WithTestConfig(&plugin.ServeTestConfig{Context: ctx, ReattachConfigCh: reattach, CloseCh: closed})}
+	var host net.Conn
+	offer := pluginwire.HostCapabilities
+	if withData {
+		h, child, err := pluginwire.Socketpair()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc, err := net.FileConn(child)
+		child.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		host = h
+		opts = append(opts, portal.WithDataChannel(pc))
+		offer = append(offer[:len(offer):len(offer)], pluginv1.Capability_CAPABILITY_DATA_CHANNEL)
+	}
+	go portal.Serve(tcpportal.New(), opts...)
 	var rc *plugin.ReattachConfig
 	select {
 	case rc = <-reattach:
@@ -58,15 +81,33 @@ func serveInProcess(t *testing.T) *portalclient.Remote {
 		t.Fatal(err)
 	}
 	conn := raw.(*pluginwire.Conn).Conn
-	hello, err := pluginwire.CallHello(ctx, conn, pluginwire.HostCapabilities)
+	hello, err := pluginwire.CallHello(ctx, conn, offer)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := portalclient.New(conn, hello)
+	var mux *pluginwire.Mux
+	if host != nil {
+		if !pluginwire.Has(hello.Capabilities, pluginv1.Capability_CAPABILITY_DATA_CHANNEL) {
+			t.Fatal("the portal did not offer the data channel")
+		}
+		mux = pluginwire.NewMux(host, pluginwire.PortalMuxConfig())
+		t.Cleanup(func() { mux.Close() })
+	}
+	r, err := portalclient.NewWithData(conn, hello, mux)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if r.DataChannel() != withData {
+		t.Fatalf("data channel in use: %v", r.DataChannel())
 	}
 	return r
+}
+
+func TestServeOverTheDataChannel(t *testing.T) {
+	withData = true
+	defer func() { withData = false }()
+	t.Run("StreamsBothWaysWithHalfClose", TestServeStreamsBothWaysWithHalfClose)
+	t.Run("ErrorsSayWhy", TestServeErrorsSayWhy)
 }
 
 func TestServeStreamsBothWaysWithHalfClose(t *testing.T) {
