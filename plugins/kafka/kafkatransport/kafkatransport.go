@@ -546,16 +546,15 @@ type listener struct {
 	done       chan struct{}
 	once       sync.Once
 
+	closedFlag        atomic.Bool
 	accepted, refused atomic.Uint64
 }
 
 func (l *listener) Addr() string { return l.topic }
 
-func (l *listener) isClosed() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.closed
-}
+// isClosed is lock-free: acquireConsumer asks while holding the
+// transport's and the consumer's locks, which route takes inside l.mu.
+func (l *listener) isClosed() bool { return l.closedFlag.Load() }
 
 // Accept returns the next sender link. Several goroutines may call it.
 func (l *listener) Accept(ctx context.Context) (transport.Link, error) {
@@ -668,6 +667,7 @@ func (l *listener) Close() error {
 	l.once.Do(func() {
 		l.mu.Lock()
 		l.closed = true
+		l.closedFlag.Store(true)
 		pending := l.backlog
 		l.backlog = nil
 		l.mu.Unlock()
