@@ -39,7 +39,7 @@ node "n2" {
       data_bits          = 8
       parity             = "none"
       stop_bits          = "1"
-      max_frame_size     = 4096 # bytes per frame, header and CRC included
+      max_frame_size     = 1024 # bytes per frame, header and CRC included
       heartbeat_interval = "2s"
       idle_timeout       = "10s"
     }

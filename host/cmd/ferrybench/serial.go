@@ -95,7 +95,7 @@ func runSerial(ctx context.Context, cfg config) (*table, error) {
 	t.add("64 B round trip p99", fmtDur(raw.p99), fmtDur(inproc.p99), fmtRatio(float64(raw.p99), float64(inproc.p99)),
 		fmtDur(sub.p99), fmtRatio(float64(raw.p99), float64(sub.p99)), "")
 	t.note("raw pty: %d MiB written to one device in 64 KiB writes and read from the other; round trip: 64 B there and back; the better of a run before and after the others", sz.bytes>>20)
-	t.note("ferry: a listening and a dialling serial transport on the two devices, Send batches of 16 x 64 KiB; default settings (max_frame_size 4096)")
+	t.note("ferry: a listening and a dialling serial transport on the two devices, Send batches of 16 x 64 KiB; default settings (max_frame_size 1024)")
 	t.note("round-trip ratios are raw ÷ ferry (higher is better); the bridge goroutine is the same in every column; baud is not enforced on a pty")
 	return t, nil
 }

@@ -9,14 +9,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.bug.st/serial"
-
 	"github.com/ferryhq/ferry/sdk/transport"
 )
 
 const (
 	// closeGrace bounds how long Close waits for its close frame to be
-	// written, and shutdown for a write in progress.
+	// written.
 	closeGrace = time.Second
 	// writeChunk is the most one Write call takes, so a closing line never
 	// waits behind a multi-megabyte write.
@@ -90,7 +88,7 @@ type wreq struct {
 // first link; a listener's line carries one link after another until the
 // device fails or the listener closes.
 type line struct {
-	port     serial.Port
+	port     *device
 	path     string
 	cfg      config
 	ctr      *counters
@@ -98,8 +96,7 @@ type line struct {
 	onEnd    func(*line)
 
 	wq          chan *wreq
-	wsem        chan struct{} // held around each port.Write
-	established chan *link    // a dialled line's link, once
+	established chan *link // a dialled line's link, once
 
 	mu           sync.Mutex
 	local, peer  uint32
@@ -123,7 +120,7 @@ type line struct {
 	frameBufs sync.Pool
 }
 
-func newLine(port serial.Port, path string, cfg config, ctr *counters, l *listener) *line {
+func newLine(port *device, path string, cfg config, ctr *counters, l *listener) *line {
 	ln := &line{
 		port:        port,
 		path:        path,
@@ -131,7 +128,6 @@ func newLine(port serial.Port, path string, cfg config, ctr *counters, l *listen
 		ctr:         ctr,
 		listener:    l,
 		wq:          make(chan *wreq, writeQueue),
-		wsem:        make(chan struct{}, 1),
 		established: make(chan *link, 1),
 		closing:     make(chan struct{}),
 		done:        make(chan struct{}),
@@ -209,19 +205,18 @@ func (ln *line) writer() {
 	}
 }
 
-// writeAll writes b completely: go.bug.st/serial may write less than asked
-// without an error.
+// writeAll writes b completely, in chunks so a closing line is noticed
+// between them: a device write may take less than asked without an error
+// (go.bug.st/serial's Write does; the loop keeps that harmless whichever
+// descriptor writes).
 func (ln *line) writeAll(b []byte) error {
 	zero := 0
 	for len(b) > 0 {
 		chunk := b[:min(len(b), writeChunk)]
-		ln.wsem <- struct{}{}
 		if ln.stopping.Load() {
-			<-ln.wsem
 			return transport.ErrClosed
 		}
 		n, err := ln.port.Write(chunk)
-		<-ln.wsem
 		ln.ctr.bytesOut.Add(uint64(n))
 		b = b[n:]
 		if err != nil {
@@ -556,17 +551,8 @@ func (ln *line) shutdown(cause error) {
 		cur := ln.cur
 		ln.cur = nil
 		ln.mu.Unlock()
-		// Wait (briefly) for a write in progress so the descriptor is not
-		// closed under it; a write stuck on a full device is abandoned.
-		t := time.NewTimer(closeGrace)
-		select {
-		case ln.wsem <- struct{}{}:
-			_ = ln.port.Close()
-			<-ln.wsem
-		case <-t.C:
-			_ = ln.port.Close()
-		}
-		t.Stop()
+		// Closing wakes a read or write blocked on the device.
+		_ = ln.port.Close()
 		close(ln.done)
 		if ln.onEnd != nil {
 			ln.onEnd(ln)

@@ -5,8 +5,6 @@ import (
 	"sync"
 	"time"
 
-	"go.bug.st/serial"
-
 	"github.com/ferryhq/ferry/sdk/transport"
 )
 
@@ -33,7 +31,7 @@ type listener struct {
 	closeOnce sync.Once
 }
 
-func newListener(t *Transport, path string, cfg config, port serial.Port) *listener {
+func newListener(t *Transport, path string, cfg config, port *device) *listener {
 	l := &listener{t: t, path: path, cfg: cfg,
 		notify: make(chan struct{}, 1), closing: make(chan struct{}), done: make(chan struct{})}
 	go l.run(port)
@@ -45,7 +43,7 @@ func (l *listener) Addr() string { return l.path }
 // Counters reports the counters of every line this listener opened.
 func (l *listener) Counters() map[string]uint64 { return l.ctr.snapshot() }
 
-func (l *listener) run(port serial.Port) {
+func (l *listener) run(port *device) {
 	defer func() {
 		close(l.done)
 		l.t.mu.Lock()
@@ -82,7 +80,7 @@ func (l *listener) run(port serial.Port) {
 				return
 			}
 			var err error
-			port, err = openPort(l.path, l.cfg)
+			port, err = openDevice(l.path, l.cfg)
 			if err == nil {
 				break
 			}

@@ -121,7 +121,7 @@ func defaultConfig() config {
 		dataBits:          8,
 		parity:            serial.NoParity,
 		stopBits:          serial.OneStopBit,
-		maxFrameSize:      4096,
+		maxFrameSize:      1024,
 		maxMessageSize:    MaxMessageSize,
 		heartbeatInterval: 2 * time.Second,
 		idleTimeout:       10 * time.Second,
@@ -329,23 +329,6 @@ func (t *Transport) release(path string) {
 	t.mu.Unlock()
 }
 
-func openPort(path string, cfg config) (serial.Port, error) {
-	// InitialStatusBits stays nil: setting DTR/RTS fails on pseudo-terminals
-	// (TIOCMGET returns ENOTTY), and a null-modem line does not need them.
-	p, err := serial.Open(path, &serial.Mode{
-		BaudRate: cfg.baudRate,
-		DataBits: cfg.dataBits,
-		Parity:   cfg.parity,
-		StopBits: cfg.stopBits,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
-	}
-	// Whatever sits in the input buffer predates this session.
-	_ = p.ResetInputBuffer()
-	return p, nil
-}
-
 // Listen opens the line at address (a device path) and waits for a peer's
 // hello; Accept returns the link. The device must exist now; if it fails
 // later, the listener re-opens it with backoff.
@@ -354,7 +337,7 @@ func (t *Transport) Listen(ctx context.Context, address string) (transport.Liste
 	if err != nil {
 		return nil, err
 	}
-	port, err := openPort(address, cfg)
+	port, err := openDevice(address, cfg)
 	if err != nil {
 		t.release(address)
 		return nil, fmt.Errorf("serial transport: listen: %w", err)
@@ -378,7 +361,7 @@ func (t *Transport) Dial(ctx context.Context, address string) (transport.Link, e
 	if err != nil {
 		return nil, err
 	}
-	port, err := openPort(address, cfg)
+	port, err := openDevice(address, cfg)
 	if err != nil {
 		t.release(address)
 		return nil, fmt.Errorf("serial transport: dial: %w", err)
