@@ -58,8 +58,7 @@ func (l *listener) Addr() string { return l.addr }
 // Counters reports everything on the listener's socket, its links' traffic
 // included.
 func (l *listener) Counters() map[string]uint64 {
-	m := l.cnt.snapshot(listenerCounters...)
-	return m
+	return l.cnt.snapshot(listenerCounters...)
 }
 
 // Accept returns the next peer that completed the handshake.

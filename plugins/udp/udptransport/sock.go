@@ -98,15 +98,14 @@ func unmap(a netip.AddrPort) netip.AddrPort {
 // is a header and a payload slice, written without copying the payload
 // when batching.
 type writer struct {
-	s     *sock
-	to    net.Addr // nil on a connected socket
-	toAP  netip.AddrPort
-	msgs  []ipv4.Message
-	bufs  [][]byte
-	hdrs  []byte
-	n     int
-	flat  []byte // single-write path: header and payload copied together
-	sentB int    // bytes written by the last flush
+	s    *sock
+	to   net.Addr // nil on a connected socket
+	toAP netip.AddrPort
+	msgs []ipv4.Message
+	bufs [][]byte
+	hdrs []byte
+	n    int
+	flat []byte // single-write path: header and payload copied together
 }
 
 func newWriter(s *sock, to netip.AddrPort) *writer {
@@ -173,9 +172,6 @@ func (w *writer) flush() error {
 	}
 	return nil
 }
-
-// datagramLen is the length of datagram i of the current batch.
-func (w *writer) datagramLen(i int) int { return len(w.bufs[2*i]) + len(w.bufs[2*i+1]) }
 
 // writeOne sends a single control datagram outside any batch.
 func (s *sock) writeOne(b []byte, to netip.AddrPort) error {

@@ -127,11 +127,10 @@ func decodeHeader(b []byte, maxMessage int) (header, error) {
 		if h.Count < 2 || h.Index >= h.Count || uint32(h.Count) > h.Total {
 			return h, fmt.Errorf("%w: fragment %d of %d for %d bytes", errBadDatagram, h.Index, h.Count, h.Total)
 		}
-		off, n, ok := fragmentSpan(int(h.Total), int(h.Count), int(h.Index))
+		_, n, ok := fragmentSpan(int(h.Total), int(h.Count), int(h.Index))
 		if !ok {
 			return h, fmt.Errorf("%w: %d fragments cannot split %d bytes", errBadDatagram, h.Count, h.Total)
 		}
-		_ = off
 		if len(h.Payload) != n {
 			return h, fmt.Errorf("%w: fragment %d/%d carries %d bytes, want %d", errBadDatagram, h.Index, h.Count, len(h.Payload), n)
 		}
