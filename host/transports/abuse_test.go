@@ -365,3 +365,71 @@ func TestMalformedFloodDoesNotFloodTheLog(t *testing.T) {
 		t.Fatalf("%d log lines for one cause", lines)
 	}
 }
+
+// Error messages are rate-limited per link: a peer that provokes errors as
+// fast as it can gets a few, and another peer on the same listener still
+// gets its own at once.
+func TestErrorsRateLimitedPerLink(t *testing.T) {
+	n := newNode(t, "n2")
+	b := attach(t, n, newTCP(t))
+	l, err := b.Listen(tctx(t), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	attacker, err := net.Dial("tcp", l.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer attacker.Close()
+	req := tcpFrame(encode(t, "/service/missing", "/service/attacker", []byte("x")))
+	var flood []byte
+	for i := 0; i < 500; i++ {
+		flood = append(flood, req...)
+	}
+	if _, err := attacker.Write(flood); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "errors to be suppressed", func() bool { return n.ErrorsSuppressed() >= 400 })
+	// The attacker got at most the burst (plus a refill), not 500.
+	_ = attacker.SetReadDeadline(time.Now().Add(time.Second))
+	var all []byte
+	buf := make([]byte, 64<<10)
+	for {
+		k, err := attacker.Read(buf)
+		all = append(all, buf[:k]...)
+		if err != nil {
+			break
+		}
+	}
+	total := len(all)
+	got := 0
+	for len(all) >= 6 {
+		n := int(binary.BigEndian.Uint32(all[2:6]))
+		if len(all) < 6+n {
+			break
+		}
+		if all[1] == 1 {
+			got++
+		}
+		all = all[6+n:]
+	}
+	if got > 30 {
+		t.Fatalf("the flooding peer got %d error messages (%d bytes) for 500 bad messages", got, total)
+	}
+	honest, err := net.Dial("tcp", l.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer honest.Close()
+	if _, err := honest.Write(tcpFrame(encode(t, "/service/missing", "/service/me", []byte("x")))); err != nil {
+		t.Fatal(err)
+	}
+	m, err := routing.Codec{}.Decode(readFrame(t, honest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if re, ok := node.AsRemoteError(&m); !ok || re.Code != node.CodeNoWorker {
+		t.Fatalf("the honest peer got %q", m.Payload)
+	}
+	t.Logf("flooding peer: %d error messages (%d bytes) for 500 bad messages; %d suppressed; the honest peer still got its error", got, total, n.ErrorsSuppressed())
+}

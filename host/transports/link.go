@@ -548,6 +548,9 @@ func (s *session) reader() {
 	c := s.c
 	b := c.b
 	self := c.addr()
+	// Each link is its own source for the node's error rate limits, so one
+	// peer cannot use up the budget of others on the same listener.
+	origin := "link/" + c.id
 	for {
 		pkts, err := s.link.Recv(s.ctx)
 		if err != nil {
@@ -567,7 +570,7 @@ func (s *session) reader() {
 				// Network input may reach local workers only; a remote first
 				// hop would make this node dial wherever a peer asks.
 				b.log.Debug("message refused: its onward route must start with a local worker", "flow", c.flow, "onward", m.Onward.String(), "return", m.Return.String())
-				m.Local.Flow = c.flow
+				m.Local.Flow, m.Local.Origin = c.flow, origin
 				rerr := fmt.Errorf("route to %s: %w: network input must name a local worker first", m.Onward, node.ErrDialRefused)
 				if ok {
 					b.n.ReportUndeliverableVia(&m, self, rerr)
@@ -579,12 +582,12 @@ func (s *session) reader() {
 				// A full return route: a routing loop. Tell the sender,
 				// through this link since the route back cannot name it.
 				b.log.Debug("message refused", "flow", c.flow, "error", err)
-				m.Local.Flow = c.flow
+				m.Local.Flow, m.Local.Origin = c.flow, origin
 				b.n.ReportUndeliverableVia(&m, self, fmt.Errorf("arrive at %s: %w: %v", b.n.Name(), node.ErrHopLimit, err))
 				continue
 			}
 			m.Return = ret
-			m.Local.Flow = c.flow
+			m.Local.Flow, m.Local.Origin = c.flow, origin
 			if err := b.n.Deliver(s.ctx, &m); err != nil {
 				if s.ctx.Err() != nil {
 					s.fail(errClosedLocally)

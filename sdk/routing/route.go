@@ -133,9 +133,10 @@ type LocalInfo struct {
 	// authenticated the peer; empty otherwise. Access control by identity
 	// reads it.
 	Identity string
-	// Origin is the flow a message (or the message it was forwarded from,
-	// by a hop, relay or other worker on this node) first arrived on; empty
-	// when it started on this node. The node uses it to refuse dialling on
-	// behalf of the network and to send errors back.
+	// Origin names where a message (or the message it was forwarded from,
+	// by a hop, relay or other worker on this node) first arrived from a
+	// network: its flow, or the link it came in on; empty when it started
+	// on this node. The node uses it to refuse dialling on behalf of the
+	// network and to rate-limit the errors it sends back per source.
 	Origin string
 }
