@@ -527,6 +527,9 @@ type acceptKey struct {
 	link    uint64
 }
 
+// maxRefusing bounds the refusal records a listener produces at once.
+const maxRefusing = 4
+
 // maxClosedKeys bounds the memory of links closed at a listener (whose
 // late records are dropped rather than opening a new link).
 const maxClosedKeys = 4096
@@ -547,6 +550,7 @@ type listener struct {
 	once       sync.Once
 
 	closedFlag        atomic.Bool
+	refusing          atomic.Int32
 	accepted, refused atomic.Uint64
 }
 
@@ -606,7 +610,13 @@ func (l *listener) route(m recordMeta) *link {
 	}
 	if len(l.links) >= l.cfg.maxLinks {
 		l.refused.Add(1)
-		go l.refuse(m)
+		// A few refusals in flight at most: a flood of new link ids
+		// must not become a flood of goroutines.
+		if l.refusing.Add(1) <= maxRefusing {
+			go func() { defer l.refusing.Add(-1); l.refuse(m) }()
+		} else {
+			l.refusing.Add(-1)
+		}
 		return nil
 	}
 	lk := newLink(l.t, l.c, l.cfg, m.link, fromAcceptor, l.topic, m.replyTo, l.cfg.maxMessageSize)
