@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -21,12 +23,78 @@ import (
 )
 
 // The quic section measures node to node over the QUIC transport, in-process
-// and as subprocess plugins, against quic-go alone (a client and a server in
-// this process on one stream, with the transport's flow-control windows).
+// and as subprocess plugins, against quic-go alone (this process as client,
+// a helper process, this binary re-executed, as server; one stream, the
+// transport's flow-control windows).
 var quicSection = section{
 	name: "quic",
 	desc: "node to node over the QUIC transport (in-process and plugin) vs quic-go alone on one stream",
 	run:  runQUIC,
+}
+
+// quicHelperEnv makes this binary run the quic-go baseline's server instead
+// of the benchmarks, with the certificate and key files it names
+// (CERT and KEY joined by the path list separator); it is set only on the helper process the section starts.
+const quicHelperEnv = "FERRYBENCH_QUIC_HELPER"
+
+func init() {
+	if v := os.Getenv(quicHelperEnv); v != "" {
+		cert, key, _ := strings.Cut(v, string(os.PathListSeparator))
+		if err := rawQUICHelper(cert, key); err != nil {
+			fmt.Fprintln(os.Stderr, "ferrybench quic helper:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+}
+
+func rawQUICConfig() *quic.Config {
+	return &quic.Config{
+		MaxIdleTimeout:                 15 * time.Second,
+		InitialStreamReceiveWindow:     512 << 10,
+		MaxStreamReceiveWindow:         8 << 20,
+		InitialConnectionReceiveWindow: 512 << 10,
+		MaxConnectionReceiveWindow:     8 << 20,
+	}
+}
+
+// rawQUICHelper serves the baseline: it prints its address, then serves
+// connections until stdin closes.
+func rawQUICHelper(certFile, keyFile string) error {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return err
+	}
+	ln, err := quic.ListenAddr("127.0.0.1:0", &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		NextProtos:   []string{quictransport.ALPN},
+		Certificates: []tls.Certificate{cert},
+	}, rawQUICConfig())
+	if err != nil {
+		return err
+	}
+	fmt.Println(ln.Addr().String())
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		io.Copy(io.Discard, os.Stdin) // the parent went away: stop
+		cancel()
+		ln.Close()
+	}()
+	for {
+		conn, err := ln.Accept(ctx)
+		if err != nil {
+			return nil
+		}
+		go func() {
+			for {
+				str, err := conn.AcceptStream(ctx)
+				if err != nil {
+					return
+				}
+				go serveRawQUIC(str)
+			}
+		}()
+	}
 }
 
 func runQUIC(ctx context.Context, cfg config) (*table, error) {
@@ -96,7 +164,7 @@ func runQUIC(ctx context.Context, cfg config) (*table, error) {
 		fmtDur(sub.p50), fmtRatio(float64(sub.p50), float64(raw.p50)), "")
 	t.add("64 B round trip p99", fmtDur(raw.p99), fmtDur(inproc.p99), fmtRatio(float64(inproc.p99), float64(raw.p99)),
 		fmtDur(sub.p99), fmtRatio(float64(sub.p99), float64(raw.p99)), "")
-	t.note("quic-go alone: client and server in this process, one stream, TLS 1.3, the transport's windows (8 MiB); one-way waits for the server's ack of the last byte; 64 B one-way is %d writes of 64 B", sz.small)
+	t.note("quic-go alone: this process and a helper process, one stream, TLS 1.3, the transport's windows (8 MiB); one-way waits for the server's ack of the last byte; 64 B one-way is %d writes of 64 B", sz.small)
 	t.note("ferry: node A's app sends to a counting worker on node B over a connected QUIC link; round trip is node.Request to an echo service on B")
 	t.note("plugin: each node drives its own quic plugin process over gRPC; %d × 64 B, %d × %d KiB, %d round trips",
 		sz.small, sz.large, sz.largeSize>>10, sz.rtt)
@@ -121,48 +189,55 @@ func buildQUICPlugin(ctx context.Context, dir string) (string, func(), error) {
 	return bin, func() { os.Remove(bin) }, nil
 }
 
-// measureRawQUIC runs the same measurements with quic-go alone: a server
-// that counts bytes (one-way, then acknowledges with one byte) or echoes
+// measureRawQUIC runs the same measurements with quic-go alone against a
+// helper process serving streams that count bytes (one-way, then acknowledges with one byte) or echoes
 // 64-byte messages, on one stream per measurement.
 func measureRawQUIC(ctx context.Context, sz tcpSizes, certFile, keyFile, pin string) (tcpResult, error) {
 	var res tcpResult
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	exe, err := os.Executable()
 	if err != nil {
 		return res, err
 	}
-	qconf := &quic.Config{
-		MaxIdleTimeout:                 15 * time.Second,
-		InitialStreamReceiveWindow:     512 << 10,
-		MaxStreamReceiveWindow:         8 << 20,
-		InitialConnectionReceiveWindow: 512 << 10,
-		MaxConnectionReceiveWindow:     8 << 20,
-	}
-	ln, err := quic.ListenAddr("127.0.0.1:0", &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		NextProtos:   []string{quictransport.ALPN},
-		Certificates: []tls.Certificate{cert},
-	}, qconf)
+	cmd := exec.CommandContext(ctx, exe)
+	cmd.Env = append(os.Environ(), quicHelperEnv+"="+certFile+string(os.PathListSeparator)+keyFile)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return res, err
 	}
-	defer ln.Close()
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		conn, err := ln.Accept(sctx)
-		if err != nil {
-			return
-		}
-		defer conn.CloseWithError(0, "")
-		for {
-			str, err := conn.AcceptStream(sctx)
-			if err != nil {
-				return
-			}
-			go serveRawQUIC(str)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return res, err
+	}
+	if err := cmd.Start(); err != nil {
+		return res, err
+	}
+	defer func() {
+		stdin.Close()
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-done
 		}
 	}()
-	conn, err := quic.DialAddr(ctx, ln.Addr().String(), &tls.Config{
+	addrc := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(stdout).ReadString('\n')
+		addrc <- strings.TrimSpace(line)
+	}()
+	var addr string
+	select {
+	case addr = <-addrc:
+	case <-time.After(10 * time.Second):
+		return res, errors.New("helper process did not report its address")
+	}
+	if addr == "" {
+		return res, errors.New("helper process exited without an address")
+	}
+	conn, err := quic.DialAddr(ctx, addr, &tls.Config{
 		MinVersion:         tls.VersionTLS13,
 		NextProtos:         []string{quictransport.ALPN},
 		InsecureSkipVerify: true, // checked against the pin below
@@ -172,7 +247,7 @@ func measureRawQUIC(ctx context.Context, sz tcpSizes, certFile, keyFile, pin str
 			}
 			return nil
 		},
-	}, qconf)
+	}, rawQUICConfig())
 	if err != nil {
 		return res, err
 	}
