@@ -4,6 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,6 +35,8 @@ func buildCLI(t *testing.T) *cliEnv {
 		e.ferry:                         "github.com/ferryhq/ferry/host/cmd/ferry",
 		filepath.Join(e.plugin, "quic"): ".",
 		filepath.Join(e.plugin, "tcp"):  "github.com/ferryhq/ferry/plugins/tcp",
+		// For the portal over a QUIC hop.
+		filepath.Join(e.plugin, "portal-tcp"): "github.com/ferryhq/ferry/plugins/portal-tcp",
 	} {
 		if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
 			t.Fatalf("go build %s: %v\n%s", pkg, err, b)
@@ -169,4 +175,64 @@ func TestCLI(t *testing.T) {
 		t.Fatalf("message over configs/quic.hcl printed %q", out)
 	}
 	e.ok(append([]string{"down", file}, vars...)...)
+}
+
+// TestPortalOverQUIC carries HTTP through a portal whose hop is QUIC: an
+// inlet on n1, a connection from n1 to n2's QUIC listener, an outlet on n2
+// to a real HTTP server; a real HTTP client through the inlet.
+func TestPortalOverQUIC(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the ferry binary")
+	}
+	body := strings.Repeat("ferry over quic\n", 20000) // 320 kB, many frames
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, body)
+	}))
+	defer srv.Close()
+	target := strings.TrimPrefix(srv.URL, "http://")
+
+	e := buildCLI(t)
+	e.ok("node", "create", "n1")
+	e.ok("node", "create", "n2")
+	var l cliListener
+	out := e.ok("listener", "create", "127.0.0.1:0", "--at", "n2", "--transport", "quic", "--allow", "outlet", "--output", "json")
+	if err := json.Unmarshal([]byte(out), &l); err != nil {
+		t.Fatalf("listener create --output json: %v\n%s", err, out)
+	}
+	pin := l.Properties["fingerprint"]
+	if pin == "" {
+		out = e.ok("listener", "show", l.Address, "--at", "n2", "--output", "json")
+		if err := json.Unmarshal([]byte(out), &l); err != nil {
+			t.Fatal(err)
+		}
+		pin = l.Properties["fingerprint"]
+	}
+	if pin == "" {
+		t.Fatalf("no fingerprint in listener show: %s", out)
+	}
+	out = e.ok("connection", "create", "--from", "n1", "--transport", "quic", "--to", l.Address+"#"+pin)
+	w := regexp.MustCompile(`/worker/[0-9a-f]+`).FindString(out)
+	if w == "" {
+		t.Fatalf("connection create printed %q; want a /worker/ID", out)
+	}
+	e.ok("tcp-outlet", "create", "--at", "n2", "--from", "/service/outlet", "--to", target)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inlet := ln.Addr().String()
+	ln.Close()
+	e.ok("tcp-inlet", "create", "--at", "n1", "--from", inlet, "--to", w+"/service/outlet")
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	for i := 0; i < 3; i++ {
+		resp, err := client.Get("http://" + inlet + "/")
+		if err != nil {
+			t.Fatalf("GET through the inlet: %v", err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || string(got) != body {
+			t.Fatalf("GET %d through the inlet: status %d, %d bytes (want %d), %v", i, resp.StatusCode, len(got), len(body), err)
+		}
+	}
 }
