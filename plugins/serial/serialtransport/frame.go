@@ -132,9 +132,9 @@ func cobsEncode(dst, src []byte) []byte {
 	for {
 		// A block is up to 254 non-zero bytes; its code byte is its length
 		// plus one. A block of 254 has no implied zero after it.
-		n := 0
-		for n < len(src) && n < 254 && src[n] != 0 {
-			n++
+		n := bytes.IndexByte(src[:min(len(src), 254)], 0)
+		if n < 0 {
+			n = min(len(src), 254)
 		}
 		dst = append(dst, byte(n+1))
 		dst = append(dst, src[:n]...)
