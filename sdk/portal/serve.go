@@ -448,7 +448,14 @@ func (s *server) pumpData(st Stream, ms *pluginwire.MuxStream) {
 				return
 			}
 			if err != nil {
-				st.Close() // the host closed the stream, or the channel is gone
+				// The host ended the stream without a fin (its session
+				// failed), or the channel is gone: reset (RST for TCP) so
+				// the client sees an error, not a clean end of a short
+				// transfer.
+				if l, ok := st.(interface{ SetLinger(int) error }); ok {
+					_ = l.SetLinger(0)
+				}
+				st.Close()
 				return
 			}
 			if _, err := st.Write(payload); err != nil {
