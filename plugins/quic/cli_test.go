@@ -236,3 +236,43 @@ func TestPortalOverQUIC(t *testing.T) {
 		}
 	}
 }
+
+// TestRelayOverQUIC is the relay transcript with n3 reaching n2 over QUIC:
+// n3 opens no port, dials n2's QUIC listener (pinned in the address) and
+// registers forward_to_n3 at n2's relay service; n1 reaches n3 through n2.
+func TestRelayOverQUIC(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the ferry binary")
+	}
+	e := buildCLI(t)
+	e.ok("node", "create", "n2")
+	e.ok("node", "create", "n3")
+	e.ok("service", "start", "hop", "--at", "n3")
+	var l cliListener
+	out := e.ok("listener", "create", "127.0.0.1:0", "--at", "n2", "--transport", "quic", "--output", "json")
+	if err := json.Unmarshal([]byte(out), &l); err != nil {
+		t.Fatalf("listener create --output json: %v\n%s", err, out)
+	}
+	out = e.ok("listener", "show", l.Address, "--at", "n2", "--output", "json")
+	if err := json.Unmarshal([]byte(out), &l); err != nil {
+		t.Fatal(err)
+	}
+	pin := l.Properties["fingerprint"]
+	if pin == "" {
+		t.Fatalf("no fingerprint in listener show: %s", out)
+	}
+	out = e.ok("relay", "create", "n3", "--at", "/quic/"+l.Address+"#"+pin, "--to", "/node/n3")
+	if !strings.Contains(out, "forward_to_n3") {
+		t.Fatalf("relay create printed %q", out)
+	}
+	e.ok("node", "create", "n1")
+	out = e.ok("connection", "create", "--from", "n1", "--transport", "quic", "--to", l.Address+"#"+pin)
+	w := regexp.MustCompile(`/worker/[0-9a-f]+`).FindString(out)
+	if w == "" {
+		t.Fatalf("connection create printed %q; want a /worker/ID", out)
+	}
+	out = e.ok("message", "send", "hello", "--from", "n1", "--to", w+"/service/forward_to_n3/service/uppercase")
+	if strings.TrimSpace(out) != "HELLO" {
+		t.Fatalf("message through the relay over QUIC printed %q, want HELLO", out)
+	}
+}
