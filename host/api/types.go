@@ -77,6 +77,9 @@ type Worker struct {
 type Service struct {
 	Type    string `json:"type"`
 	Address string `json:"address"`
+	// Authorized, when set, are the only identities whose messages reach
+	// the service, and only through a secure channel.
+	Authorized []string `json:"authorized,omitempty"`
 }
 
 // StartServiceRequest starts service Type at Address (default: the type's
@@ -84,6 +87,9 @@ type Service struct {
 type StartServiceRequest struct {
 	Type    string `json:"type"`
 	Address string `json:"address,omitempty"`
+	// Authorized restricts the service to messages that arrive through a
+	// secure channel from one of these identifiers (host/securechannel).
+	Authorized []string `json:"authorized,omitempty"`
 }
 
 // SendRequest asks the node to send Payload along Route and wait for the

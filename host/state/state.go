@@ -177,6 +177,8 @@ func (h *Home) CheckSocketPath(name string) error {
 type Service struct {
 	Type    string `json:"type"`
 	Address string `json:"address"`
+	// Authorized: see api.StartServiceRequest.
+	Authorized []string `json:"authorized,omitempty"`
 }
 
 // Relay is a relay registration: forward_to_Name at the relay service

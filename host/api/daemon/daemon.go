@@ -227,7 +227,7 @@ func (r *runtime) startSaved(ctx context.Context, cfg state.NodeConfig) error {
 			}
 			continue
 		}
-		if _, err := services.Start(r.n, s.Type, s.Address); err != nil {
+		if _, err := r.secure.startService(s.Type, s.Address, s.Authorized); err != nil {
 			if errors.Is(err, node.ErrAddressInUse) {
 				continue // declared by the topology file as well
 			}
@@ -368,7 +368,7 @@ func (r *runtime) Services(context.Context) ([]api.Service, error) {
 	out := []api.Service{}
 	for _, w := range r.n.Workers() {
 		if slices.Contains(serviceKinds, w.Kind) {
-			out = append(out, api.Service{Type: w.Kind, Address: addrText(w.Addresses[0])})
+			out = append(out, api.Service{Type: w.Kind, Address: addrText(w.Addresses[0]), Authorized: r.secure.authorized(w.Addresses[0])})
 		}
 	}
 	return out, nil
@@ -402,14 +402,14 @@ func (r *runtime) StartService(_ context.Context, req api.StartServiceRequest) (
 		}
 		addr = a.Value
 	}
-	a, err := services.Start(r.n, req.Type, addr)
+	a, err := r.secure.startService(req.Type, addr, req.Authorized)
 	if err != nil {
 		if errors.Is(err, node.ErrAddressInUse) {
 			return api.Service{}, api.BadRequest(fmt.Errorf("%w; see ferry service list", err))
 		}
 		return api.Service{}, err
 	}
-	return api.Service{Type: req.Type, Address: a.String()}, nil
+	return api.Service{Type: req.Type, Address: a.String(), Authorized: req.Authorized}, nil
 }
 
 func (r *runtime) Send(ctx context.Context, route routing.Route, payload []byte) (*routing.Message, error) {

@@ -15,6 +15,7 @@ import (
 	"github.com/ferryhq/ferry/host/identity"
 	"github.com/ferryhq/ferry/host/node"
 	"github.com/ferryhq/ferry/host/securechannel"
+	"github.com/ferryhq/ferry/host/services"
 	"github.com/ferryhq/ferry/host/state"
 	"github.com/ferryhq/ferry/sdk/routing"
 )
@@ -31,8 +32,9 @@ type secure struct {
 	id  *identity.Identity
 	lis *securechannel.Listener
 
-	mu    sync.Mutex
-	chans map[string]*securechannel.Channel // by worker address value
+	mu      sync.Mutex
+	chans   map[string]*securechannel.Channel // by worker address value
+	guarded map[string]*securechannel.Policy  // services restricted to identities, by address value
 }
 
 // startSecure loads the node's identity (cfg.Identity, or one named after
@@ -67,7 +69,7 @@ func startSecure(n *node.Node, log hclog.Logger, h *state.Home, cfg state.NodeCo
 		return nil, fmt.Errorf("node %s: %w", cfg.Name, err)
 	}
 	log.Info("secure channel listener", "address", lis.Address().String(), "identity", id.Name, "identifier", id.Identifier)
-	return &secure{n: n, log: log, id: id, lis: lis, chans: map[string]*securechannel.Channel{}}, nil
+	return &secure{n: n, log: log, id: id, lis: lis, chans: map[string]*securechannel.Channel{}, guarded: map[string]*securechannel.Policy{}}, nil
 }
 
 func (s *secure) identity() api.NodeIdentity {
@@ -185,4 +187,43 @@ func (r *runtime) CreateSecureChannel(ctx context.Context, req api.CreateSecureC
 
 func (r *runtime) DeleteSecureChannel(ctx context.Context, id string) error {
 	return r.secure.remove(ctx, id)
+}
+
+// startService starts a built-in service; with identifiers it is guarded by
+// a securechannel.Policy (only messages through a secure channel from one of
+// them reach it) and reachable through the node's secure channel listener.
+func (s *secure) startService(typ, addr string, ids []string) (routing.Address, error) {
+	if len(ids) == 0 {
+		return services.Start(s.n, typ, addr)
+	}
+	p, err := securechannel.NewPolicy(ids...)
+	if err != nil {
+		return routing.Address{}, api.BadRequest(fmt.Errorf("--authorized: %w", err))
+	}
+	w, err := services.New(typ)
+	if err != nil {
+		return routing.Address{}, api.BadRequest(err)
+	}
+	if addr == "" {
+		addr = typ
+	}
+	a, err := s.n.StartWorker(addr, p.Wrap(w), node.WithKind(typ))
+	if err != nil {
+		return routing.Address{}, err
+	}
+	s.lis.Allow(addr)
+	s.mu.Lock()
+	s.guarded[addr] = p
+	s.mu.Unlock()
+	return a, nil
+}
+
+// authorized returns the identifiers a guarded service admits.
+func (s *secure) authorized(addr string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p := s.guarded[addr]; p != nil {
+		return p.Identifiers()
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/ferryhq/ferry/host/api"
 	"github.com/ferryhq/ferry/host/api/daemon"
 	"github.com/ferryhq/ferry/host/identity"
+	"github.com/ferryhq/ferry/host/securechannel"
 	"github.com/ferryhq/ferry/host/state"
 )
 
@@ -79,9 +81,16 @@ func TestSecureChannelComponent(t *testing.T) {
 	if len(l2.Channels) != 1 || l2.Channels[0].PeerIdentifier != id1.Identifier || l2.Channels[0].Role != "responder" {
 		t.Fatalf("n2's channels: %+v", l2)
 	}
-	l1, err := n1.c.SecureChannels(ctx)
-	if err != nil || len(l1.Channels) != 1 || l1.Channels[0].Stats.Delivered != 1 {
-		t.Fatalf("n1's channels: %+v, %v", l1, err)
+	// The reply is counted once it was handed on, a moment after the
+	// requester may already have it.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		l1, err := n1.c.SecureChannels(ctx)
+		if err == nil && len(l1.Channels) == 1 && l1.Channels[0].Stats.Delivered == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("n1's channels: %+v, %v", l1, err)
+		}
 	}
 
 	// A channel to a node with another identifier than the one authorised.
@@ -91,13 +100,45 @@ func TestSecureChannelComponent(t *testing.T) {
 		t.Fatalf("unauthorised peer: %v", err)
 	}
 
+	// A service only n1's identity may reach, and only through a channel.
+	svc, err := n2.c.StartService(ctx, api.StartServiceRequest{Type: "uppercase", Address: "private", Authorized: []string{id1.Identifier}})
+	if err != nil || len(svc.Authorized) != 1 {
+		t.Fatalf("start guarded service: %+v, %v", svc, err)
+	}
+	reply, err = n1.c.Send(ctx, api.SendRequest{Route: info.Address + "/service/private", Payload: []byte("for n1")})
+	if err != nil || string(reply.Payload) != "FOR N1" {
+		t.Fatalf("guarded service through the channel: %q, %v", reply.Payload, err)
+	}
+	if _, err := n2.c.Send(ctx, api.SendRequest{Route: "/service/private", Payload: []byte("local"), Timeout: 300 * time.Millisecond}); err == nil {
+		t.Fatal("a message not through a secure channel reached the guarded service")
+	}
+	if _, err := n1.c.Send(ctx, api.SendRequest{Route: n2.st.Listeners[0].Route() + "/service/private", Payload: []byte("plain"), Timeout: 300 * time.Millisecond}); err == nil {
+		t.Fatal("a plaintext message over the network reached the guarded service")
+	}
+	if _, err := n2.c.CreateSecureChannel(ctx, api.CreateSecureChannelRequest{Route: n2.st.Listeners[0].Route() + "/service/api"}); err != nil {
+		t.Fatal(err)
+	}
+	l2, err = n2.c.SecureChannels(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n2self string
+	for _, c := range l2.Channels {
+		if c.Role == "initiator" {
+			n2self = c.Address
+		}
+	}
+	if _, err := n2.c.Send(ctx, api.SendRequest{Route: n2self + "/service/private", Payload: []byte("n2"), Timeout: 300 * time.Millisecond}); err == nil {
+		t.Fatal("another identity's channel reached the guarded service")
+	}
+
 	if err := n1.c.DeleteSecureChannel(ctx, info.Address); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		l2, err = n2.c.SecureChannels(ctx)
-		if err == nil && len(l2.Channels) == 0 {
+		if err == nil && !slices.ContainsFunc(l2.Channels, func(c securechannel.Info) bool { return c.PeerIdentifier == id1.Identifier }) {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -119,6 +119,7 @@ func (a *app) newServiceCmd() *cobra.Command {
 	}
 	list.Flags().StringVar(&at, "at", "", "node name")
 	var startAt, addr string
+	var authorized []string
 	start := &cobra.Command{
 		Use:   "start TYPE --at NODE",
 		Short: "Start a built-in service (echo, uppercase, hop) on a node",
@@ -132,7 +133,7 @@ func (a *app) newServiceCmd() *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			s, err := c.StartService(cmd.Context(), api.StartServiceRequest{Type: args[0], Address: addr})
+			s, err := c.StartService(cmd.Context(), api.StartServiceRequest{Type: args[0], Address: addr, Authorized: authorized})
 			if err != nil {
 				return err
 			}
@@ -145,7 +146,7 @@ func (a *app) newServiceCmd() *cobra.Command {
 			}
 			local := sa.Value
 			if err := a.withConfig(startAt, func(cfg *state.NodeConfig) {
-				cfg.Services = append(cfg.Services, state.Service{Type: s.Type, Address: local})
+				cfg.Services = append(cfg.Services, state.Service{Type: s.Type, Address: local, Authorized: s.Authorized})
 			}); err != nil {
 				return fmt.Errorf("service started, but saving it for the next start failed: %w", err)
 			}
@@ -154,6 +155,7 @@ func (a *app) newServiceCmd() *cobra.Command {
 	}
 	start.Flags().StringVar(&startAt, "at", "", "node name")
 	start.Flags().StringVar(&addr, "address", "", "address for the service (default: its type, e.g. /service/hop)")
+	start.Flags().StringArrayVar(&authorized, "authorized", nil, "only messages through a secure channel from this identifier reach the service (repeatable)")
 	cmd.AddCommand(list, start)
 	return cmd
 }

@@ -57,6 +57,31 @@ func TestIdentityAndSecureChannelCommands(t *testing.T) {
 	if !strings.Contains(out, "responder") || !strings.Contains(out, idA) {
 		t.Fatalf("n2's channels:\n%s", out)
 	}
+	// A service only alice (n1) reaches, through a secure channel; it is
+	// started again with its restriction after a restart.
+	e.ok("service", "start", "uppercase", "--at", "n2", "--address", "private", "--authorized", idA)
+	if got := e.ok("message", "send", "mine", "--from", "n1", "--to", ch+"/service/private"); got != "MINE\n" {
+		t.Fatalf("guarded service through the channel: %q", got)
+	}
+	e.fails("no reply", "message", "send", "x", "--to", "/node/n2/service/private", "--timeout", "300ms")
+	var svcs []struct {
+		Address    string
+		Authorized []string
+	}
+	e.ok("node", "stop", "n2")
+	e.ok("node", "start", "n2")
+	e.json(&svcs, "service", "list", "--at", "n2")
+	found := false
+	for _, s := range svcs {
+		found = found || (s.Address == "/service/private" && len(s.Authorized) == 1 && s.Authorized[0] == idA)
+	}
+	if !found {
+		t.Fatalf("after a restart the guarded service is %+v", svcs)
+	}
+	ch = strings.TrimSpace(e.ok("secure-channel", "create", "--from", "n1", "--to", "/node/n2/service/api"))
+	if got := e.ok("message", "send", "again", "--from", "n1", "--to", ch+"/service/private"); got != "AGAIN\n" {
+		t.Fatalf("guarded service after restart: %q", got)
+	}
 	e.fails("is not authorised", "secure-channel", "create", "--from", "n1", "--to", "/node/n2/service/api", "--authorized", idA)
 	e.ok("secure-channel", "delete", ch, "--at", "n1")
 	e.fails("no worker at address", "message", "send", "hello", "--from", "n1", "--to", ch+"/service/uppercase")
