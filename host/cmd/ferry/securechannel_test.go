@@ -86,3 +86,38 @@ func TestIdentityAndSecureChannelCommands(t *testing.T) {
 	e.ok("secure-channel", "delete", ch, "--at", "n1")
 	e.fails("no worker at address", "message", "send", "hello", "--from", "n1", "--to", ch+"/service/uppercase")
 }
+
+// TestPortalOverSecureChannelTranscript is the README's recipe: a portal
+// through the relay, inside a secure channel from n1 to n3.
+func TestPortalOverSecureChannelTranscript(t *testing.T) {
+	need(t, "python3", "curl")
+	e := newEnv(t)
+	n2Addr := freeAddr(t)
+	e.ok("node", "create", "n2", "--tcp-listener-address="+n2Addr)
+	e.ok("node", "create", "n3")
+	e.ok("service", "start", "hop", "--at", "n3")
+	e.ok("relay", "create", "n3", "--at", "/node/n2", "--to", "/node/n3")
+	e.ok("node", "create", "n1")
+	w := strings.TrimSpace(e.ok("tcp-connection", "create", "--from", "n1", "--to", n2Addr))
+	var n3id struct{ Identifier string }
+	e.json(&n3id, "identity", "show", "n3")
+	ch := strings.TrimSpace(e.ok("secure-channel", "create", "--from", "n1", "--to", w+"/service/forward_to_n3/service/api", "--authorized", n3id.Identifier))
+	target := httpServer(t)
+	e.ok("tcp-outlet", "create", "--at", "n3", "--from", "/service/outlet", "--to", target)
+	inlet := freeAddr(t)
+	e.ok("tcp-inlet", "create", "--at", "n1", "--from", inlet, "--to", ch+"/service/hop/service/outlet")
+	out, err := curlHead(inlet)
+	if err != nil || !headOK(out) {
+		t.Fatalf("curl --head %s: %v\n%s", inlet, err, out)
+	}
+	var chs struct {
+		Channels []struct {
+			Role  string
+			Stats struct{ Delivered uint64 }
+		}
+	}
+	e.json(&chs, "secure-channel", "list", "--at", "n3")
+	if len(chs.Channels) != 1 || chs.Channels[0].Role != "responder" || chs.Channels[0].Stats.Delivered == 0 {
+		t.Fatalf("n3's channels after the request: %+v", chs)
+	}
+}
