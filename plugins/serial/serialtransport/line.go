@@ -322,7 +322,7 @@ func (ln *line) handle(h header, payload []byte) {
 	case frameData:
 		ln.reassemble(lk, h, payload)
 	case frameClose:
-		ln.linkEnded(lk, io.EOF, false)
+		ln.linkEnded(lk, io.EOF)
 	}
 }
 
@@ -335,7 +335,7 @@ func (ln *line) onHello(h header) {
 			ended = ln.cur
 			if ln.listener == nil {
 				ln.mu.Unlock()
-				ln.linkEnded(ended, fmt.Errorf("%s: %w", ln.path, ErrPeerRestarted), false)
+				ln.linkEnded(ended, fmt.Errorf("%s: %w", ln.path, ErrPeerRestarted))
 				return
 			}
 			ln.cur = nil
@@ -490,7 +490,7 @@ func (ln *line) ticker() {
 			ln.lastTx.Store(now.UnixNano())
 		}
 		if idle != nil {
-			ln.linkEnded(idle, fmt.Errorf("receive from %s: nothing received for %s: %w", ln.path, ln.cfg.idleTimeout, ErrIdle), false)
+			ln.linkEnded(idle, fmt.Errorf("receive from %s: nothing received for %s: %w", ln.path, ln.cfg.idleTimeout, ErrIdle))
 		}
 	}
 }
@@ -498,7 +498,7 @@ func (ln *line) ticker() {
 // linkEnded ends lk (if it is still the line's link) with cause. A
 // listener's line starts a new session and waits for the next hello; a
 // dialled line, or one whose listener closed, shuts down.
-func (ln *line) linkEnded(lk *link, cause error, _ bool) {
+func (ln *line) linkEnded(lk *link, cause error) {
 	ln.mu.Lock()
 	if ln.cur != lk {
 		ln.mu.Unlock()

@@ -168,7 +168,7 @@ func (lk *link) Close() error {
 			lk.sendMu.Unlock()
 			t.Stop()
 		}
-		lk.ln.linkEnded(lk, transport.ErrClosed, false)
+		lk.ln.linkEnded(lk, transport.ErrClosed)
 	})
 	return nil
 }

@@ -103,7 +103,7 @@ func (l *listener) offer(lk *link) {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		lk.ln.linkEnded(lk, transport.ErrClosed, false)
+		lk.ln.linkEnded(lk, transport.ErrClosed)
 		return
 	}
 	old := l.pending
@@ -155,7 +155,7 @@ func (l *listener) Close() error {
 		l.mu.Unlock()
 		close(l.closing)
 		for _, lk := range pending {
-			lk.ln.linkEnded(lk, transport.ErrClosed, false)
+			lk.ln.linkEnded(lk, transport.ErrClosed)
 		}
 		if ln != nil && ln.idleLink() {
 			ln.shutdown(transport.ErrClosed)
