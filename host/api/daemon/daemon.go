@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -413,12 +414,17 @@ func (r *runtime) StartService(_ context.Context, req api.StartServiceRequest) (
 }
 
 func (r *runtime) Send(ctx context.Context, route routing.Route, payload []byte) (*routing.Message, error) {
-	if next, _ := route.Next(); next.Type == "node" {
+	if next, _ := route.Next(); next.Type == api.NodeType {
 		return nil, api.BadRequest(fmt.Errorf("route %s names a node; the ferry command resolves /node/NAME before sending", route))
 	}
 	m, err := r.n.SendAndReceive(ctx, route, payload)
 	if err != nil {
+		var re *node.RemoteError
 		switch {
+		case errors.As(err, &re) && re.Node != r.name:
+			// Another node on the way could not deliver and said why:
+			// its words are the answer (502: the failure is past us).
+			return nil, &api.StatusError{Code: http.StatusBadGateway, Err: re}
 		case errors.Is(err, node.ErrNoRoute):
 			return nil, api.NotFound(fmt.Errorf("%w; see ferry worker list", err))
 		case errors.Is(err, node.ErrUnknownTranspt):
