@@ -104,6 +104,13 @@ func TestCLI(t *testing.T) {
 	if !strings.Contains(out, "serial") {
 		t.Errorf("node show n2 does not list the serial listener:\n%s", out)
 	}
+	// The transport's counters, as the plugin reports them.
+	out = e.ok("listener", "show", devB, "--at", "n2")
+	for _, c := range []string{"frames_in", "crc_errors", "resyncs", "oversized_frames", "reassembly_timeouts", "opens"} {
+		if !strings.Contains(out, c) {
+			t.Errorf("listener show lacks the counter %s:\n%s", c, out)
+		}
+	}
 	e.ok("node", "delete", "--all")
 
 	// The topology file, on the same two devices. The listener re-opens
