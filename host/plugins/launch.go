@@ -123,6 +123,11 @@ type LaunchConfig struct {
 	noDeathSignal bool
 }
 
+// DataChannelEnv, set to "off" in the host's environment, keeps plugin
+// data on gRPC streams for every plugin (to compare, or to work around a
+// problem with the data channel).
+const DataChannelEnv = "FERRY_DATA_CHANNEL"
+
 // Client is one running plugin process.
 type Client struct {
 	name   string
@@ -189,7 +194,7 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Client, error) {
 	// The data channel exists before exec and has no name: only this host
 	// and the plugin hold it, so it needs no TLS.
 	var data net.Conn
-	if !cfg.DisableDataChannel {
+	if !cfg.DisableDataChannel && os.Getenv(DataChannelEnv) != "off" {
 		host, child, err := pluginwire.Socketpair()
 		if err != nil {
 			logger.Debug("no data channel; link data stays on gRPC", "error", err)
