@@ -18,9 +18,12 @@ import (
 // name whose proof differs, so another registrant cannot take the name over
 // and capture its traffic. The proof is per name, so the secret itself
 // never leaves the registering node; a relay node learns only the proof for
-// the names registered with it. (Until names are bound to secure-channel
-// identities, a relay node that is itself malicious could replay a proof to
-// another relay node for the same name.)
+// the names registered with it. A registration that arrives through a
+// secure channel binds the name to the registrant's identity instead
+// (routing.LocalInfo.Identity): from then on only requests through a secure
+// channel from that identity may re-register, check or delete it, whatever
+// proof they carry, so a relay node that replays a proof gains nothing.
+// Names registered without a secure channel keep the secret-based ownership.
 
 // SecretLen is the length of a generated registrant secret.
 const SecretLen = 32

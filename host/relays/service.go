@@ -5,12 +5,14 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/ferryhq/ferry/host/identity"
 	"github.com/ferryhq/ferry/host/logging"
 	"github.com/ferryhq/ferry/host/node"
 	"github.com/ferryhq/ferry/sdk/routing"
@@ -75,6 +77,12 @@ type ServiceConfig struct {
 	// DefaultMaxCheckInterval), or DefaultCheckInterval when it gave none.
 	ExpireChecks     int
 	MaxCheckInterval time.Duration
+	// Registrants, when not empty, lists the identifiers of the identities
+	// allowed to register: a registration must then arrive through a secure
+	// channel (routing.LocalInfo.Identity) from one of them. Default
+	// (empty): anyone may register. Whatever this says, a name registered
+	// through a secure channel belongs to that identity (see owner.go).
+	Registrants []string
 	// Logger; default the node's logger named "relay".
 	Logger hclog.Logger
 
@@ -105,6 +113,9 @@ type ForwarderInfo struct {
 	Address   string `json:"address"`    // route text, e.g. /service/forward_to_n3
 	RouteBack string `json:"route_back"` // route text of the path to the registrant
 	Node      string `json:"node,omitempty"`
+	// Identity is the identifier of the identity that owns the name, when
+	// it was registered through a secure channel.
+	Identity  string `json:"identity,omitempty"`
 	State     string `json:"state"`
 	LastError string `json:"last_error,omitempty"`
 	// Created is when the name was first registered; Registered when it was
@@ -141,6 +152,11 @@ func StartService(n *node.Node, cfg ServiceConfig) (*Service, error) {
 	}
 	if cfg.sweep <= 0 {
 		cfg.sweep = time.Second
+	}
+	for _, id := range cfg.Registrants {
+		if err := identity.ValidIdentifier(id); err != nil {
+			return nil, fmt.Errorf("start relay service: registrant %w", err)
+		}
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -328,6 +344,15 @@ func (s *Service) register(m *routing.Message, req control) control {
 	if len(req.Proof) == 0 {
 		return control{Kind: kindError, Error: "the registration carries no proof of its registrant; upgrade the registering node"}
 	}
+	id := m.Local.Identity
+	if len(s.cfg.Registrants) > 0 && !slices.Contains(s.cfg.Registrants, id) {
+		if id == "" {
+			s.limiter.Warn(s.log, "relay registrant unknown", "relay registration refused: not through a secure channel, and this relay accepts only listed identities", "name", req.Name, "route_back", back.String())
+			return control{Kind: kindError, Error: fmt.Sprintf("relay name %q: this relay accepts registrations only through a secure channel from its listed identities", req.Name)}
+		}
+		s.limiter.Warn(s.log, "relay registrant unknown", "relay registration refused: the identity is not allowed to register", "name", req.Name, "identity", id)
+		return control{Kind: kindError, Error: fmt.Sprintf("relay name %q: identity %s is not allowed to register at this relay", req.Name, id)}
+	}
 	now := s.cfg.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -337,11 +362,16 @@ func (s *Service) register(m *routing.Message, req control) control {
 	addr := ForwarderAddress(req.Name)
 	f := s.fwd[req.Name]
 	if f != nil {
-		if !f.ownedBy(req.Proof) {
+		if owner := f.owner(); owner != "" && owner != id {
+			return s.refuseOwned(req.Name, "registration", owner, id)
+		} else if owner == "" && !f.ownedBy(req.Proof) {
 			s.limiter.Warn(s.log, "relay name taken", "relay registration refused: the name belongs to another registrant", "name", req.Name, "route_back", back.String())
 			return control{Kind: kindError, Error: fmt.Sprintf("relay name %q is registered by another registrant; choose another name, or delete it on the relay node", req.Name)}
 		}
 		f.replace(back, req, now)
+		if f.bind(id) {
+			s.log.Info("relay name now owned by an identity", "name", req.Name, "identity", id)
+		}
 		s.log.Info("relay registered again; route replaced", "name", req.Name, "route_back", back.String())
 	} else {
 		if len(s.fwd) >= s.cfg.MaxRegistrations {
@@ -349,14 +379,27 @@ func (s *Service) register(m *routing.Message, req control) control {
 			return control{Kind: kindError, Error: fmt.Sprintf("the relay service holds its maximum of %d registrations", s.cfg.MaxRegistrations)}
 		}
 		f = newForwarder(s, req, back, now)
+		f.identity = id
 		if _, err := s.n.StartWorker(addr, f, node.WithKind("relay-forwarder")); err != nil {
 			return control{Kind: kindError, Error: fmt.Sprintf("start forwarder %s: %v", routing.Local(addr), err)}
 		}
 		s.fwd[req.Name] = f
-		s.log.Info("relay registered", "name", req.Name, "route_back", back.String())
+		s.log.Info("relay registered", "name", req.Name, "route_back", back.String(), "identity", id)
 	}
 	s.allow(addr, m.Local.Flow)
 	return control{Kind: kindRegistered, Name: req.Name, Status: statusOK, Forwarder: routing.Local(addr).String()}
+}
+
+// refuseOwned refuses a registration or delete of a name that belongs to
+// another identity (or to an identity, when the request came through no
+// secure channel), logs it rate-limited and says why to the requester.
+func (s *Service) refuseOwned(name, what, owner, id string) control {
+	from := id
+	if from == "" {
+		from = "a registrant without a secure channel"
+	}
+	s.limiter.Warn(s.log, "relay name owned", "relay "+what+" refused: the name belongs to another identity", "name", name, "owner", owner, "from", from)
+	return control{Kind: kindError, Name: name, Error: fmt.Sprintf("relay name %q is owned by identity %s and registered by another registrant; %s from %s refused", name, owner, what, from)}
 }
 
 // allow makes the forwarder at addr reachable from wherever its registrant
@@ -380,7 +423,7 @@ func (s *Service) ping(m *routing.Message, req control) control {
 	if f == nil {
 		return control{Kind: kindPong, Name: req.Name, Status: statusUnknown}
 	}
-	if !f.ownedBy(req.Proof) || !f.owns(m.Return) {
+	if !f.ownedByRequest(m.Local.Identity, req.Proof) || !f.owns(m.Return) {
 		return control{Kind: kindPong, Name: req.Name, Status: statusMoved}
 	}
 	f.seen(s.cfg.now())
@@ -401,7 +444,11 @@ func (s *Service) deleteOwn(c *node.Context, m *routing.Message, req control) co
 		s.mu.Unlock()
 		return control{Kind: kindDeleted, Name: req.Name, Status: statusUnknown}
 	}
-	if back := f.route(); !f.ownedBy(req.Proof) || !sameRegistrant(m.Return, back) {
+	if owner := f.owner(); owner != "" && owner != m.Local.Identity {
+		s.mu.Unlock()
+		return s.refuseOwned(req.Name, "delete", owner, m.Local.Identity)
+	}
+	if back := f.route(); !f.ownedByRequest(m.Local.Identity, req.Proof) || !sameRegistrant(m.Return, back) {
 		s.mu.Unlock()
 		return control{Kind: kindDeleted, Name: req.Name, Status: statusMoved}
 	}
@@ -423,6 +470,7 @@ type forwarder struct {
 	proof string // the owner's proof, fixed at the first registration
 
 	mu            sync.Mutex
+	identity      string // the owning identity's identifier once bound; never changes after
 	back          routing.Route
 	node          string
 	interval      time.Duration
@@ -468,6 +516,36 @@ func (f *forwarder) route() routing.Route {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.back
+}
+
+// owner returns the identifier of the identity that owns the name, empty
+// while the name is owned by its registrant secret only.
+func (f *forwarder) owner() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.identity
+}
+
+// bind makes id (when not empty) the owner of a name owned by its secret
+// only, which the caller has just proved; it reports whether it did.
+func (f *forwarder) bind(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if id == "" || f.identity != "" {
+		return false
+	}
+	f.identity = id
+	return true
+}
+
+// ownedByRequest reports whether a request that arrived with identity id (empty:
+// not through a secure channel) and carries proof comes from the owner: the
+// owning identity once the name is bound to one, else the secret's holder.
+func (f *forwarder) ownedByRequest(id, proof string) bool {
+	if owner := f.owner(); owner != "" {
+		return owner == id
+	}
+	return f.ownedBy(proof)
 }
 
 // ownedBy reports whether proof is the owner's.
@@ -584,6 +662,7 @@ func (f *forwarder) info(now time.Time, staleChecks int) ForwarderInfo {
 		Address:       routing.Local(f.addr).String(),
 		RouteBack:     f.back.String(),
 		Node:          f.node,
+		Identity:      f.identity,
 		State:         ForwarderUp,
 		LastError:     f.lastErr,
 		Created:       f.created,
