@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/ferryhq/ferry/plugins/serial/nullmodem"
 )
 
 // goHTTPServer serves GET / with a fixed page and POST /echo with the
@@ -86,25 +88,43 @@ func TestUpUDPTCPKafka(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts four nodes and their plugins")
 	}
-	for _, p := range []string{"udp", "kafka"} {
+	testMixedPath(t, "udp-tcp-kafka.hcl", []string{"udp", "kafka"}, "--var", "gateway_port=0")
+}
+
+// TestUpSerialBridge is the same over configs/serial-bridge.hcl, whose first
+// hop is a serial line: here a pair of pseudo-terminals back to back.
+func TestUpSerialBridge(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts four nodes and their plugins")
+	}
+	nm, err := nullmodem.Open(t.TempDir(), "ttyA", "ttyB")
+	if err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	t.Cleanup(func() { nm.Close() })
+	testMixedPath(t, "serial-bridge.hcl", []string{"serial", "kafka"},
+		"--var", "device_tty="+nm.Path(0), "--var", "gateway_tty="+nm.Path(1))
+}
+
+func testMixedPath(t *testing.T, config string, plugins []string, extraVars ...string) {
+	for _, p := range plugins {
 		needPlugin(t, p)
 	}
 	e := newEnv(t)
 	const page = "<p>behind the site node</p>\n"
 	target := goHTTPServer(t, page)
 	brokers := kafkaBroker(t)
-	file, err := filepath.Abs("../../../configs/udp-tcp-kafka.hcl")
+	file, err := filepath.Abs("../../../configs/" + config)
 	if err != nil {
 		t.Fatal(err)
 	}
-	vars := []string{
+	vars := append([]string{
 		"--var", "brokers=" + brokers,
 		"--var", "prefix=ferry-test-",
-		"--var", "gateway_port=0",
 		"--var", "bridge_port=0",
 		"--var", "inlet_address=127.0.0.1:0",
 		"--var", "target=" + target,
-	}
+	}, extraVars...)
 	e.ok(append([]string{"validate", file}, vars...)...)
 	e.ok(append([]string{"up", file}, vars...)...)
 	inlet := e.inletAddress("device")
