@@ -67,3 +67,38 @@ func TestSizeLimit(t *testing.T) {
 		t.Fatalf("diags: %v", diags)
 	}
 }
+
+// A plugin found in the plugin directory is usable without a plugin block;
+// the plugins a file may use are those installed, not a fixed list.
+func TestInstalledPlugins(t *testing.T) {
+	src := []byte(`node "a" {
+  transport "sock" {
+    plugin = "unix"
+    listen = "/tmp/a.sock"
+  }
+  connection "c" {
+    plugin = "unix"
+    to     = "/tmp/b.sock"
+  }
+  inlet "i" {
+    listen = "127.0.0.1:6000"
+    to     = [node.a.connection.c, "/unix/x/service/outlet"]
+  }
+}
+`)
+	installed := map[string]InstalledPlugin{"unix": {}, "portal-tcp": {}}
+	if _, diags := LoadSource("u.hcl", src, LoadOptions{Installed: installed}); diags.HasErrors() {
+		t.Fatalf("installed plugin without a plugin block: %v", diags)
+	}
+	// Without it installed, the same file names what is.
+	_, diags := LoadSource("u.hcl", src, LoadOptions{Installed: map[string]InstalledPlugin{"tcp": {}, "portal-tcp": {}}})
+	if !diags.HasErrors() || diags[0].Summary != "Unknown plugin" || !strings.Contains(diags[0].Detail, `installed in the plugin directory ("portal-tcp" and "tcp")`) {
+		t.Fatalf("diags: %v", diags)
+	}
+	// An installed plugin with another address type serves that type.
+	installed["unix"] = InstalledPlugin{Kind: "transport", AddressType: "uds"}
+	_, diags = LoadSource("u.hcl", src, LoadOptions{Installed: installed})
+	if !diags.HasErrors() || diags[0].Summary != "Unknown address type" {
+		t.Fatalf("address type of an installed plugin: %v", diags)
+	}
+}

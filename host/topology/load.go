@@ -35,6 +35,18 @@ type LoadOptions struct {
 	// A nil Schemas means every schema is unknown. Any other error becomes
 	// a diagnostic naming the plugin.
 	Schemas func(plugin string) ([]transport.Setting, error)
+	// Installed are the plugins found in the plugin directory, by name: a
+	// topology may use any of them without a plugin block. nil means the
+	// directory is not known; then Ferry's own plugins are assumed.
+	Installed map[string]InstalledPlugin
+}
+
+// InstalledPlugin is a plugin binary in the plugin directory. Kind and
+// AddressType are empty when not known without starting it (then the
+// kind is not checked and the address type is the plugin's name).
+type InstalledPlugin struct {
+	Kind        string
+	AddressType string
 }
 
 // ErrSchemaUnknown is returned by a LoadOptions.Schemas function for a
@@ -42,7 +54,9 @@ type LoadOptions struct {
 // on this machine).
 var ErrSchemaUnknown = errors.New("topology: plugin settings schema unknown")
 
-// Built-in plugins and their kinds.
+// Ferry's own plugins and their kinds: what a topology may use when the
+// plugin directory is not known (LoadOptions.Installed nil), and the kind
+// of one of these found installed.
 var builtinPlugins = map[string]string{
 	"tcp":        "transport",
 	"udp":        "transport",
@@ -155,6 +169,7 @@ func (t *Topology) WriteDiagnostics(w io.Writer, diags hcl.Diagnostics, width ui
 }
 
 type loader struct {
+	avail   map[string]InstalledPlugin
 	t       *Topology
 	opts    LoadOptions
 	dir     string
@@ -412,8 +427,12 @@ func (l *loader) loadPlugin(b *hcl.Block) {
 			"plugin %q is already declared at %s; merge the two blocks.", name, prev.Range.String())
 		return
 	}
-	p := &Plugin{Name: name, AddressType: name, Kind: builtinPlugins[name], Range: b.DefRange}
+	inst, installed := l.available()[name]
+	p := &Plugin{Name: name, AddressType: name, Kind: inst.Kind, Range: b.DefRange}
 	_, p.Builtin = builtinPlugins[name]
+	if installed && inst.AddressType != "" {
+		p.AddressType = inst.AddressType
+	}
 	if a, ok := content.Attributes["path"]; ok {
 		if s, ok := l.evalString(a, `"./bin/plugins/my-transport"`); ok {
 			if s == "" {
@@ -467,14 +486,36 @@ func isHex(s string, n int) bool {
 	return true
 }
 
-// knownPlugins lists declared and built-in plugin names.
+// available returns the plugins a topology may use without a plugin
+// block: those installed, or Ferry's own when that is not known.
+func (l *loader) available() map[string]InstalledPlugin {
+	if l.avail != nil {
+		return l.avail
+	}
+	l.avail = map[string]InstalledPlugin{}
+	if l.opts.Installed == nil {
+		for n, k := range builtinPlugins {
+			l.avail[n] = InstalledPlugin{Kind: k}
+		}
+		return l.avail
+	}
+	for n, p := range l.opts.Installed {
+		if p.Kind == "" {
+			p.Kind = builtinPlugins[n]
+		}
+		l.avail[n] = p
+	}
+	return l.avail
+}
+
+// knownPlugins lists declared and available plugin names.
 func (l *loader) knownPlugins() []string {
 	var out []string
-	for n := range builtinPlugins {
+	for n := range l.available() {
 		out = append(out, n)
 	}
 	for n := range l.t.plugins {
-		if _, ok := builtinPlugins[n]; !ok {
+		if _, ok := l.available()[n]; !ok {
 			out = append(out, n)
 		}
 	}
@@ -482,16 +523,43 @@ func (l *loader) knownPlugins() []string {
 	return out
 }
 
+// addressTypes maps each route address type a plugin serves to the plugin:
+// declared plugins' address_type, installed ones' (their name unless known).
+func (l *loader) addressTypes() map[string]string {
+	out := map[string]string{}
+	for n, p := range l.available() {
+		if p.Kind == "portal" {
+			continue
+		}
+		t := p.AddressType
+		if t == "" {
+			t = n
+		}
+		out[t] = n
+	}
+	for _, p := range l.t.Plugins {
+		if p.Kind != "portal" {
+			out[p.AddressType] = p.Name
+		}
+	}
+	return out
+}
+
 // checkPlugin reports an unknown plugin or one of the wrong kind.
 func (l *loader) checkPlugin(name string, rng hcl.Range, kind, block string) bool {
 	p, declared := l.t.plugins[name]
-	builtinKind, builtin := builtinPlugins[name]
-	if !declared && !builtin {
+	inst, installed := l.available()[name]
+	if !declared && !installed {
+		where := "a built-in plugin"
+		if l.opts.Installed != nil {
+			where = "a plugin installed in the plugin directory"
+		}
 		l.errorf(rp(rng), "Unknown plugin",
-			"no plugin named %q.%s Use a built-in plugin (%s) or declare a third-party one with a plugin %q { path = \"...\" } block.",
-			name, didYouMean(name, l.knownPlugins()), quotedList(builtinNames()), name)
+			"no plugin named %q.%s Use %s (%s) or declare a third-party one with a plugin %q { path = \"...\" } block.",
+			name, didYouMean(name, l.knownPlugins()), where, quotedList(l.availableNames()), name)
 		return false
 	}
+	builtinKind := inst.Kind
 	k := builtinKind
 	if declared && p.Kind != "" {
 		k = p.Kind
@@ -523,11 +591,12 @@ func defaultFor(kind string) string {
 	return `a transport such as "tcp"`
 }
 
-func builtinNames() []string {
-	out := make([]string, 0, len(builtinPlugins))
-	for n := range builtinPlugins {
+func (l *loader) availableNames() []string {
+	out := make([]string, 0, len(l.available()))
+	for n := range l.available() {
 		out = append(out, n)
 	}
+	sort.Strings(out)
 	return out
 }
 
@@ -1226,12 +1295,39 @@ func (l *loader) checkRouteText(s string, rng hcl.Range) bool {
 		l.errorf(rp(rng), "Invalid route", "%q is not a route: %s. Routes are /KIND/VALUE pairs such as \"/service/echo\" or \"/tcp/127.0.0.1:4000/service/echo\".", truncate(s, 80), reason)
 		return false
 	}
+	types := l.addressTypes()
 	for _, a := range r {
 		if a.Type == "node" {
 			l.errorf(rp(rng), "Node names in route text",
 				"/node/%s is resolved by the ferry command, not in topology files; write a reference instead, such as node.%s.transport.NAME or node.THIS.connection.NAME, in a list: [node.%s.transport.NAME, \"/service/echo\"].",
 				a.Value, a.Value, a.Value)
 			return false
+		}
+		if a.IsLocal() {
+			continue
+		}
+		plugin, served := types[a.Type]
+		if !served {
+			var transports []string
+			for t := range types {
+				transports = append(transports, t)
+			}
+			sort.Strings(transports)
+			l.errorf(rp(rng), "Unknown address type",
+				"no installed plugin serves /%s/ addresses, so this route cannot be followed.%s Route hops are /service/NAME, /worker/ID, or /TYPE/ADDRESS with the type of a transport: %s.",
+				a.Type, didYouMean(a.Type, append([]string{"service", "worker"}, transports...)), strings.Join(transports, ", "))
+			return false
+		}
+		if hostPortPlugins[plugin] {
+			if _, port, err := net.SplitHostPort(a.Value); err != nil || port == "" {
+				l.errorf(rp(rng), "Invalid address in route",
+					"/%s/ addresses are host:port, such as /%s/127.0.0.1:7000; %q has no port.", a.Type, a.Type, a.Value)
+				return false
+			} else if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+				l.errorf(rp(rng), "Invalid address in route",
+					"/%s/%s: the port must be a number from 1 to 65535.", a.Type, a.Value)
+				return false
+			}
 		}
 	}
 	return true

@@ -108,6 +108,8 @@ func TestErrorFiles(t *testing.T) {
 		{"reference_kind_typo", "Invalid reference", 7, 17, `Did you mean "transport"?`},
 		{"allow_warning", "Allowed address not served", 3, 13, `Did you mean "uppercase"?`},
 		{"syntax_error", "Unexpected comma after argument", 3, 27, "separated by newlines"},
+		{"unknown_address_type", "Unknown address type", 7, 37, `Did you mean "service"?`},
+		{"route_without_port", "Invalid address in route", 5, 15, "has no port"},
 		{"too_deep", "Topology file nested too deeply", 3, 106, "nested more than 100 deep"},
 	}
 	seen := map[string]bool{}

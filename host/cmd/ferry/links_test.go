@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -295,5 +296,76 @@ func TestDegradedWhilePluginDown(t *testing.T) {
 	out = e.ok("node", "show", "d1")
 	if !regexp.MustCompile(`Status:\s+DEGRADED`).MatchString(out) || !strings.Contains(out, "plugin tcp is") {
 		t.Errorf("node show:\n%s", out)
+	}
+}
+
+// A topology file uses a transport found in the plugin directory without a
+// plugin block: listeners and connections of it, /node/NAME through it.
+// A route hop no installed plugin serves is refused before anything
+// starts, with file:line:col.
+func TestTopologyAnyTransportWithoutPluginBlock(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "unix.hcl")
+	src := `node "v2" {
+  transport "sock" {
+    plugin = "unix"
+    listen = "` + filepath.Join(dir, "v2.sock") + `"
+    allow  = ["echo", "uppercase"]
+  }
+  service "echo" {}
+  service "uppercase" {}
+}
+
+node "v1" {
+  connection "to_v2" {
+    plugin = "unix"
+    to     = node.v2.transport.sock
+  }
+}
+`
+	if err := os.WriteFile(file, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.ok("validate", file)
+	out := e.ok("up", file)
+	if !strings.Contains(out, "unix:"+filepath.Join(dir, "v2.sock")) {
+		t.Errorf("up lists no unix listener:\n%s", out)
+	}
+	defer e.ok("down", file)
+	if got := strings.TrimSpace(e.ok("message", "send", "hi", "--from", "v1", "--to", "/node/v2/service/uppercase")); got != "HI" {
+		t.Fatalf("/node/v2 over unix: %q", got)
+	}
+	var cs []connectionJSON
+	e.json(&cs, "connection", "list", "--at", "v1")
+	if len(cs) == 0 || cs[0].Transport != "unix" {
+		t.Fatalf("v1's connections: %+v", cs)
+	}
+	if got := strings.TrimSpace(e.ok("message", "send", "yo", "--from", "v1", "--to", cs[0].Worker+"/service/echo")); got != "yo" {
+		t.Fatalf("over the declared connection: %q", got)
+	}
+
+	bad := filepath.Join(dir, "bad.hcl")
+	os.WriteFile(bad, []byte("node \"b\" {\n  service \"hop\" {}\n  inlet \"i\" {\n    listen = \"127.0.0.1:0\"\n    to     = [\"/servce/outlet\"]\n  }\n}\n"), 0o600)
+	r := e.run("validate", bad)
+	if r.code == 0 || !strings.Contains(r.stderr, "bad.hcl line 5") || !strings.Contains(r.stderr, `no installed plugin serves /servce/`) || !strings.Contains(r.stderr, `Did you mean "service"?`) {
+		t.Fatalf("validate /servce/: exit %d\n%s", r.code, r.stderr)
+	}
+	var v struct {
+		Diagnostics []struct {
+			Line, Column int
+			File         string
+		}
+	}
+	r = e.run("validate", bad, "-o", "json")
+	if json.Unmarshal([]byte(r.stdout), &v) != nil || len(v.Diagnostics) != 1 || v.Diagnostics[0].Line != 5 || v.Diagnostics[0].Column != 15 {
+		t.Fatalf("validate -o json: %s", r.stdout)
+	}
+	r = e.run("up", bad)
+	if r.code == 0 || !strings.Contains(r.stderr, "/servce/") {
+		t.Fatalf("up of a file with an unserved route type: exit %d\n%s", r.code, r.stderr)
+	}
+	if n := e.nodes(); len(n) != 2 {
+		t.Fatalf("up of a bad file started nodes: %v", n)
 	}
 }

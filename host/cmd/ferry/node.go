@@ -246,7 +246,7 @@ func (a *app) createNode(ctx context.Context, name string, f createFlags) error 
 		if vars, err = parseVars(f.vars); err != nil {
 			return err
 		}
-		t, err := a.loadTopology(ctx, file, vars)
+		t, err := a.loadTopology(ctx, file, vars, pluginDir)
 		if err != nil {
 			return err
 		}

@@ -35,12 +35,13 @@ func parseVars(vars []string) (map[string]string, error) {
 }
 
 // loadTopology loads path, printing diagnostics (warnings too) on stderr.
-func (a *app) loadTopology(ctx context.Context, path string, vars map[string]string) (*topology.Topology, error) {
-	// Built-in plugins' settings are checked against their schemas, as
-	// ferry validate does; nothing is started for that.
-	sc := &schemaSource{}
+func (a *app) loadTopology(ctx context.Context, path string, vars map[string]string, pluginDir string) (*topology.Topology, error) {
+	// Settings are checked against the schemas the plugins declare, as
+	// ferry validate --check-plugins does (each plugin used is started
+	// briefly to ask): a node is about to start them anyway.
+	sc := &schemaSource{checkPlugins: true, pluginDir: pluginDir}
 	defer sc.close()
-	t, diags := topology.Load(path, topology.LoadOptions{Vars: vars, Schemas: func(name string) ([]transport.Setting, error) {
+	t, diags := topology.Load(path, topology.LoadOptions{Vars: vars, Installed: installedPlugins(pluginDir), Schemas: func(name string) ([]transport.Setting, error) {
 		return sc.schema(ctx, name)
 	}})
 	if len(diags) > 0 {
@@ -56,7 +57,7 @@ func (a *app) loadTopology(ctx context.Context, path string, vars map[string]str
 // references to other nodes through the running nodes of this FERRY_HOME,
 // else from the file alone (for nodes on other machines).
 func resolveSpec(ctx context.Context, h *state.Home, cfg *state.NodeConfig) (*topology.NodeSpec, error) {
-	t, diags := topology.Load(cfg.ConfigFile, topology.LoadOptions{Vars: cfg.Vars})
+	t, diags := topology.Load(cfg.ConfigFile, topology.LoadOptions{Vars: cfg.Vars, Installed: installedPlugins(cfg.PluginDir)})
 	if diags.HasErrors() {
 		var b bytes.Buffer
 		_ = t.WriteDiagnostics(&b, diags, 0, false)
@@ -116,7 +117,7 @@ func (a *app) newUpCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			t, err := a.loadTopology(cmd.Context(), path, vm)
+			t, err := a.loadTopology(cmd.Context(), path, vm, "")
 			if err != nil {
 				return err
 			}
@@ -240,7 +241,7 @@ func (a *app) newDownCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			t, err := a.loadTopology(cmd.Context(), path, vm)
+			t, err := a.loadTopology(cmd.Context(), path, vm, "")
 			if err != nil {
 				return err
 			}

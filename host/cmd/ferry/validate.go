@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/spf13/cobra"
 
@@ -46,6 +48,7 @@ Exit status 0 with a one-line summary, or 1 with the diagnostics on stderr.`,
 			}
 			sc := &schemaSource{checkPlugins: checkPlugins, pluginDir: pluginDir}
 			defer sc.close()
+			opts.Installed = installedPlugins(pluginDir)
 			if checkPlugins {
 				// A first load finds the plugin blocks (paths, pins) the
 				// schema lookup needs.
@@ -64,6 +67,33 @@ Exit status 0 with a one-line summary, or 1 with the diagnostics on stderr.`,
 	cmd.Flags().BoolVar(&checkPlugins, "check-plugins", false, "start third-party plugins briefly to check settings against the schemas they declare")
 	cmd.Flags().StringVar(&pluginDir, "plugin-dir", "", "directory of plugin binaries for --check-plugins (default $FERRY_PLUGIN_DIR, else beside the ferry binary)")
 	return cmd
+}
+
+// installedPlugins lists the plugin directory (dir, else the default
+// search) without starting anything: a topology may use any plugin there
+// without a plugin block. nil when there is no such directory, so that
+// Ferry's own plugins are assumed.
+func installedPlugins(dir string) map[string]topology.InstalledPlugin {
+	m, err := plugins.NewManager(plugins.Config{Dir: dir, Logger: hclog.NewNullLogger()})
+	if err != nil {
+		return nil
+	}
+	defer m.Close()
+	ents, err := os.ReadDir(m.Dir())
+	if err != nil {
+		return nil
+	}
+	out := map[string]topology.InstalledPlugin{}
+	for _, e := range ents {
+		if e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		if info, err := e.Info(); err != nil || info.Mode()&0o111 == 0 {
+			continue // not executable: not a plugin
+		}
+		out[e.Name()] = topology.InstalledPlugin{}
+	}
+	return out
 }
 
 // parseVarFlags turns --var name=value flags into LoadOptions.Vars.
