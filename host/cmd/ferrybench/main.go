@@ -41,6 +41,7 @@ var sections = []section{
 	kafkaSection,
 	quicSection,
 	serialSection,
+	abuseSection,
 }
 
 func main() {
