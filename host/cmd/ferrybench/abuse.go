@@ -36,13 +36,13 @@ var abuseSection = section{
 }
 
 type abuseSizes struct {
-	slowConns   int   // slowloris connections
-	slowSent    int   // bytes each sends of its declared 16 MiB frame before trickling
-	echoSize    int   // payload of each echo request on the connection that never reads
-	echoCount   int   // echo requests it tries to send
-	malformed   int   // 7-byte malformed frames
-	regs        int   // relay registrations
-	dials       int   // messages naming /tcp/127.0.0.1:PORT
+	slowConns   int // slowloris connections
+	slowSent    int // bytes each sends of its declared 16 MiB frame before trickling
+	echoSize    int // payload of each echo request on the connection that never reads
+	echoCount   int // echo requests it tries to send
+	malformed   int // 7-byte malformed frames
+	regs        int // relay registrations
+	dials       int // messages naming /tcp/127.0.0.1:PORT
 	frameTO     time.Duration
 	minRate     int
 	stall       time.Duration
