@@ -54,7 +54,7 @@ func brokenPathResetsClient(t *testing.T, po pairOptions) {
 	po.route = "/service/flaky/service/outlet"
 	// Short enough to notice the break quickly, long enough that a clean
 	// session on a loaded machine does not time out.
-	po.session = SessionOptions{KeepaliveInterval: 100 * time.Millisecond, KeepaliveTimeout: 2 * time.Second}
+	po.session = SessionOptions{KeepaliveInterval: 100 * time.Millisecond, SessionTimeout: 2 * time.Second}
 	p := newPair(t, startTarget(t), po)
 	if _, err := p.n.StartWorker("flaky", hop); err != nil {
 		t.Fatal(err)
@@ -112,7 +112,7 @@ func TestBrokenPathResetsTarget(t *testing.T) {
 	hop := &switchHop{}
 	p := newPair(t, l.Addr().String(), pairOptions{
 		route:   "/service/flaky/service/outlet",
-		session: SessionOptions{KeepaliveInterval: 50 * time.Millisecond, KeepaliveTimeout: 300 * time.Millisecond},
+		session: SessionOptions{KeepaliveInterval: 50 * time.Millisecond, SessionTimeout: 300 * time.Millisecond},
 	})
 	if _, err := p.n.StartWorker("flaky", hop); err != nil {
 		t.Fatal(err)

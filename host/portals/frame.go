@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"unicode/utf8"
 )
@@ -15,21 +16,26 @@ import (
 //	opened  2  uvarint version, uvarint window
 //	data    3  uvarint seq, bytes (at least one)
 //	fin     4  uvarint seq
-//	credit  5  uvarint consumed (total bytes the receiver has written out),
-//	           uvarint sent (data and fin messages the sender of this credit
-//	           has sent so far)
+//	ack     5  uvarint consumed (total bytes the receiver has written out),
+//	           uvarint next (every data/fin message below this seq arrived),
+//	           uvarint n (at most maxSackRanges), then n SACK ranges, each
+//	           uvarint gap (from the end of the previous range, or from
+//	           next, at least 1) and uvarint length (at least 1): messages
+//	           that arrived out of order above next
 //	close   6  reason (UTF-8, at most maxReason bytes)
 //	ping    7
 //	pong    8
 //
-// data and fin share one sequence per direction starting at 0, so a lost or
-// reordered message (over a lossy route) is detected and resets the session
-// rather than corrupting the stream. credit is cumulative so a lost credit is
-// repaired by the next one; it doubles as the keepalive, and its sent count
-// reveals a lost last message (nothing after it would show the gap).
+// data and fin share one sequence per direction starting at 0. The receiver
+// delivers them in order, buffers what arrives early (within the window),
+// drops duplicates and answers with ack; the sender keeps every message until
+// it is acknowledged and retransmits what the acks show missing. ack is
+// cumulative, so a lost ack is repaired by the next one; it doubles as the
+// flow-control credit and the keepalive.
 
 // ProtocolVersion is the session protocol version carried in open/opened.
-const ProtocolVersion = 1
+// Version 2 added retransmission (ack with SACK replaced credit).
+const ProtocolVersion = 2
 
 // Frame kinds.
 const (
@@ -37,7 +43,7 @@ const (
 	kindOpened byte = 2
 	kindData   byte = 3
 	kindFin    byte = 4
-	kindCredit byte = 5
+	kindAck    byte = 5
 	kindClose  byte = 6
 	kindPing   byte = 7
 	kindPong   byte = 8
@@ -49,10 +55,15 @@ const (
 	// maxWindow bounds the window a peer may announce, so a hostile open
 	// cannot make us queue unbounded memory.
 	maxWindow = 64 << 20
+	// maxSackRanges bounds the SACK ranges one ack carries.
+	maxSackRanges = 16
 	// dataHeadroom is the most a data frame's header takes (kind byte + a
 	// 64-bit uvarint): buffers reserve it in front of the data.
 	dataHeadroom = 1 + binary.MaxVarintLen64
 )
+
+// sackRange is a run of sequence numbers [start, end) that arrived.
+type sackRange struct{ start, end uint64 }
 
 var errFrame = errors.New("malformed portal frame")
 
@@ -63,7 +74,8 @@ type frame struct {
 	window   uint64
 	seq      uint64
 	consumed uint64
-	sent     uint64
+	next     uint64
+	sacks    []sackRange
 	data     []byte
 	reason   string
 }
@@ -78,8 +90,8 @@ func kindName(k byte) string {
 		return "data"
 	case kindFin:
 		return "fin"
-	case kindCredit:
-		return "credit"
+	case kindAck:
+		return "ack"
 	case kindClose:
 		return "close"
 	case kindPing:
@@ -107,9 +119,16 @@ func (f *frame) encode() []byte {
 		b = append(b, f.data...)
 	case kindFin:
 		b = binary.AppendUvarint(b, f.seq)
-	case kindCredit:
+	case kindAck:
 		b = binary.AppendUvarint(b, f.consumed)
-		b = binary.AppendUvarint(b, f.sent)
+		b = binary.AppendUvarint(b, f.next)
+		b = binary.AppendUvarint(b, uint64(len(f.sacks)))
+		prev := f.next
+		for _, r := range f.sacks {
+			b = binary.AppendUvarint(b, r.start-prev)
+			b = binary.AppendUvarint(b, r.end-r.start)
+			prev = r.end
+		}
 	case kindClose:
 		r := f.reason
 		if len(r) > maxReason {
@@ -190,12 +209,37 @@ func decodeFrame(b []byte) (frame, error) {
 		if f.seq, err = uv("seq"); err != nil {
 			return f, err
 		}
-	case kindCredit:
+	case kindAck:
 		if f.consumed, err = uv("consumed"); err != nil {
 			return f, err
 		}
-		if f.sent, err = uv("sent"); err != nil {
+		if f.next, err = uv("next"); err != nil {
 			return f, err
+		}
+		n, err := uv("range count")
+		if err != nil {
+			return f, err
+		}
+		if n > maxSackRanges {
+			return f, fmt.Errorf("%w: ack: %d SACK ranges, at most %d", errFrame, n, maxSackRanges)
+		}
+		prev := f.next
+		for i := uint64(0); i < n; i++ {
+			gap, err := uv("range gap")
+			if err != nil {
+				return f, err
+			}
+			length, err := uv("range length")
+			if err != nil {
+				return f, err
+			}
+			// Ranges are disjoint, ascending, and leave a hole before each.
+			if gap == 0 || length == 0 || gap > math.MaxUint64-prev || length > math.MaxUint64-prev-gap {
+				return f, fmt.Errorf("%w: ack: bad SACK range %d (gap %d, length %d)", errFrame, i, gap, length)
+			}
+			start := prev + gap
+			f.sacks = append(f.sacks, sackRange{start, start + length})
+			prev = start + length
 		}
 	case kindClose:
 		if len(rest) > maxReason || !utf8.Valid(rest) {

@@ -283,6 +283,7 @@ func (in *Inlet) startSession(conn portal.Stream) {
 		return
 	}
 	s := newSession(in.opts.Session, &in.stats, conn, in.log, &in.wg, in.sessionEnded)
+	s.base = in.opts.Route
 	in.mu.Lock()
 	if in.closed {
 		in.mu.Unlock()

@@ -336,7 +336,7 @@ func TestPathBreaksSilently(t *testing.T) {
 	hop := &switchHop{}
 	p := newPair(t, startTarget(t), pairOptions{
 		route:   "/service/flaky/service/outlet",
-		session: SessionOptions{KeepaliveInterval: 50 * time.Millisecond, KeepaliveTimeout: 300 * time.Millisecond},
+		session: SessionOptions{KeepaliveInterval: 50 * time.Millisecond, SessionTimeout: 300 * time.Millisecond},
 	})
 	if _, err := p.n.StartWorker("flaky", hop); err != nil {
 		t.Fatal(err)
@@ -510,7 +510,7 @@ func TestOptionsValidation(t *testing.T) {
 	if _, err := NewInlet(context.Background(), n, InletOptions{ListenAddress: "127.0.0.1:0"}); err == nil {
 		t.Error("inlet without route accepted")
 	}
-	for _, so := range []SessionOptions{{ChunkSize: 2 << 20}, {ChunkSize: 64 << 10, Window: 1024}, {KeepaliveInterval: time.Second, KeepaliveTimeout: time.Second}} {
+	for _, so := range []SessionOptions{{ChunkSize: 2 << 20}, {ChunkSize: 64 << 10, Window: 1024}, {KeepaliveInterval: time.Second, SessionTimeout: time.Second}} {
 		if _, err := so.withDefaults(); err == nil {
 			t.Errorf("accepted %+v", so)
 		}
@@ -524,7 +524,7 @@ func TestLostFinResetsSession(t *testing.T) {
 	hop := &switchHop{dropKind: kindFin}
 	p := newPair(t, startTarget(t), pairOptions{
 		route:   "/service/flaky/service/outlet",
-		session: SessionOptions{KeepaliveInterval: 50 * time.Millisecond, KeepaliveTimeout: time.Minute},
+		session: SessionOptions{KeepaliveInterval: 50 * time.Millisecond, SessionTimeout: time.Minute},
 	})
 	if _, err := p.n.StartWorker("flaky", hop); err != nil {
 		t.Fatal(err)

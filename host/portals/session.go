@@ -1,10 +1,12 @@
 package portals
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,14 +26,18 @@ type SessionOptions struct {
 	ChunkSize int
 	// Window is how many bytes a sender may have in flight before the
 	// receiver has written them to its socket (default DefaultWindow). It
-	// bounds the memory one session direction can hold.
+	// bounds the memory one session direction can hold: the sender's
+	// retransmission buffer and the receiver's reordering buffer.
 	Window int
 	// KeepaliveInterval is how often an idle session tells its peer it is
-	// alive (default 5s).
+	// alive (default 5s). A paused session probes its path more often.
 	KeepaliveInterval time.Duration
-	// KeepaliveTimeout ends a session when nothing arrives from the peer
-	// for this long (default 30s).
-	KeepaliveTimeout time.Duration
+	// SessionTimeout ends an established session when nothing arrives
+	// from the peer for this long (default 30s). Until then a session
+	// whose path fails (a lost link, a relay restarting, an error from a
+	// node on the path) pauses and keeps retransmitting with backoff; past
+	// it, the local connection is reset and the reason logged.
+	SessionTimeout time.Duration
 }
 
 // Defaults. The chunk size was chosen by measurement (ferrybench -only
@@ -41,12 +47,27 @@ type SessionOptions struct {
 // nodes 16 KiB gave 422 MB/s, 32–128 KiB 503–531 MB/s and 256 KiB 601 MB/s.
 // 64 KiB keeps nearly all of that while a message stays small for lossy
 // transports (a UDP message is fragmented, and losing any fragment loses
-// the message and resets the session).
+// the message, which is then retransmitted whole).
 const (
 	DefaultChunkSize         = 64 << 10
 	DefaultWindow            = 1 << 20
 	DefaultKeepaliveInterval = 5 * time.Second
-	DefaultKeepaliveTimeout  = 30 * time.Second
+	DefaultSessionTimeout    = 30 * time.Second
+)
+
+// Retransmission timer bounds (RFC 6298 with a lower floor than its 1 s:
+// routes here are often one machine or one site).
+const (
+	minRTO     = 200 * time.Millisecond
+	maxRTO     = 3 * time.Second
+	initialRTO = time.Second
+	// maxInFlight bounds the messages in flight in one direction (tiny
+	// writes would otherwise fill the window with many small messages), and
+	// with it how far ahead of the next expected message a receiver keeps.
+	maxInFlight = 1024
+	// dupThresh: a message with this many acknowledged messages after it
+	// is taken as lost and retransmitted at once (fast retransmit).
+	dupThresh = 3
 )
 
 // DefaultMaxSessions bounds the sessions of one inlet or outlet when their
@@ -76,16 +97,16 @@ func (o SessionOptions) withDefaults() (SessionOptions, error) {
 	if o.KeepaliveInterval == 0 {
 		o.KeepaliveInterval = DefaultKeepaliveInterval
 	}
-	if o.KeepaliveTimeout == 0 {
-		o.KeepaliveTimeout = DefaultKeepaliveTimeout
+	if o.SessionTimeout == 0 {
+		o.SessionTimeout = DefaultSessionTimeout
 	}
 	switch {
 	case o.ChunkSize < 1 || o.ChunkSize > MaxChunkSize:
 		return o, fmt.Errorf("chunk size %d outside 1..%d", o.ChunkSize, MaxChunkSize)
 	case o.Window < o.ChunkSize || o.Window > maxWindow:
 		return o, fmt.Errorf("window %d must be at least the chunk size (%d) and at most %d", o.Window, o.ChunkSize, maxWindow)
-	case o.KeepaliveInterval < 0 || o.KeepaliveTimeout <= o.KeepaliveInterval:
-		return o, fmt.Errorf("keepalive timeout (%s) must be longer than the keepalive interval (%s)", o.KeepaliveTimeout, o.KeepaliveInterval)
+	case o.KeepaliveInterval < 0 || o.SessionTimeout <= o.KeepaliveInterval:
+		return o, fmt.Errorf("session timeout (%s) must be longer than the keepalive interval (%s)", o.SessionTimeout, o.KeepaliveInterval)
 	}
 	return o, nil
 }
@@ -102,14 +123,33 @@ type counters struct {
 // payload, which is recycled once written.
 type chunk struct{ payload, data []byte }
 
+// rxFrame is a message that arrived ahead of the next expected one.
+type rxFrame struct {
+	payload, data []byte
+	fin           bool
+}
+
+// txFrame is a sent message kept until the peer acknowledges it.
+type txFrame struct {
+	seq uint64
+	// wire is our own copy of the frame: what was handed to Send belongs
+	// to the node (on one node the receiver recycles it).
+	wire   []byte
+	sentAt time.Time
+	retx   bool // retransmitted at least once: no RTT sample from it (Karn)
+	sacked bool
+	resend bool // SACK shows it lost: retransmit at once
+}
+
 // minReadBuffer is the smallest buffer a session reads its stream into.
 const minReadBuffer = 4 << 10
 
 // session is the worker at one end of a portal session. It owns one local
 // stream. The worker's handler takes frames from the peer; a reader
-// goroutine moves stream bytes to the peer within the peer's credit; a
-// writer goroutine writes arrived bytes to the stream and returns credit;
-// a keepalive goroutine detects a dead path.
+// goroutine moves stream bytes to the peer within the peer's credit and
+// keeps each message until it is acknowledged; a writer goroutine writes
+// arrived bytes to the stream in order; a control goroutine sends acks,
+// retransmits, keeps the session alive and times it out.
 type session struct {
 	opts  SessionOptions
 	stats *counters
@@ -118,6 +158,10 @@ type session struct {
 	wg    *sync.WaitGroup
 	// onEnd runs once when the session ends; err is nil for a clean end.
 	onEnd func(s *session, err error)
+	// base is the inlet's configured route to its outlet (nil at an
+	// outlet): a paused inlet sends along it, with the outlet service
+	// replaced by the outlet session, to find a way around stale links.
+	base routing.Route
 
 	c    *node.Context
 	addr routing.Address
@@ -126,37 +170,60 @@ type session struct {
 	openOnce sync.Once
 	done     chan struct{}
 	ending   atomic.Bool
+	started  atomic.Bool
 	lastRecv atomic.Int64 // unix nanos of the last frame from the peer
-
-	mu           sync.Mutex
-	peer         routing.Route
-	peerWindow   uint64
-	sent         uint64 // bytes sent to the peer
-	peerConsumed uint64 // bytes the peer reports written to its stream
-	queue        []chunk
-	spare        []chunk
-	finRecv      bool
-	recvBytes    uint64 // handler only
-	recvSeq      uint64 // handler only
-	lagMark      uint64 // handler only: a peer's sent count we have not caught up with
-	lagSince     time.Time
-	sentMsgs     atomic.Uint64 // data and fin messages sent
-
-	consumed atomic.Uint64 // bytes written to the local stream
-	sendDone atomic.Bool
+	ackDue   atomic.Bool
 	recvDone atomic.Bool
+	consumed atomic.Uint64 // bytes written to the local stream
+
+	retransmits atomic.Uint64
+	duplicates  atomic.Uint64
+
+	mu         sync.Mutex
+	peer       routing.Route
+	peerWindow uint64
+	// Sending side.
+	sent         uint64 // data bytes sent (first transmissions)
+	peerConsumed uint64 // bytes the peer reports written to its stream
+	nextSeq      uint64
+	out          []*txFrame // unacknowledged, seq ascending and contiguous
+	hasRTT       bool
+	srtt, rttvar time.Duration
+	rto          time.Duration // from the measured round trip
+	backoff      time.Duration // the timer now: rto, doubled per timeout
+	paused       bool
+	pathErr      error
+	finSent      bool
+	finAcked     bool
+	lingerUntil  time.Time
+	// Receiving side.
+	recvSeq   uint64 // next expected message
+	ooo       map[uint64]rxFrame
+	oooBytes  uint64
+	oooMax    uint64
+	recvBytes uint64 // bytes delivered in order to the writer
+	finSeen   bool
+	finSeq    uint64
+	finRecv   bool
+	queue     []chunk
+	spare     []chunk
 
 	credit chan struct{} // wakes the reader
 	work   chan struct{} // wakes the writer
+	wake   chan struct{} // wakes the control loop
 }
 
 func newSession(opts SessionOptions, stats *counters, conn portal.Stream, log hclog.Logger, wg *sync.WaitGroup, onEnd func(*session, error)) *session {
 	s := &session{
 		opts: opts, stats: stats, conn: conn, log: log, wg: wg, onEnd: onEnd,
-		opened: make(chan struct{}),
-		done:   make(chan struct{}),
-		credit: make(chan struct{}, 1),
-		work:   make(chan struct{}, 1),
+		opened:  make(chan struct{}),
+		done:    make(chan struct{}),
+		credit:  make(chan struct{}, 1),
+		work:    make(chan struct{}, 1),
+		wake:    make(chan struct{}, 1),
+		ooo:     map[uint64]rxFrame{},
+		rto:     initialRTO,
+		backoff: initialRTO,
 	}
 	s.lastRecv.Store(time.Now().UnixNano())
 	stats.active.Add(1)
@@ -188,10 +255,16 @@ func signal(ch chan struct{}) {
 // HandleMessage takes one frame from the peer.
 func (s *session) HandleMessage(c *node.Context, m *routing.Message) error {
 	if re, ok := node.AsRemoteError(m); ok {
-		// A node on the path could not deliver our frame: the path is
-		// broken (a wrong outlet route, a dead link). End at once, without
-		// answering an error with a message.
-		s.end(fmt.Errorf("path failed: %w", re), false)
+		if !s.started.Load() {
+			// Before the session exists the configured path is wrong
+			// (no outlet there, access denied): the client must learn
+			// at once, not after the session timeout.
+			s.end(fmt.Errorf("path failed: %w", re), false)
+			return nil
+		}
+		// A node on the path could not deliver a frame (a link went
+		// down, a relay restarted): pause and keep retransmitting.
+		s.pause(fmt.Errorf("path failed: %w", re))
 		return nil
 	}
 	f, err := decodeFrame(m.Payload)
@@ -200,18 +273,18 @@ func (s *session) HandleMessage(c *node.Context, m *routing.Message) error {
 		s.end(err, true)
 		return err
 	}
-	s.lastRecv.Store(time.Now().UnixNano())
 	switch f.kind {
 	case kindOpened:
 		if f.version != ProtocolVersion {
 			s.end(fmt.Errorf("outlet speaks portal protocol %d, this node speaks %d", f.version, ProtocolVersion), true)
 			return nil
 		}
+		s.heard()
 		s.mu.Lock()
-		if s.peer == nil {
-			s.peer = m.Return.Clone()
+		if s.peerWindow == 0 {
 			s.peerWindow = f.window
 		}
+		s.adoptLocked(m.Return)
 		s.mu.Unlock()
 		s.openOnce.Do(func() { close(s.opened) })
 	case kindOpen:
@@ -219,46 +292,15 @@ func (s *session) HandleMessage(c *node.Context, m *routing.Message) error {
 		// answer again.
 		_ = s.c.Send(c, m.Return, (&frame{kind: kindOpened, version: ProtocolVersion, window: uint64(s.opts.Window)}).encode())
 	case kindData, kindFin:
-		if f.seq != s.recvSeq {
-			s.end(fmt.Errorf("sequence gap: expected message %d, got %d (a message was lost on the route)", s.recvSeq, f.seq), true)
-			return nil
-		}
-		s.recvSeq++
-		s.mu.Lock()
-		if s.finRecv {
-			s.mu.Unlock()
-			s.end(errors.New("peer sent after its fin"), true)
-			return nil
-		}
-		if f.kind == kindFin {
-			s.finRecv = true
-		} else {
-			s.recvBytes += uint64(len(f.data))
-			if s.recvBytes-s.consumed.Load() > uint64(s.opts.Window) {
-				s.mu.Unlock()
-				s.end(fmt.Errorf("peer exceeded the flow-control window of %d bytes", s.opts.Window), true)
-				return nil
-			}
-			s.queue = append(s.queue, chunk{payload: m.Payload, data: f.data})
-		}
-		s.mu.Unlock()
-		signal(s.work)
-	case kindCredit:
-		if err := s.checkLag(f.sent); err != nil {
+		s.heard()
+		if err := s.receive(m, f); err != nil {
 			s.end(err, true)
-			return nil
 		}
-		s.mu.Lock()
-		bad := f.consumed > s.sent
-		if !bad && f.consumed > s.peerConsumed {
-			s.peerConsumed = f.consumed
+	case kindAck:
+		s.heard()
+		if err := s.acked(f, m.Return); err != nil {
+			s.end(err, true)
 		}
-		s.mu.Unlock()
-		if bad {
-			s.end(errors.New("peer granted credit for bytes never sent"), true)
-			return nil
-		}
-		signal(s.credit)
 	case kindClose:
 		reason := f.reason
 		if reason == "" {
@@ -266,32 +308,241 @@ func (s *session) HandleMessage(c *node.Context, m *routing.Message) error {
 		}
 		s.end(fmt.Errorf("peer closed the session: %s", reason), false)
 	case kindPing, kindPong:
+		s.heard()
 	}
 	return nil
 }
 
-// checkLag compares the peer's count of sent messages with what arrived.
-// On an in-order route a credit never overtakes the data sent before it, so
-// staying behind means a message was lost; the grace of one keepalive
-// interval covers routes that may reorder.
-func (s *session) checkLag(peerSent uint64) error {
-	switch {
-	case peerSent <= s.recvSeq:
-		s.lagMark = 0
-	case s.lagMark == 0 || s.recvSeq >= s.lagMark:
-		s.lagMark, s.lagSince = peerSent, time.Now()
-	case time.Since(s.lagSince) > s.opts.KeepaliveInterval:
-		return fmt.Errorf("message lost on the route: the peer sent %d messages, %d arrived", s.lagMark, s.recvSeq)
+func (s *session) heard() { s.lastRecv.Store(time.Now().UnixNano()) }
+
+// adoptLocked takes the return route of a valid frame from the peer as the
+// way back to it: after a relay in the middle restarts, the route the peer
+// found is the one that works. A frame from the peer also ends a pause.
+func (s *session) adoptLocked(ret routing.Route) {
+	changed := !s.peer.Equal(ret)
+	if changed {
+		if s.peer != nil && s.log.IsDebug() {
+			s.log.Debug("session follows its peer to a new route", "session", s.addr.String(), "route", ret.String())
+		}
+		s.peer = ret.Clone()
 	}
+	if s.paused || (changed && len(s.out) > 0) {
+		if s.paused && s.log.IsDebug() {
+			s.log.Debug("session resumed", "session", s.addr.String())
+		}
+		s.paused = false
+		s.backoff = s.rto
+		// Whatever was sent while the path was down is resent now,
+		// along the route that works.
+		for _, tf := range s.out {
+			if !tf.sacked {
+				tf.resend = true
+			}
+		}
+		signal(s.wake)
+	}
+}
+
+// receive takes a data or fin message: in order it goes to the writer,
+// early it waits in the reordering buffer, a duplicate is dropped.
+func (s *session) receive(m *routing.Message, f frame) error {
+	fin := f.kind == kindFin
+	s.mu.Lock()
+	s.adoptLocked(m.Return)
+	seq := f.seq
+	switch {
+	case seq < s.recvSeq:
+		s.duplicates.Add(1)
+	case seq-s.recvSeq >= maxInFlight:
+		// Beyond what a sender may have in flight: not kept; it comes
+		// again once the gap before it is filled.
+	case (s.finSeen && seq > s.finSeq) || (fin && (s.finSeen && seq != s.finSeq || len(s.ooo) > 0 && s.oooMax > seq)):
+		s.mu.Unlock()
+		return errors.New("peer sent after its fin")
+	case seq == s.recvSeq:
+		if !fin && s.recvBytes-s.consumed.Load()+s.oooBytes+uint64(len(f.data)) > uint64(s.opts.Window) {
+			s.mu.Unlock()
+			return fmt.Errorf("peer exceeded the flow-control window of %d bytes", s.opts.Window)
+		}
+		s.deliverLocked(rxFrame{payload: m.Payload, data: f.data, fin: fin})
+		for {
+			rx, ok := s.ooo[s.recvSeq]
+			if !ok {
+				break
+			}
+			delete(s.ooo, s.recvSeq)
+			s.oooBytes -= uint64(len(rx.data))
+			s.deliverLocked(rx)
+		}
+		signal(s.work)
+	default:
+		if _, dup := s.ooo[seq]; dup {
+			s.duplicates.Add(1)
+			break
+		}
+		if !fin && s.recvBytes-s.consumed.Load()+s.oooBytes+uint64(len(f.data)) > uint64(s.opts.Window) {
+			s.mu.Unlock()
+			return fmt.Errorf("peer exceeded the flow-control window of %d bytes", s.opts.Window)
+		}
+		s.ooo[seq] = rxFrame{payload: m.Payload, data: f.data, fin: fin}
+		s.oooBytes += uint64(len(f.data))
+		s.oooMax = max(s.oooMax, seq)
+		if fin {
+			s.finSeen, s.finSeq = true, seq
+		}
+	}
+	s.mu.Unlock()
+	s.ackDue.Store(true)
+	signal(s.wake)
 	return nil
+}
+
+func (s *session) deliverLocked(rx rxFrame) {
+	s.recvSeq++
+	if rx.fin {
+		s.finRecv, s.finSeen, s.finSeq = true, true, s.recvSeq-1
+		return
+	}
+	s.recvBytes += uint64(len(rx.data))
+	s.queue = append(s.queue, chunk{payload: rx.payload, data: rx.data})
+}
+
+// acked takes an ack: it releases what the peer has, measures the round
+// trip, marks SACK holes for retransmission and grants credit.
+func (s *session) acked(f frame, ret routing.Route) error {
+	s.mu.Lock()
+	switch {
+	case f.consumed > s.sent:
+		s.mu.Unlock()
+		return errors.New("peer granted credit for bytes never sent")
+	case f.next > s.nextSeq || (len(f.sacks) > 0 && f.sacks[len(f.sacks)-1].end > s.nextSeq):
+		s.mu.Unlock()
+		return errors.New("peer acknowledged messages never sent")
+	}
+	s.adoptLocked(ret)
+	now := time.Now()
+	sample := time.Duration(-1)
+	n := 0
+	for n < len(s.out) && s.out[n].seq < f.next {
+		tf := s.out[n]
+		if !tf.retx {
+			sample = now.Sub(tf.sentAt)
+		}
+		putBuf(tf.wire)
+		s.out[n] = nil
+		n++
+	}
+	if n > 0 {
+		s.out = append(s.out[:0], s.out[n:]...)
+		s.backoff = 0 // recomputed below from the new sample
+	}
+	if len(s.out) > 0 {
+		base := s.out[0].seq
+		for _, r := range f.sacks {
+			for q := max(r.start, base); q < r.end && q-base < uint64(len(s.out)); q++ {
+				tf := s.out[q-base]
+				if !tf.sacked {
+					tf.sacked = true
+					if !tf.retx {
+						sample = now.Sub(tf.sentAt)
+					}
+				}
+			}
+		}
+		// Fast retransmit: dupThresh messages after it arrived, so this
+		// one is most likely lost. Again at most once per round trip.
+		after := 0
+		for i := len(s.out) - 1; i >= 0; i-- {
+			tf := s.out[i]
+			if tf.sacked {
+				after++
+				continue
+			}
+			if after >= dupThresh && !tf.resend && (!tf.retx || now.Sub(tf.sentAt) > max(s.srtt, minRTO/4)) {
+				tf.resend = true
+				signal(s.wake)
+			}
+		}
+	}
+	if sample >= 0 {
+		s.measureLocked(sample)
+	}
+	if s.backoff == 0 {
+		s.backoff = s.rto
+	}
+	if s.finSent && len(s.out) == 0 {
+		s.finAcked = true
+	}
+	granted := f.consumed > s.peerConsumed
+	if granted {
+		s.peerConsumed = f.consumed
+	}
+	s.mu.Unlock()
+	if n > 0 || granted {
+		signal(s.credit)
+	}
+	s.maybeFinish()
+	return nil
+}
+
+// measureLocked updates the retransmission timeout from a round-trip
+// sample as RFC 6298 does.
+func (s *session) measureLocked(r time.Duration) {
+	if !s.hasRTT {
+		s.hasRTT = true
+		s.srtt, s.rttvar = r, r/2
+	} else {
+		d := s.srtt - r
+		if d < 0 {
+			d = -d
+		}
+		s.rttvar = (3*s.rttvar + d) / 4
+		s.srtt = (7*s.srtt + r) / 8
+	}
+	s.rto = min(max(s.srtt+max(time.Millisecond, 4*s.rttvar), minRTO), maxRTO)
+}
+
+// pause records that the path failed; the session keeps retransmitting
+// until the peer is heard from again or the session times out.
+func (s *session) pause(err error) {
+	s.mu.Lock()
+	first := !s.paused
+	s.paused = true
+	s.pathErr = err
+	s.mu.Unlock()
+	if first && s.log.IsDebug() {
+		s.log.Debug("session paused", "session", s.addr.String(), "error", err)
+	}
+	signal(s.wake)
+}
+
+// routeLocked is where frames to the peer go: the peer's last route, or,
+// for a paused inlet, its configured route to the outlet ending at the
+// outlet session instead of the outlet service, which finds the way again
+// when a relay in the middle restarted and the links we knew are gone.
+func (s *session) routeLocked() routing.Route {
+	if s.paused && len(s.base) > 0 && len(s.peer) > 0 {
+		r := s.base.Clone()
+		r[len(r)-1] = s.peer[len(s.peer)-1]
+		return r
+	}
+	return s.peer
+}
+
+// send hands one frame to the node; a failure pauses the session.
+func (s *session) send(route routing.Route, payload []byte) {
+	if err := s.c.Send(s.c, route, payload); err != nil && !s.ending.Load() {
+		s.pause(fmt.Errorf("send to %s: %w", route, err))
+	}
 }
 
 // start runs the data path once the peer is known.
 func (s *session) start() {
+	s.started.Store(true)
 	s.wg.Add(3)
 	go func() { defer s.wg.Done(); s.readLoop() }()
 	go func() { defer s.wg.Done(); s.writeLoop() }()
-	go func() { defer s.wg.Done(); s.keepalive() }()
+	go func() { defer s.wg.Done(); s.controlLoop() }()
 }
 
 func (s *session) peerRoute() routing.Route {
@@ -306,6 +557,9 @@ func (s *session) waitCredit() int {
 	for {
 		s.mu.Lock()
 		avail := int64(s.peerConsumed + s.peerWindow - s.sent)
+		if len(s.out) >= maxInFlight {
+			avail = 0
+		}
 		s.mu.Unlock()
 		if avail > 0 {
 			return int(min(avail, int64(s.opts.ChunkSize)))
@@ -319,8 +573,6 @@ func (s *session) waitCredit() int {
 }
 
 func (s *session) readLoop() {
-	peer := s.peerRoute()
-	var seq uint64
 	size := minReadBuffer
 	for {
 		n := min(s.waitCredit(), size)
@@ -332,6 +584,9 @@ func (s *session) readLoop() {
 		// size follows the traffic, so a 64-byte request does not take a
 		// 64 KiB buffer while bulk data still moves in full chunks.
 		buf := getBuf(size)
+		s.mu.Lock()
+		seq := s.nextSeq
+		s.mu.Unlock()
 		h := dataHeaderLen(seq)
 		k, rerr := s.conn.Read(buf[h : h+n])
 		if k == n {
@@ -340,28 +595,30 @@ func (s *session) readLoop() {
 			size = max(size/2, minReadBuffer)
 		}
 		if k > 0 {
+			putDataHeader(buf, seq)
+			wire := buf[:h+k]
+			keep := getBuf(k)[:h+k]
+			copy(keep, wire)
 			s.mu.Lock()
 			s.sent += uint64(k)
+			s.nextSeq++
+			s.out = append(s.out, &txFrame{seq: seq, wire: keep, sentAt: time.Now()})
+			route := s.routeLocked()
 			s.mu.Unlock()
-			putDataHeader(buf, seq)
-			if err := s.c.Send(s.c, peer, buf[:h+k]); err != nil {
-				s.end(fmt.Errorf("send to %s: %w", peer, err), true)
-				return
-			}
-			seq++
-			s.sentMsgs.Store(seq)
+			s.send(route, wire)
 			s.stats.bytesOut.Add(uint64(k))
 		} else {
 			putBuf(buf)
 		}
 		if rerr == io.EOF {
-			if err := s.c.Send(s.c, peer, (&frame{kind: kindFin, seq: seq}).encode()); err != nil {
-				s.end(fmt.Errorf("send fin to %s: %w", peer, err), true)
-				return
-			}
-			s.sentMsgs.Store(seq + 1)
-			s.sendDone.Store(true)
-			s.maybeFinish()
+			s.mu.Lock()
+			fin := (&frame{kind: kindFin, seq: s.nextSeq}).encode()
+			s.out = append(s.out, &txFrame{seq: s.nextSeq, wire: fin, sentAt: time.Now()})
+			s.nextSeq++
+			s.finSent = true
+			route := s.routeLocked()
+			s.mu.Unlock()
+			s.send(route, bytes.Clone(fin))
 			return
 		}
 		if rerr != nil {
@@ -372,7 +629,6 @@ func (s *session) readLoop() {
 }
 
 func (s *session) writeLoop() {
-	peer := s.peerRoute()
 	threshold := uint64(s.opts.Window / 4)
 	var consumed, reported uint64
 	for {
@@ -403,7 +659,8 @@ func (s *session) writeLoop() {
 			s.stats.bytesIn.Add(uint64(len(it.data)))
 			if consumed-reported >= threshold {
 				reported = consumed
-				s.sendCredit(peer, consumed)
+				s.ackDue.Store(true)
+				signal(s.wake)
 			}
 		}
 		s.mu.Lock()
@@ -412,9 +669,8 @@ func (s *session) writeLoop() {
 		}
 		s.mu.Unlock()
 		if fin {
-			if consumed > reported {
-				s.sendCredit(peer, consumed)
-			}
+			s.ackDue.Store(true)
+			signal(s.wake)
 			if err := s.conn.CloseWrite(); err != nil && !s.ending.Load() {
 				s.end(fmt.Errorf("half-close local stream: %w", err), true)
 				return
@@ -426,50 +682,140 @@ func (s *session) writeLoop() {
 	}
 }
 
-// sendCredit tells the peer how much we have written out. A failure is not
-// fatal by itself: the peer may have finished cleanly, and a broken path is
-// caught by the keepalive or by the next data send.
-func (s *session) sendCredit(peer routing.Route, consumed uint64) {
-	if err := s.c.Send(s.c, peer, (&frame{kind: kindCredit, consumed: consumed, sent: s.sentMsgs.Load()}).encode()); err != nil && s.log.IsDebug() {
-		s.log.Debug("credit not delivered", "session", s.addr.String(), "error", err)
+// ackLocked builds an ack of what arrived: cumulative, plus the first
+// SACK ranges of what arrived early.
+func (s *session) ackLocked() []byte {
+	f := frame{kind: kindAck, consumed: s.consumed.Load(), next: s.recvSeq}
+	if len(s.ooo) > 0 {
+		seqs := make([]uint64, 0, len(s.ooo))
+		for q := range s.ooo {
+			seqs = append(seqs, q)
+		}
+		slices.Sort(seqs)
+		for _, q := range seqs {
+			if n := len(f.sacks); n > 0 && f.sacks[n-1].end == q {
+				f.sacks[n-1].end++
+				continue
+			}
+			if len(f.sacks) == maxSackRanges {
+				break
+			}
+			f.sacks = append(f.sacks, sackRange{q, q + 1})
+		}
 	}
+	return f.encode()
 }
 
-func (s *session) keepalive() {
-	peer := s.peerRoute()
-	t := time.NewTicker(s.opts.KeepaliveInterval)
-	defer t.Stop()
+// controlLoop sends acks and keepalives, retransmits what was not
+// acknowledged in time, probes a paused path and ends the session when the
+// peer has been silent for the session timeout.
+func (s *session) controlLoop() {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	lastAck := time.Now()
+	var lastProbe time.Time
 	for {
+		now := time.Now()
+		idle := now.Sub(time.Unix(0, s.lastRecv.Load()))
+		if idle > s.opts.SessionTimeout {
+			s.mu.Lock()
+			perr := s.pathErr
+			s.mu.Unlock()
+			err := fmt.Errorf("nothing from the peer for %s (session timeout %s): the path is down", idle.Round(time.Millisecond), s.opts.SessionTimeout)
+			if perr != nil {
+				err = fmt.Errorf("%w; last path error: %w", err, perr)
+			}
+			s.end(err, true)
+			return
+		}
+		s.mu.Lock()
+		linger := s.lingerUntil
+		s.mu.Unlock()
+		if !linger.IsZero() && !now.Before(linger) {
+			s.end(nil, false)
+			return
+		}
+		wires, route, next, paused, backoff := s.dueRetransmits(now)
+		for _, w := range wires {
+			s.retransmits.Add(1)
+			s.send(route, w)
+		}
+		probe := paused && len(wires) == 0 && now.Sub(lastProbe) >= backoff
+		if s.ackDue.Swap(false) || probe || now.Sub(lastAck) >= s.opts.KeepaliveInterval {
+			s.mu.Lock()
+			ack := s.ackLocked()
+			route = s.routeLocked()
+			s.mu.Unlock()
+			s.send(route, ack)
+			lastAck = now
+			if probe {
+				lastProbe = now
+			}
+		}
+		wait := min(next, s.opts.KeepaliveInterval-now.Sub(lastAck), s.opts.SessionTimeout-idle+time.Millisecond)
+		if paused {
+			wait = min(wait, backoff)
+		}
+		if !linger.IsZero() {
+			wait = min(wait, linger.Sub(now))
+		}
+		timer.Reset(max(wait, time.Millisecond))
 		select {
 		case <-s.done:
 			return
-		case <-t.C:
-		}
-		if idle := time.Since(time.Unix(0, s.lastRecv.Load())); idle > s.opts.KeepaliveTimeout {
-			s.end(fmt.Errorf("nothing from the peer for %s (keepalive timeout %s): the path is down", idle.Round(time.Millisecond), s.opts.KeepaliveTimeout), true)
-			return
-		}
-		err := s.c.Send(s.c, peer, (&frame{kind: kindCredit, consumed: s.consumed.Load(), sent: s.sentMsgs.Load()}).encode())
-		if err == nil {
-			continue
-		}
-		s.mu.Lock()
-		peerFinished := s.finRecv
-		s.mu.Unlock()
-		// Once the peer sent its fin it may end cleanly at any time, and a
-		// keepalive then has nobody to reach; before that, a failed send
-		// means the path is broken.
-		if !peerFinished {
-			s.end(fmt.Errorf("keepalive to %s: %w", peer, err), true)
-			return
+		case <-s.wake:
+		case <-timer.C:
 		}
 	}
 }
 
-func (s *session) maybeFinish() {
-	if s.sendDone.Load() && s.recvDone.Load() {
-		s.end(nil, false)
+// dueRetransmits returns copies of the messages to send again (their
+// timer ran out, or SACK showed them lost), the route, how long until the
+// next timer runs out, and whether the session is paused.
+func (s *session) dueRetransmits(now time.Time) (wires [][]byte, route routing.Route, next time.Duration, paused bool, backoff time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next = time.Hour
+	fired := false
+	for _, tf := range s.out {
+		if tf.sacked {
+			continue
+		}
+		due := tf.sentAt.Add(s.backoff)
+		if tf.resend || !now.Before(due) {
+			if !tf.resend {
+				fired = true
+			}
+			tf.resend, tf.retx, tf.sentAt = false, true, now
+			wires = append(wires, bytes.Clone(tf.wire))
+			continue
+		}
+		next = min(next, due.Sub(now))
 	}
+	if fired {
+		// The timer ran out: back off (RFC 6298 5.5).
+		s.backoff = min(2*s.backoff, maxRTO)
+	}
+	if len(wires) > 0 {
+		next = min(next, s.backoff)
+	}
+	return wires, s.routeLocked(), next, s.paused, s.backoff
+}
+
+// maybeFinish starts a clean end once both directions are done: our fin is
+// acknowledged and the peer's fin was written out. The worker lingers a
+// little to acknowledge the peer's retransmissions in case our last ack
+// was lost.
+func (s *session) maybeFinish() {
+	if !s.recvDone.Load() {
+		return
+	}
+	s.mu.Lock()
+	if s.finAcked && s.lingerUntil.IsZero() {
+		s.lingerUntil = time.Now().Add(min(2*s.rto, 2*time.Second))
+	}
+	s.mu.Unlock()
+	signal(s.wake)
 }
 
 // end tears the session down once: stops its goroutines, optionally tells
@@ -479,14 +825,22 @@ func (s *session) end(err error, notifyPeer bool) {
 		return
 	}
 	close(s.done)
-	if peer := s.peerRoute(); notifyPeer && peer != nil && err != nil && s.c != nil {
+	s.mu.Lock()
+	peer := s.routeLocked()
+	for i, tf := range s.out {
+		putBuf(tf.wire)
+		s.out[i] = nil
+	}
+	s.out = nil
+	s.mu.Unlock()
+	if notifyPeer && peer != nil && err != nil && s.c != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		if serr := s.c.Send(ctx, peer, (&frame{kind: kindClose, reason: err.Error()}).encode()); serr != nil && s.log.IsDebug() {
 			s.log.Debug("could not tell the peer the session closed", "session", s.addr.String(), "error", serr)
 		}
 		cancel()
 	}
-	if err != nil && s.peerRoute() != nil {
+	if err != nil && peer != nil {
 		// An established session failed: reset the local connection so
 		// its client sees an error, not an end of file that looks like a
 		// complete transfer. A clean end closes cleanly, and so does a

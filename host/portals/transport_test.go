@@ -116,7 +116,7 @@ func TestAcrossTCPTransport(t *testing.T) {
 
 func TestAcrossTCPTransportLinkBreaks(t *testing.T) {
 	checkLeaks(t)
-	tn := newTwoNodes(t, startTarget(t), SessionOptions{KeepaliveInterval: 100 * time.Millisecond, KeepaliveTimeout: time.Minute})
+	tn := newTwoNodes(t, startTarget(t), SessionOptions{KeepaliveInterval: 100 * time.Millisecond, SessionTimeout: time.Minute})
 	c := tn.dial(t)
 	if _, err := c.Write([]byte{modeEcho, 'a'}); err != nil {
 		t.Fatal(err)
