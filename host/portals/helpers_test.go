@@ -91,6 +91,9 @@ func newNode(t testing.TB, name string) (*node.Node, *syncBuffer) {
 	// Info is collected so tests can check the reasons sessions end; it is
 	// printed only with -v.
 	lvl := hclog.Info
+	if os.Getenv("FERRY_TEST_DEBUG") != "" {
+		lvl = hclog.Debug
+	}
 	n, err := node.New(node.Config{Name: name, Logger: hclog.New(&hclog.LoggerOptions{Name: "ferry", Level: lvl, Output: io.MultiWriter(logs, testWriter{t})})})
 	if err != nil {
 		t.Fatal(err)

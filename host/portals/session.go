@@ -117,6 +117,10 @@ type counters struct {
 	total    atomic.Int64
 	bytesOut atomic.Uint64 // read from local streams, sent into the portal
 	bytesIn  atomic.Uint64 // arrived through the portal, written to local streams
+	// retransmits counts messages sent again; duplicates counts messages
+	// that arrived twice and were dropped.
+	retransmits atomic.Uint64
+	duplicates  atomic.Uint64
 }
 
 // chunk is arrived data waiting to be written: data within the message's
@@ -175,9 +179,6 @@ type session struct {
 	ackDue   atomic.Bool
 	recvDone atomic.Bool
 	consumed atomic.Uint64 // bytes written to the local stream
-
-	retransmits atomic.Uint64
-	duplicates  atomic.Uint64
 
 	mu         sync.Mutex
 	peer       routing.Route
@@ -352,7 +353,7 @@ func (s *session) receive(m *routing.Message, f frame) error {
 	seq := f.seq
 	switch {
 	case seq < s.recvSeq:
-		s.duplicates.Add(1)
+		s.stats.duplicates.Add(1)
 	case seq-s.recvSeq >= maxInFlight:
 		// Beyond what a sender may have in flight: not kept; it comes
 		// again once the gap before it is filled.
@@ -377,7 +378,7 @@ func (s *session) receive(m *routing.Message, f frame) error {
 		signal(s.work)
 	default:
 		if _, dup := s.ooo[seq]; dup {
-			s.duplicates.Add(1)
+			s.stats.duplicates.Add(1)
 			break
 		}
 		if !fin && s.recvBytes-s.consumed.Load()+s.oooBytes+uint64(len(f.data)) > uint64(s.opts.Window) {
@@ -425,7 +426,7 @@ func (s *session) acked(f frame, ret routing.Route) error {
 	n := 0
 	for n < len(s.out) && s.out[n].seq < f.next {
 		tf := s.out[n]
-		if !tf.retx {
+		if !tf.retx && !tf.sacked { // a SACKed one was measured then
 			sample = now.Sub(tf.sentAt)
 		}
 		putBuf(tf.wire)
@@ -603,8 +604,12 @@ func (s *session) readLoop() {
 			s.sent += uint64(k)
 			s.nextSeq++
 			s.out = append(s.out, &txFrame{seq: seq, wire: keep, sentAt: time.Now()})
+			arm := len(s.out) == 1 // the control loop's timer was idle
 			route := s.routeLocked()
 			s.mu.Unlock()
+			if arm {
+				signal(s.wake)
+			}
 			s.send(route, wire)
 			s.stats.bytesOut.Add(uint64(k))
 		} else {
@@ -618,6 +623,7 @@ func (s *session) readLoop() {
 			s.finSent = true
 			route := s.routeLocked()
 			s.mu.Unlock()
+			signal(s.wake)
 			s.send(route, bytes.Clone(fin))
 			return
 		}
@@ -737,7 +743,7 @@ func (s *session) controlLoop() {
 		}
 		wires, route, next, paused, backoff := s.dueRetransmits(now)
 		for _, w := range wires {
-			s.retransmits.Add(1)
+			s.stats.retransmits.Add(1)
 			s.send(route, w)
 		}
 		probe := paused && len(wires) == 0 && now.Sub(lastProbe) >= backoff
@@ -813,6 +819,9 @@ func (s *session) maybeFinish() {
 	s.mu.Lock()
 	if s.finAcked && s.lingerUntil.IsZero() {
 		s.lingerUntil = time.Now().Add(min(2*s.rto, 2*time.Second))
+		if s.log.IsDebug() {
+			s.log.Debug("session finished; lingering", "session", s.addr.String(), "rto", s.rto)
+		}
 	}
 	s.mu.Unlock()
 	signal(s.wake)
