@@ -3,7 +3,7 @@
 #   make build   compile everything; bin/ferry and bin/plugins/<name>
 #   make test    lint, every test with -race, every fuzz target for a few seconds
 #   make bench   benchmark tables (go run ./host/cmd/ferrybench)
-#   make demo    relay + TCP portal demo (configs/relay-portal.hcl)
+#   make demo    mixed-path demo: UDP → TCP → Kafka (configs/udp-tcp-kafka.hcl); DEMO_FLAGS=-path=relay for the relay + portal one
 #   make fmt     gofmt -w
 #   make lint    go vet + gofmt check
 #   make clean   remove bin/ and test caches of this module
@@ -67,9 +67,11 @@ lint:
 	@out=$$(gofmt -l .); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; echo "run: make fmt"; exit 1; fi
 
-# The relay + TCP portal topology (configs/relay-portal.hcl) with a built-in
-# Go HTTP server as the target; everything stops on exit, also on Ctrl-C.
-# DEMO_FLAGS=-wait keeps it running so you can curl it yourself.
+# The mixed-protocol path (configs/udp-tcp-kafka.hcl: UDP → TCP → Kafka) with
+# a Kafka broker (kfake) and a Go HTTP server inside the demo program; it
+# prints the path with every hop's counters. Everything stops on exit, also
+# on Ctrl-C. DEMO_FLAGS=-wait keeps it running so you can curl it yourself;
+# DEMO_FLAGS=-path=relay shows the relay + TCP portal (configs/relay-portal.hcl).
 demo: build
 	$(GO) run ./examples/demo -ferry $(BIN)/ferry -plugins $(BIN)/plugins $(DEMO_FLAGS)
 

@@ -1,20 +1,21 @@
-// Command demo is `make demo`: it starts configs/relay-portal.hcl with the
-// built ferry binary and plugins (in a temporary FERRY_HOME, so your own
-// nodes are untouched), puts a small HTTP server behind n3 as the target,
-// sends a request through the inlet on n1, prints where every piece is and
-// what travelled, and stops everything on exit (also on Ctrl-C).
+// Command demo is `make demo`. By default it shows a mixed-protocol path,
+// configs/udp-tcp-kafka.hcl: it starts a Kafka broker (kfake) and an HTTP
+// server in this process, brings the four nodes up with the built ferry
+// binary and plugins (in a temporary FERRY_HOME, so your own nodes are
+// untouched), sends HTTP requests through the device's inlet, prints the
+// path with the counters of every hop, and stops everything on exit (also
+// on Ctrl-C). -path relay shows configs/relay-portal.hcl instead: a relay
+// and a TCP portal to a node that opens no port.
 //
-//	go run ./examples/demo [-ferry bin/ferry] [-plugins bin/plugins] [-wait]
+//	go run ./examples/demo [-path mixed|relay] [-ferry bin/ferry] [-plugins bin/plugins] [-wait]
 package main
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -29,11 +30,27 @@ import (
 func main() {
 	ferry := flag.String("ferry", "bin/ferry", "the ferry binary (make build)")
 	plugins := flag.String("plugins", "bin/plugins", "the plugin directory (make build)")
-	config := flag.String("config", "configs/relay-portal.hcl", "the topology file")
+	path := flag.String("path", "mixed", "which demo: mixed (UDP → TCP → Kafka) or relay (relay + TCP portal)")
+	config := flag.String("config", "", "the topology file (default configs/udp-tcp-kafka.hcl or configs/relay-portal.hcl)")
+	requests := flag.Int("requests", 20, "how many HTTP requests the mixed demo sends")
 	wait := flag.Bool("wait", false, "keep the topology running until Ctrl-C (to try curl yourself)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, *ferry, *plugins, *config, *wait)
+	var err error
+	switch *path {
+	case "mixed":
+		if *config == "" {
+			*config = "configs/udp-tcp-kafka.hcl"
+		}
+		err = runMixed(ctx, *ferry, *plugins, *config, *requests, *wait)
+	case "relay":
+		if *config == "" {
+			*config = "configs/relay-portal.hcl"
+		}
+		err = run(ctx, *ferry, *plugins, *config, *wait)
+	default:
+		err = fmt.Errorf("-path %q: want mixed or relay", *path)
+	}
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
@@ -131,7 +148,7 @@ func run(ctx context.Context, ferry, plugins, config string, wait bool) (err err
 	}
 
 	fmt.Printf("\n==> GET http://%s/demo (through the inlet on n1)\n", inlet)
-	if err := get(ctx, "http://"+inlet+"/demo"); err != nil {
+	if err := get(ctx, "http://"+inlet+"/demo", true); err != nil {
 		return err
 	}
 
@@ -225,37 +242,5 @@ func (d *demo) where(ctx context.Context, inlet, target string) error {
 		}
 	}
 	fmt.Printf("\nclient -> %s (inlet on n1) -> n2's forward_to_n3 -> n3's connection -> hop -> outlet -> %s (target)\n", inlet, target)
-	return nil
-}
-
-// get sends one request and prints the response head and body.
-func get(ctx context.Context, url string) error {
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	// One connection per request: the demo shows a whole portal session.
-	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := c.Do(req)
-	if err != nil {
-		return fmt.Errorf("request through the inlet: %w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return fmt.Errorf("read the response: %w", err)
-	}
-	fmt.Printf("%s %s\n", resp.Proto, resp.Status)
-	for _, k := range []string{"X-Served-By", "Content-Length", "Content-Type"} {
-		if v := resp.Header.Get(k); v != "" {
-			fmt.Printf("%s: %s\n", k, v)
-		}
-	}
-	fmt.Printf("\n%s", body)
-	if resp.StatusCode != http.StatusOK {
-		return errors.New("the target did not answer 200 OK")
-	}
 	return nil
 }
