@@ -5,7 +5,7 @@
 #   make bench   benchmark tables (go run ./host/cmd/ferrybench)
 #   make demo    mixed-path demo: UDP → TCP → Kafka (configs/udp-tcp-kafka.hcl); DEMO_FLAGS=-path=relay for the relay + portal one
 #   make fmt     gofmt -w
-#   make lint    go vet + gofmt check
+#   make lint    go vet, gofmt, staticcheck (pinned) and go.mod tidiness
 #   make clean   remove bin/ and test caches of this module
 #   make proto   regenerate internal/pluginpb from its .proto files (not run by CI)
 
@@ -17,6 +17,10 @@ BIN       ?= bin
 FUZZTIME  ?= 3s
 TESTFLAGS ?=
 TIMEOUT   ?= 12m
+# staticcheck runs at this pinned release (go run fetches it from the module
+# proxy once; nothing is added to go.mod).
+STATICCHECK_VERSION ?= v0.8.2
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 # Examples run by `make demo`, in order.
 DEMO_EXAMPLES ?= 01-node 02-worker 03-routing 03-routing-many-hops
@@ -66,6 +70,8 @@ lint:
 	$(GO) vet ./...
 	@out=$$(gofmt -l .); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; echo "run: make fmt"; exit 1; fi
+	@if ! $(GO) mod tidy -diff >/dev/null 2>&1; then echo "go.mod/go.sum are not tidy (direct dependencies must not be // indirect):"; $(GO) mod tidy -diff || true; echo "run: go mod tidy"; exit 1; fi
+	$(STATICCHECK) ./...
 
 # The mixed-protocol path (configs/udp-tcp-kafka.hcl: UDP → TCP → Kafka) with
 # a Kafka broker (kfake) and a Go HTTP server inside the demo program; it
