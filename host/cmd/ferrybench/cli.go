@@ -16,11 +16,13 @@ import (
 // The cli section measures the ferry command as users run it: the time
 // from `ferry node create` to a node that answers on its control socket
 // (with its TCP plugin running as a subprocess and listening), and
-// `ferry up configs/bridge.hcl` for three nodes. The baseline is the bare
+// `ferry up configs/bridge.hcl` for three nodes, a node with no listener,
+// and message send to a remote service that exists and to one that does
+// not (the far node's error comes back). The baseline is the bare
 // process start of `ferry --version`, measured in the same run.
 var cliSection = section{
 	name: "cli",
-	desc: "ferry node create / ferry up to UP (plugins as subprocesses) vs ferry --version",
+	desc: "ferry node create (with and without a listener) / ferry up to UP, message send (also to a missing remote service) vs ferry --version",
 	run:  runCLI,
 }
 
@@ -47,7 +49,9 @@ func runCLI(ctx context.Context, cfg config) (*table, error) {
 	}
 	home := filepath.Join(dir, "home")
 	env := append(os.Environ(), "FERRY_HOME="+home, "FERRY_PLUGIN_DIR="+pluginDir)
-	run := func(args ...string) (time.Duration, error) {
+	// runExpect runs ferry and times it; the command must succeed, or with
+	// fail set must fail (an error answered, not a timeout).
+	runExpect := func(fail bool, args ...string) (time.Duration, error) {
 		rctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
 		cmd := exec.CommandContext(rctx, ferry, args...)
@@ -57,11 +61,12 @@ func runCLI(ctx context.Context, cfg config) (*table, error) {
 		start := time.Now()
 		err := cmd.Run()
 		d := time.Since(start)
-		if err != nil {
-			return 0, fmt.Errorf("ferry %v: %v\n%s", args, err, out.String())
+		if (err != nil) != fail {
+			return 0, fmt.Errorf("ferry %v: error %v (want failure: %v)\n%s", args, err, fail, out.String())
 		}
 		return d, nil
 	}
+	run := func(args ...string) (time.Duration, error) { return runExpect(false, args...) }
 	// Whatever happens, no node outlives the benchmark.
 	defer run("node", "delete", "--all")
 
@@ -94,6 +99,39 @@ func runCLI(ctx context.Context, cfg config) (*table, error) {
 	if err != nil {
 		return nil, err
 	}
+	noListener, err := median(func(i int) (time.Duration, error) {
+		return run("node", "create", fmt.Sprintf("quiet%d", i), "--no-listener")
+	})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := run("node", "delete", "--all"); err != nil {
+		return nil, err
+	}
+
+	// message send to a remote node: a service that exists, and one that
+	// does not (answered by the far node's error message; it used to
+	// wait for the 5 s timeout).
+	for _, n := range []string{"m1", "m2"} {
+		if _, err := run("node", "create", n); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := run("message", "send", "warm", "--from", "m1", "--to", "/node/m2/service/echo"); err != nil {
+		return nil, err
+	}
+	sendOK, err := median(func(int) (time.Duration, error) {
+		return run("message", "send", "x", "--from", "m1", "--to", "/node/m2/service/echo")
+	})
+	if err != nil {
+		return nil, err
+	}
+	sendMissing, err := median(func(int) (time.Duration, error) {
+		return runExpect(true, "message", "send", "x", "--from", "m1", "--to", "/node/m2/service/missing")
+	})
+	if err != nil {
+		return nil, err
+	}
 	if _, err := run("node", "delete", "--all"); err != nil {
 		return nil, err
 	}
@@ -119,6 +157,9 @@ func runCLI(ctx context.Context, cfg config) (*table, error) {
 	t.add("ferry --version (baseline)", fmtDur(base), fmtDur(base), "1.00x")
 	t.add("tcp plugin launch alone (plugins.Launch)", fmtDur(launch), fmtDur(launch), fmtRatio(float64(launch), float64(base)))
 	t.add("ferry node create (to UP)", fmtDur(create), fmtDur(create), fmtRatio(float64(create), float64(base)))
+	t.add("ferry node create --no-listener (to UP, no plugin)", fmtDur(noListener), fmtDur(noListener), fmtRatio(float64(noListener), float64(base)))
+	t.add("message send to a remote echo", fmtDur(sendOK), "", fmtRatio(float64(sendOK), float64(base)))
+	t.add("message send to a missing remote service (error back)", fmtDur(sendMissing), "", fmtRatio(float64(sendMissing), float64(base)))
 
 	bridge := filepath.Join(root, "configs", "bridge.hcl")
 	if _, err := os.Stat(bridge); err == nil {
