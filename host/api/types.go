@@ -291,6 +291,11 @@ type Portal struct {
 type CreateInletRequest struct {
 	Address string `json:"address"`
 	Route   string `json:"route"`
+	// Secure puts every session inside a secure channel to the outlet's
+	// node: the channel goes to the route without its last address (the
+	// outlet) followed by /service/api, and sessions go through the
+	// channel to that last address.
+	Secure bool `json:"secure,omitempty"`
 }
 
 // CreateOutletRequest starts an outlet at the local Address (default
@@ -298,6 +303,9 @@ type CreateInletRequest struct {
 type CreateOutletRequest struct {
 	Address string `json:"address,omitempty"`
 	Target  string `json:"target"`
+	// Secure makes the outlet accept sessions only through a secure
+	// channel (from any identity); others are refused.
+	Secure bool `json:"secure,omitempty"`
 }
 
 // PortalBackend is the part of a Backend that serves relays and portals;

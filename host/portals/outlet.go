@@ -115,6 +115,9 @@ type OutletOptions struct {
 	// Logger defaults to the node's logger.
 	Logger  hclog.Logger
 	Session SessionOptions
+	// Wrap, when set, wraps the outlet's worker before it starts, e.g. to
+	// admit only messages that came through a secure channel.
+	Wrap func(node.Worker) node.Worker
 }
 
 // Outlet accepts portal sessions and connects each to its target.
@@ -166,7 +169,11 @@ func NewOutlet(n *node.Node, opts OutletOptions) (*Outlet, error) {
 	o := &Outlet{n: n, opts: opts, log: log.Named("outlet").With("outlet", opts.Address, "target", opts.Target), sessions: map[[idLen]byte]*session{}, limiter: logging.NewLimiter(0, 0)}
 	o.ctx, o.cancel = context.WithCancel(context.Background())
 	o.state.set(StateUp, nil)
-	addr, err := n.StartWorker(opts.Address, outletWorker{o}, node.WithKind("tcp-outlet"))
+	var w node.Worker = outletWorker{o}
+	if opts.Wrap != nil {
+		w = opts.Wrap(w)
+	}
+	addr, err := n.StartWorker(opts.Address, w, node.WithKind("tcp-outlet"))
 	if err != nil {
 		o.cancel()
 		return nil, fmt.Errorf("start outlet: %w", err)

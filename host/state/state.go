@@ -237,6 +237,7 @@ type Connection struct {
 type Inlet struct {
 	Address string `json:"address"`
 	Route   string `json:"route"`
+	Secure  bool   `json:"secure,omitempty"` // sessions inside a secure channel
 }
 
 // Outlet is a TCP portal outlet: a worker at Address (route text) dialling
@@ -244,6 +245,7 @@ type Inlet struct {
 type Outlet struct {
 	Address string `json:"address"`
 	Target  string `json:"target"`
+	Secure  bool   `json:"secure,omitempty"` // sessions only through a secure channel
 }
 
 // NodeConfig is what a node is started from. The CLI is its only writer and

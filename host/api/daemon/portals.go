@@ -10,8 +10,11 @@ import (
 	"time"
 
 	"github.com/ferryhq/ferry/host/api"
+	"github.com/ferryhq/ferry/host/logging"
+	"github.com/ferryhq/ferry/host/node"
 	"github.com/ferryhq/ferry/host/portals"
 	"github.com/ferryhq/ferry/host/relays"
+	"github.com/ferryhq/ferry/host/securechannel"
 	"github.com/ferryhq/ferry/host/state"
 	"github.com/ferryhq/ferry/host/topology"
 	"github.com/ferryhq/ferry/sdk/portal"
@@ -32,6 +35,18 @@ type Portals interface {
 type inletEntry struct {
 	in   *portals.Inlet
 	name string
+	ch   *securechannel.Channel // the inlet's secure channel, when it has one
+}
+
+// close stops the inlet and then its secure channel.
+func (e *inletEntry) close(ctx context.Context) error {
+	err := e.in.Close()
+	if e.ch != nil {
+		if cerr := e.ch.Close(ctx); cerr != nil && err == nil && !errors.Is(cerr, securechannel.ErrClosed) {
+			err = cerr
+		}
+	}
+	return err
 }
 
 type outletEntry struct {
@@ -184,11 +199,13 @@ func (r *runtime) Inlets(context.Context) ([]api.Portal, error) {
 }
 
 func (r *runtime) CreateInlet(ctx context.Context, req api.CreateInletRequest) (api.Portal, error) {
-	return r.startInlet(ctx, "", PortalPlugin, req.Address, req.Route, nil)
+	return r.startInlet(ctx, "", PortalPlugin, req.Address, req.Route, nil, req.Secure)
 }
 
 // startInlet starts an inlet; route is route text unless resolved is set.
-func (r *runtime) startInlet(ctx context.Context, name, plugin, address, route string, resolved routing.Route) (api.Portal, error) {
+// A secure inlet first opens a secure channel to the outlet's node (see
+// secureRoute) and sends its sessions through it.
+func (r *runtime) startInlet(ctx context.Context, name, plugin, address, route string, resolved routing.Route, secure bool) (api.Portal, error) {
 	if _, _, err := net.SplitHostPort(address); err != nil {
 		return api.Portal{}, api.BadRequest(fmt.Errorf("inlet address %q: want host:port such as 127.0.0.1:6000", address))
 	}
@@ -206,22 +223,49 @@ func (r *runtime) startInlet(ctx context.Context, name, plugin, address, route s
 	if err != nil {
 		return api.Portal{}, err
 	}
+	var ch *securechannel.Channel
+	if secure {
+		if ch, rt, err = r.secureRoute(ctx, rt); err != nil {
+			return api.Portal{}, err
+		}
+	}
 	in, err := portals.NewInlet(ctx, r.n, portals.InletOptions{ListenAddress: address, Route: rt, Portal: p, Logger: r.log})
 	if err != nil {
+		if ch != nil {
+			_ = ch.Close(ctx)
+		}
 		return api.Portal{}, api.BadRequest(err)
 	}
+	e := &inletEntry{in: in, name: name, ch: ch}
 	r.portals.mu.Lock()
 	defer r.portals.mu.Unlock()
 	if _, dup := r.portals.inlets[in.Addr()]; dup {
 		// The plugin bound the same address twice; keep the first.
-		in.Close()
+		_ = e.close(ctx)
 		return api.Portal{}, api.BadRequest(fmt.Errorf("an inlet already listens at %s; see ferry tcp-inlet list --at %s", in.Addr(), r.name))
 	}
-	r.portals.inlets[in.Addr()] = &inletEntry{in: in, name: name}
+	r.portals.inlets[in.Addr()] = e
 	return portalInfo(in.Addr(), name, in.Status()), nil
 }
 
-func (r *runtime) DeleteInlet(_ context.Context, id string) error {
+// secureRoute opens a secure channel to the node of the outlet at the end of
+// rt (its last address; the channel goes to the route before it plus
+// /service/api, that node's secure channel listener) and returns the channel
+// and the route through it to the outlet.
+func (r *runtime) secureRoute(ctx context.Context, rt routing.Route) (*securechannel.Channel, routing.Route, error) {
+	last := rt[len(rt)-1]
+	if !last.IsLocal() {
+		return nil, nil, api.BadRequest(fmt.Errorf("secure inlet route %s: want it to end at the outlet's local address, such as /service/outlet", rt))
+	}
+	to := append(rt[:len(rt)-1].Clone(), routing.Local(securechannel.DefaultListenerAddress))
+	ch, err := r.secure.open(ctx, to, nil, 0)
+	if err != nil {
+		return nil, nil, api.Unavailable(fmt.Errorf("secure inlet: open a secure channel to %s: %w", to, err))
+	}
+	return ch, routing.Route{ch.Address(), last}, nil
+}
+
+func (r *runtime) DeleteInlet(ctx context.Context, id string) error {
 	r.portals.mu.Lock()
 	e := r.portals.inlets[id]
 	delete(r.portals.inlets, id)
@@ -229,7 +273,7 @@ func (r *runtime) DeleteInlet(_ context.Context, id string) error {
 	if e == nil {
 		return api.NotFound(fmt.Errorf("node %s has no tcp inlet %q; see ferry tcp-inlet list --at %s", r.name, id, r.name))
 	}
-	return e.in.Close()
+	return e.close(ctx)
 }
 
 func (r *runtime) Outlets(context.Context) ([]api.Portal, error) {
@@ -244,7 +288,7 @@ func (r *runtime) Outlets(context.Context) ([]api.Portal, error) {
 }
 
 func (r *runtime) CreateOutlet(ctx context.Context, req api.CreateOutletRequest) (api.Portal, error) {
-	return r.startOutlet(ctx, "", PortalPlugin, req.Address, req.Target)
+	return r.startOutlet(ctx, "", PortalPlugin, req.Address, req.Target, req.Secure)
 }
 
 // localAddr accepts "outlet" or "/service/outlet".
@@ -259,7 +303,9 @@ func localAddr(what, a string) (string, error) {
 	return addr.Value, nil
 }
 
-func (r *runtime) startOutlet(ctx context.Context, name, plugin, address, target string) (api.Portal, error) {
+// startOutlet starts an outlet, reachable also through the node's secure
+// channel listener; a secure one is reachable only that way.
+func (r *runtime) startOutlet(ctx context.Context, name, plugin, address, target string, secure bool) (api.Portal, error) {
 	if _, _, err := net.SplitHostPort(target); err != nil {
 		return api.Portal{}, api.BadRequest(fmt.Errorf("outlet target %q: want host:port such as 127.0.0.1:9000", target))
 	}
@@ -271,10 +317,15 @@ func (r *runtime) startOutlet(ctx context.Context, name, plugin, address, target
 	if err != nil {
 		return api.Portal{}, err
 	}
-	o, err := portals.NewOutlet(r.n, portals.OutletOptions{Address: addr, Target: target, Portal: p, Logger: r.log})
+	opts := portals.OutletOptions{Address: addr, Target: target, Portal: p, Logger: r.log}
+	if secure {
+		opts.Wrap = func(w node.Worker) node.Worker { return &channelOnly{w: w, limiter: logging.NewLimiter(0, 0)} }
+	}
+	o, err := portals.NewOutlet(r.n, opts)
 	if err != nil {
 		return api.Portal{}, api.BadRequest(fmt.Errorf("%w; see ferry worker list --at %s", err, r.name))
 	}
+	r.secure.lis.Allow(o.Address().Value)
 	id := o.Address().String()
 	r.portals.mu.Lock()
 	r.portals.outlets[id] = &outletEntry{out: o, name: name}
@@ -301,7 +352,7 @@ func (r *runtime) DeleteOutlet(_ context.Context, id string) error {
 // and does not stop the node (its state shows in node show).
 func (r *runtime) restore(ctx context.Context, cfg state.NodeConfig) {
 	for _, o := range cfg.Outlets {
-		if _, err := r.startOutlet(ctx, "", PortalPlugin, o.Address, o.Target); err != nil {
+		if _, err := r.startOutlet(ctx, "", PortalPlugin, o.Address, o.Target, o.Secure); err != nil {
 			r.log.Error("restore tcp outlet", "address", o.Address, "target", o.Target, "error", err)
 		}
 	}
@@ -315,7 +366,7 @@ func (r *runtime) restore(ctx context.Context, cfg state.NodeConfig) {
 		}
 	}
 	for _, in := range cfg.Inlets {
-		if _, err := r.startInlet(ctx, "", PortalPlugin, in.Address, in.Route, nil); err != nil {
+		if _, err := r.startInlet(ctx, "", PortalPlugin, in.Address, in.Route, nil, in.Secure); err != nil {
 			r.log.Error("restore tcp inlet", "address", in.Address, "route", in.Route, "error", err)
 		}
 	}
@@ -329,7 +380,7 @@ func (r *runtime) closePortals(ctx context.Context) {
 	r.portals.inlets, r.portals.outlets = map[string]*inletEntry{}, map[string]*outletEntry{}
 	r.portals.mu.Unlock()
 	for _, e := range ins {
-		e.in.Close()
+		_ = e.close(ctx)
 	}
 	for _, e := range outs {
 		e.out.Close()
@@ -351,7 +402,7 @@ func (r *runtime) startSpecPortals(ctx context.Context, spec *topology.NodeSpec)
 		return routing.Address{}, fmt.Errorf("node %s has no connection %q", spec.Name, name)
 	}
 	for _, o := range spec.Outlets {
-		if _, err := r.startOutlet(ctx, o.Name, o.Plugin, o.Address, o.Target); err != nil {
+		if _, err := r.startOutlet(ctx, o.Name, o.Plugin, o.Address, o.Target, false); err != nil {
 			return fmt.Errorf("node %s: outlet %s: %w", spec.Name, o.Name, err)
 		}
 	}
@@ -370,7 +421,7 @@ func (r *runtime) startSpecPortals(ctx context.Context, spec *topology.NodeSpec)
 		if err != nil {
 			return fmt.Errorf("node %s: inlet %s: %w", spec.Name, in.Name, err)
 		}
-		if _, err := r.startInlet(ctx, in.Name, in.Plugin, in.Listen, "", rt); err != nil {
+		if _, err := r.startInlet(ctx, in.Name, in.Plugin, in.Listen, "", rt, false); err != nil {
 			return fmt.Errorf("node %s: inlet %s: %w", spec.Name, in.Name, err)
 		}
 	}
@@ -406,4 +457,37 @@ func usesPortal(spec *topology.NodeSpec, name string) bool {
 		}
 	}
 	return name == PortalPlugin
+}
+
+// channelOnly admits to a worker (a secure outlet) only messages that came
+// through a secure channel; others are refused and the sender told why.
+type channelOnly struct {
+	w       node.Worker
+	limiter *logging.Limiter
+}
+
+// errNeedsChannel is the refusal a secure outlet sends back.
+var errNeedsChannel = fmt.Errorf("this outlet accepts sessions only through a secure channel (tcp-inlet create --secure): %w", node.ErrAccessDenied)
+
+func (g *channelOnly) HandleMessage(c *node.Context, m *routing.Message) error {
+	if m.Local.Identity == "" {
+		g.limiter.Info(c.Node().Logger(), "outlet needs channel", "session refused: the outlet accepts sessions only through a secure channel", "outlet", c.Address().String(), "return", m.Return.String())
+		c.ReportUndeliverable(m, errNeedsChannel)
+		return nil
+	}
+	return g.w.HandleMessage(c, m)
+}
+
+func (g *channelOnly) Initialize(c *node.Context) error {
+	if i, ok := g.w.(node.Initializer); ok {
+		return i.Initialize(c)
+	}
+	return nil
+}
+
+func (g *channelOnly) Shutdown(c *node.Context) error {
+	if s, ok := g.w.(node.ShutdownHook); ok {
+		return s.Shutdown(c)
+	}
+	return nil
 }

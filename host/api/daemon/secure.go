@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -92,18 +93,28 @@ func (s *secure) create(ctx context.Context, req api.CreateSecureChannelRequest)
 			return securechannel.Info{}, api.BadRequest(err)
 		}
 	}
-	cfg := securechannel.Config{Identity: s.id, Authorized: req.Authorized, HandshakeTimeout: req.Timeout, Logger: s.log}
+	ch, err := s.open(ctx, to, req.Authorized, req.Timeout)
+	if err != nil {
+		return securechannel.Info{}, err
+	}
+	return ch.Info(), nil
+}
+
+// open creates a channel from this node's identity to the listener at to;
+// the node lists and closes it with the others.
+func (s *secure) open(ctx context.Context, to routing.Route, authorized []string, timeout time.Duration) (*securechannel.Channel, error) {
+	cfg := securechannel.Config{Identity: s.id, Authorized: authorized, HandshakeTimeout: timeout, Logger: s.log}
 	ch, err := securechannel.Create(ctx, s.n, to, cfg)
 	if err != nil {
 		if errors.Is(err, securechannel.ErrNotAuthorized) || errors.Is(err, securechannel.ErrRefused) {
-			return securechannel.Info{}, &api.StatusError{Code: 403, Err: err}
+			return nil, &api.StatusError{Code: 403, Err: err}
 		}
-		return securechannel.Info{}, err
+		return nil, err
 	}
 	s.mu.Lock()
 	s.chans[ch.Address().Value] = ch
 	s.mu.Unlock()
-	return ch.Info(), nil
+	return ch, nil
 }
 
 // list returns the open channels, the ones this node created first; it

@@ -26,8 +26,9 @@ type portalKind struct {
 func (a *app) newTCPOutletCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "tcp-outlet", Short: "Create, list, show and delete TCP portal outlets (they dial a target for each session)"}
 	var at, from, to string
+	var secure bool
 	create := &cobra.Command{
-		Use:   "create --at NODE [--from /service/outlet] --to HOST:PORT",
+		Use:   "create --at NODE [--from /service/outlet] --to HOST:PORT [--secure]",
 		Short: "Start an outlet worker that dials HOST:PORT for every portal session opened to it",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -45,13 +46,13 @@ func (a *app) newTCPOutletCmd() *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			p, err := c.CreateOutlet(cmd.Context(), api.CreateOutletRequest{Address: from, Target: to})
+			p, err := c.CreateOutlet(cmd.Context(), api.CreateOutletRequest{Address: from, Target: to, Secure: secure})
 			if err != nil {
 				return err
 			}
 			if err := a.withConfig(at, func(cfg *state.NodeConfig) {
 				cfg.Outlets = slices.DeleteFunc(cfg.Outlets, func(o state.Outlet) bool { return o.Address == p.ID })
-				cfg.Outlets = append(cfg.Outlets, state.Outlet{Address: p.ID, Target: to})
+				cfg.Outlets = append(cfg.Outlets, state.Outlet{Address: p.ID, Target: to, Secure: secure})
 			}); err != nil {
 				return fmt.Errorf("outlet created, but saving it for the next start failed: %w", err)
 			}
@@ -65,6 +66,7 @@ func (a *app) newTCPOutletCmd() *cobra.Command {
 	create.Flags().StringVar(&at, "at", "", "node name")
 	create.Flags().StringVar(&from, "from", "/service/outlet", "the outlet's local address, where inlets' routes end")
 	create.Flags().StringVar(&to, "to", "", "HOST:PORT the outlet connects to")
+	create.Flags().BoolVar(&secure, "secure", false, "accept sessions only through a secure channel (inlets made with tcp-inlet create --secure)")
 	k := portalKind{
 		name:   "tcp-outlet",
 		list:   (*api.Client).Outlets,
@@ -81,13 +83,21 @@ func (a *app) newTCPOutletCmd() *cobra.Command {
 func (a *app) newTCPInletCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "tcp-inlet", Short: "Create, list, show and delete TCP portal inlets (they carry accepted connections to an outlet)"}
 	var at, from, to string
+	var secure bool
 	create := &cobra.Command{
-		Use:   "create --at NODE --from HOST:PORT --to ROUTE",
+		Use:   "create --at NODE --from HOST:PORT --to ROUTE [--secure]",
 		Short: "Listen on HOST:PORT and carry each accepted TCP connection along ROUTE to an outlet",
 		Long: `Listen on HOST:PORT and carry each accepted TCP connection along ROUTE to an outlet.
 
   ferry tcp-inlet create --at n1 --from 127.0.0.1:6000 \
       --to /worker/<n1's connection to n2>/service/forward_to_n3/service/hop/service/outlet
+
+With --secure, sessions travel inside a secure channel to the outlet's node: the inlet opens one
+to ROUTE without its last address (the outlet) followed by /service/api, and sends sessions
+through it to the outlet, so relays on the way see only ciphertext:
+
+  ferry tcp-inlet create --at n1 --from 127.0.0.1:6000 --secure \
+      --to /worker/<n1's connection to n2>/service/forward_to_n3/service/outlet
 
 /node/NAME hops in ROUTE go over one of NAME's listeners. Until the outlet answers for the first
 time, clients wait (up to 30s after creation) instead of being refused.`,
@@ -117,14 +127,14 @@ time, clients wait (up to 30s after creation) instead of being refused.`,
 				return err
 			}
 			defer c.Close()
-			p, err := c.CreateInlet(cmd.Context(), api.CreateInletRequest{Address: from, Route: route.String()})
+			p, err := c.CreateInlet(cmd.Context(), api.CreateInletRequest{Address: from, Route: route.String(), Secure: secure})
 			if err != nil {
 				return err
 			}
 			if err := a.withConfig(at, func(cfg *state.NodeConfig) {
 				cfg.Inlets = slices.DeleteFunc(cfg.Inlets, func(i state.Inlet) bool { return i.Address == p.ID })
 				// The bound address: a restart listens on the same port.
-				cfg.Inlets = append(cfg.Inlets, state.Inlet{Address: p.ID, Route: route.String()})
+				cfg.Inlets = append(cfg.Inlets, state.Inlet{Address: p.ID, Route: route.String(), Secure: secure})
 			}); err != nil {
 				return fmt.Errorf("inlet created, but saving it for the next start failed: %w", err)
 			}
@@ -138,6 +148,7 @@ time, clients wait (up to 30s after creation) instead of being refused.`,
 	create.Flags().StringVar(&at, "at", "", "node name")
 	create.Flags().StringVar(&from, "from", "", "HOST:PORT to listen on")
 	create.Flags().StringVar(&to, "to", "", "route to the outlet")
+	create.Flags().BoolVar(&secure, "secure", false, "carry sessions inside a secure channel to the outlet's node")
 	k := portalKind{
 		name:   "tcp-inlet",
 		list:   (*api.Client).Inlets,

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestSecurePortalThroughRelay: tcp-inlet create --secure opens a secure
+// channel to the outlet's node (through the relay) by itself; an outlet
+// created with --secure serves it and refuses a plain inlet; deleting the
+// inlet closes its channel.
+func TestSecurePortalThroughRelay(t *testing.T) {
+	need(t, "curl")
+	e := newEnv(t)
+	n2Addr := freeAddr(t)
+	e.ok("node", "create", "n2", "--tcp-listener-address="+n2Addr)
+	e.ok("node", "create", "n3")
+	e.ok("relay", "create", "n3", "--at", "/node/n2", "--to", "/node/n3")
+	e.ok("node", "create", "n1")
+	w := strings.TrimSpace(e.ok("tcp-connection", "create", "--from", "n1", "--to", n2Addr))
+	target := goHTTPServer(t, "behind n3, securely\n")
+	e.ok("tcp-outlet", "create", "--at", "n3", "--from", "/service/outlet", "--to", target, "--secure")
+
+	// A plain inlet reaches the outlet's node but not the outlet.
+	plain := freeAddr(t)
+	e.ok("tcp-inlet", "create", "--at", "n1", "--from", plain, "--to", w+"/service/forward_to_n3/service/outlet")
+	out, err := curlHead(plain)
+	if err == nil && strings.Contains(out, "200 OK") {
+		t.Fatalf("a plain inlet reached the secure outlet:\n%s", out)
+	}
+	t.Logf("curl through the plain inlet: %v", err)
+	eventually(t, 30*time.Second, "the plain inlet saying why", func() bool {
+		return strings.Contains(e.ok("tcp-inlet", "list", "--at", "n1"), "accepts sessions only through a secure channel")
+	})
+
+	inlet := freeAddr(t)
+	e.ok("tcp-inlet", "create", "--at", "n1", "--from", inlet, "--to", w+"/service/forward_to_n3/service/outlet", "--secure")
+	client := &http.Client{Timeout: 60 * time.Second}
+	resp, err := client.Get("http://" + inlet + "/")
+	if err != nil {
+		t.Fatalf("GET through the secure inlet: %v", err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(page) != "behind n3, securely\n" {
+		t.Fatalf("GET through the secure inlet: %q", page)
+	}
+	body := make([]byte, 8<<20)
+	rand.Read(body)
+	sum := sha256.Sum256(body)
+	resp, err = client.Post("http://"+inlet+"/echo", "application/octet-stream", bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("POST 8 MiB through the secure inlet: %v", err)
+	}
+	back, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.Header.Get("X-Sha256") != hex.EncodeToString(sum[:]) || !bytes.Equal(back, body) {
+		t.Fatalf("POST 8 MiB: %v; server saw sha %s, want %x; %d bytes back", err, resp.Header.Get("X-Sha256"), sum, len(back))
+	}
+
+	type channels struct {
+		Channels []struct {
+			Address string
+			Role    string
+			Stats   struct{ Delivered uint64 }
+		}
+	}
+	var n3chs, n1chs channels
+	e.json(&n3chs, "secure-channel", "list", "--at", "n3")
+	if len(n3chs.Channels) != 1 || n3chs.Channels[0].Role != "responder" || n3chs.Channels[0].Stats.Delivered == 0 {
+		t.Fatalf("n3's channels: %+v", n3chs)
+	}
+	e.json(&n1chs, "secure-channel", "list", "--at", "n1")
+	if len(n1chs.Channels) != 1 || n1chs.Channels[0].Role != "initiator" {
+		t.Fatalf("n1's channels: %+v", n1chs)
+	}
+	var outlets []struct {
+		TotalSessions int64 `json:"total_sessions"`
+	}
+	e.json(&outlets, "tcp-outlet", "list", "--at", "n3")
+	// The client keeps its one connection alive: one session, the plain
+	// inlet's never reached the outlet.
+	if len(outlets) != 1 || outlets[0].TotalSessions != 1 {
+		t.Fatalf("n3's outlet: %+v (want the secure session only)", outlets)
+	}
+
+	e.ok("tcp-inlet", "delete", inlet, "--at", "n1")
+	e.json(&n1chs, "secure-channel", "list", "--at", "n1")
+	if len(n1chs.Channels) != 0 {
+		t.Fatalf("n1's channels after the inlet was deleted: %+v", n1chs)
+	}
+}
