@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -138,11 +139,18 @@ func runAbuse(ctx context.Context, cfg config) (*table, error) {
 		{fmt.Sprintf("%d malformed 7-byte frames", sz.malformed),
 			func(ctx context.Context) (string, error) { return malformedFlood(ctx, l.Address, sz) }},
 		{fmt.Sprintf("%d relay registrations", sz.regs),
-			func(ctx context.Context) (string, error) { return registrationFlood(ctx, l.Address, sz) }},
+			func(ctx context.Context) (string, error) { return registrationFlood(ctx, svc, l.Address, sz) }},
 		{fmt.Sprintf("%d routes naming /tcp/127.0.0.1:PORT", sz.dials),
 			func(ctx context.Context) (string, error) { return dialRequests(ctx, n, l.Address, sz) }},
 	}
+	settle := time.Second
+	if cfg.quick {
+		settle = 300 * time.Millisecond
+	}
 	for _, a := range attacks {
+		// Start each attack from this process's live heap, not the
+		// previous attack's garbage, so its peak is its own.
+		debug.FreeOSMemory()
 		actx, cancel := context.WithTimeout(ctx, sz.attackLimit)
 		logBefore := logBytes.n.Load()
 		sampler := startSampler(pid)
@@ -155,6 +163,9 @@ func runAbuse(ctx context.Context, cfg config) (*table, error) {
 		// The attacker's sockets are closed; wait for the node to drop
 		// its side of them so the fds counted are what stays.
 		waitFor(5*time.Second, func() bool { return len(b.Connections()) == 0 })
+		// Work the attack left queued (requests in a mailbox) still runs
+		// for a moment; the sampler keeps watching meanwhile.
+		time.Sleep(settle)
 		peakNode, peakPlugin := sampler.stop()
 		endNode, err := procStat("self")
 		if err != nil {
@@ -170,10 +181,10 @@ func runAbuse(ctx context.Context, cfg config) (*table, error) {
 			strconv.Itoa(endNode.fds), strconv.Itoa(endPlugin.fds), strconv.FormatInt(logBytes.n.Load()-logBefore, 10), outcome)
 	}
 	t.note("node: this process (VmRSS from /proc/self/status, fds in /proc/self/fd), which also holds the attacker's sockets and buffers; plugin: the tcp plugin process (/proc/PID)")
-	t.note("RSS and fds are read after each attack ends and its sockets are closed; peak is the highest VmRSS sampled every 20 ms during the attack; attacks run one after another on the same node")
+	t.note("RSS and fds are read %s after each attack ends and its sockets are closed; peak is the highest VmRSS sampled every 20 ms from the attack's start to then; attacks run one after another on the same node, this process returning free heap to the OS (debug.FreeOSMemory) before each", settle)
 	t.note("tcp plugin: frame_timeout %s, min_data_rate %d B/s, other settings default (max_receive_memory 128 MiB, max_connections 512); host: queue bytes per link 16 MiB, total 256 MiB, stall timeout %s; relay max registrations %d",
 		sz.frameTO, sz.minRate, sz.stall, sz.maxRegs)
-	t.note("log bytes: what the node's logger (level info) wrote during the attack")
+	t.note("log bytes: what the node's logger (level info) wrote during the attack (the relay service logs each accepted registration at info)")
 	return t, nil
 }
 
@@ -332,7 +343,7 @@ func malformedFlood(ctx context.Context, addr string, sz abuseSizes) (string, er
 
 // registrationFlood registers relay names as fast as one connection can,
 // each with its own proof, and counts the answers.
-func registrationFlood(ctx context.Context, addr string, sz abuseSizes) (string, error) {
+func registrationFlood(ctx context.Context, svc *relays.Service, addr string, sz abuseSizes) (string, error) {
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		return "", err
@@ -377,7 +388,7 @@ func registrationFlood(ctx context.Context, addr string, sz abuseSizes) (string,
 	}
 	err = <-readDone
 	el := time.Since(start)
-	out := fmt.Sprintf("%d accepted, %d refused in %s", accepted.Load(), refused.Load(), fmtDur(el))
+	out := fmt.Sprintf("%d accepted, %d refused in %s; %d held", accepted.Load(), refused.Load(), fmtDur(el), len(svc.List()))
 	if o := other.Load(); o > 0 {
 		out += fmt.Sprintf(", %d other answers", o)
 	}
