@@ -10,11 +10,21 @@
 // Bytes flow both ways in order, in chunks, under credit-based flow control
 // (a receiver grants credit as it writes to its stream, a sender stops
 // reading its stream when out of credit), so a slow reader slows the writer
-// end to end and memory per session is bounded by the window. Data carries
-// sequence numbers: a lost message resets the session instead of corrupting
-// the stream. A stream's EOF is sent as fin and becomes a half-close on the
-// other side. Either side closing, a send failing, or silence longer than
-// the keepalive timeout tears the session down on both ends.
+// end to end and memory per session is bounded by the window. Sessions are
+// reliable end to end: every data message carries a sequence number and is
+// kept by its sender until acknowledged (cumulative ack plus SACK ranges);
+// the receiver delivers in order, buffers what arrives early within the
+// window and drops duplicates; the sender retransmits on a timeout derived
+// from the measured round trip (RFC 6298) and at once on SACK holes. A
+// stream's EOF is sent as fin and becomes a half-close on the other side.
+// A path that fails after the session is up (a lost link, a relay node
+// restarting, an error from a node on the path) pauses the session: both
+// ends keep retransmitting with backoff, each follows the return route of
+// the latest frame from its peer, and a paused inlet re-sends along its
+// configured route with the outlet service replaced by the outlet session.
+// Silence longer than SessionOptions.SessionTimeout, either side closing,
+// or a protocol violation tears the session down on both ends (the local
+// connections are reset).
 //
 // Streams come from a portal.Portal, in-process or a plugin; the session
 // logic here is the same for both.
