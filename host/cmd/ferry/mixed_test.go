@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -203,6 +204,12 @@ func testMixedPath(t *testing.T, config string, plugins []string, extraVars ...s
 	show := e.ok("node", "show", "site")
 	if !strings.Contains(show, fmt.Sprintf("/%d total", sessions+1)) {
 		t.Errorf("node show site does not count %d outlet sessions:\n%s", sessions+1, show)
+	}
+
+	// node show gives the gateway's hop with its transport's counters.
+	show = e.ok("node", "show", "gateway")
+	if !strings.Contains(show, "Hops (listeners' transport counters):") || !regexp.MustCompile(`messages_in=[1-9]`).MatchString(show) {
+		t.Errorf("node show gateway has no hop counters:\n%s", show)
 	}
 
 	e.ok(append([]string{"down", file}, vars...)...)

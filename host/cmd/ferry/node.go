@@ -436,6 +436,10 @@ func (a *app) printNode(v nodeView, detail bool) error {
 	} else if err := printListeners(indent(a.stdout), v.Listeners); err != nil {
 		return err
 	}
+	if len(v.Listeners) > 0 {
+		a.printf("Hops (listeners' transport counters):\n")
+		printHopCounters(a.stdout, v.Listeners)
+	}
 	if len(v.Connections) > 0 {
 		a.printf("Connections:\n")
 		if err := printConnections(indent(a.stdout), v.Connections); err != nil {
@@ -546,7 +550,13 @@ func (a *app) newNodeShowCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.printNode(measure(cmd.Context(), h, args[0]), true)
+			v := measure(cmd.Context(), h, args[0])
+			if v.running() {
+				c := api.NewClient(h.SocketPath(args[0]))
+				withListenerCounters(cmd.Context(), c, v.Listeners)
+				c.Close()
+			}
+			return a.printNode(v, true)
 		},
 	}
 }
