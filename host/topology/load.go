@@ -621,10 +621,10 @@ var (
 	serviceSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "address"}}}
 	relaySchema   = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "at", Required: true}}}
 	inletSchema   = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
-		{Name: "plugin"}, {Name: "listen", Required: true}, {Name: "to", Required: true}, {Name: "settings"},
+		{Name: "plugin"}, {Name: "listen", Required: true}, {Name: "to", Required: true}, {Name: "settings"}, {Name: "secure"},
 	}}
 	outletSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
-		{Name: "plugin"}, {Name: "from"}, {Name: "to", Required: true}, {Name: "settings"},
+		{Name: "plugin"}, {Name: "from"}, {Name: "to", Required: true}, {Name: "settings"}, {Name: "secure"},
 	}}
 )
 
@@ -975,6 +975,11 @@ func (l *loader) loadInlet(n *Node, b *hcl.Block) *Inlet {
 		}
 		in.Listen = s
 	}
+	if a, ok := content.Attributes["secure"]; ok {
+		if in.Secure, ok = l.evalBool(a); !ok {
+			return nil
+		}
+	}
 	if a, ok := content.Attributes["to"]; ok {
 		l.pendingInlets = append(l.pendingInlets, pendingRoute{node: n, expr: a.Expr, set: func(rt Route) { in.To = rt }})
 	}
@@ -1004,6 +1009,11 @@ func (l *loader) loadOutlet(n *Node, b *hcl.Block) *Outlet {
 			return nil
 		}
 		o.Target = s
+	}
+	if a, ok := content.Attributes["secure"]; ok {
+		if o.Secure, ok = l.evalBool(a); !ok {
+			return nil
+		}
 	}
 	l.blockSettings(n, o.Plugin, b, content, func(m map[string]string) { o.Settings = m })
 	return o
@@ -1130,6 +1140,24 @@ func (l *loader) evalStringExpr(expr hcl.Expression, attr, example string) (stri
 		return "", false
 	}
 	return val.AsString(), true
+}
+
+// evalBool evaluates a true/false attribute such as secure.
+func (l *loader) evalBool(a *hcl.Attribute) (bool, bool) {
+	if !l.checkRefs(a.Expr, a.Name, false) {
+		return false, false
+	}
+	val, d := a.Expr.Value(l.ctx)
+	l.diags = append(l.diags, d...)
+	if d.HasErrors() || !val.IsKnown() {
+		return false, false
+	}
+	if val.IsNull() || val.Type() != cty.Bool {
+		l.errorf(rp(a.Expr.Range()), "Incorrect attribute value type",
+			"%s must be true or false; this is %s.", a.Name, describe(val))
+		return false, false
+	}
+	return val.True(), true
 }
 
 func (l *loader) evalAllow(a *hcl.Attribute) ([]string, bool) {

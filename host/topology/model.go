@@ -160,7 +160,9 @@ type Inlet struct {
 	Listen   string
 	To       Route
 	Settings map[string]string
-	Range    hcl.Range `json:"-"`
+	// Secure carries sessions inside a secure channel to the outlet's node.
+	Secure bool      `json:",omitempty"`
+	Range  hcl.Range `json:"-"`
 }
 
 // Outlet is an `outlet "name" {}` block: a worker at Address that dials
@@ -171,7 +173,9 @@ type Outlet struct {
 	Address  string
 	Target   string
 	Settings map[string]string
-	Range    hcl.Range `json:"-"`
+	// Secure admits only sessions that came through a secure channel.
+	Secure bool      `json:",omitempty"`
+	Range  hcl.Range `json:"-"`
 }
 
 // Route is a route in a topology file: fixed route text and references,

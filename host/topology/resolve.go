@@ -185,6 +185,7 @@ type OutletSpec struct {
 	Address  string            `json:"address"`
 	Target   string            `json:"target"`
 	Settings map[string]string `json:"settings,omitempty"`
+	Secure   bool              `json:"secure,omitempty"`
 }
 
 // RelaySpec registers forward_to_Name at the relay service reached by At.
@@ -200,6 +201,7 @@ type InletSpec struct {
 	Listen   string            `json:"listen"`
 	To       RouteSpec         `json:"to"`
 	Settings map[string]string `json:"settings,omitempty"`
+	Secure   bool              `json:"secure,omitempty"`
 }
 
 // RouteSpec is a route whose only unresolved parts are the node's own
@@ -310,7 +312,7 @@ func (t *Topology) ResolveNode(name string, lookup Lookup) (*NodeSpec, error) {
 		spec.Services = append(spec.Services, ServiceSpec{Type: s.Type, Address: s.Address})
 	}
 	for _, o := range n.Outlets {
-		spec.Outlets = append(spec.Outlets, OutletSpec{Name: o.Name, Plugin: o.Plugin, Address: o.Address, Target: o.Target, Settings: cloneMap(o.Settings)})
+		spec.Outlets = append(spec.Outlets, OutletSpec{Name: o.Name, Plugin: o.Plugin, Address: o.Address, Target: o.Target, Settings: cloneMap(o.Settings), Secure: o.Secure})
 	}
 	for _, r := range n.Relays {
 		rs, err := t.resolveRoute(n, r.At, lookup, usePlugin)
@@ -324,7 +326,7 @@ func (t *Topology) ResolveNode(name string, lookup Lookup) (*NodeSpec, error) {
 		if err != nil {
 			return nil, fmt.Errorf("node %s: inlet %s: %w", n.Name, in.Name, err)
 		}
-		spec.Inlets = append(spec.Inlets, InletSpec{Name: in.Name, Plugin: in.Plugin, Listen: in.Listen, To: rs, Settings: cloneMap(in.Settings)})
+		spec.Inlets = append(spec.Inlets, InletSpec{Name: in.Name, Plugin: in.Plugin, Listen: in.Listen, To: rs, Settings: cloneMap(in.Settings), Secure: in.Secure})
 	}
 	for _, p := range plugins {
 		ps := PluginSpec{Name: p, AddressType: t.addressType(p), Settings: cloneMap(n.pluginSettings[p])}

@@ -402,7 +402,7 @@ func (r *runtime) startSpecPortals(ctx context.Context, spec *topology.NodeSpec)
 		return routing.Address{}, fmt.Errorf("node %s has no connection %q", spec.Name, name)
 	}
 	for _, o := range spec.Outlets {
-		if _, err := r.startOutlet(ctx, o.Name, o.Plugin, o.Address, o.Target, false); err != nil {
+		if _, err := r.startOutlet(ctx, o.Name, o.Plugin, o.Address, o.Target, o.Secure); err != nil {
 			return fmt.Errorf("node %s: outlet %s: %w", spec.Name, o.Name, err)
 		}
 	}
@@ -421,7 +421,7 @@ func (r *runtime) startSpecPortals(ctx context.Context, spec *topology.NodeSpec)
 		if err != nil {
 			return fmt.Errorf("node %s: inlet %s: %w", spec.Name, in.Name, err)
 		}
-		if _, err := r.startInlet(ctx, in.Name, in.Plugin, in.Listen, "", rt, false); err != nil {
+		if _, err := r.startInlet(ctx, in.Name, in.Plugin, in.Listen, "", rt, in.Secure); err != nil {
 			return fmt.Errorf("node %s: inlet %s: %w", spec.Name, in.Name, err)
 		}
 	}
