@@ -288,6 +288,34 @@ func TestSlowReaderBoundsMemory(t *testing.T) {
 	if inflight := out.BytesOut - in.BytesIn; inflight > window {
 		t.Fatalf("%d bytes held between outlet and inlet, window is %d", inflight, window)
 	}
+	// The outlet's retransmission buffer and the inlet's reorder and write
+	// queues hold at most the window.
+	p.outlet.mu.Lock()
+	for _, s := range p.outlet.sessions {
+		if s == nil {
+			continue
+		}
+		s.mu.Lock()
+		var kept int
+		for _, tf := range s.out {
+			kept += len(tf.wire)
+		}
+		s.mu.Unlock()
+		if kept > window+maxInFlight*dataHeadroom {
+			t.Errorf("outlet session keeps %d bytes for retransmission, window is %d", kept, window)
+		}
+	}
+	p.outlet.mu.Unlock()
+	p.inlet.mu.Lock()
+	for s := range p.inlet.sessions {
+		s.mu.Lock()
+		queued := s.recvBytes - s.consumed.Load() + s.oooBytes
+		s.mu.Unlock()
+		if queued > window {
+			t.Errorf("inlet session holds %d bytes to write, window is %d", queued, window)
+		}
+	}
+	p.inlet.mu.Unlock()
 	// Socket buffers hold the rest; the portal read only a few MiB of 64.
 	if out.BytesOut > 16<<20 {
 		t.Fatalf("outlet read %d bytes from a target whose client reads nothing", out.BytesOut)
