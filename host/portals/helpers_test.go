@@ -134,8 +134,6 @@ type pairOptions struct {
 	portal    portal.Portal // default: an in-process tcpportal
 }
 
-func newPairB(t testing.TB, target string) *pair { return newPairTB(t, target, pairOptions{}) }
-
 func newPair(t *testing.T, target string, po pairOptions) *pair { return newPairTB(t, target, po) }
 
 func newPairTB(t testing.TB, target string, po pairOptions) *pair {

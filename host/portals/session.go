@@ -546,12 +546,6 @@ func (s *session) start() {
 	go func() { defer s.wg.Done(); s.controlLoop() }()
 }
 
-func (s *session) peerRoute() routing.Route {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.peer
-}
-
 // waitCredit blocks until the peer can take more bytes and returns how
 // many, or 0 once the session ends.
 func (s *session) waitCredit() int {
