@@ -110,17 +110,21 @@ func buildAndRun(m *testing.M) (int, error) {
 type env struct {
 	t    *testing.T
 	home string
+	tmp  string // TMPDIR of every process: go-plugin's sockets land here
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{t: t, home: t.TempDir()}
+	// Removed after cleanup has stopped every node (cleanups run last
+	// registered first), so plugin sockets a killed plugin leaves behind
+	// go with the test instead of staying in /tmp.
+	e := &env{t: t, home: t.TempDir(), tmp: t.TempDir()}
 	t.Cleanup(e.cleanup)
 	return e
 }
 
 func (e *env) environ() []string {
-	return append(os.Environ(), "FERRY_HOME="+e.home, "FERRY_PLUGIN_DIR="+pluginDir)
+	return append(os.Environ(), "FERRY_HOME="+e.home, "FERRY_PLUGIN_DIR="+pluginDir, "TMPDIR="+e.tmp)
 }
 
 type result struct {
