@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/ferryhq/ferry/host/api"
+	"github.com/ferryhq/ferry/sdk/routing"
 )
 
 // withListenerCounters fills in each listener's counters, which the node's
@@ -65,4 +66,72 @@ func isLossCounter(k string) bool {
 		}
 	}
 	return false
+}
+
+// printPaths prints, for every inlet of the nodes started together, the
+// path its sessions take: each hop with its transport, the node at either
+// end and the connection's state, then where the route ends. Counters are
+// per listener in ferry node show.
+func printPaths(out io.Writer, views []nodeView) {
+	type conn struct {
+		node string
+		c    api.Connection
+	}
+	conns := map[string]conn{}       // worker address -> connection
+	listeners := map[string]string{} // transport + " " + address -> node
+	relayed := map[string]string{}   // forward_to_NAME -> the node that registered it
+	for _, v := range views {
+		if v.Relays != nil {
+			for _, r := range v.Relays.Registrations {
+				relayed["forward_to_"+r.Name] = v.Name
+			}
+		}
+		for _, c := range v.Connections {
+			conns[c.Worker] = conn{v.Name, c}
+		}
+		for _, l := range v.Listeners {
+			listeners[l.Transport+" "+l.Address] = v.Name
+		}
+	}
+	for _, v := range views {
+		for _, in := range v.Inlets {
+			r, err := routing.ParseRoute(in.Route)
+			if err != nil {
+				continue
+			}
+			fmt.Fprintf(out, "Path of inlet %s on %s:\n", in.ID, v.Name)
+			cur := v.Name
+			for i, a := range r {
+				c, ok := conns[a.String()]
+				switch {
+				case ok && c.node == cur:
+					next := listeners[c.c.Transport+" "+c.c.Remote]
+					for _, b := range r[i+1:] {
+						// A serial connection names its own end of the line, not
+						// the listener's: the node is the one whose connection
+						// the route uses next.
+						if next != "" {
+							break
+						}
+						if nc, ok := conns[b.String()]; ok {
+							next = nc.node
+						}
+					}
+					if next == "" {
+						next = c.c.Remote
+					}
+					fmt.Fprintf(out, "  %s ──%s──► %s  (%s %s, %s)\n", cur, c.c.Transport, next, c.c.Worker, linkText(c.c.Transport, c.c.Remote), strings.ToLower(upText(c.c.Up)))
+					cur = next
+				case a.IsLocal() && relayed[a.Value] != "":
+					fmt.Fprintf(out, "  %s ──relay %s──► %s\n", cur, a, relayed[a.Value])
+					cur = relayed[a.Value]
+				case a.IsLocal():
+					fmt.Fprintf(out, "  %s: %s\n", cur, a)
+				default:
+					fmt.Fprintf(out, "  %s ──%s──► %s\n", cur, a.Type, a.Value)
+					cur = a.Value
+				}
+			}
+		}
+	}
 }

@@ -127,7 +127,12 @@ func testMixedPath(t *testing.T, config string, plugins []string, extraVars ...s
 		"--var", "target=" + target,
 	}, extraVars...)
 	e.ok(append([]string{"validate", file}, vars...)...)
-	e.ok(append([]string{"up", file}, vars...)...)
+	up := e.ok(append([]string{"up", file}, vars...)...)
+	for _, hop := range []string{"gateway ──tcp──► bridge", "bridge ──kafka──► site", "site: /service/outlet"} {
+		if !strings.Contains(up, hop) {
+			t.Errorf("ferry up's summary does not show the hop %q:\n%s", hop, up)
+		}
+	}
 	inlet := e.inletAddress("device")
 
 	client := &http.Client{

@@ -169,7 +169,11 @@ func (a *app) newUpCmd() *cobra.Command {
 				}
 				fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\n", v.Name, v.Status, v.Pid, orDash(ls), orDash(cs), orDash(ss))
 			}
-			return w.Flush()
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			printPaths(a.stdout, views)
+			return nil
 		},
 	}
 	cmd.Flags().StringArrayVar(&vars, "var", nil, "set a variable: --var NAME=VALUE (repeatable)")
