@@ -138,6 +138,7 @@ func (in *Inlet) Status() Status {
 		State: st, LastError: le,
 		ActiveSessions: in.stats.active.Load(), TotalSessions: in.stats.total.Load(),
 		BytesOut: in.stats.bytesOut.Load(), BytesIn: in.stats.bytesIn.Load(),
+		Retransmits: in.stats.retransmits.Load(), Duplicates: in.stats.duplicates.Load(),
 	}
 }
 

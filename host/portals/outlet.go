@@ -75,6 +75,11 @@ type Status struct {
 	// written to local streams.
 	BytesOut uint64 `json:"bytes_out"`
 	BytesIn  uint64 `json:"bytes_in"`
+	// Retransmits counts session messages sent again (lost or late on the
+	// route); Duplicates counts messages that arrived twice and were
+	// dropped.
+	Retransmits uint64 `json:"retransmits"`
+	Duplicates  uint64 `json:"duplicates"`
 }
 
 // Portal states.
@@ -204,6 +209,7 @@ func (o *Outlet) Status() Status {
 		State: st, LastError: le,
 		ActiveSessions: o.stats.active.Load(), TotalSessions: o.stats.total.Load(),
 		BytesOut: o.stats.bytesOut.Load(), BytesIn: o.stats.bytesIn.Load(),
+		Retransmits: o.stats.retransmits.Load(), Duplicates: o.stats.duplicates.Load(),
 	}
 }
 

@@ -97,8 +97,8 @@ func TestLossyRouteDeliversEverything(t *testing.T) {
 	}
 	c.CloseWrite() // the download's session ends cleanly once both sides are done
 	d, r, u := hop.counts()
-	rt := p.inlet.stats.retransmits.Load() + p.outlet.stats.retransmits.Load()
-	dups := p.inlet.stats.duplicates.Load() + p.outlet.stats.duplicates.Load()
+	rt := p.inlet.Status().Retransmits + p.outlet.Status().Retransmits
+	dups := p.inlet.Status().Duplicates + p.outlet.Status().Duplicates
 	t.Logf("%d MiB each way in %s; hop dropped %d, reordered %d, duplicated %d; sessions retransmitted %d, dropped %d duplicates",
 		size>>20, time.Since(start).Round(time.Millisecond), d, r, u, rt, dups)
 	if d == 0 || r == 0 || u == 0 {
@@ -124,7 +124,7 @@ func TestDuplicatesSuppressed(t *testing.T) {
 	if err := upload(p.dial(t), 1<<20, 5); err != nil {
 		t.Fatal(err)
 	}
-	if dups := p.outlet.stats.duplicates.Load(); dups == 0 {
+	if dups := p.outlet.Status().Duplicates; dups == 0 {
 		t.Fatal("no duplicates dropped at the outlet")
 	}
 }
