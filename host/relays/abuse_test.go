@@ -26,7 +26,6 @@ import (
 type rawPeer struct {
 	t    *testing.T
 	conn net.Conn
-	mu   sync.Mutex
 }
 
 func dialRaw(t *testing.T, addr string) *rawPeer {

@@ -331,7 +331,7 @@ func recvN(ctx context.Context, l transport.Link, stream, first uint32, sizes []
 	for i < len(sizes) {
 		batch, err := l.Recv(ctx)
 		if err != nil {
-			return fmt.Errorf("Recv after %d of %d packets: %w", i, len(sizes), err)
+			return fmt.Errorf("link.Recv after %d of %d packets: %w", i, len(sizes), err)
 		}
 		for _, p := range batch {
 			if i >= len(sizes) {
@@ -354,7 +354,7 @@ func sendAll(ctx context.Context, l transport.Link, stream, first uint32, sizes 
 		b = append(b, packet(stream, first+uint32(i), n))
 		if len(b) == batch || i == len(sizes)-1 {
 			if err := l.Send(ctx, b); err != nil {
-				return fmt.Errorf("Send of packets up to %d: %w", i, err)
+				return fmt.Errorf("link.Send of packets up to %d: %w", i, err)
 			}
 			b = b[:0]
 		}
@@ -521,7 +521,7 @@ func (s *suite) testConcurrentLinks(t *testing.T) {
 		for i := 0; i < s.links; i++ {
 			l, err := e.ln.Accept(ctx)
 			if err != nil {
-				srvErr <- fmt.Errorf("Accept %d: %w", i, err)
+				srvErr <- fmt.Errorf("listener.Accept %d: %w", i, err)
 				return
 			}
 			srvWG.Add(1)

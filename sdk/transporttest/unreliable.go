@@ -288,7 +288,7 @@ func sendPaced(ctx context.Context, l transport.Link, led *ledger, first uint32,
 			i++
 		}
 		if err := l.Send(ctx, b); err != nil {
-			return fmt.Errorf("Send of packets up to %d/%d: %w", led.stream, first+uint32(i-1), err)
+			return fmt.Errorf("link.Send of packets up to %d/%d: %w", led.stream, first+uint32(i-1), err)
 		}
 	}
 	return nil
@@ -481,7 +481,7 @@ func (s *suite) uTestConcurrentLinks(t *testing.T) {
 			l, err := e.ln.Accept(srvCtx)
 			if err != nil {
 				if srvCtx.Err() == nil {
-					srvErr <- fmt.Errorf("Accept %d: %w", i, err)
+					srvErr <- fmt.Errorf("listener.Accept %d: %w", i, err)
 				}
 				return
 			}

@@ -15,7 +15,6 @@ package plugintest
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path"
@@ -127,6 +126,6 @@ func (p *Plugin) Kill(t *testing.T, tr transport.Transport) {
 	select {
 	case <-c.Done():
 	case <-time.After(10 * time.Second):
-		t.Fatal(fmt.Sprintf("plugintest: plugin pid %d still running 10s after SIGKILL", c.Pid()))
+		t.Fatalf("plugintest: plugin pid %d still running 10s after SIGKILL", c.Pid())
 	}
 }

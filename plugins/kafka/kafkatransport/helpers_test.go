@@ -57,14 +57,3 @@ func newTransport(t testing.TB, settings map[string]string) transport.Transport 
 	t.Cleanup(func() { _ = tr.Close() })
 	return tr
 }
-
-func with(m map[string]string, kv ...string) map[string]string {
-	out := map[string]string{}
-	for k, v := range m {
-		out[k] = v
-	}
-	for i := 0; i+1 < len(kv); i += 2 {
-		out[kv[i]] = kv[i+1]
-	}
-	return out
-}

@@ -197,7 +197,8 @@ func (ln *line) writer() {
 			ln.ctr.messagesOut.Add(uint64(w.msgs))
 			ln.lastTx.Store(time.Now().UnixNano())
 			if cap(w.buf) == poolCap {
-				ln.frameBufs.Put(w.buf[:0])
+				b := w.buf[:0]
+				ln.frameBufs.Put(&b)
 			}
 		case <-ln.closing:
 			return

@@ -117,8 +117,9 @@ func (lk *link) Send(ctx context.Context, packets [][]byte) error {
 }
 
 func (ln *line) getBuf() []byte {
-	if b, ok := ln.frameBufs.Get().([]byte); ok {
-		return b
+	// The pool holds *[]byte so a Put does not allocate a slice header.
+	if b, ok := ln.frameBufs.Get().(*[]byte); ok {
+		return *b
 	}
 	return make([]byte, 0, poolCap)
 }
