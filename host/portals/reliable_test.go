@@ -104,7 +104,10 @@ func TestLossyRouteDeliversEverything(t *testing.T) {
 	if d == 0 || r == 0 || u == 0 {
 		t.Fatalf("the hop did not lose, reorder and duplicate (%d, %d, %d)", d, r, u)
 	}
-	if rt == 0 || dups == 0 {
+	// With the full volume hundreds of data messages cross the hop, so
+	// some are lost and some duplicated; the small race-detector volume may
+	// lose only acks (TestDuplicatesSuppressed covers duplicates for sure).
+	if size >= 16<<20 && (rt == 0 || dups == 0) {
 		t.Fatalf("no retransmissions (%d) or no suppressed duplicates (%d)", rt, dups)
 	}
 	waitFor(t, "sessions to end", 10*time.Second, func() bool {
