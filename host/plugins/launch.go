@@ -139,6 +139,8 @@ type Client struct {
 	portal *portalclient.Remote    // KindPortal
 	mux    *pluginwire.Mux         // the data channel, when in use
 	stderr *lineRing
+	// sockDir holds the plugin's gRPC socket; removed by Kill.
+	sockDir string
 
 	// sum is the executable's SHA-256: checked at launch when pinned,
 	// otherwise computed on first use (hashing a ~20 MB binary is a
@@ -188,6 +190,15 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Client, error) {
 		cmd.Env = append(cmd.Env, "GOMAXPROCS="+strconv.Itoa(n))
 	}
 	cmd.Env = append(cmd.Env, cfg.Env...)
+	// go-plugin puts the plugin's gRPC socket in the system temp directory,
+	// and a plugin that is killed leaves it there. A directory of our own
+	// per launch is removed once the process is gone (Kill), whatever way
+	// it ended.
+	sockDir, err := os.MkdirTemp("", "ferry-plugin-")
+	if err != nil {
+		return nil, fmt.Errorf("plugin %s: socket directory: %w", cfg.Name, err)
+	}
+	cmd.Env = append(cmd.Env, plugin.EnvUnixSocketDir+"="+sockDir)
 	if !cfg.noDeathSignal {
 		cmd.SysProcAttr = sysProcAttr()
 	}
@@ -231,10 +242,12 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Client, error) {
 	case <-ctx.Done():
 		pc.Kill()
 		<-res
+		os.RemoveAll(sockDir)
 		return nil, fmt.Errorf("plugin %s (%s): start cancelled: %w", cfg.Name, cfg.Path, ctx.Err())
 	}
 	if out.err != nil {
 		pc.Kill()
+		os.RemoveAll(sockDir)
 		if data != nil {
 			data.Close()
 		}
@@ -244,6 +257,7 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Client, error) {
 		return nil, startError(cfg.Name, cfg.Path, cfg.StartTimeout, out.err, ring.Lines())
 	}
 	out.c.name, out.c.path, out.c.pc, out.c.stderr, out.c.sum = cfg.Name, cfg.Path, pc, ring, sum
+	out.c.sockDir = sockDir
 	return out.c, nil
 }
 
@@ -513,6 +527,9 @@ func (c *Client) Kill() {
 		c.portal.Close()
 	}
 	c.pc.Kill()
+	if c.sockDir != "" {
+		os.RemoveAll(c.sockDir)
+	}
 }
 
 // lineRing keeps the last lines written to it.

@@ -342,7 +342,9 @@ func testPluginDiesWithHost(t *testing.T, parentCheckOnly bool) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(self, "-test.run=^$")
-	cmd.Env = append(os.Environ(), "FERRY_TEST_HOST_HELPER="+pluginBin)
+	// The helper host is killed, so it cannot remove its plugin's socket
+	// directory: give it a temp directory the test removes.
+	cmd.Env = append(os.Environ(), "FERRY_TEST_HOST_HELPER="+pluginBin, "TMPDIR="+t.TempDir())
 	if parentCheckOnly {
 		cmd.Env = append(cmd.Env, "FERRY_TEST_NO_DEATH_SIGNAL=1")
 	}
