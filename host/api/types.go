@@ -48,8 +48,11 @@ type Status struct {
 	Started     time.Time    `json:"started"`
 	Listeners   []Listener   `json:"listeners"`
 	Connections []Connection `json:"connections"`
-	Workers     []Worker     `json:"workers"`
-	Services    []Service    `json:"services"`
+	// Workers holds at most StatusListLimit workers; WorkersTotal counts
+	// them all (worker list gives every one).
+	Workers      []Worker  `json:"workers"`
+	WorkersTotal int       `json:"workers_total"`
+	Services     []Service `json:"services"`
 	// Transports are the transport plugins bound to the node (started), by
 	// plugin name; a /node/NAME hop prefers a listener of one of these.
 	Transports []string `json:"transports"`
@@ -263,7 +266,15 @@ type Backend interface {
 type Relays struct {
 	Registrations []relays.RegistrationInfo `json:"registrations"`
 	Forwarders    []relays.ForwarderInfo    `json:"forwarders"`
+	// ForwardersTotal counts every forwarder. In a node's status Forwarders
+	// holds at most StatusListLimit of them (relay list gives every one),
+	// so a flood of registrations cannot make a status reply large.
+	ForwardersTotal int `json:"forwarders_total"`
 }
+
+// StatusListLimit bounds each list a status reply carries; the totals say
+// how many there are, and the list commands give them all.
+const StatusListLimit = 100
 
 // CreateRelayRequest registers forward_to_Name at the relay service reached
 // by At (route text; the node resolves a leading /node/NAME through the

@@ -310,6 +310,10 @@ func (r *runtime) Status(ctx context.Context) (api.Status, error) {
 	st.Listeners, _ = r.Listeners(ctx)
 	st.Connections, _ = r.Connections(ctx)
 	st.Workers, _ = r.Workers(ctx)
+	st.WorkersTotal = len(st.Workers)
+	if len(st.Workers) > api.StatusListLimit {
+		st.Workers = st.Workers[:api.StatusListLimit]
+	}
 	st.Services, _ = r.Services(ctx)
 	st.Transports = r.links.plugins()
 	st.State, st.Plugins = api.StateUp, r.pluginStates()
@@ -324,6 +328,9 @@ func (r *runtime) Status(ctx context.Context) (api.Status, error) {
 		}
 	}
 	rl, _ := r.Relays(ctx)
+	if len(rl.Forwarders) > api.StatusListLimit {
+		rl.Forwarders = rl.Forwarders[:api.StatusListLimit]
+	}
 	st.Relays = &rl
 	st.Inlets, _ = r.Inlets(ctx)
 	st.Outlets, _ = r.Outlets(ctx)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -317,4 +318,36 @@ func FuzzAPIRequest(f *testing.F) {
 	})
 	cancel()
 	<-done
+}
+
+// A status reply carries counts and a bounded first page, whatever the
+// number of workers (or relay forwarders) the node holds.
+func TestStatusStaysSmall(t *testing.T) {
+	h, err := state.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	n := startNode(t, h, "n1")
+	extra := api.StatusListLimit + 20
+	for i := range extra {
+		if _, err := n.c.StartService(ctx, api.StartServiceRequest{Type: "echo", Address: fmt.Sprintf("echo%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := n.c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Workers) != api.StatusListLimit || st.WorkersTotal < extra {
+		t.Fatalf("status has %d workers of %d; want %d of at least %d", len(st.Workers), st.WorkersTotal, api.StatusListLimit, extra)
+	}
+	if st.Relays == nil || len(st.Relays.Forwarders) > api.StatusListLimit {
+		t.Fatalf("status relays %+v", st.Relays)
+	}
+	ws, err := n.c.Workers(ctx)
+	if err != nil || len(ws) != st.WorkersTotal {
+		t.Fatalf("worker list: %d workers, %v; want %d", len(ws), err, st.WorkersTotal)
+	}
 }

@@ -131,6 +131,7 @@ func (r *runtime) Relays(context.Context) (api.Relays, error) {
 	if svc != nil {
 		out.Forwarders = svc.List()
 	}
+	out.ForwardersTotal = len(out.Forwarders)
 	return out, nil
 }
 

@@ -50,13 +50,16 @@ type nodeView struct {
 	Listeners   []api.Listener   `json:"listeners,omitempty"`
 	Connections []api.Connection `json:"connections,omitempty"`
 	Workers     []api.Worker     `json:"workers,omitempty"`
-	Services    []api.Service    `json:"services,omitempty"`
-	Relays      *api.Relays      `json:"relays,omitempty"`
-	Inlets      []api.Portal     `json:"inlets,omitempty"`
-	Outlets     []api.Portal     `json:"outlets,omitempty"`
-	Log         string           `json:"log"`
-	Config      string           `json:"config"`
-	Socket      string           `json:"socket"`
+	// WorkersTotal counts every worker; Workers holds the first
+	// api.StatusListLimit.
+	WorkersTotal int           `json:"workers_total,omitempty"`
+	Services     []api.Service `json:"services,omitempty"`
+	Relays       *api.Relays   `json:"relays,omitempty"`
+	Inlets       []api.Portal  `json:"inlets,omitempty"`
+	Outlets      []api.Portal  `json:"outlets,omitempty"`
+	Log          string        `json:"log"`
+	Config       string        `json:"config"`
+	Socket       string        `json:"socket"`
 	// Note explains a DOWN or DEGRADED status when there is more to say.
 	Note string `json:"note,omitempty"`
 	// Plugins are the supervised plugins a running node started.
@@ -97,6 +100,7 @@ func measure(ctx context.Context, h *state.Home, name string) nodeView {
 	if err == nil && state.ProcessAlive(st.Pid) {
 		v.Status, v.Pid, v.Note, v.Plugins = nodeState(st), st.Pid, st.Reason, st.Plugins
 		v.Listeners, v.Connections, v.Workers, v.Services = st.Listeners, st.Connections, st.Workers, st.Services
+		v.WorkersTotal = st.WorkersTotal
 		v.Relays, v.Inlets, v.Outlets = st.Relays, st.Inlets, st.Outlets
 		return v
 	}
@@ -312,7 +316,7 @@ func absPath(p string) (string, error) {
 
 func nodeFromStatus(h *state.Home, st api.Status) nodeView {
 	return nodeView{Name: st.Name, Status: nodeState(st), Note: st.Reason, Plugins: st.Plugins, Pid: st.Pid, Listeners: st.Listeners, Connections: st.Connections,
-		Workers: st.Workers, Services: st.Services, Relays: st.Relays, Inlets: st.Inlets, Outlets: st.Outlets, Log: h.LogPath(st.Name), Config: h.ConfigPath(st.Name), Socket: h.SocketPath(st.Name)}
+		Workers: st.Workers, WorkersTotal: st.WorkersTotal, Services: st.Services, Relays: st.Relays, Inlets: st.Inlets, Outlets: st.Outlets, Log: h.LogPath(st.Name), Config: h.ConfigPath(st.Name), Socket: h.SocketPath(st.Name)}
 }
 
 // spawn starts `ferry node run NAME` detached (its own session, stdin from
@@ -454,6 +458,9 @@ func (a *app) printNode(v nodeView, detail bool) error {
 	a.printf("Workers:\n")
 	for _, wk := range v.Workers {
 		a.printf("  %s  (%s)\n", strings.Join(wk.Addresses, " "), kindOr(wk.Kind))
+	}
+	if v.WorkersTotal > len(v.Workers) {
+		a.printf("  ... %d workers in all; see ferry worker list --at %s\n", v.WorkersTotal, v.Name)
 	}
 	return nil
 }
