@@ -126,6 +126,8 @@ type portalView struct {
 	TotalSessions  int    `json:"total_sessions"`
 	BytesOut       int64  `json:"bytes_out"`
 	BytesIn        int64  `json:"bytes_in"`
+	Retransmits    uint64 `json:"retransmits"`
+	Duplicates     uint64 `json:"duplicates"`
 }
 
 type linkView struct {
@@ -203,16 +205,16 @@ func (d *demo) path(ctx context.Context, inlet, target string) error {
 	fmt.Println("\n==> the path, hop by hop, with each hop's counters")
 	fmt.Printf("client\n")
 	for _, p := range in {
-		fmt.Printf("  │ tcp  %s  device: inlet (%s) sessions %d active/%d total, bytes out %d in %d\n",
-			inlet, p.State, p.ActiveSessions, p.TotalSessions, p.BytesOut, p.BytesIn)
+		fmt.Printf("  │ tcp  %s  device: inlet (%s) sessions %d active/%d total, bytes out %d in %d, retransmits %d, duplicates %d\n",
+			inlet, p.State, p.ActiveSessions, p.TotalSessions, p.BytesOut, p.BytesIn, p.Retransmits, p.Duplicates)
 	}
 	fmt.Printf("  ▼\ndevice ──udp──► gateway   listener /udp/%s (%s)\n                 %s\n", udp.Address, state(udp.Up), counters(udp.Counters))
 	fmt.Printf("gateway ──tcp──► bridge   listener /tcp/%s (%s)\n                 %s\n", tcp.Address, state(tcp.Up), counters(tcp.Counters))
 	fmt.Printf("bridge ──kafka──► site    topic /kafka/%s (%s)\n                 %s\n", kin.Address, state(kin.Up), counters(kin.Counters))
 	fmt.Printf("site ──kafka──► bridge    replies, topic /kafka/%s (%s)\n                 %s\n", kback.Address, state(kback.Up), counters(kback.Counters))
 	for _, p := range out {
-		fmt.Printf("site: outlet %s (%s) sessions %d active/%d total, bytes out %d in %d\n",
-			p.Address, p.State, p.ActiveSessions, p.TotalSessions, p.BytesOut, p.BytesIn)
+		fmt.Printf("site: outlet %s (%s) sessions %d active/%d total, bytes out %d in %d, retransmits %d, duplicates %d\n",
+			p.Address, p.State, p.ActiveSessions, p.TotalSessions, p.BytesOut, p.BytesIn, p.Retransmits, p.Duplicates)
 	}
 	fmt.Printf("  │ tcp\n  ▼\nHTTP server %s\n", target)
 	return nil

@@ -174,6 +174,8 @@ func TestRegisterAgainReplacesRoute(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustRequest(t, n, "/service/forward_to_n3/service/uppercase", "hi", "HI")
+	// The registrant counts the reply just after passing it on.
+	eventually(t, "the new registration forwards both ways", func() bool { return b.Info().Forwarded == 2 })
 	if a.Info().Forwarded != 0 || b.Info().Forwarded != 2 {
 		t.Fatalf("the replaced registration still gets messages: a %+v, b %+v", a.Info(), b.Info())
 	}

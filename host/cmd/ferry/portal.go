@@ -240,6 +240,8 @@ func (a *app) portalSubcommands(k portalKind) []*cobra.Command {
 				fmt.Fprintf(w, "Sessions:\t%d active, %d total\n", p.ActiveSessions, p.TotalSessions)
 				fmt.Fprintf(w, "Bytes out:\t%d\n", p.BytesOut)
 				fmt.Fprintf(w, "Bytes in:\t%d\n", p.BytesIn)
+				fmt.Fprintf(w, "Retransmits:\t%d\n", p.Retransmits)
+				fmt.Fprintf(w, "Duplicates:\t%d\n", p.Duplicates)
 				return w.Flush()
 			})
 		},

@@ -273,5 +273,5 @@ func lastErr(e string) string {
 }
 
 func portalCounters(p api.Portal) string {
-	return fmt.Sprintf("sessions %d active/%d total  bytes out %d in %d", p.ActiveSessions, p.TotalSessions, p.BytesOut, p.BytesIn)
+	return fmt.Sprintf("sessions %d active/%d total  bytes out %d in %d  retransmits %d duplicates %d", p.ActiveSessions, p.TotalSessions, p.BytesOut, p.BytesIn, p.Retransmits, p.Duplicates)
 }
