@@ -307,6 +307,10 @@ type CreateInletRequest struct {
 	// outlet) followed by /service/api, and sessions go through the
 	// channel to that last address.
 	Secure bool `json:"secure,omitempty"`
+	// SessionTimeout, when set ("30s"), is how long a session waits for a
+	// broken path to come back before its client is closed; default
+	// portals.DefaultSessionTimeout.
+	SessionTimeout string `json:"session_timeout,omitempty"`
 }
 
 // CreateOutletRequest starts an outlet at the local Address (default

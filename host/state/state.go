@@ -238,6 +238,9 @@ type Inlet struct {
 	Address string `json:"address"`
 	Route   string `json:"route"`
 	Secure  bool   `json:"secure,omitempty"` // sessions inside a secure channel
+	// SessionTimeout is the inlet's session timeout as given ("30s");
+	// empty: the default.
+	SessionTimeout string `json:"session_timeout,omitempty"`
 }
 
 // Outlet is a TCP portal outlet: a worker at Address (route text) dialling

@@ -200,13 +200,29 @@ func (r *runtime) Inlets(context.Context) ([]api.Portal, error) {
 }
 
 func (r *runtime) CreateInlet(ctx context.Context, req api.CreateInletRequest) (api.Portal, error) {
-	return r.startInlet(ctx, "", PortalPlugin, req.Address, req.Route, nil, req.Secure)
+	timeout, err := sessionTimeout(req.SessionTimeout)
+	if err != nil {
+		return api.Portal{}, api.BadRequest(err)
+	}
+	return r.startInlet(ctx, "", PortalPlugin, req.Address, req.Route, nil, req.Secure, timeout)
+}
+
+// sessionTimeout parses an inlet's session timeout; "" is the default (0).
+func sessionTimeout(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("session timeout %q: want a positive duration such as 30s or 2m", s)
+	}
+	return d, nil
 }
 
 // startInlet starts an inlet; route is route text unless resolved is set.
 // A secure inlet first opens a secure channel to the outlet's node (see
 // secureRoute) and sends its sessions through it.
-func (r *runtime) startInlet(ctx context.Context, name, plugin, address, route string, resolved routing.Route, secure bool) (api.Portal, error) {
+func (r *runtime) startInlet(ctx context.Context, name, plugin, address, route string, resolved routing.Route, secure bool, sessionTimeout time.Duration) (api.Portal, error) {
 	if _, _, err := net.SplitHostPort(address); err != nil {
 		return api.Portal{}, api.BadRequest(fmt.Errorf("inlet address %q: want host:port such as 127.0.0.1:6000", address))
 	}
@@ -230,7 +246,7 @@ func (r *runtime) startInlet(ctx context.Context, name, plugin, address, route s
 			return api.Portal{}, err
 		}
 	}
-	in, err := portals.NewInlet(ctx, r.n, portals.InletOptions{ListenAddress: address, Route: rt, Portal: p, Logger: r.log})
+	in, err := portals.NewInlet(ctx, r.n, portals.InletOptions{ListenAddress: address, Route: rt, Portal: p, Logger: r.log, Session: portals.SessionOptions{SessionTimeout: sessionTimeout}})
 	if err != nil {
 		if ch != nil {
 			_ = ch.Close(ctx)
@@ -367,7 +383,8 @@ func (r *runtime) restore(ctx context.Context, cfg state.NodeConfig) {
 		}
 	}
 	for _, in := range cfg.Inlets {
-		if _, err := r.startInlet(ctx, "", PortalPlugin, in.Address, in.Route, nil, in.Secure); err != nil {
+		timeout, _ := sessionTimeout(in.SessionTimeout) // checked when it was created
+		if _, err := r.startInlet(ctx, "", PortalPlugin, in.Address, in.Route, nil, in.Secure, timeout); err != nil {
 			r.log.Error("restore tcp inlet", "address", in.Address, "route", in.Route, "error", err)
 		}
 	}
@@ -422,7 +439,7 @@ func (r *runtime) startSpecPortals(ctx context.Context, spec *topology.NodeSpec)
 		if err != nil {
 			return fmt.Errorf("node %s: inlet %s: %w", spec.Name, in.Name, err)
 		}
-		if _, err := r.startInlet(ctx, in.Name, in.Plugin, in.Listen, "", rt, in.Secure); err != nil {
+		if _, err := r.startInlet(ctx, in.Name, in.Plugin, in.Listen, "", rt, in.Secure, 0); err != nil {
 			return fmt.Errorf("node %s: inlet %s: %w", spec.Name, in.Name, err)
 		}
 	}

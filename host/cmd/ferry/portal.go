@@ -84,6 +84,7 @@ func (a *app) newTCPInletCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "tcp-inlet", Short: "Create, list, show and delete TCP portal inlets (they carry accepted connections to an outlet)"}
 	var at, from, to string
 	var secure bool
+	var sessionTimeout string
 	create := &cobra.Command{
 		Use:   "create --at NODE --from HOST:PORT --to ROUTE [--secure]",
 		Short: "Listen on HOST:PORT and carry each accepted TCP connection along ROUTE to an outlet",
@@ -127,14 +128,14 @@ time, clients wait (up to 30s after creation) instead of being refused.`,
 				return err
 			}
 			defer c.Close()
-			p, err := c.CreateInlet(cmd.Context(), api.CreateInletRequest{Address: from, Route: route.String(), Secure: secure})
+			p, err := c.CreateInlet(cmd.Context(), api.CreateInletRequest{Address: from, Route: route.String(), Secure: secure, SessionTimeout: sessionTimeout})
 			if err != nil {
 				return err
 			}
 			if err := a.withConfig(at, func(cfg *state.NodeConfig) {
 				cfg.Inlets = slices.DeleteFunc(cfg.Inlets, func(i state.Inlet) bool { return i.Address == p.ID })
 				// The bound address: a restart listens on the same port.
-				cfg.Inlets = append(cfg.Inlets, state.Inlet{Address: p.ID, Route: route.String(), Secure: secure})
+				cfg.Inlets = append(cfg.Inlets, state.Inlet{Address: p.ID, Route: route.String(), Secure: secure, SessionTimeout: sessionTimeout})
 			}); err != nil {
 				return fmt.Errorf("inlet created, but saving it for the next start failed: %w", err)
 			}
@@ -149,6 +150,7 @@ time, clients wait (up to 30s after creation) instead of being refused.`,
 	create.Flags().StringVar(&from, "from", "", "HOST:PORT to listen on")
 	create.Flags().StringVar(&to, "to", "", "route to the outlet")
 	create.Flags().BoolVar(&secure, "secure", false, "carry sessions inside a secure channel to the outlet's node")
+	create.Flags().StringVar(&sessionTimeout, "session-timeout", "", "how long a session waits for a broken path to come back before its client is closed (default 30s)")
 	k := portalKind{
 		name:   "tcp-inlet",
 		list:   (*api.Client).Inlets,

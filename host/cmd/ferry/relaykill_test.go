@@ -42,17 +42,7 @@ func TestDownloadSurvivesRelayKill9(t *testing.T) {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 
-	e := newEnv(t)
-	n2Addr := freeAddr(t)
-	e.ok("node", "create", "n2", "--tcp-listener-address="+n2Addr)
-	e.ok("node", "create", "n3", "--no-listener")
-	e.ok("service", "start", "hop", "--at", "n3")
-	e.ok("relay", "create", "n3", "--at", "/node/n2", "--to", "/node/n3")
-	e.ok("node", "create", "n1", "--no-listener")
-	w := strings.TrimSpace(e.ok("tcp-connection", "create", "--from", "n1", "--to", n2Addr))
-	e.ok("tcp-outlet", "create", "--at", "n3", "--from", "/service/outlet", "--to", ln.Addr().String())
-	inlet := freeAddr(t)
-	e.ok("tcp-inlet", "create", "--at", "n1", "--from", inlet, "--to", w+"/service/forward_to_n3/service/hop/service/outlet")
+	e, inlet := relayedPortal(t, ln.Addr().String())
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -86,4 +76,74 @@ func TestDownloadSurvivesRelayKill9(t *testing.T) {
 	var ins []portalJSON
 	e.json(&ins, "tcp-inlet", "list", "--at", "n1")
 	t.Logf("inlet after the outage: %+v", ins)
+}
+
+// relayedPortal runs the relay transcript: n1 (no listener) has a
+// connection to n2, n3 (no listener) registers forward_to_n3 at n2 and runs
+// an outlet to target, and n1's inlet (its address is returned) carries
+// sessions to it. Extra arguments go to tcp-inlet create.
+func relayedPortal(t *testing.T, target string, inletArgs ...string) (*env, string) {
+	e := newEnv(t)
+	n2Addr := freeAddr(t)
+	e.ok("node", "create", "n2", "--tcp-listener-address="+n2Addr)
+	e.ok("node", "create", "n3", "--no-listener")
+	e.ok("service", "start", "hop", "--at", "n3")
+	e.ok("relay", "create", "n3", "--at", "/node/n2", "--to", "/node/n3")
+	e.ok("node", "create", "n1", "--no-listener")
+	w := strings.TrimSpace(e.ok("tcp-connection", "create", "--from", "n1", "--to", n2Addr))
+	e.ok("tcp-outlet", "create", "--at", "n3", "--from", "/service/outlet", "--to", target)
+	inlet := freeAddr(t)
+	e.ok(append([]string{"tcp-inlet", "create", "--at", "n1", "--from", inlet, "--to", w + "/service/forward_to_n3/service/hop/service/outlet"}, inletArgs...)...)
+	return e, inlet
+}
+
+// TestSessionTimeoutClosesClient: with the relay node down for longer than
+// the inlet's --session-timeout, the client's connection is reset (an
+// error, not a short file) and n1's log says why.
+func TestSessionTimeoutClosesClient(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }() // echo
+		}
+	}()
+	e, inlet := relayedPortal(t, ln.Addr().String(), "--session-timeout", "6s")
+	e.fails("session timeout", "tcp-inlet", "create", "--at", "n1", "--from", freeAddr(t), "--to", "/service/outlet", "--session-timeout", "soon")
+
+	c, err := net.Dial("tcp", inlet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 5)
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "hello" {
+		t.Fatalf("echo through the relay: %q, %v", buf, err)
+	}
+	start := time.Now()
+	if err := syscall.Kill(e.nodes()["n2"].Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("again")) // waits in the session until the timeout
+	_, err = c.Read(buf)
+	if err == nil || !strings.Contains(err.Error(), "reset") {
+		t.Fatalf("after the session timeout the client read %v; want connection reset", err)
+	}
+	if took := time.Since(start); took < 6*time.Second {
+		t.Fatalf("client closed after %s, before the 6s session timeout", took)
+	}
+	eventually(t, 10*time.Second, "the reason in n1's log", func() bool {
+		return strings.Contains(e.ok("node", "logs", "n1"), "session timeout")
+	})
 }
