@@ -357,6 +357,7 @@ func watchData(mux *pluginwire.Mux, pc *plugin.Client, done <-chan struct{}, log
 	if p := pc.ReattachConfig(); p != nil && p.Pid > 0 {
 		if proc, perr := os.FindProcess(p.Pid); perr == nil {
 			proc.Kill()
+			proc.Release() // FindProcess holds a pidfd until released
 			return
 		}
 	}

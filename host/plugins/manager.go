@@ -735,6 +735,7 @@ func (s *Supervised) Kill() error {
 	if err != nil {
 		return err
 	}
+	defer p.Release() // FindProcess holds a pidfd until released
 	return p.Kill()
 }
 

@@ -120,6 +120,7 @@ func (p *Plugin) Kill(t *testing.T, tr transport.Transport) {
 	if err != nil {
 		t.Fatalf("plugintest: %v", err)
 	}
+	defer proc.Release() // FindProcess holds a pidfd until released
 	if err := proc.Kill(); err != nil {
 		t.Fatalf("plugintest: kill plugin pid %d: %v", c.Pid(), err)
 	}

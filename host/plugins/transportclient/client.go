@@ -783,7 +783,10 @@ func (l *remoteLink) sendData(ctx context.Context, packets [][]byte) error {
 			if l.ms.PeerClosed() {
 				return fmt.Errorf("send to %s: link closed by the remote end: %w", l.remote, transport.ErrClosed)
 			}
-			if errors.Is(err, pluginwire.ErrChannelClosed) && l.r.mux.Err() == nil {
+			// Closed by this host: ErrClosed, unless it was closed
+			// because the plugin died (the supervisor releases a dead
+			// plugin's client), which dataErr reports as ErrUnavailable.
+			if errors.Is(err, pluginwire.ErrChannelClosed) && l.r.mux.Err() == nil && !l.r.gone() {
 				return fmt.Errorf("send to %s: %w", l.remote, transport.ErrClosed)
 			}
 			return l.r.dataErr("send to "+l.remote, err)
@@ -804,9 +807,9 @@ func (l *remoteLink) recvData(ctx context.Context) ([][]byte, error) {
 				return nil, io.EOF
 			case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 				return nil, fmt.Errorf("receive from %s: %w", l.remote, err)
-			case errors.Is(err, pluginwire.ErrChannelClosed) && l.r.mux.Err() == nil:
+			case errors.Is(err, pluginwire.ErrChannelClosed) && l.r.mux.Err() == nil && !l.r.gone():
 				return nil, fmt.Errorf("receive from %s: %w", l.remote, transport.ErrClosed)
-			case l.r.mux.Err() != nil:
+			case l.r.mux.Err() != nil, l.r.gone():
 				return nil, l.r.dataErr("receive from "+l.remote, err)
 			}
 			// The plugin's link broke; err says why.
