@@ -86,14 +86,19 @@ func runMixed(ctx context.Context, cfg config) (*table, error) {
 		name  string
 		hops  []hop
 		lossy bool
+		chunk int // portal chunk size; 0: the default
 	}{
-		{"udp → tcp → kafka (full path)", []hop{{kind: "udp"}, {kind: "tcp"}, {kind: "kafka"}}, false},
-		{"tcp → kafka (udp removed)", []hop{{kind: "tcp"}, {kind: "kafka"}}, false},
-		{"udp → tcp (kafka removed)", []hop{{kind: "udp"}, {kind: "tcp"}}, false},
-		{"udp alone", []hop{{kind: "udp"}}, false},
-		{"udp alone, via 0% proxy", []hop{{kind: "udp", loss: 0}}, true},
-		{"udp alone, 1% loss", []hop{{kind: "udp", loss: 0.01}}, true},
-		{"udp alone, 5% loss", []hop{{kind: "udp", loss: 0.05}}, true},
+		{"udp → tcp → kafka (full path)", []hop{{kind: "udp"}, {kind: "tcp"}, {kind: "kafka"}}, false, 0},
+		{"tcp → kafka (udp removed)", []hop{{kind: "tcp"}, {kind: "kafka"}}, false, 0},
+		{"udp → tcp (kafka removed)", []hop{{kind: "udp"}, {kind: "tcp"}}, false, 0},
+		{"udp alone", []hop{{kind: "udp"}}, false, 0},
+		{"udp alone, via 0% proxy", []hop{{kind: "udp", loss: 0}}, true, 0},
+		{"udp alone, 1% loss", []hop{{kind: "udp", loss: 0.01}}, true, 0},
+		{"udp alone, 5% loss", []hop{{kind: "udp", loss: 0.05}}, true, 0},
+		// Losing one datagram loses its whole message, so smaller chunks
+		// lose less per drop: the same rows with 8 KiB chunks.
+		{"udp, 0% proxy, chunk 8 KiB", []hop{{kind: "udp", loss: 0}}, true, 8 << 10},
+		{"udp, 1% loss, chunk 8 KiB", []hop{{kind: "udp", loss: 0.01}}, true, 8 << 10},
 	}
 	res := make([]mixedResult, len(paths))
 	for i, p := range paths {
@@ -104,7 +109,7 @@ func runMixed(ctx context.Context, cfg config) (*table, error) {
 			measure = func(addr string) (mixedResult, error) { return measureLossy(ctx, addr, counting, sz) }
 		}
 		start := time.Now()
-		r, err := benchMixedPath(ctx, p.hops, p.lossy, brokers, tgt, measure)
+		r, err := benchMixedPath(ctx, p.hops, p.lossy, p.chunk, brokers, tgt, measure)
 		if os.Getenv("FERRYBENCH_DEBUG") != "" {
 			fmt.Fprintf(os.Stderr, "mixed: %s took %s\n", p.name, time.Since(start).Round(time.Millisecond))
 		}
@@ -122,7 +127,7 @@ func runMixed(ctx context.Context, cfg config) (*table, error) {
 		r := res[i]
 		rel, dropped, goal := "", "", ""
 		if p.lossy {
-			if p.hops[0].loss == 0 {
+			if p.hops[0].loss == 0 { // the loss-free row precedes its lossy ones
 				lossFree = r.rate
 			} else {
 				rel = fmtRatio(r.rate, lossFree)
@@ -140,7 +145,7 @@ func runMixed(ctx context.Context, cfg config) (*table, error) {
 		sz.runs, sz.bytes>>20, sz.rtt)
 	t.note("lossy rows: a UDP proxy in front of the listener drops that fraction of datagrams each way (at random, both directions); throughput is the bytes the target received while the client wrote for %s (bounded time: loss makes byte counts slow); RTT p50 of %d round trips",
 		sz.lossTime, max(sz.rtt/5, 20))
-	t.note("÷ loss-free is against the 0%% proxy row, measured the same way; portal sessions retransmit end to end (chunk %d KiB, window %d KiB, UDP datagram %d B)",
+	t.note("÷ loss-free is against the 0%% proxy row above it, measured the same way; portal sessions retransmit end to end (chunk %d KiB unless the row says, window %d KiB, UDP datagram %d B)",
 		portals.DefaultChunkSize>>10, portals.DefaultWindow>>10, udptransport.DefaultDatagramSize)
 	return t, nil
 }
@@ -311,7 +316,7 @@ var mixedTopicSeq atomic.Int64
 // hops[i], puts an inlet on the first and an outlet on the last, and
 // measures through it. withProxy puts a lossy proxy in front of the first
 // hop's listener (UDP only).
-func benchMixedPath(ctx context.Context, hops []hop, withProxy bool, brokers, target string, measure func(addr string) (mixedResult, error)) (mixedResult, error) {
+func benchMixedPath(ctx context.Context, hops []hop, withProxy bool, chunk int, brokers, target string, measure func(addr string) (mixedResult, error)) (mixedResult, error) {
 	var res mixedResult
 	var stops []func()
 	defer func() {
@@ -361,7 +366,8 @@ func benchMixedPath(ctx context.Context, hops []hop, withProxy bool, brokers, ta
 		nodes[i] = n
 	}
 	last := nodes[len(nodes)-1]
-	o, err := portals.NewOutlet(last, portals.OutletOptions{Target: target, Portal: pt})
+	so := portals.SessionOptions{ChunkSize: chunk}
+	o, err := portals.NewOutlet(last, portals.OutletOptions{Target: target, Portal: pt, Session: so})
 	if err != nil {
 		return res, err
 	}
@@ -422,7 +428,7 @@ func benchMixedPath(ctx context.Context, hops []hop, withProxy bool, brokers, ta
 		}
 		route = append(routing.Route{ci.Worker}, route...)
 	}
-	in, err := portals.NewInlet(ctx, nodes[0], portals.InletOptions{ListenAddress: "127.0.0.1:0", Route: route, Portal: pt})
+	in, err := portals.NewInlet(ctx, nodes[0], portals.InletOptions{ListenAddress: "127.0.0.1:0", Route: route, Portal: pt, Session: so})
 	if err != nil {
 		return res, err
 	}
