@@ -1,69 +1,29 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ferryhq/ferry/internal/clitest"
+
 	"github.com/ferryhq/ferry/plugins/quic/quictransport"
 )
 
-// cliEnv runs the ferry binary with its own FERRY_HOME and a plugin
-// directory holding the quic plugin (and tcp, for each node's default
-// listener).
-type cliEnv struct {
-	t                   *testing.T
-	ferry, home, plugin string
-}
-
-func buildCLI(t *testing.T) *cliEnv {
-	t.Helper()
-	dir := t.TempDir()
-	e := &cliEnv{t: t, ferry: filepath.Join(dir, "ferry"), home: filepath.Join(dir, "home"), plugin: filepath.Join(dir, "plugins")}
-	for out, pkg := range map[string]string{
-		e.ferry:                         "github.com/ferryhq/ferry/host/cmd/ferry",
-		filepath.Join(e.plugin, "quic"): ".",
-		filepath.Join(e.plugin, "tcp"):  "github.com/ferryhq/ferry/plugins/tcp",
+// buildCLI builds ferry and the plugins this test drives.
+func buildCLI(t *testing.T) *clitest.Env {
+	return clitest.New(t, map[string]string{
+		"quic": ".", "tcp": "github.com/ferryhq/ferry/plugins/tcp",
 		// For the portal over a QUIC hop.
-		filepath.Join(e.plugin, "portal-tcp"): "github.com/ferryhq/ferry/plugins/portal-tcp",
-	} {
-		if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", pkg, err, b)
-		}
-	}
-	t.Cleanup(func() { e.run("node", "delete", "--all") })
-	return e
-}
-
-func (e *cliEnv) run(args ...string) (string, string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, e.ferry, args...)
-	cmd.Env = append(os.Environ(), "FERRY_HOME="+e.home, "FERRY_PLUGIN_DIR="+e.plugin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	return out.String(), errb.String(), err
-}
-
-func (e *cliEnv) ok(args ...string) string {
-	e.t.Helper()
-	out, errs, err := e.run(args...)
-	if err != nil {
-		e.t.Fatalf("ferry %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, out, errs)
-	}
-	return out
+		"portal-tcp": "github.com/ferryhq/ferry/plugins/portal-tcp",
+	})
 }
 
 type cliListener struct {
@@ -85,10 +45,10 @@ func TestCLI(t *testing.T) {
 	}
 	e := buildCLI(t)
 	for _, n := range []string{"n1", "n2", "n3"} {
-		e.ok("node", "create", n)
+		e.OK("node", "create", n)
 	}
 	var l cliListener
-	out := e.ok("listener", "create", "127.0.0.1:0", "--at", "n2", "--transport", "quic", "--output", "json")
+	out := e.OK("listener", "create", "127.0.0.1:0", "--at", "n2", "--transport", "quic", "--output", "json")
 	if err := json.Unmarshal([]byte(out), &l); err != nil {
 		t.Fatalf("listener create --output json: %v\n%s", err, out)
 	}
@@ -96,7 +56,7 @@ func TestCLI(t *testing.T) {
 		t.Fatalf("listener create: %+v", l)
 	}
 	// The fingerprint, as a user reads it.
-	out = e.ok("listener", "show", l.Address, "--at", "n2")
+	out = e.OK("listener", "show", l.Address, "--at", "n2")
 	fp := regexp.MustCompile(`fingerprint:\s+(sha256:[0-9a-f]{64})`).FindStringSubmatch(out)
 	if fp == nil {
 		t.Fatalf("listener show prints no fingerprint:\n%s", out)
@@ -106,28 +66,28 @@ func TestCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	out = e.ok("connection", "create", "--from", "n1", "--transport", "quic", "--to", l.Address, "--setting", "pin="+pin)
+	out = e.OK("connection", "create", "--from", "n1", "--transport", "quic", "--to", l.Address, "--setting", "pin="+pin)
 	w := regexp.MustCompile(`/worker/[0-9a-f]+`).FindString(out)
 	if w == "" {
 		t.Fatalf("connection create printed %q; want a /worker/ID", out)
 	}
-	out = e.ok("message", "send", "hello", "--from", "n1", "--to", w+"/service/uppercase")
+	out = e.OK("message", "send", "hello", "--from", "n1", "--to", w+"/service/uppercase")
 	if strings.TrimSpace(out) != "HELLO" {
 		t.Fatalf("message send via %s printed %q, want HELLO", w, out)
 	}
 	// n1's quic transport has the pin, so a route naming the address works.
-	out = e.ok("message", "send", "direct", "--from", "n1", "--to", "/quic/"+l.Address+"/service/uppercase")
+	out = e.OK("message", "send", "direct", "--from", "n1", "--to", "/quic/"+l.Address+"/service/uppercase")
 	if strings.TrimSpace(out) != "DIRECT" {
 		t.Fatalf("message send over /quic/%s printed %q", l.Address, out)
 	}
 	// n3 has no pin setting: the address carries it.
-	out = e.ok("message", "send", "pinned in the address", "--from", "n3", "--to", "/quic/"+l.Address+"#"+pin+"/service/uppercase")
+	out = e.OK("message", "send", "pinned in the address", "--from", "n3", "--to", "/quic/"+l.Address+"#"+pin+"/service/uppercase")
 	if strings.TrimSpace(out) != "PINNED IN THE ADDRESS" {
 		t.Fatalf("message send with the pin in the address printed %q", out)
 	}
 	// A wrong pin is refused and says so.
 	wrong := "sha256:" + strings.Repeat("0", 64)
-	o, errs, err := e.run("message", "send", "nope", "--from", "n3", "--to", "/quic/"+l.Address+"#"+wrong+"/service/uppercase", "--timeout", "10s")
+	o, errs, err := e.Run("message", "send", "nope", "--from", "n3", "--to", "/quic/"+l.Address+"#"+wrong+"/service/uppercase", "--timeout", "10s")
 	if err == nil {
 		t.Fatalf("a message over a wrong pin was answered: %q", o)
 	}
@@ -135,11 +95,11 @@ func TestCLI(t *testing.T) {
 		t.Errorf("the wrong-pin error does not name both fingerprints: %s", errs)
 	}
 	t.Logf("wrong pin: %s", strings.TrimSpace(errs))
-	out = e.ok("node", "show", "n2")
+	out = e.OK("node", "show", "n2")
 	if !strings.Contains(out, "quic") {
 		t.Errorf("node show n2 does not list the quic listener:\n%s", out)
 	}
-	e.ok("node", "delete", "--all")
+	e.OK("node", "delete", "--all")
 
 	// The topology file, on a free port, with a certificate made here.
 	dir := t.TempDir()
@@ -153,11 +113,11 @@ func TestCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	vars := []string{"--var", "n2_port=0", "--var", "cert_file=" + certFile, "--var", "key_file=" + keyFile, "--var", "pin=" + filePin}
-	e.ok("validate", file)
-	e.ok(append([]string{"up", file}, vars...)...)
-	t.Cleanup(func() { e.run(append([]string{"down", file}, vars...)...) })
+	e.OK("validate", file)
+	e.OK(append([]string{"up", file}, vars...)...)
+	t.Cleanup(func() { e.Run(append([]string{"down", file}, vars...)...) })
 	var ls []cliListener
-	out = e.ok("listener", "list", "--at", "n2", "--output", "json")
+	out = e.OK("listener", "list", "--at", "n2", "--output", "json")
 	if err := json.Unmarshal([]byte(out), &ls); err != nil {
 		t.Fatalf("listener list --output json: %v\n%s", err, out)
 	}
@@ -170,11 +130,11 @@ func TestCLI(t *testing.T) {
 	if addr == "" {
 		t.Fatalf("configs/quic.hcl: n2 has no quic listener: %s", out)
 	}
-	out = e.ok("message", "send", "from the file", "--from", "n1", "--to", "/quic/"+addr+"/service/uppercase")
+	out = e.OK("message", "send", "from the file", "--from", "n1", "--to", "/quic/"+addr+"/service/uppercase")
 	if strings.TrimSpace(out) != "FROM THE FILE" {
 		t.Fatalf("message over configs/quic.hcl printed %q", out)
 	}
-	e.ok(append([]string{"down", file}, vars...)...)
+	e.OK(append([]string{"down", file}, vars...)...)
 }
 
 // TestPortalOverQUIC carries HTTP through a portal whose hop is QUIC: an
@@ -192,16 +152,16 @@ func TestPortalOverQUIC(t *testing.T) {
 	target := strings.TrimPrefix(srv.URL, "http://")
 
 	e := buildCLI(t)
-	e.ok("node", "create", "n1")
-	e.ok("node", "create", "n2")
+	e.OK("node", "create", "n1")
+	e.OK("node", "create", "n2")
 	var l cliListener
-	out := e.ok("listener", "create", "127.0.0.1:0", "--at", "n2", "--transport", "quic", "--allow", "outlet", "--output", "json")
+	out := e.OK("listener", "create", "127.0.0.1:0", "--at", "n2", "--transport", "quic", "--allow", "outlet", "--output", "json")
 	if err := json.Unmarshal([]byte(out), &l); err != nil {
 		t.Fatalf("listener create --output json: %v\n%s", err, out)
 	}
 	pin := l.Properties["fingerprint"]
 	if pin == "" {
-		out = e.ok("listener", "show", l.Address, "--at", "n2", "--output", "json")
+		out = e.OK("listener", "show", l.Address, "--at", "n2", "--output", "json")
 		if err := json.Unmarshal([]byte(out), &l); err != nil {
 			t.Fatal(err)
 		}
@@ -210,19 +170,19 @@ func TestPortalOverQUIC(t *testing.T) {
 	if pin == "" {
 		t.Fatalf("no fingerprint in listener show: %s", out)
 	}
-	out = e.ok("connection", "create", "--from", "n1", "--transport", "quic", "--to", l.Address+"#"+pin)
+	out = e.OK("connection", "create", "--from", "n1", "--transport", "quic", "--to", l.Address+"#"+pin)
 	w := regexp.MustCompile(`/worker/[0-9a-f]+`).FindString(out)
 	if w == "" {
 		t.Fatalf("connection create printed %q; want a /worker/ID", out)
 	}
-	e.ok("tcp-outlet", "create", "--at", "n2", "--from", "/service/outlet", "--to", target)
+	e.OK("tcp-outlet", "create", "--at", "n2", "--from", "/service/outlet", "--to", target)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	inlet := ln.Addr().String()
 	ln.Close()
-	e.ok("tcp-inlet", "create", "--at", "n1", "--from", inlet, "--to", w+"/service/outlet")
+	e.OK("tcp-inlet", "create", "--at", "n1", "--from", inlet, "--to", w+"/service/outlet")
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	for i := 0; i < 3; i++ {
 		resp, err := client.Get("http://" + inlet + "/")
@@ -245,15 +205,15 @@ func TestRelayOverQUIC(t *testing.T) {
 		t.Skip("builds the ferry binary")
 	}
 	e := buildCLI(t)
-	e.ok("node", "create", "n2")
-	e.ok("node", "create", "n3")
-	e.ok("service", "start", "hop", "--at", "n3")
+	e.OK("node", "create", "n2")
+	e.OK("node", "create", "n3")
+	e.OK("service", "start", "hop", "--at", "n3")
 	var l cliListener
-	out := e.ok("listener", "create", "127.0.0.1:0", "--at", "n2", "--transport", "quic", "--output", "json")
+	out := e.OK("listener", "create", "127.0.0.1:0", "--at", "n2", "--transport", "quic", "--output", "json")
 	if err := json.Unmarshal([]byte(out), &l); err != nil {
 		t.Fatalf("listener create --output json: %v\n%s", err, out)
 	}
-	out = e.ok("listener", "show", l.Address, "--at", "n2", "--output", "json")
+	out = e.OK("listener", "show", l.Address, "--at", "n2", "--output", "json")
 	if err := json.Unmarshal([]byte(out), &l); err != nil {
 		t.Fatal(err)
 	}
@@ -261,17 +221,17 @@ func TestRelayOverQUIC(t *testing.T) {
 	if pin == "" {
 		t.Fatalf("no fingerprint in listener show: %s", out)
 	}
-	out = e.ok("relay", "create", "n3", "--at", "/quic/"+l.Address+"#"+pin, "--to", "/node/n3")
+	out = e.OK("relay", "create", "n3", "--at", "/quic/"+l.Address+"#"+pin, "--to", "/node/n3")
 	if !strings.Contains(out, "forward_to_n3") {
 		t.Fatalf("relay create printed %q", out)
 	}
-	e.ok("node", "create", "n1")
-	out = e.ok("connection", "create", "--from", "n1", "--transport", "quic", "--to", l.Address+"#"+pin)
+	e.OK("node", "create", "n1")
+	out = e.OK("connection", "create", "--from", "n1", "--transport", "quic", "--to", l.Address+"#"+pin)
 	w := regexp.MustCompile(`/worker/[0-9a-f]+`).FindString(out)
 	if w == "" {
 		t.Fatalf("connection create printed %q; want a /worker/ID", out)
 	}
-	out = e.ok("message", "send", "hello", "--from", "n1", "--to", w+"/service/forward_to_n3/service/uppercase")
+	out = e.OK("message", "send", "hello", "--from", "n1", "--to", w+"/service/forward_to_n3/service/uppercase")
 	if strings.TrimSpace(out) != "HELLO" {
 		t.Fatalf("message through the relay over QUIC printed %q, want HELLO", out)
 	}

@@ -1,64 +1,24 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"net/url"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ferryhq/ferry/internal/clitest"
+
 	"github.com/ferryhq/ferry/plugins/serial/nullmodem"
 )
 
-// cliEnv runs the ferry binary with its own FERRY_HOME and a plugin
-// directory holding the serial plugin (and tcp, for each node's default
-// listener).
-type cliEnv struct {
-	t                   *testing.T
-	ferry, home, plugin string
-}
-
-func buildCLI(t *testing.T) *cliEnv {
-	t.Helper()
-	dir := t.TempDir()
-	e := &cliEnv{t: t, ferry: filepath.Join(dir, "ferry"), home: filepath.Join(dir, "home"), plugin: filepath.Join(dir, "plugins")}
-	for out, pkg := range map[string]string{
-		e.ferry:                           "github.com/ferryhq/ferry/host/cmd/ferry",
-		filepath.Join(e.plugin, "serial"): ".",
-		filepath.Join(e.plugin, "tcp"):    "github.com/ferryhq/ferry/plugins/tcp",
-	} {
-		if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", pkg, err, b)
-		}
-	}
-	t.Cleanup(func() { e.run("node", "delete", "--all") })
-	return e
-}
-
-func (e *cliEnv) run(args ...string) (string, string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, e.ferry, args...)
-	cmd.Env = append(os.Environ(), "FERRY_HOME="+e.home, "FERRY_PLUGIN_DIR="+e.plugin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	return out.String(), errb.String(), err
-}
-
-func (e *cliEnv) ok(args ...string) string {
-	e.t.Helper()
-	out, errs, err := e.run(args...)
-	if err != nil {
-		e.t.Fatalf("ferry %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, out, errs)
-	}
-	return out
+// buildCLI builds ferry and the plugins this test drives.
+func buildCLI(t *testing.T) *clitest.Env {
+	return clitest.New(t, map[string]string{
+		"serial": ".", "tcp": "github.com/ferryhq/ferry/plugins/tcp",
+	})
 }
 
 // TestCLI drives the ferry command as a user would over a null-modem pair
@@ -77,41 +37,41 @@ func TestCLI(t *testing.T) {
 	defer nm.Close()
 	devA, devB := nm.Path(0), nm.Path(1)
 
-	e.ok("node", "create", "n1")
-	e.ok("node", "create", "n2")
+	e.OK("node", "create", "n1")
+	e.OK("node", "create", "n2")
 	var l struct {
 		Transport string `json:"transport"`
 		Address   string `json:"address"`
 		Up        bool   `json:"up"`
 	}
-	out := e.ok("listener", "create", devB, "--at", "n2", "--transport", "serial", "--output", "json")
+	out := e.OK("listener", "create", devB, "--at", "n2", "--transport", "serial", "--output", "json")
 	if err := json.Unmarshal([]byte(out), &l); err != nil {
 		t.Fatalf("listener create --output json: %v\n%s", err, out)
 	}
 	if l.Transport != "serial" || !l.Up || l.Address != devB {
 		t.Fatalf("listener create: %+v", l)
 	}
-	out = e.ok("connection", "create", "--from", "n1", "--transport", "serial", "--to", devA)
+	out = e.OK("connection", "create", "--from", "n1", "--transport", "serial", "--to", devA)
 	w := regexp.MustCompile(`/worker/[0-9a-f]+`).FindString(out)
 	if w == "" {
 		t.Fatalf("connection create printed %q; want a /worker/ID", out)
 	}
-	out = e.ok("message", "send", "hello", "--from", "n1", "--to", w+"/service/uppercase")
+	out = e.OK("message", "send", "hello", "--from", "n1", "--to", w+"/service/uppercase")
 	if strings.TrimSpace(out) != "HELLO" {
 		t.Fatalf("message send via %s printed %q, want HELLO", w, out)
 	}
-	out = e.ok("node", "show", "n2")
+	out = e.OK("node", "show", "n2")
 	if !strings.Contains(out, "serial") {
 		t.Errorf("node show n2 does not list the serial listener:\n%s", out)
 	}
 	// The transport's counters, as the plugin reports them.
-	out = e.ok("listener", "show", devB, "--at", "n2")
+	out = e.OK("listener", "show", devB, "--at", "n2")
 	for _, c := range []string{"frames_in", "crc_errors", "resyncs", "oversized_frames", "reassembly_timeouts", "opens"} {
 		if !strings.Contains(out, c) {
 			t.Errorf("listener show lacks the counter %s:\n%s", c, out)
 		}
 	}
-	e.ok("node", "delete", "--all")
+	e.OK("node", "delete", "--all")
 
 	// The topology file, on the same two devices. The listener re-opens
 	// its device after the nodes above let go of it.
@@ -120,14 +80,14 @@ func TestCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	vars := []string{"--var", "n1_device=" + devA, "--var", "n2_device=" + devB}
-	e.ok(append([]string{"validate", file}, vars...)...)
-	e.ok(append([]string{"up", file}, vars...)...)
-	t.Cleanup(func() { e.run(append([]string{"down", file}, vars...)...) })
+	e.OK(append([]string{"validate", file}, vars...)...)
+	e.OK(append([]string{"up", file}, vars...)...)
+	t.Cleanup(func() { e.Run(append([]string{"down", file}, vars...)...) })
 	// Through n1's connection worker, as listed, and by n1's device path.
 	route := "/serial/" + url.PathEscape(devA) + "/service/uppercase"
 	deadline := time.Now().Add(30 * time.Second)
 	for try := 1; ; try++ {
-		out, errs, err := e.run("message", "send", "from the file", "--from", "n1", "--to", route)
+		out, errs, err := e.Run("message", "send", "from the file", "--from", "n1", "--to", route)
 		if err == nil && strings.TrimSpace(out) == "FROM THE FILE" {
 			t.Logf("configs/serial.hcl: %s answered on try %d", route, try)
 			break
@@ -140,5 +100,5 @@ func TestCLI(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	e.ok(append([]string{"down", file}, vars...)...)
+	e.OK(append([]string{"down", file}, vars...)...)
 }
