@@ -139,8 +139,10 @@ type Listener struct {
 	// was bound), when that differs from Address.
 	Requested string `json:"requested,omitempty"`
 	// Up is false while the listener is being re-opened (its plugin
-	// restarting).
-	Up bool `json:"up"`
+	// restarting); State says the same in the words node status uses
+	// (UP, DOWN).
+	Up    bool   `json:"up"`
+	State string `json:"state"`
 	// Default marks the node's own listener (the first of node create),
 	// the one /node/NAME routes from other nodes prefer.
 	Default bool `json:"default"`
@@ -175,6 +177,7 @@ type Connection struct {
 	Worker      string   `json:"worker"`
 	Allow       []string `json:"allow"`
 	Up          bool     `json:"up"`
+	State       string   `json:"state"` // UP or DOWN, as Up says
 	// Accepted is true for links a listener accepted (not dialled here).
 	Accepted bool `json:"accepted"`
 }
@@ -185,6 +188,14 @@ const (
 	StateDown     = "DOWN"
 	StateDegraded = "DEGRADED"
 )
+
+// UpDown is StateUp or StateDown.
+func UpDown(up bool) string {
+	if up {
+		return StateUp
+	}
+	return StateDown
+}
 
 // PluginState is a supervised plugin's state on a node.
 type PluginState struct {

@@ -220,7 +220,7 @@ func (l *links) listen(ctx context.Context, name string, req api.CreateRequest, 
 func (l *links) listenerInfo(b *transports.Binding, plugin string, li transports.ListenerInfo, details bool) api.Listener {
 	l.mu.Lock()
 	al := api.Listener{ID: li.ID, Name: l.names[li.ID], Transport: plugin, AddressType: b.Transport().Info().AddressType,
-		Address: li.Address, Requested: l.requested[li.ID], Up: li.Up, Default: li.ID == l.defaultID, Allow: []string{}}
+		Address: li.Address, Requested: l.requested[li.ID], Up: li.Up, State: api.UpDown(li.Up), Default: li.ID == l.defaultID, Allow: []string{}}
 	l.mu.Unlock()
 	for _, a := range li.Allowed {
 		al.Allow = append(al.Allow, addrText(a))
@@ -271,7 +271,7 @@ func (l *links) closeListener(ctx context.Context, id string) error {
 
 func (l *links) connInfo(b *binding, c transports.ConnectionInfo) api.Connection {
 	ac := api.Connection{ID: c.ID, Name: l.nameOf(c.ID), Transport: b.plugin, AddressType: b.b.Transport().Info().AddressType,
-		Remote: c.Remote, Local: c.Local, Worker: c.Worker.String(), Up: c.Up, Accepted: c.Listener != "", Allow: []string{}}
+		Remote: c.Remote, Local: c.Local, Worker: c.Worker.String(), Up: c.Up, State: api.UpDown(c.Up), Accepted: c.Listener != "", Allow: []string{}}
 	for _, a := range c.Allowed {
 		ac.Allow = append(ac.Allow, addrText(a))
 	}

@@ -20,6 +20,7 @@ type listenerJSON struct {
 	Address     string            `json:"address"`
 	Allow       []string          `json:"allow"`
 	Up          bool              `json:"up"`
+	State       string            `json:"state"`
 	Default     bool              `json:"default"`
 	Properties  map[string]string `json:"properties"`
 }
@@ -49,7 +50,7 @@ func TestListenerAndConnectionOfAnyTransport(t *testing.T) {
 	e.ok("node", "create", "u1")
 	var ls []listenerJSON
 	e.json(&ls, "listener", "list", "--at", "u2")
-	if len(ls) != 1 || ls[0].Transport != "unix" || ls[0].Address != sock || !ls[0].Default || !ls[0].Up {
+	if len(ls) != 1 || ls[0].Transport != "unix" || ls[0].Address != sock || !ls[0].Default || !ls[0].Up || ls[0].State != "UP" {
 		t.Fatalf("listener list --at u2: %+v", ls)
 	}
 	// /node/u2 from u1 resolves to u2's unix listener, the only one.
