@@ -15,6 +15,7 @@ SHELL := /bin/bash
 GO        ?= go
 BIN       ?= bin
 FUZZTIME  ?= 3s
+FUZZJOBS  ?= 2
 TESTFLAGS ?=
 TIMEOUT   ?= 12m
 # staticcheck runs at this pinned release (go run fetches it from the module
@@ -50,15 +51,20 @@ unit:
 	$(GO) test -race -count=1 -timeout $(TIMEOUT) $(TESTFLAGS) ./...
 
 # Every `func FuzzXxx` in a *_test.go file is run for $(FUZZTIME) in its
-# package, on top of its seed corpus under testdata/fuzz/.
+# package, on top of its seed corpus under testdata/fuzz/. Targets run
+# $(FUZZJOBS) at a time with one fuzzing worker each (a run is mostly
+# waiting out FUZZTIME and compiling); a failure prints the target's output
+# and stops the rest.
 fuzz:
 	@{ grep -rl --include='*_test.go' --exclude-dir=.git --exclude-dir=vendor '^func Fuzz' . || true; } | sort | while read -r f; do \
 		dir=$$(dirname "$$f"); \
-		for name in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' "$$f"); do \
-			echo "fuzz $$dir $$name ($(FUZZTIME))"; \
-			$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) "./$${dir#./}" || exit 1; \
-		done; \
-	done
+		for name in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' "$$f"); do echo "$$dir $$name"; done; \
+	done | xargs -P $(FUZZJOBS) -L 1 sh -c ' \
+		if out=$$($(GO) test -run "^$$" -fuzz "^$$1\$$" -fuzztime $(FUZZTIME) -parallel 1 "./$${0#./}" 2>&1); then \
+			echo "fuzz $$0 $$1 ($(FUZZTIME)): ok"; \
+		else \
+			echo "$$out"; echo "fuzz $$0 $$1: FAILED"; exit 255; \
+		fi'
 
 bench:
 	$(GO) run ./host/cmd/ferrybench $(BENCHFLAGS)

@@ -90,6 +90,11 @@ func (s *Server) Close(ctx context.Context) error {
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
+	// Unknown routes get a JSON error like every other reply, not the
+	// mux's plain-text 404 (an older ferry may ask for a route that moved).
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.reply(w, nil, &StatusError{Code: http.StatusNotFound, Err: fmt.Errorf("no API route %s %s; this node may run another ferry version (ferry version)", r.Method, r.URL.Path)})
+	})
 	mux.HandleFunc("GET /v1/status", read(s, s.b.Status))
 	mux.HandleFunc("GET /v1/workers", read(s, s.b.Workers))
 	mux.HandleFunc("GET /v1/services", read(s, s.b.Services))

@@ -297,7 +297,7 @@ func FuzzAPIRequest(f *testing.F) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", h.SocketPath("fz"))
 	}}}
-	paths := []string{"/v1/messages", "/v1/services", "/v1/tcp-listeners", "/v1/tcp-connections"}
+	paths := []string{"/v1/messages", "/v1/services", "/v1/listeners", "/v1/connections", "/v1/no-such-route"}
 	f.Fuzz(func(t *testing.T, body string, which uint8) {
 		// A message to a worker that never replies waits for its timeout;
 		// the client gives up early, which cancels the call on the node.
