@@ -169,7 +169,9 @@ func TestPluginDiesWithHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(self, "-test.run=^$")
-	cmd.Env = append(os.Environ(), "FERRY_TEST_PORTAL_HOST="+pluginBin)
+	// The helper host is killed, so it cannot remove its plugin's socket
+	// directory: give it a temp directory the test removes.
+	cmd.Env = append(os.Environ(), "FERRY_TEST_PORTAL_HOST="+pluginBin, "TMPDIR="+t.TempDir())
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
