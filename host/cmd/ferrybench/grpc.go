@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -101,7 +102,44 @@ func runGRPC(ctx context.Context, cfg config) (*table, error) {
 		t.add(fmtSize(tc.size), fmt.Sprint(batch), fmtRate(pr), fmtMBps(pr*sz), fmtDur(pcpu), fmtRate(nr), fmtMBps(nr*sz), fmtDur(ncpu),
 			fmtRate(ur), fmtMBps(ur*sz), fmtDur(ucpu), fmtRatio(pr, ur), fmtRatio(nr, ur))
 	}
+	// Latency: one 64 B packet at a time, host → plugin → host. Every
+	// portal path's round trip pays this crossing at each plugin boundary.
+	rounds := 20_000
+	if cfg.quick {
+		rounds = 500
+	}
+	var pl, nl, ul latencies
+	pcpu, err := cpuPerMsg(rounds, c.Pid(), func() (err error) {
+		pl, err = grpcPingPong(ctx, c.Transport(), rounds)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("plugin 64 B round trips: %w", err)
+	}
+	ncpu, err := cpuPerMsg(rounds, plain.Pid(), func() (err error) {
+		nl, err = grpcPingPong(ctx, plain.Transport(), rounds)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("plugin 64 B round trips over gRPC streams: %w", err)
+	}
+	ucpu, err := cpuPerMsg(rounds, echo.cmd.Process.Pid, func() (err error) {
+		ul, err = echo.pingPong(ctx, rounds)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("unix 64 B round trips: %w", err)
+	}
+	for _, q := range []struct {
+		name string
+		p    float64
+	}{{"RTT p50", 0.50}, {"RTT p99", 0.99}} {
+		pv, nv, uv := pl.at(q.p), nl.at(q.p), ul.at(q.p)
+		t.add("64 B "+q.name, "1", fmtDur(pv), "-", fmtDur(pcpu), fmtDur(nv), "-", fmtDur(ncpu), fmtDur(uv), "-", fmtDur(ucpu),
+			fmtRatio(float64(pv), float64(uv)), fmtRatio(float64(nv), float64(uv)))
+	}
 	t.note("messages/s = payloads echoed per second (each crosses the boundary twice); MB/s counts one direction")
+	t.note("RTT rows: one 64 B packet echoed at a time (%d round trips), latency percentiles in the msg/s columns, CPU per round trip; their ratio columns are latency × unix (lower is better)", rounds)
 	t.note("CPU/msg = CPU time of both processes (host + plugin or echo process) per message, from /proc; less sensitive to a busy machine than the rates")
 	t.note("plugin = the production setup (link data on the private data channel, control on go-plugin gRPC with AutoMTLS); gRPC = same plugin with DisableDataChannel (data on gRPC streams with TLS, the fallback); unix = plain Unix socket echo process")
 	t.note("targets: ≥ 1M msg/s at 64 B and ≥ 1 GB/s at 64 KiB through the plugin")
@@ -168,6 +206,46 @@ func grpcEcho(ctx context.Context, tr transport.Transport, tc grpcCase, batch in
 		return 0, err
 	}
 	return float64(tc.count) / el.Seconds(), nil
+}
+
+// latencies are round-trip times, sorted.
+type latencies []time.Duration
+
+func (l latencies) at(p float64) time.Duration {
+	if len(l) == 0 {
+		return 0
+	}
+	return l[min(len(l)-1, int(p*float64(len(l))))]
+}
+
+// grpcPingPong echoes one 64 B packet at a time over an echo link, rounds
+// times, and returns the sorted round-trip times.
+func grpcPingPong(ctx context.Context, tr transport.Transport, rounds int) (latencies, error) {
+	link, err := tr.Dial(ctx, "echo")
+	if err != nil {
+		return nil, err
+	}
+	defer link.Close()
+	packets := [][]byte{make([]byte, 64)}
+	out := make(latencies, 0, rounds)
+	for i := -rounds / 10; i < rounds; i++ { // the first tenth warms up
+		start := time.Now()
+		if err := link.Send(ctx, packets); err != nil {
+			return nil, err
+		}
+		for got := 0; got < 1; {
+			ps, err := link.Recv(ctx)
+			if err != nil {
+				return nil, err
+			}
+			got += len(ps)
+		}
+		if i >= 0 {
+			out = append(out, time.Since(start))
+		}
+	}
+	slices.Sort(out)
+	return out, nil
 }
 
 // unixEcho is the baseline's echo process (the test plugin binary in its
@@ -265,6 +343,40 @@ func (e *unixEcho) run(ctx context.Context, tc grpcCase, batch int) (float64, er
 		return 0, err
 	}
 	return float64(tc.count) / el.Seconds(), nil
+}
+
+// pingPong is grpcPingPong over the Unix socket echo.
+func (e *unixEcho) pingPong(ctx context.Context, rounds int) (latencies, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", e.path)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	msg := binary.AppendUvarint(nil, 64)
+	msg = append(msg, make([]byte, 64)...)
+	in := make([]byte, len(msg))
+	out := make(latencies, 0, rounds)
+	for i := -rounds / 10; i < rounds; i++ {
+		start := time.Now()
+		if _, err := conn.Write(msg); err != nil {
+			return nil, err
+		}
+		if _, err := io.ReadFull(conn, in); err != nil {
+			return nil, err
+		}
+		if in[0] != 64 {
+			return nil, fmt.Errorf("echo returned a %d-byte packet, sent 64", in[0])
+		}
+		if i >= 0 {
+			out = append(out, time.Since(start))
+		}
+	}
+	slices.Sort(out)
+	return out, nil
 }
 
 // cpuPerMsg runs f and returns the CPU time this process and process pid
