@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"runtime/pprof"
 	"sync"
 	"time"
 
@@ -76,15 +78,15 @@ func runPortal(ctx context.Context, cfg config) (*table, error) {
 	if err != nil {
 		return nil, fmt.Errorf("direct TCP: %w", err)
 	}
-	one, err := benchOneNode(ctx, sz, portalBin, target)
+	one, err := profiled("one", func() (portalResult, error) { return benchOneNode(ctx, sz, portalBin, target) })
 	if err != nil {
 		return nil, fmt.Errorf("inlet → outlet on one node: %w", err)
 	}
-	two, err := benchTwoNodes(ctx, sz, portalBin, tcpBin, target)
+	two, err := profiled("two", func() (portalResult, error) { return benchTwoNodes(ctx, sz, portalBin, tcpBin, target) })
 	if err != nil {
 		return nil, fmt.Errorf("inlet on n1 → TCP → outlet on n2: %w", err)
 	}
-	relay, err := benchRelay(ctx, sz, portalBin, tcpBin, target)
+	relay, err := profiled("relay", func() (portalResult, error) { return benchRelay(ctx, sz, portalBin, tcpBin, target) })
 	if err != nil {
 		return nil, fmt.Errorf("relay path n1 → n2 → n3: %w", err)
 	}
@@ -118,6 +120,43 @@ func runPortal(ctx context.Context, cfg config) (*table, error) {
 	t.note("relay: n3 dials n2 and registers forward_to_n3 at n2's relay service; n1's inlet routes /worker/<n1→n2>/service/forward_to_n3/service/outlet")
 	t.note("in-process row: the same one-node path with tcpportal in this process (no plugin boundary), for what the gRPC crossings cost")
 	return t, nil
+}
+
+// profiled runs one path's measurements; with FERRYBENCH_PROFILE set to a
+// directory it writes this process's CPU, block and allocation profiles
+// of that path there (NAME.cpu.pprof, NAME.block.pprof, NAME.alloc.pprof).
+// The plugins are other processes and are not in them. Block and
+// allocation profiles are cumulative over the run: read a later path's
+// with -base set to the earlier one's.
+func profiled(name string, run func() (portalResult, error)) (portalResult, error) {
+	dir := os.Getenv("FERRYBENCH_PROFILE")
+	if dir == "" {
+		return run()
+	}
+	cpu, err := os.Create(filepath.Join(dir, name+".cpu.pprof"))
+	if err != nil {
+		return portalResult{}, err
+	}
+	defer cpu.Close()
+	if err := pprof.StartCPUProfile(cpu); err != nil {
+		return portalResult{}, err
+	}
+	runtime.SetBlockProfileRate(10000) // one sample per 10 µs blocked
+	res, err := run()
+	pprof.StopCPUProfile()
+	runtime.SetBlockProfileRate(0)
+	for _, p := range []struct{ profile, file string }{{"block", "block"}, {"allocs", "alloc"}} {
+		f, ferr := os.Create(filepath.Join(dir, name+"."+p.file+".pprof"))
+		if ferr != nil {
+			return res, ferr
+		}
+		werr := pprof.Lookup(p.profile).WriteTo(f, 0)
+		f.Close()
+		if werr != nil {
+			return res, werr
+		}
+	}
+	return res, err
 }
 
 type sweepResult struct {
