@@ -12,6 +12,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/ferryhq/ferry/internal/streamframe"
 	"github.com/ferryhq/ferry/sdk/transport"
 )
 
@@ -49,12 +50,12 @@ type link struct {
 	// Writing side. wsem is a one-slot semaphore rather than a mutex so a
 	// Send waiting for another writer still honours its context.
 	wsem chan struct{}
-	fw   frameWriter
+	fw   streamframe.Writer
 	werr error // sticky: the stream can no longer be trusted
 
 	// Reading side: one Recv at a time.
 	rmu      sync.Mutex
-	fr       *frameReader
+	fr       *streamframe.Reader
 	out      [][]byte
 	rerr     error
 	pending  error     // a read error that came with bytes, reported once they are parsed
@@ -79,7 +80,7 @@ func newLink(conn *quic.Conn, str *quic.Stream, cfg config, local, peer string, 
 		peer:  peer,
 		onEnd: onEnd,
 		wsem:  make(chan struct{}, 1),
-		fr:    newFrameReader(str, cfg.maxMessageSize, minReadBuffer),
+		fr:    streamframe.NewReader(str, cfg.maxMessageSize, streamframe.MinReadBuffer, nil, frameErrors),
 		done:  make(chan struct{}),
 
 		progress: time.Now(),
@@ -144,14 +145,14 @@ func (l *link) Send(ctx context.Context, packets [][]byte) error {
 			}
 		}()
 	}
-	vec := l.fw.build(packets)
+	vec := l.fw.Build(packets)
 	var err error
 	for _, b := range vec {
 		if _, err = l.str.Write(b); err != nil {
 			break
 		}
 	}
-	l.fw.release()
+	l.fw.Release()
 	if err != nil {
 		return l.failWrite(ctx, err)
 	}
@@ -198,7 +199,7 @@ func (l *link) Recv(ctx context.Context) ([][]byte, error) {
 	if l.closed.Load() {
 		return nil, transport.ErrClosed
 	}
-	l.fr.shrink(minReadBuffer)
+	l.fr.Shrink(streamframe.MinReadBuffer)
 	var stop func() bool
 	defer func() {
 		if stop != nil {
@@ -208,7 +209,7 @@ func (l *link) Recv(ctx context.Context) ([][]byte, error) {
 	}()
 	for {
 		for {
-			typ, p, ok, err := l.fr.next()
+			typ, p, ok, err := l.fr.Next()
 			if err != nil {
 				return l.failRead(fmt.Errorf("receive from %s: %w", l.peer, err), codeBadFrame)
 			}
@@ -239,7 +240,7 @@ func (l *link) Recv(ctx context.Context) ([][]byte, error) {
 			l.pending = nil
 			return l.readError(ctx, err)
 		}
-		partial := l.fr.e > l.fr.s
+		partial := l.fr.Buffered() > 0
 		if partial {
 			// QUIC keepalives keep a connection open whatever the stream
 			// does, so a peer that stops in the middle of a frame is caught
@@ -258,9 +259,9 @@ func (l *link) Recv(ctx context.Context) ([][]byte, error) {
 				_ = l.str.SetReadDeadline(time.Unix(1, 0))
 			}
 		}
-		n, err := l.fr.fill()
+		n, err := l.fr.Fill()
 		if n > 0 {
-			l.fr.advance(n)
+			l.fr.Advance(n)
 			l.progress = time.Now()
 		}
 		if partial {
@@ -384,7 +385,7 @@ func (l *link) Close() error {
 		ok := false
 		if l.werr == nil {
 			_ = l.str.SetWriteDeadline(time.Now().Add(closeGrace))
-			if _, err := l.str.Write(appendHeader(nil, frameClose, 0)); err == nil {
+			if _, err := l.str.Write(streamframe.AppendHeader(nil, frameClose, 0)); err == nil {
 				ok = l.str.Close() == nil
 			}
 			l.werr = transport.ErrClosed

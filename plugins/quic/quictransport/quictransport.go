@@ -61,6 +61,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/quic-go/quic-go"
 
+	"github.com/ferryhq/ferry/internal/streamframe"
 	"github.com/ferryhq/ferry/sdk/routing"
 	"github.com/ferryhq/ferry/sdk/transport"
 )
@@ -485,7 +486,7 @@ func (t *Transport) Dial(ctx context.Context, address string) (transport.Link, e
 	if err == nil {
 		// The stream exists for the listener only once data is sent on it.
 		_ = str.SetWriteDeadline(time.Now().Add(cfg.handshakeTimeout))
-		_, err = str.Write(appendHeader(nil, frameOpen, 0))
+		_, err = str.Write(streamframe.AppendHeader(nil, frameOpen, 0))
 		_ = str.SetWriteDeadline(time.Time{})
 	}
 	if err != nil {

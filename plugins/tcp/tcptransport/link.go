@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ferryhq/ferry/internal/streamframe"
 	"github.com/ferryhq/ferry/sdk/transport"
 )
 
@@ -48,13 +49,13 @@ type link struct {
 	// is a one-slot semaphore rather than a mutex so a Send waiting for
 	// another writer still honours its context.
 	wsem      chan struct{}
-	fw        frameWriter
+	fw        streamframe.Writer
 	lastWrite atomic.Int64 // unix nanos of the last frame written
 	werr      error        // sticky: the byte stream can no longer be trusted
 
 	// Reading side: one Recv at a time.
 	rmu      sync.Mutex
-	fr       *frameReader
+	fr       *streamframe.Reader
 	out      [][]byte
 	rerr     error // sticky, returned once buffered frames were delivered
 	lastRead time.Time
@@ -70,7 +71,7 @@ type link struct {
 	done      chan struct{}
 }
 
-func newLink(conn *net.TCPConn, cfg config, mem *memBudget, onEnd func(*link)) *link {
+func newLink(conn *net.TCPConn, cfg config, mem *streamframe.Budget, onEnd func(*link)) *link {
 	_ = conn.SetNoDelay(true)
 	_ = conn.SetKeepAliveConfig(net.KeepAliveConfig{
 		Enable:   true,
@@ -85,7 +86,7 @@ func newLink(conn *net.TCPConn, cfg config, mem *memBudget, onEnd func(*link)) *
 		peer:     conn.RemoteAddr().String(),
 		onEnd:    onEnd,
 		wsem:     make(chan struct{}, 1),
-		fr:       newFrameReader(conn, cfg.maxMessageSize, cfg.bufferSize, mem),
+		fr:       streamframe.NewReader(conn, cfg.maxMessageSize, cfg.bufferSize, mem, frameErrors),
 		lastRead: time.Now(),
 		done:     make(chan struct{}),
 	}
@@ -139,9 +140,9 @@ func (l *link) Send(ctx context.Context, packets [][]byte) error {
 			}
 		}()
 	}
-	vec := l.fw.build(packets)
+	vec := l.fw.Build(packets)
 	_, err := vec.WriteTo(l.conn)
-	l.fw.release()
+	l.fw.Release()
 	if err != nil {
 		return l.failWrite(ctx, err)
 	}
@@ -177,7 +178,7 @@ func (l *link) Recv(ctx context.Context) ([][]byte, error) {
 	if l.closed.Load() {
 		return nil, transport.ErrClosed
 	}
-	l.fr.shrink(l.cfg.bufferSize)
+	l.fr.Shrink(l.cfg.bufferSize)
 	var stop func() bool
 	defer func() {
 		if stop != nil {
@@ -186,7 +187,7 @@ func (l *link) Recv(ctx context.Context) ([][]byte, error) {
 	}()
 	for {
 		for {
-			typ, p, ok, err := l.fr.next()
+			typ, p, ok, err := l.fr.Next()
 			if err != nil {
 				return l.failRead(fmt.Errorf("receive from %s: %w", l.peer, err))
 			}
@@ -219,7 +220,7 @@ func (l *link) Recv(ctx context.Context) ([][]byte, error) {
 			readBy = floor
 		}
 		var frameLeft time.Duration
-		need := l.fr.pending()
+		need := l.fr.Pending()
 		if need > 0 {
 			frameLeft = l.frameAllowance(need) - l.frameWait
 			if frameLeft <= 0 {
@@ -234,12 +235,12 @@ func (l *link) Recv(ctx context.Context) ([][]byte, error) {
 			return nil, err
 		}
 		waitStart := time.Now()
-		n, err := l.fr.fill()
+		n, err := l.fr.Fill()
 		if need > 0 {
 			l.frameWait += time.Since(waitStart)
 		}
 		if n > 0 {
-			l.fr.advance(n)
+			l.fr.Advance(n)
 			l.lastRead = time.Now()
 		}
 		if err == nil {
@@ -260,7 +261,7 @@ func (l *link) Recv(ctx context.Context) ([][]byte, error) {
 			}
 			// A frame past its allowance is caught at the top of the loop.
 		case errors.Is(err, io.EOF):
-			if l.fr.e > l.fr.s {
+			if l.fr.Buffered() > 0 {
 				return l.failRead(fmt.Errorf("receive from %s: connection ended in the middle of a frame: %w", l.peer, ErrPeerVanished))
 			}
 			return l.failRead(fmt.Errorf("receive from %s: %w", l.peer, ErrPeerVanished))
@@ -294,7 +295,7 @@ func (l *link) heartbeat() {
 	// intervals, well inside the peer's idle timeout (at least 2 intervals).
 	t := time.NewTicker(l.cfg.heartbeatInterval / 2)
 	defer t.Stop()
-	hb := appendHeader(nil, frameHeartbeat, 0)
+	hb := streamframe.AppendHeader(nil, frameHeartbeat, 0)
 	for {
 		select {
 		case <-l.done:
@@ -339,7 +340,7 @@ func (l *link) Close() error {
 		}
 		if l.werr == nil {
 			_ = l.conn.SetWriteDeadline(time.Now().Add(closeGrace))
-			if _, err := l.conn.Write(appendHeader(nil, frameClose, 0)); err == nil {
+			if _, err := l.conn.Write(streamframe.AppendHeader(nil, frameClose, 0)); err == nil {
 				_ = l.conn.CloseWrite()
 			}
 			l.werr = transport.ErrClosed
@@ -359,7 +360,7 @@ func (l *link) end(cause error) {
 		l.cause = cause
 		close(l.done)
 		_ = l.conn.Close()
-		l.fr.mem.release()
+		l.fr.Release()
 		if l.onEnd != nil {
 			l.onEnd(l)
 		}

@@ -41,6 +41,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ferryhq/ferry/internal/streamframe"
 	"github.com/ferryhq/ferry/sdk/routing"
 	"github.com/ferryhq/ferry/sdk/transport"
 )
@@ -124,7 +125,7 @@ type Transport struct {
 	closed     bool
 	listeners  map[*listener]struct{}
 	links      map[*link]struct{}
-	mem        memBudget // read buffer bytes beyond buffer_size, all links
+	mem        streamframe.Budget // read buffer bytes beyond buffer_size, all links
 }
 
 // New returns a TCP transport with default settings; Configure changes them.
@@ -136,7 +137,7 @@ func newTransport() *Transport {
 		listeners: map[*listener]struct{}{},
 		links:     map[*link]struct{}{},
 	}
-	t.mem.setLimit(int64(t.cfg.maxReceiveMemory))
+	t.mem.SetLimit(int64(t.cfg.maxReceiveMemory))
 	return t
 }
 
@@ -204,7 +205,7 @@ func (t *Transport) Configure(_ context.Context, settings map[string]string) err
 	}
 	t.cfg = cfg
 	t.configured = true
-	t.mem.setLimit(int64(cfg.maxReceiveMemory))
+	t.mem.SetLimit(int64(cfg.maxReceiveMemory))
 	return nil
 }
 
