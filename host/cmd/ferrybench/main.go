@@ -42,6 +42,7 @@ var sections = []section{
 	quicSection,
 	serialSection,
 	abuseSection,
+	idleSection,
 	mixedSection,
 }
 
