@@ -346,7 +346,7 @@ func TestKeepaliveAndIdleClose(t *testing.T) {
 	startService(t, n, "echo", services.Echo{})
 	path := &cuttable{}
 	startService(t, n, "path", path)
-	const every = 40 * time.Millisecond
+	const every = 100 * time.Millisecond // idle close after 300 ms: not within one scheduling hiccup of a loaded machine
 	lis, err := Listen(n, "", ListenerConfig{Config: Config{Identity: idR, Keepalive: every}, Allow: []string{"echo"}})
 	if err != nil {
 		t.Fatal(err)

@@ -60,6 +60,8 @@ const (
 	// DefaultRetransmit is the first handshake retransmission interval.
 	DefaultRetransmit = 500 * time.Millisecond
 	maxRetransmit     = 2 * time.Second
+	// DefaultProbeTimeout is Config.ProbeTimeout's default.
+	DefaultProbeTimeout = 3 * time.Second
 )
 
 // Errors callers can test with errors.Is.
@@ -103,6 +105,14 @@ type Config struct {
 	// gone for good) does not leave a worker behind. Default
 	// DefaultKeepalive; negative disables both.
 	Keepalive time.Duration
+	// ProbeTimeout: when an error message from the route arrives (the
+	// peer's node, or one on the way, could not deliver a frame: the peer
+	// restarted, a link broke), the channel sends the peer an encrypted
+	// probe, and closes if nothing valid comes back within ProbeTimeout.
+	// Error messages are not authenticated, so one never closes a channel
+	// by itself: a forged one costs a probe, at most one per ProbeTimeout.
+	// Default DefaultProbeTimeout.
+	ProbeTimeout time.Duration
 	// Logger receives the channel's logs. Default: the node's logger.
 	Logger hclog.Logger
 }
@@ -133,6 +143,9 @@ func (c *Config) validate(n *node.Node) error {
 	}
 	if c.Keepalive == 0 {
 		c.Keepalive = DefaultKeepalive
+	}
+	if c.ProbeTimeout <= 0 {
+		c.ProbeTimeout = DefaultProbeTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = n.Logger().Named("securechannel")
@@ -191,6 +204,7 @@ type channel struct {
 	snd      sender
 	lastSent atomic.Int64 // unix nanoseconds
 	lastRecv atomic.Int64
+	probing  atomic.Bool
 	rcv      receiver
 	reasm    reassembler
 	nextFrag uint32
@@ -242,6 +256,29 @@ func (ch *channel) keepalive() {
 	}
 }
 
+// probe asks an open channel's peer to prove it is still there and closes
+// the channel when nothing valid arrives within ProbeTimeout; one probe at a
+// time.
+func (ch *channel) probe() {
+	if ch.state.Load() != stateOpen || !ch.probing.CompareAndSwap(false, true) {
+		return
+	}
+	sent := time.Now().UnixNano()
+	ch.count(cProbes)
+	// The worker's own context: the probe must not fail because the sender
+	// that hit the broken route gave up.
+	if err := ch.sendData(ch.ctx, []byte{kindProbe}); err != nil {
+		ch.log.Debug("probe not sent", "error", err)
+	}
+	time.AfterFunc(ch.cfg.ProbeTimeout, func() {
+		defer ch.probing.Store(false)
+		if ch.state.Load() == stateOpen && ch.lastRecv.Load() < sent {
+			ch.log.Info("secure channel closed: the peer did not answer a probe after the route reported an undelivered frame", "peer", ch.peer(), "within", ch.cfg.ProbeTimeout)
+			ch.expireIdle()
+		}
+	})
+}
+
 // expireIdle stops the channel's worker from the keepalive goroutine.
 func (ch *channel) expireIdle() {
 	ctx, cancel := context.WithTimeout(ch.n.Context(), 5*time.Second)
@@ -284,12 +321,17 @@ func (ch *channel) retransmit(hello []byte, to routing.Route) {
 	}
 }
 
-func newChannel(n *node.Node, cfg Config, role Role) *channel {
+// newChannel prepares a channel worker at the local address local (a new
+// worker address when empty).
+func newChannel(n *node.Node, cfg Config, role Role, local string) *channel {
+	if local == "" {
+		local = node.NewWorkerID()
+	}
 	ch := &channel{
 		cfg:   cfg,
 		role:  role,
 		n:     n,
-		local: routing.Local(node.NewWorkerID()),
+		local: routing.Local(local),
 		wire:  routing.Local(node.NewWorkerID()),
 		stats: &counters{},
 		codec: routing.Codec{MaxSize: cfg.MaxMessageSize},
@@ -431,6 +473,12 @@ func (ch *channel) sendData(ctx context.Context, plaintext []byte) error {
 func (ch *channel) sendFrame(ctx context.Context, frame []byte) error {
 	ch.count(cFramesSent)
 	if err := ch.ctx.SendMessage(ctx, &routing.Message{Onward: ch.peerRoute, Return: ch.self, Payload: frame}); err != nil {
+		// The route toward the peer broke (a link that cannot be dialled
+		// again, a peer node gone): find out whether the peer is still
+		// there, so a channel to a vanished peer does not linger.
+		if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+			ch.probe()
+		}
 		return fmt.Errorf("send through %s to %s: %w", ch.local, ch.peerRoute, err)
 	}
 	return nil
@@ -439,6 +487,14 @@ func (ch *channel) sendFrame(ctx context.Context, frame []byte) error {
 // incoming handles one frame from the wire. Nothing here returns an error:
 // a bad frame is counted and dropped, and must not stop the channel.
 func (ch *channel) incoming(c *node.Context, m *routing.Message) {
+	if node.IsErrorPayload(m.Payload) {
+		ch.count(cErrorReports)
+		if re, ok := node.AsRemoteError(m); ok {
+			ch.log.Debug("the route reported an undelivered frame; probing the peer", "error", re.Error())
+		}
+		ch.probe()
+		return
+	}
 	ch.count(cFramesReceived)
 	f, err := decodeFrame(m.Payload)
 	if err != nil {
@@ -660,6 +716,10 @@ func (ch *channel) readData(c *node.Context, header []byte, f frame) {
 			ch.log.Debug("secure channel open", "peer", ch.peer(), "route", ch.peerRoute.String())
 		}
 	case kindKeepalive:
+	case kindProbe:
+		if err := ch.sendData(c, []byte{kindKeepalive}); err != nil {
+			ch.log.Debug("probe not answered", "error", err)
+		}
 	case kindClose:
 		ch.state.Store(stateClosed)
 		ch.log.Debug("the peer closed the secure channel")
@@ -801,6 +861,12 @@ type Info struct {
 	Route          string `json:"route"`
 	Open           bool   `json:"open"`
 	Stats          Stats  `json:"stats"`
+	// Kept: the channel re-opens itself under the same address when it
+	// closes (Keep); Opens counts its handshakes and LastError says why
+	// the last open failed.
+	Kept      bool   `json:"kept,omitempty"`
+	Opens     uint64 `json:"opens,omitempty"`
+	LastError string `json:"last_error,omitempty"`
 }
 
 func (ch *channel) info() Info {

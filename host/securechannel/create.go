@@ -15,8 +15,9 @@ import (
 
 // Channel is the initiator's handle on a secure channel.
 type Channel struct {
-	ch *channel
-	n  *node.Node
+	ch      *channel
+	n       *node.Node
+	stopped chan struct{} // closed once the channel's worker stopped
 }
 
 // Create starts an initiator channel worker on n and performs the handshake
@@ -29,10 +30,18 @@ func Create(ctx context.Context, n *node.Node, to routing.Route, cfg Config) (*C
 	if err := cfg.validate(n); err != nil {
 		return nil, err
 	}
+	return create(ctx, n, to, cfg, "")
+}
+
+// create is Create with a validated cfg and the channel's local address
+// (a new one when empty).
+func create(ctx context.Context, n *node.Node, to routing.Route, cfg Config, local string) (*Channel, error) {
 	if len(to) == 0 {
 		return nil, errors.New("secure channel: empty route to the listener")
 	}
-	ch := newChannel(n, cfg, Initiator)
+	ch := newChannel(n, cfg, Initiator, local)
+	stopped := make(chan struct{})
+	ch.onClose = func(*channel) { close(stopped) }
 	ch.flow = "secure-channel/" + ch.local.Value
 	ch.routeDesc = to.String()
 	kp, err := suite.GenerateKeypair(rand.Reader)
@@ -54,7 +63,7 @@ func Create(ctx context.Context, n *node.Node, to routing.Route, cfg Config) (*C
 		ch.timer.Stop()
 		return nil, fmt.Errorf("secure channel to %s: start channel worker: %w", to, err)
 	}
-	c := &Channel{ch: ch, n: n}
+	c := &Channel{ch: ch, n: n, stopped: stopped}
 	ch.count(cFramesSent)
 	if err := ch.ctx.SendMessage(ctx, &routing.Message{Onward: to, Return: ch.self, Payload: hello}); err != nil {
 		c.stop()
@@ -96,6 +105,10 @@ func (c *Channel) Stats() Stats { return c.ch.stats.snapshot() }
 
 // Info describes the channel.
 func (c *Channel) Info() Info { return c.ch.info() }
+
+// Done is closed once the channel's worker stopped: closed here, by the
+// peer, or because the peer stopped answering.
+func (c *Channel) Done() <-chan struct{} { return c.stopped }
 
 // Close stops the channel's worker; the peer is told, so its worker stops too.
 func (c *Channel) Close(ctx context.Context) error {

@@ -28,6 +28,8 @@ import (
 //	kindReady: the responder accepted the initiator (no body)
 //	kindClose: the peer closed the channel (no body)
 //	kindKeepalive: nothing; proves the peer is still there (no body)
+//	kindProbe: asks the peer to prove it is still there; answered with a
+//	           kindKeepalive (no body)
 const (
 	wireVersion byte = 1
 
@@ -42,6 +44,7 @@ const (
 	kindReady     byte = 2
 	kindClose     byte = 3
 	kindKeepalive byte = 4
+	kindProbe     byte = 5
 )
 
 const (

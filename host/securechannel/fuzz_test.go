@@ -64,7 +64,7 @@ func testChannel(t testing.TB, role Role, cfg Config) *channel {
 	}
 	cfg.RekeyAfter = DefaultRekeyAfter
 	cfg.MaxMessageSize = 1 << 20
-	return newChannel(nil, cfg, role)
+	return newChannel(nil, cfg, role, "")
 }
 
 func initiatorAfterHello(t testing.TB) (*channel, []byte) {

@@ -206,7 +206,7 @@ func (l *Listener) HandleMessage(c *node.Context, m *routing.Message) error {
 	cfg := l.cfg.Config
 	cfg.Authorized = slices.Clone(cfg.Authorized)
 	l.mu.Unlock()
-	ch := newChannel(l.n, cfg, Responder)
+	ch := newChannel(l.n, cfg, Responder, "")
 	ch.parent = &l.stats
 	ch.flow = l.flow
 	ch.peerRoute = m.Return.Clone()

@@ -32,6 +32,12 @@ type Stats struct {
 	Refused uint64 `json:"refused"`
 	// Rekeys counts key changes, both directions.
 	Rekeys uint64 `json:"rekeys"`
+	// ErrorReports counts error messages from the route (a node on the way
+	// or the peer's node could not deliver a frame); each makes the channel
+	// probe its peer, and a peer that does not answer closes the channel.
+	ErrorReports uint64 `json:"error_reports"`
+	// Probes counts probes sent after an error report.
+	Probes uint64 `json:"probes"`
 }
 
 // Dropped sums every cause of a dropped frame.
@@ -40,8 +46,8 @@ func (s Stats) Dropped() uint64 {
 }
 
 func (s Stats) String() string {
-	return fmt.Sprintf("sent=%d delivered=%d frames_sent=%d frames_received=%d tampered=%d malformed=%d replayed=%d too_old=%d not_open=%d unexpected=%d undeliverable=%d refused=%d rekeys=%d",
-		s.Sent, s.Delivered, s.FramesSent, s.FramesReceived, s.Tampered, s.Malformed, s.Replayed, s.TooOld, s.NotOpen, s.Unexpected, s.Undeliverable, s.Refused, s.Rekeys)
+	return fmt.Sprintf("sent=%d delivered=%d frames_sent=%d frames_received=%d tampered=%d malformed=%d replayed=%d too_old=%d not_open=%d unexpected=%d undeliverable=%d refused=%d rekeys=%d error_reports=%d probes=%d",
+		s.Sent, s.Delivered, s.FramesSent, s.FramesReceived, s.Tampered, s.Malformed, s.Replayed, s.TooOld, s.NotOpen, s.Unexpected, s.Undeliverable, s.Refused, s.Rekeys, s.ErrorReports, s.Probes)
 }
 
 const (
@@ -58,6 +64,8 @@ const (
 	cUndeliverable
 	cRefused
 	cRekeys
+	cErrorReports
+	cProbes
 	nCounters
 )
 
@@ -71,7 +79,8 @@ func (k *counters) snapshot() Stats {
 		Replayed: k.c[cReplayed].Load(), TooOld: k.c[cTooOld].Load(),
 		NotOpen: k.c[cNotOpen].Load(), Unexpected: k.c[cUnexpected].Load(),
 		Undeliverable: k.c[cUndeliverable].Load(), Refused: k.c[cRefused].Load(),
-		Rekeys: k.c[cRekeys].Load(),
+		Rekeys: k.c[cRekeys].Load(), ErrorReports: k.c[cErrorReports].Load(),
+		Probes: k.c[cProbes].Load(),
 	}
 }
 
