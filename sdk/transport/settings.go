@@ -81,9 +81,16 @@ func checkValue(d Setting, v string) error {
 		_, err = time.ParseDuration(v)
 	}
 	if err != nil {
-		return fmt.Errorf("setting %q = %q is not a valid %s", d.Name, v, d.Type)
+		return fmt.Errorf("setting %q = %q is not a valid %s: %s", d.Name, v, d.Type, typeHint[d.Type])
 	}
 	return nil
+}
+
+// typeHint says what a value of each type looks like, for error messages.
+var typeHint = map[SettingType]string{
+	Int:      "want a whole number",
+	Bool:     "want true or false",
+	Duration: "want a duration such as 5s or 250ms",
 }
 
 // Has reports whether the setting has a value (given or default).
@@ -110,6 +117,65 @@ func (s Settings) Bool(name string) bool {
 // Duration returns a duration setting (0 if it has no value).
 func (s Settings) Duration(name string) time.Duration {
 	v, _ := time.ParseDuration(s.raw[name])
+	return v
+}
+
+// Check returns a SettingsCheck reading s, for a ConfigureSettings that
+// turns settings into its own config with range checks.
+func (s Settings) Check() *SettingsCheck { return &SettingsCheck{s: s} }
+
+// SettingsCheck reads a transport's parsed settings and checks what the
+// schema's types cannot (ranges, choices, formats). Every method returns the
+// setting's value (the zero value when a check failed); the first failure
+// is kept for Err, naming the setting and its bad value, so a configuration
+// reads as one list of assignments followed by one error check. A setting
+// with no value (no default and not given) reads as the zero value,
+// unchecked.
+type SettingsCheck struct {
+	s   Settings
+	err error
+}
+
+// Invalid records that setting name's value is unusable because of why
+// (nothing when why is nil); Err reports the first such failure.
+func (c *SettingsCheck) Invalid(name string, why error) {
+	if why != nil && c.err == nil {
+		c.err = fmt.Errorf("setting %q = %q: %w", name, c.s.raw[name], why)
+	}
+}
+
+// Err returns the first failed check, or nil.
+func (c *SettingsCheck) Err() error { return c.err }
+
+// String returns a string setting ("" if it has none).
+func (c *SettingsCheck) String(name string) string { return c.s.String(name) }
+
+// Bool returns a bool setting (false if it has none).
+func (c *SettingsCheck) Bool(name string) bool { return c.s.Bool(name) }
+
+// Int returns an int setting, which must lie within [lo, hi].
+func (c *SettingsCheck) Int(name string, lo, hi int) int {
+	if !c.s.Has(name) {
+		return 0
+	}
+	v := c.s.Int(name)
+	if v < int64(lo) || v > int64(hi) {
+		c.Invalid(name, fmt.Errorf("want between %d and %d", lo, hi))
+		return 0
+	}
+	return int(v)
+}
+
+// PositiveDuration returns a duration setting, which must be above zero.
+func (c *SettingsCheck) PositiveDuration(name string) time.Duration {
+	if !c.s.Has(name) {
+		return 0
+	}
+	v := c.s.Duration(name)
+	if v <= 0 {
+		c.Invalid(name, fmt.Errorf("want a positive duration"))
+		return 0
+	}
 	return v
 }
 

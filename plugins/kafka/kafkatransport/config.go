@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -157,81 +156,42 @@ func settingsSchema() []transport.Setting {
 	}
 }
 
-func knownSettings() string {
-	var names []string
-	for _, st := range settingsSchema() {
-		names = append(names, st.Name)
+// parseConfig turns settings parsed against the schema into a config and
+// validates the result.
+func parseConfig(s transport.Settings) (config, error) {
+	c := s.Check()
+	brokers, err := parseBrokers(c.String(SettingBrokers))
+	c.Invalid(SettingBrokers, err)
+	if v := c.String(SettingInboundTopic); v != "" {
+		c.Invalid(SettingInboundTopic, validTopic(v))
 	}
-	return strings.Join(names, ", ")
-}
-
-// parseConfig applies settings over the defaults and validates the result.
-func parseConfig(settings map[string]string) (config, error) {
-	cfg := defaultConfig()
-	names := make([]string, 0, len(settings))
-	for k := range settings {
-		names = append(names, k)
+	cfg := config{
+		brokers:           brokers,
+		inboundTopic:      c.String(SettingInboundTopic),
+		consumerGroup:     c.String(SettingConsumerGroup),
+		clientID:          c.String(SettingClientID),
+		tls:               c.Bool(SettingTLS),
+		tlsCAFile:         c.String(SettingTLSCAFile),
+		tlsSkipVerify:     c.Bool(SettingTLSSkipVerify),
+		saslMechanism:     strings.ToUpper(c.String(SettingSASLMechanism)),
+		saslUser:          c.String(SettingSASLUser),
+		saslPassword:      c.String(SettingSASLPassword),
+		maxMessageSize:    c.Int(SettingMaxMessageSize, 1, DefaultMaxMessageSize),
+		maxLinks:          c.Int(SettingMaxLinks, 1, 1<<20),
+		maxBufferedRecs:   c.Int(SettingMaxBufferedRecs, 1, 1<<24),
+		maxBufferedBytes:  c.Int(SettingMaxBufferedBytes, 1<<10, 1<<34),
+		fetchMaxBytes:     c.Int(SettingFetchMaxBytes, 1<<10, 1<<30),
+		linkBufferBytes:   c.Int(SettingLinkBufferBytes, 1<<10, 1<<30),
+		produceTimeout:    c.PositiveDuration(SettingProduceTimeout),
+		dialTimeout:       c.PositiveDuration(SettingDialTimeout),
+		heartbeatInterval: c.PositiveDuration(SettingHeartbeatInterval),
+		idleTimeout:       c.PositiveDuration(SettingIdleTimeout),
+		sessionTimeout:    c.PositiveDuration(SettingSessionTimeout),
+		topicPartitions:   c.Int(SettingTopicPartitions, 1, 10000),
+		createTopics:      c.Bool(SettingCreateTopics),
 	}
-	sort.Strings(names)
-	for _, k := range names {
-		v := settings[k]
-		var err error
-		switch k {
-		case SettingBrokers:
-			cfg.brokers, err = parseBrokers(v)
-		case SettingInboundTopic:
-			if v != "" {
-				err = validTopic(v)
-			}
-			cfg.inboundTopic = v
-		case SettingConsumerGroup:
-			cfg.consumerGroup = v
-		case SettingClientID:
-			cfg.clientID = v
-		case SettingTLS:
-			cfg.tls, err = strconv.ParseBool(v)
-		case SettingTLSCAFile:
-			cfg.tlsCAFile = v
-		case SettingTLSSkipVerify:
-			cfg.tlsSkipVerify, err = strconv.ParseBool(v)
-		case SettingSASLMechanism:
-			cfg.saslMechanism = strings.ToUpper(v)
-		case SettingSASLUser:
-			cfg.saslUser = v
-		case SettingSASLPassword:
-			cfg.saslPassword = v
-		case SettingMaxMessageSize:
-			cfg.maxMessageSize, err = parseInt(v, 1, DefaultMaxMessageSize)
-		case SettingMaxLinks:
-			cfg.maxLinks, err = parseInt(v, 1, 1<<20)
-		case SettingMaxBufferedRecs:
-			cfg.maxBufferedRecs, err = parseInt(v, 1, 1<<24)
-		case SettingMaxBufferedBytes:
-			cfg.maxBufferedBytes, err = parseInt(v, 1<<10, 1<<34)
-		case SettingFetchMaxBytes:
-			cfg.fetchMaxBytes, err = parseInt(v, 1<<10, 1<<30)
-		case SettingLinkBufferBytes:
-			cfg.linkBufferBytes, err = parseInt(v, 1<<10, 1<<30)
-		case SettingProduceTimeout:
-			cfg.produceTimeout, err = parseDuration(v)
-		case SettingDialTimeout:
-			cfg.dialTimeout, err = parseDuration(v)
-		case SettingHeartbeatInterval:
-			cfg.heartbeatInterval, err = parseDuration(v)
-		case SettingIdleTimeout:
-			cfg.idleTimeout, err = parseDuration(v)
-		case SettingSessionTimeout:
-			cfg.sessionTimeout, err = parseDuration(v)
-		case SettingTopicPartitions:
-			cfg.topicPartitions, err = parseInt(v, 1, 10000)
-		case SettingCreateTopics:
-			cfg.createTopics, err = strconv.ParseBool(v)
-		default:
-			return config{}, fmt.Errorf("kafka transport: unknown setting %q (known: %s)", k, knownSettings())
-		}
-		if err != nil {
-			return config{}, fmt.Errorf("kafka transport: setting %s=%q: %w", k, v, err)
-		}
+	if err := c.Err(); err != nil {
+		return config{}, fmt.Errorf("kafka transport: %w", err)
 	}
 	if err := cfg.validate(); err != nil {
 		return config{}, fmt.Errorf("kafka transport: %w", err)
@@ -338,28 +298,6 @@ func parseBrokers(v string) ([]string, error) {
 		return nil, fmt.Errorf("want host:port[,host:port...]")
 	}
 	return out, nil
-}
-
-func parseInt(v string, lo, hi int) (int, error) {
-	n, err := strconv.Atoi(v)
-	if err != nil {
-		return 0, fmt.Errorf("want a whole number")
-	}
-	if n < lo || n > hi {
-		return 0, fmt.Errorf("want between %d and %d", lo, hi)
-	}
-	return n, nil
-}
-
-func parseDuration(v string) (time.Duration, error) {
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		return 0, fmt.Errorf("want a duration such as 5s or 250ms")
-	}
-	if d <= 0 {
-		return 0, fmt.Errorf("want a positive duration")
-	}
-	return d, nil
 }
 
 // validTopic checks a Kafka topic name: 1 to 249 characters of

@@ -101,10 +101,16 @@ func (t *Transport) Info() transport.Info {
 	}
 }
 
-// Configure applies settings after validating them; nothing is applied
-// when one is wrong.
-func (t *Transport) Configure(_ context.Context, settings map[string]string) error {
-	cfg, err := parseConfig(settings)
+// Configure checks settings against the schema and applies them with
+// ConfigureSettings.
+func (t *Transport) Configure(ctx context.Context, settings map[string]string) error {
+	return transport.Apply(ctx, t, settings)
+}
+
+// ConfigureSettings applies settings parsed against the schema after
+// validating them; nothing is applied when one is wrong.
+func (t *Transport) ConfigureSettings(_ context.Context, s transport.Settings) error {
+	cfg, err := parseConfig(s)
 	if err != nil {
 		return err
 	}
@@ -704,7 +710,8 @@ func (l *listener) Counters() map[string]uint64 {
 }
 
 var (
-	_ transport.Transport = (*Transport)(nil)
-	_ transport.Listener  = (*listener)(nil)
-	_ transport.Counters  = (*listener)(nil)
+	_ transport.Transport          = (*Transport)(nil)
+	_ transport.SettingsConfigurer = (*Transport)(nil)
+	_ transport.Listener           = (*listener)(nil)
+	_ transport.Counters           = (*listener)(nil)
 )

@@ -51,7 +51,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -204,51 +203,38 @@ func (t *Transport) Info() transport.Info {
 	}
 }
 
-// Configure applies settings. Unknown names and bad values are refused with
-// an error naming the setting; nothing is applied then.
-func (t *Transport) Configure(_ context.Context, settings map[string]string) error {
-	cfg := defaultConfig()
-	names := make([]string, 0, len(settings))
-	for k := range settings {
-		names = append(names, k)
+// Configure checks settings against the schema and applies them with
+// ConfigureSettings.
+func (t *Transport) Configure(ctx context.Context, settings map[string]string) error {
+	return transport.Apply(ctx, t, settings)
+}
+
+// ConfigureSettings applies settings parsed against the schema. Values out
+// of range and bad combinations are refused with an error naming the
+// setting; nothing is applied then.
+func (t *Transport) ConfigureSettings(_ context.Context, s transport.Settings) error {
+	c := s.Check()
+	cfg := config{
+		// Capped at the default, which Info reports before settings are
+		// known: the plugin's gRPC limits are sized from it.
+		maxMessageSize:   c.Int(SettingMaxMessageSize, 1, routing.DefaultMaxMessageSize),
+		keepAlive:        c.PositiveDuration(SettingKeepAlive),
+		idleTimeout:      c.PositiveDuration(SettingIdleTimeout),
+		handshakeTimeout: c.PositiveDuration(SettingHandshakeTimeout),
+		certFile:         c.String(SettingCertFile),
+		keyFile:          c.String(SettingKeyFile),
+		certDir:          c.String(SettingCertDir),
+		insecure:         c.Bool(SettingInsecureSkipVerify),
+		maxConnections:   c.Int(SettingMaxConnections, 1, 1<<20),
+		receiveWindow:    c.Int(SettingReceiveWindow, 64<<10, 1<<30),
 	}
-	sort.Strings(names)
-	for _, k := range names {
-		v := settings[k]
+	if v := c.String(SettingPin); v != "" {
 		var err error
-		switch k {
-		case SettingMaxMessageSize:
-			// Capped at the default, which Info reports before settings
-			// are known: the plugin's gRPC limits are sized from it.
-			cfg.maxMessageSize, err = parseInt(v, 1, routing.DefaultMaxMessageSize)
-		case SettingKeepAlive:
-			cfg.keepAlive, err = parsePositiveDuration(v)
-		case SettingIdleTimeout:
-			cfg.idleTimeout, err = parsePositiveDuration(v)
-		case SettingHandshakeTimeout:
-			cfg.handshakeTimeout, err = parsePositiveDuration(v)
-		case SettingCertFile:
-			cfg.certFile = v
-		case SettingKeyFile:
-			cfg.keyFile = v
-		case SettingCertDir:
-			cfg.certDir = v
-		case SettingPin:
-			if v != "" {
-				cfg.pin, err = ParsePin(v)
-			}
-		case SettingInsecureSkipVerify:
-			cfg.insecure, err = strconv.ParseBool(v)
-		case SettingMaxConnections:
-			cfg.maxConnections, err = parseInt(v, 1, 1<<20)
-		case SettingReceiveWindow:
-			cfg.receiveWindow, err = parseInt(v, 64<<10, 1<<30)
-		default:
-			return fmt.Errorf("quic transport: unknown setting %q (known: %s)", k, knownSettings())
-		}
-		if err != nil {
-			return fmt.Errorf("quic transport: setting %s=%q: %w", k, v, err)
-		}
+		cfg.pin, err = ParsePin(v)
+		c.Invalid(SettingPin, err)
+	}
+	if err := c.Err(); err != nil {
+		return fmt.Errorf("quic transport: %w", err)
 	}
 	if cfg.idleTimeout < 2*cfg.keepAlive {
 		return fmt.Errorf("quic transport: %s (%s) must be at least twice %s (%s), or a healthy quiet link would be closed",
@@ -288,36 +274,6 @@ func (t *Transport) Configure(_ context.Context, settings map[string]string) err
 	t.cfg = cfg
 	t.cert = cert
 	return nil
-}
-
-func knownSettings() string {
-	names := make([]string, 0, 11)
-	for _, st := range settingsSchema() {
-		names = append(names, st.Name)
-	}
-	return strings.Join(names, ", ")
-}
-
-func parseInt(v string, min, max int) (int, error) {
-	n, err := strconv.Atoi(v)
-	if err != nil {
-		return 0, fmt.Errorf("want a whole number")
-	}
-	if n < min || n > max {
-		return 0, fmt.Errorf("want between %d and %d", min, max)
-	}
-	return n, nil
-}
-
-func parsePositiveDuration(v string) (time.Duration, error) {
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		return 0, fmt.Errorf("want a duration such as 5s or 250ms")
-	}
-	if d <= 0 {
-		return 0, fmt.Errorf("want a positive duration")
-	}
-	return d, nil
 }
 
 func (t *Transport) config() (config, *tls.Certificate, error) {
@@ -591,4 +547,7 @@ func randomKey() *quic.StatelessResetKey {
 	return &k
 }
 
-var _ transport.Transport = (*Transport)(nil)
+var (
+	_ transport.Transport          = (*Transport)(nil)
+	_ transport.SettingsConfigurer = (*Transport)(nil)
+)

@@ -55,7 +55,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -168,62 +167,30 @@ func settingsSchema() []transport.Setting {
 	}
 }
 
-func knownSettings() string {
-	names := make([]string, 0, len(settingsSchema()))
-	for _, s := range settingsSchema() {
-		names = append(names, s.Name)
+// parseConfig turns settings parsed against the schema into a config,
+// checking what the schema's types cannot.
+func parseConfig(s transport.Settings) (config, error) {
+	c := s.Check()
+	cfg := config{
+		baudRate:          c.Int(SettingBaudRate, 50, 20_000_000),
+		dataBits:          c.Int(SettingDataBits, 5, 8),
+		maxFrameSize:      c.Int(SettingMaxFrameSize, MinFrameSize, MaxFrameSize),
+		maxMessageSize:    c.Int(SettingMaxMessageSize, 1, MaxMessageSize),
+		heartbeatInterval: c.PositiveDuration(SettingHeartbeatInterval),
+		idleTimeout:       c.PositiveDuration(SettingIdleTimeout),
+		dialTimeout:       c.PositiveDuration(SettingDialTimeout),
+		reassemblyTimeout: c.PositiveDuration(SettingReassemblyTimeout),
+		reopenBackoffMax:  c.PositiveDuration(SettingReopenBackoffMax),
 	}
-	return strings.Join(names, ", ")
-}
-
-// parseConfig validates settings over the defaults.
-func parseConfig(settings map[string]string) (config, error) {
-	cfg := defaultConfig()
-	names := make([]string, 0, len(settings))
-	for k := range settings {
-		names = append(names, k)
+	var ok bool
+	if cfg.parity, ok = parities[strings.ToLower(c.String(SettingParity))]; !ok {
+		c.Invalid(SettingParity, errors.New("want none, odd, even, mark or space"))
 	}
-	sort.Strings(names)
-	for _, k := range names {
-		v := settings[k]
-		var err error
-		switch k {
-		case SettingBaudRate:
-			cfg.baudRate, err = parseInt(v, 50, 20_000_000)
-		case SettingDataBits:
-			cfg.dataBits, err = parseInt(v, 5, 8)
-		case SettingParity:
-			p, ok := parities[strings.ToLower(v)]
-			if !ok {
-				err = errors.New("want none, odd, even, mark or space")
-			}
-			cfg.parity = p
-		case SettingStopBits:
-			s, ok := stopBits[v]
-			if !ok {
-				err = errors.New("want 1, 1.5 or 2")
-			}
-			cfg.stopBits = s
-		case SettingMaxFrameSize:
-			cfg.maxFrameSize, err = parseInt(v, MinFrameSize, MaxFrameSize)
-		case SettingMaxMessageSize:
-			cfg.maxMessageSize, err = parseInt(v, 1, MaxMessageSize)
-		case SettingHeartbeatInterval:
-			cfg.heartbeatInterval, err = parseDuration(v)
-		case SettingIdleTimeout:
-			cfg.idleTimeout, err = parseDuration(v)
-		case SettingDialTimeout:
-			cfg.dialTimeout, err = parseDuration(v)
-		case SettingReassemblyTimeout:
-			cfg.reassemblyTimeout, err = parseDuration(v)
-		case SettingReopenBackoffMax:
-			cfg.reopenBackoffMax, err = parseDuration(v)
-		default:
-			return cfg, fmt.Errorf("serial transport: unknown setting %q (known: %s)", k, knownSettings())
-		}
-		if err != nil {
-			return cfg, fmt.Errorf("serial transport: setting %s=%q: %w", k, v, err)
-		}
+	if cfg.stopBits, ok = stopBits[c.String(SettingStopBits)]; !ok {
+		c.Invalid(SettingStopBits, errors.New("want 1, 1.5 or 2"))
+	}
+	if err := c.Err(); err != nil {
+		return config{}, fmt.Errorf("serial transport: %w", err)
 	}
 	if cfg.idleTimeout < 2*cfg.heartbeatInterval {
 		return cfg, fmt.Errorf("serial transport: %s (%s) must be at least twice %s (%s), or a healthy quiet link would be closed",
@@ -235,28 +202,6 @@ func parseConfig(settings map[string]string) (config, error) {
 		return cfg, fmt.Errorf("serial transport: %s=%d: frames need 8 data bits", SettingDataBits, cfg.dataBits)
 	}
 	return cfg, nil
-}
-
-func parseInt(v string, min, max int) (int, error) {
-	n, err := strconv.Atoi(v)
-	if err != nil {
-		return 0, errors.New("want a whole number")
-	}
-	if n < min || n > max {
-		return 0, fmt.Errorf("want between %d and %d", min, max)
-	}
-	return n, nil
-}
-
-func parseDuration(v string) (time.Duration, error) {
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		return 0, errors.New("want a duration such as 5s or 250ms")
-	}
-	if d <= 0 {
-		return 0, errors.New("want a positive duration")
-	}
-	return d, nil
 }
 
 // Transport is the serial transport. Use New.
@@ -293,10 +238,17 @@ func (t *Transport) Info() transport.Info {
 	}
 }
 
-// Configure applies settings. Unknown names and bad values are refused with
-// an error naming the setting; nothing is applied then.
-func (t *Transport) Configure(_ context.Context, settings map[string]string) error {
-	cfg, err := parseConfig(settings)
+// Configure checks settings against the schema and applies them with
+// ConfigureSettings.
+func (t *Transport) Configure(ctx context.Context, settings map[string]string) error {
+	return transport.Apply(ctx, t, settings)
+}
+
+// ConfigureSettings applies settings parsed against the schema. Values out
+// of range and bad combinations are refused with an error naming the
+// setting; nothing is applied then.
+func (t *Transport) ConfigureSettings(_ context.Context, s transport.Settings) error {
+	cfg, err := parseConfig(s)
 	if err != nil {
 		return err
 	}
@@ -308,6 +260,8 @@ func (t *Transport) Configure(_ context.Context, settings map[string]string) err
 	t.cfg = cfg
 	return nil
 }
+
+var _ transport.SettingsConfigurer = (*Transport)(nil)
 
 // claim reserves path for one listener or dialled line of this transport.
 func (t *Transport) claim(path string) (config, error) {

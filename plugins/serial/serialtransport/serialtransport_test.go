@@ -65,7 +65,11 @@ func TestConfigureValidates(t *testing.T) {
 			t.Errorf("setting %s documents no default", s.Name)
 		}
 	}
-	if _, err := parseConfig(nil); err != nil {
+	defaults, err := transport.ParseSettings(settingsSchema(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parseConfig(defaults); err != nil {
 		t.Errorf("defaults do not validate: %v", err)
 	}
 }

@@ -35,7 +35,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -152,47 +151,33 @@ func (t *Transport) Info() transport.Info {
 	}
 }
 
-// Configure applies settings. Unknown names and bad values are refused with
-// an error naming the setting; nothing is applied then.
-func (t *Transport) Configure(_ context.Context, settings map[string]string) error {
-	cfg := defaultConfig()
-	names := make([]string, 0, len(settings))
-	for k := range settings {
-		names = append(names, k)
+// Configure checks settings against the schema and applies them with
+// ConfigureSettings.
+func (t *Transport) Configure(ctx context.Context, settings map[string]string) error {
+	return transport.Apply(ctx, t, settings)
+}
+
+// ConfigureSettings applies settings parsed against the schema. Values out
+// of range and bad combinations are refused with an error naming the
+// setting; nothing is applied then.
+func (t *Transport) ConfigureSettings(_ context.Context, s transport.Settings) error {
+	c := s.Check()
+	cfg := config{
+		// Capped at the default, which Info reports before settings are
+		// known: the plugin's gRPC limits are sized from it.
+		maxMessageSize:    c.Int(SettingMaxMessageSize, 1, routing.DefaultMaxMessageSize),
+		bufferSize:        c.Int(SettingBufferSize, 4<<10, 64<<20),
+		heartbeatInterval: c.PositiveDuration(SettingHeartbeatInterval),
+		idleTimeout:       c.PositiveDuration(SettingIdleTimeout),
+		dialTimeout:       c.PositiveDuration(SettingDialTimeout),
+		keepAlive:         c.PositiveDuration(SettingKeepAlive),
+		frameTimeout:      c.PositiveDuration(SettingFrameTimeout),
+		minDataRate:       c.Int(SettingMinDataRate, 1, 1<<40),
+		maxConnections:    c.Int(SettingMaxConnections, 1, 1<<20),
+		maxReceiveMemory:  c.Int(SettingMaxReceiveMemory, 1<<20, 1<<40),
 	}
-	sort.Strings(names)
-	for _, k := range names {
-		v := settings[k]
-		var err error
-		switch k {
-		case SettingMaxMessageSize:
-			// Capped at the default, which Info reports before settings
-			// are known: the plugin's gRPC limits are sized from it.
-			cfg.maxMessageSize, err = parseSize(v, 1, routing.DefaultMaxMessageSize)
-		case SettingBufferSize:
-			cfg.bufferSize, err = parseSize(v, 4<<10, 64<<20)
-		case SettingHeartbeatInterval:
-			cfg.heartbeatInterval, err = parsePositiveDuration(v)
-		case SettingIdleTimeout:
-			cfg.idleTimeout, err = parsePositiveDuration(v)
-		case SettingDialTimeout:
-			cfg.dialTimeout, err = parsePositiveDuration(v)
-		case SettingKeepAlive:
-			cfg.keepAlive, err = parsePositiveDuration(v)
-		case SettingFrameTimeout:
-			cfg.frameTimeout, err = parsePositiveDuration(v)
-		case SettingMinDataRate:
-			cfg.minDataRate, err = parseSize(v, 1, 1<<40)
-		case SettingMaxConnections:
-			cfg.maxConnections, err = parseSize(v, 1, 1<<20)
-		case SettingMaxReceiveMemory:
-			cfg.maxReceiveMemory, err = parseSize(v, 1<<20, 1<<40)
-		default:
-			return fmt.Errorf("tcp transport: unknown setting %q (known: %s)", k, knownSettings())
-		}
-		if err != nil {
-			return fmt.Errorf("tcp transport: setting %s=%q: %w", k, v, err)
-		}
+	if err := c.Err(); err != nil {
+		return fmt.Errorf("tcp transport: %w", err)
 	}
 	if cfg.idleTimeout < 2*cfg.heartbeatInterval {
 		return fmt.Errorf("tcp transport: %s (%s) must be at least twice %s (%s), or a healthy quiet link would be closed",
@@ -207,39 +192,6 @@ func (t *Transport) Configure(_ context.Context, settings map[string]string) err
 	t.configured = true
 	t.mem.SetLimit(int64(cfg.maxReceiveMemory))
 	return nil
-}
-
-func knownSettings() string {
-	s := ""
-	for i, st := range settingsSchema() {
-		if i > 0 {
-			s += ", "
-		}
-		s += st.Name
-	}
-	return s
-}
-
-func parseSize(v string, min, max int) (int, error) {
-	n, err := strconv.Atoi(v)
-	if err != nil {
-		return 0, fmt.Errorf("want a whole number of bytes")
-	}
-	if n < min || n > max {
-		return 0, fmt.Errorf("want between %d and %d", min, max)
-	}
-	return n, nil
-}
-
-func parsePositiveDuration(v string) (time.Duration, error) {
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		return 0, fmt.Errorf("want a duration such as 5s or 250ms")
-	}
-	if d <= 0 {
-		return 0, fmt.Errorf("want a positive duration")
-	}
-	return d, nil
 }
 
 func (t *Transport) config() (config, error) {
@@ -431,6 +383,7 @@ func (l *listener) Close() error {
 }
 
 var (
-	_ transport.Transport = (*Transport)(nil)
-	_ transport.Listener  = (*listener)(nil)
+	_ transport.Transport          = (*Transport)(nil)
+	_ transport.SettingsConfigurer = (*Transport)(nil)
+	_ transport.Listener           = (*listener)(nil)
 )

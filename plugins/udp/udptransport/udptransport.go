@@ -52,7 +52,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -191,49 +190,33 @@ func (t *Transport) Info() transport.Info {
 	}
 }
 
-// Configure applies settings. Unknown names and bad values are refused with
-// an error naming the setting; nothing is applied then.
-func (t *Transport) Configure(_ context.Context, settings map[string]string) error {
-	cfg := defaultConfig()
-	names := make([]string, 0, len(settings))
-	for k := range settings {
-		names = append(names, k)
+// Configure checks settings against the schema and applies them with
+// ConfigureSettings.
+func (t *Transport) Configure(ctx context.Context, settings map[string]string) error {
+	return transport.Apply(ctx, t, settings)
+}
+
+// ConfigureSettings applies settings parsed against the schema. Values out
+// of range and bad combinations are refused with an error naming the
+// setting; nothing is applied then.
+func (t *Transport) ConfigureSettings(_ context.Context, s transport.Settings) error {
+	c := s.Check()
+	cfg := config{
+		maxMessageSize:    c.Int(SettingMaxMessageSize, 1, MaxMessageSize),
+		datagramSize:      c.Int(SettingDatagramSize, 512, 65507),
+		keepalive:         c.PositiveDuration(SettingKeepaliveInterval),
+		idleTimeout:       c.PositiveDuration(SettingIdleTimeout),
+		dialTimeout:       c.PositiveDuration(SettingDialTimeout),
+		reassemblyTimeout: c.PositiveDuration(SettingReassemblyTimeout),
+		reassemblyPeer:    c.Int(SettingReassemblyPeerBytes, 1, 1<<30),
+		reassemblyTotal:   c.Int(SettingReassemblyTotalBytes, 1, 1<<40),
+		maxPeers:          c.Int(SettingMaxPeers, 1, 1<<20),
+		recvQueueBytes:    c.Int(SettingRecvQueueBytes, 1, 1<<30),
+		socketBuffer:      c.Int(SettingSocketBuffer, 0, 1<<30),
+		batchSize:         c.Int(SettingBatchSize, 1, 1024),
 	}
-	sort.Strings(names)
-	for _, k := range names {
-		v := settings[k]
-		var err error
-		switch k {
-		case SettingMaxMessageSize:
-			cfg.maxMessageSize, err = parseInt(v, 1, MaxMessageSize)
-		case SettingDatagramSize:
-			cfg.datagramSize, err = parseInt(v, 512, 65507)
-		case SettingKeepaliveInterval:
-			cfg.keepalive, err = parsePositiveDuration(v)
-		case SettingIdleTimeout:
-			cfg.idleTimeout, err = parsePositiveDuration(v)
-		case SettingDialTimeout:
-			cfg.dialTimeout, err = parsePositiveDuration(v)
-		case SettingReassemblyTimeout:
-			cfg.reassemblyTimeout, err = parsePositiveDuration(v)
-		case SettingReassemblyPeerBytes:
-			cfg.reassemblyPeer, err = parseInt(v, 1, 1<<30)
-		case SettingReassemblyTotalBytes:
-			cfg.reassemblyTotal, err = parseInt(v, 1, 1<<40)
-		case SettingMaxPeers:
-			cfg.maxPeers, err = parseInt(v, 1, 1<<20)
-		case SettingRecvQueueBytes:
-			cfg.recvQueueBytes, err = parseInt(v, 1, 1<<30)
-		case SettingSocketBuffer:
-			cfg.socketBuffer, err = parseInt(v, 0, 1<<30)
-		case SettingBatchSize:
-			cfg.batchSize, err = parseInt(v, 1, 1024)
-		default:
-			return fmt.Errorf("udp transport: unknown setting %q (known: %s)", k, knownSettings())
-		}
-		if err != nil {
-			return fmt.Errorf("udp transport: setting %s=%q: %w", k, v, err)
-		}
+	if err := c.Err(); err != nil {
+		return fmt.Errorf("udp transport: %w", err)
 	}
 	if err := cfg.validate(); err != nil {
 		return fmt.Errorf("udp transport: %w", err)
@@ -247,6 +230,8 @@ func (t *Transport) Configure(_ context.Context, settings map[string]string) err
 	t.budget.max = int64(cfg.reassemblyTotal)
 	return nil
 }
+
+var _ transport.SettingsConfigurer = (*Transport)(nil)
 
 func (c config) validate() error {
 	if c.idleTimeout < 2*c.keepalive {
@@ -266,39 +251,6 @@ func (c config) validate() error {
 		return fmt.Errorf("%s %d needs %d fragments with %s %d; at most 65535", SettingMaxMessageSize, c.maxMessageSize, n, SettingDatagramSize, c.datagramSize)
 	}
 	return nil
-}
-
-func knownSettings() string {
-	s := ""
-	for i, st := range settingsSchema() {
-		if i > 0 {
-			s += ", "
-		}
-		s += st.Name
-	}
-	return s
-}
-
-func parseInt(v string, lo, hi int) (int, error) {
-	n, err := strconv.Atoi(v)
-	if err != nil {
-		return 0, fmt.Errorf("want a whole number")
-	}
-	if n < lo || n > hi {
-		return 0, fmt.Errorf("want between %d and %d", lo, hi)
-	}
-	return n, nil
-}
-
-func parsePositiveDuration(v string) (time.Duration, error) {
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		return 0, fmt.Errorf("want a duration such as 5s or 250ms")
-	}
-	if d <= 0 {
-		return 0, fmt.Errorf("want a positive duration")
-	}
-	return d, nil
 }
 
 func (t *Transport) config() (config, error) {
