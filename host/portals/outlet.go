@@ -292,8 +292,11 @@ func (w outletWorker) HandleMessage(c *node.Context, m *routing.Message) error {
 	return nil
 }
 
-// accept dials the target for a new session and starts its worker; on
-// failure it tells the inlet why so it can close its client promptly.
+// accept starts the session for a new open and answers it at once, then
+// dials the target: the inlet's first data crosses the route while the dial
+// is in flight instead of after it (the session's stream waits for the
+// dial, see dialingStream). If the dial fails, the session ends and tells
+// the inlet why, so it can close its client promptly.
 func (o *Outlet) accept(c *node.Context, f frame, ret routing.Route) {
 	forget := func() {
 		o.mu.Lock()
@@ -309,16 +312,9 @@ func (o *Outlet) accept(c *node.Context, f frame, ret routing.Route) {
 		}
 	}
 	ctx, cancel := context.WithTimeout(o.ctx, o.opts.DialTimeout)
-	conn, err := o.opts.Portal.Dial(ctx, o.opts.Target)
-	cancel()
-	if err != nil {
-		err = fmt.Errorf("outlet %s cannot reach its target: %w", o.addr, err)
-		o.state.set(StateUp, err)
-		o.limiter.Warn(o.log, "target unreachable", "session refused", "error", err)
-		refuse(err)
-		return
-	}
-	s := newSession(o.opts.Session, &o.stats, conn, o.log, &o.wg, func(s *session, err error) {
+	defer cancel()
+	ds := newDialingStream(cancel)
+	s := newSession(o.opts.Session, &o.stats, ds, o.log, &o.wg, func(s *session, err error) {
 		forget()
 		if err != nil {
 			o.limiter.Info(o.log, "session ended", "session ended", "session", s.addr.String(), "error", err)
@@ -327,7 +323,7 @@ func (o *Outlet) accept(c *node.Context, f frame, ret routing.Route) {
 	s.peer = ret
 	s.peerWindow = f.window
 	if _, err := o.n.StartWorker("", s, node.WithKind("tcp-outlet-session")); err != nil {
-		conn.Close()
+		ds.Close()
 		o.stats.active.Add(-1)
 		refuse(fmt.Errorf("outlet %s: %w", o.addr, err))
 		return
@@ -347,6 +343,120 @@ func (o *Outlet) accept(c *node.Context, f frame, ret routing.Route) {
 		return
 	}
 	s.start()
+	conn, err := o.opts.Portal.Dial(ctx, o.opts.Target)
+	if err != nil {
+		if s.ending.Load() {
+			return // ended meanwhile (the inlet closed); the dial was cancelled
+		}
+		err = fmt.Errorf("outlet %s cannot reach its target: %w", o.addr, err)
+		o.state.set(StateUp, err)
+		o.limiter.Warn(o.log, "target unreachable", "session refused", "error", err)
+		s.end(err, true)
+		return
+	}
+	ds.resolve(conn)
+}
+
+// dialingStream stands for the target's stream while the outlet dials it:
+// reads and writes wait for the dial, and a Close before it completes
+// cancels the dial and closes what it returns.
+type dialingStream struct {
+	ready  chan struct{}
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	conn   portal.Stream
+	err    error
+	linger *int
+}
+
+func newDialingStream(cancel context.CancelFunc) *dialingStream {
+	return &dialingStream{ready: make(chan struct{}), cancel: cancel}
+}
+
+// resolve hands over the dialled stream, or closes it if the session
+// already ended.
+func (d *dialingStream) resolve(conn portal.Stream) {
+	d.mu.Lock()
+	if d.err != nil {
+		d.mu.Unlock()
+		conn.Close()
+		return
+	}
+	d.conn = conn
+	if d.linger != nil {
+		if l, ok := conn.(interface{ SetLinger(int) error }); ok {
+			_ = l.SetLinger(*d.linger)
+		}
+	}
+	d.mu.Unlock()
+	close(d.ready)
+}
+
+func (d *dialingStream) wait() (portal.Stream, error) {
+	<-d.ready
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.err != nil {
+		return nil, d.err
+	}
+	return d.conn, nil
+}
+
+func (d *dialingStream) Read(p []byte) (int, error) {
+	st, err := d.wait()
+	if err != nil {
+		return 0, err
+	}
+	return st.Read(p)
+}
+
+func (d *dialingStream) Write(p []byte) (int, error) {
+	st, err := d.wait()
+	if err != nil {
+		return 0, err
+	}
+	return st.Write(p)
+}
+
+func (d *dialingStream) CloseWrite() error {
+	st, err := d.wait()
+	if err != nil {
+		return err
+	}
+	return st.CloseWrite()
+}
+
+// SetLinger passes a reset request on to the dialled stream (see
+// resetStream), or keeps it for a stream still being dialled.
+func (d *dialingStream) SetLinger(sec int) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.conn == nil {
+		d.linger = &sec
+		return nil
+	}
+	if l, ok := d.conn.(interface{ SetLinger(int) error }); ok {
+		return l.SetLinger(sec)
+	}
+	return nil
+}
+
+func (d *dialingStream) Close() error {
+	d.mu.Lock()
+	if d.err != nil {
+		d.mu.Unlock()
+		return nil
+	}
+	conn := d.conn
+	d.err = portal.ErrClosed
+	d.mu.Unlock()
+	if conn == nil {
+		d.cancel()
+		close(d.ready)
+		return nil
+	}
+	return conn.Close()
 }
 
 func newSessionID() [idLen]byte {
