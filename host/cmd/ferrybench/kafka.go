@@ -7,10 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/ferryhq/ferry/host/plugins"
 	"github.com/ferryhq/ferry/plugins/kafka/kafkatransport"
 	"github.com/ferryhq/ferry/sdk/transport"
 )
@@ -42,51 +40,27 @@ func runKafka(ctx context.Context, cfg config) (*table, error) {
 	if cfg.quick {
 		sz = kafkaSizes{msgs: 3_000, lat: 200, payload: 1 << 10}
 	}
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DefaultNumPartitions(1), kfake.AllowAutoTopicCreation())
+	brokers, stopKfake, err := startKfake()
 	if err != nil {
-		return nil, fmt.Errorf("start kfake: %w", err)
+		return nil, err
 	}
-	defer cluster.Close()
-	brokers := cluster.ListenAddrs()[0]
+	defer stopKfake()
 
 	raw, err := measureKafkaRaw(ctx, brokers, sz)
 	if err != nil {
 		return nil, fmt.Errorf("franz-go baseline: %w", err)
 	}
 	settings := map[string]string{kafkatransport.SettingBrokers: brokers}
-	inproc, err := measureKafkaTransport(ctx, sz, "inproc", func() (transport.Transport, func(), error) {
-		t := kafkatransport.New()
-		if err := t.Configure(ctx, settings); err != nil {
-			return nil, nil, err
-		}
-		return t, func() { t.Close() }, nil
-	})
+	inproc, err := measureKafkaTransport(ctx, sz, "inproc", inProcess(ctx, kafkatransport.New, settings))
 	if err != nil {
 		return nil, fmt.Errorf("in-process: %w", err)
 	}
-	dir, err := os.MkdirTemp("", "ferrybench-kafka")
+	bin, cleanup, err := buildPluginTemp(ctx, "kafka")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	bin, err := buildPlugin(ctx, dir, "kafka")
-	if err != nil {
-		return nil, err
-	}
-	sub, err := measureKafkaTransport(ctx, sz, "plugin", func() (transport.Transport, func(), error) {
-		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		c, err := plugins.Launch(lctx, plugins.LaunchConfig{Path: bin})
-		if err != nil {
-			return nil, nil, err
-		}
-		t := c.Transport()
-		if err := t.Configure(lctx, settings); err != nil {
-			c.Kill()
-			return nil, nil, err
-		}
-		return t, func() { t.Close(); c.Kill() }, nil
-	})
+	defer cleanup()
+	sub, err := measureKafkaTransport(ctx, sz, "plugin", pluginProcess(ctx, bin, settings))
 	if err != nil {
 		return nil, fmt.Errorf("subprocess plugin: %w", err)
 	}

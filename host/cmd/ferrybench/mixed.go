@@ -11,8 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
-
 	"github.com/ferryhq/ferry/host/node"
 	"github.com/ferryhq/ferry/host/portals"
 	"github.com/ferryhq/ferry/host/services"
@@ -71,12 +69,11 @@ func runMixed(ctx context.Context, cfg config) (*table, error) {
 		return nil, err
 	}
 	defer stopCounting()
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DefaultNumPartitions(1), kfake.AllowAutoTopicCreation())
+	brokers, stopKfake, err := startKfake()
 	if err != nil {
-		return nil, fmt.Errorf("start kfake: %w", err)
+		return nil, err
 	}
-	defer cluster.Close()
-	brokers := cluster.ListenAddrs()[0]
+	defer stopKfake()
 
 	direct, err := measureMixed(ctx, target, sz.bytes, sz)
 	if err != nil {

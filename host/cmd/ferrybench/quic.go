@@ -17,7 +17,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/quic-go/quic-go"
 
-	"github.com/ferryhq/ferry/host/plugins"
 	"github.com/ferryhq/ferry/plugins/quic/quictransport"
 	"github.com/ferryhq/ferry/sdk/transport"
 )
@@ -122,34 +121,17 @@ func runQUIC(ctx context.Context, cfg config) (*table, error) {
 	if err != nil {
 		return nil, fmt.Errorf("quic-go baseline: %w", err)
 	}
-	inproc, err := measureNodes(ctx, sz, func() (transport.Transport, func(), error) {
-		t := quictransport.New(quictransport.WithLogger(hclog.NewNullLogger()))
-		if err := t.Configure(ctx, settings); err != nil {
-			return nil, nil, err
-		}
-		return t, func() { t.Close() }, nil
-	})
+	inproc, err := measureNodes(ctx, sz, inProcess(ctx, func() transport.Transport {
+		return quictransport.New(quictransport.WithLogger(hclog.NewNullLogger()))
+	}, settings))
 	if err != nil {
 		return nil, fmt.Errorf("in-process: %w", err)
 	}
-	bin, cleanup, err := buildQUICPlugin(ctx, dir)
+	bin, err := buildPlugin(ctx, dir, "quic")
 	if err != nil {
 		return nil, err
 	}
-	defer cleanup()
-	sub, err := measureNodes(ctx, sz, func() (transport.Transport, func(), error) {
-		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		c, err := plugins.Launch(lctx, plugins.LaunchConfig{Path: bin})
-		if err != nil {
-			return nil, nil, err
-		}
-		if err := c.Transport().Configure(lctx, settings); err != nil {
-			c.Kill()
-			return nil, nil, err
-		}
-		return c.Transport(), func() { c.Transport().Close(); c.Kill() }, nil
-	})
+	sub, err := measureNodes(ctx, sz, pluginProcess(ctx, bin, settings))
 	if err != nil {
 		return nil, fmt.Errorf("subprocess plugin: %w", err)
 	}
@@ -169,24 +151,6 @@ func runQUIC(ctx context.Context, cfg config) (*table, error) {
 	t.note("plugin: each node drives its own quic plugin process over gRPC; %d × 64 B, %d × %d KiB, %d round trips",
 		sz.small, sz.large, sz.largeSize>>10, sz.rtt)
 	return t, nil
-}
-
-// buildQUICPlugin builds plugins/quic into dir, so the benchmark measures
-// the current source.
-func buildQUICPlugin(ctx context.Context, dir string) (string, func(), error) {
-	root, err := moduleRoot()
-	if err != nil {
-		return "", nil, err
-	}
-	bin := filepath.Join(dir, "quic")
-	bctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(bctx, "go", "build", "-o", bin, "./plugins/quic")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", nil, fmt.Errorf("build the quic plugin (go build ./plugins/quic in %s): %v\n%s", root, err, out)
-	}
-	return bin, func() { os.Remove(bin) }, nil
 }
 
 // measureRawQUIC runs the same measurements with quic-go alone against a

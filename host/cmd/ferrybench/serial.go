@@ -10,7 +10,6 @@ import (
 
 	"go.bug.st/serial"
 
-	"github.com/ferryhq/ferry/host/plugins"
 	"github.com/ferryhq/ferry/plugins/serial/nullmodem"
 	"github.com/ferryhq/ferry/plugins/serial/serialtransport"
 	"github.com/ferryhq/ferry/sdk/transport"
@@ -54,10 +53,7 @@ func runSerial(ctx context.Context, cfg config) (*table, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raw pty baseline: %w", err)
 	}
-	inproc, err := measureSerialLinks(ctx, dir, sz, func() (transport.Transport, func(), error) {
-		t := serialtransport.New()
-		return t, func() { t.Close() }, nil
-	})
+	inproc, err := measureSerialLinks(ctx, dir, sz, inProcess(ctx, serialtransport.New, nil))
 	if err != nil {
 		return nil, fmt.Errorf("in-process: %w", err)
 	}
@@ -65,15 +61,7 @@ func runSerial(ctx context.Context, cfg config) (*table, error) {
 	if err != nil {
 		return nil, err
 	}
-	sub, err := measureSerialLinks(ctx, dir, sz, func() (transport.Transport, func(), error) {
-		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		c, err := plugins.Launch(lctx, plugins.LaunchConfig{Path: bin})
-		if err != nil {
-			return nil, nil, err
-		}
-		return c.Transport(), func() { c.Transport().Close(); c.Kill() }, nil
-	})
+	sub, err := measureSerialLinks(ctx, dir, sz, pluginProcess(ctx, bin, nil))
 	if err != nil {
 		return nil, fmt.Errorf("subprocess plugin: %w", err)
 	}

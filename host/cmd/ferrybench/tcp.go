@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/ferryhq/ferry/host/node"
-	"github.com/ferryhq/ferry/host/plugins"
 	"github.com/ferryhq/ferry/host/services"
 	"github.com/ferryhq/ferry/host/transports"
 	"github.com/ferryhq/ferry/plugins/tcp/tcptransport"
@@ -69,27 +68,16 @@ func runTCP(ctx context.Context, cfg config) (*table, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raw TCP baseline: %w", err)
 	}
-	inproc, err := measureNodes(ctx, sz, func() (transport.Transport, func(), error) {
-		t := tcptransport.New()
-		return t, func() { t.Close() }, nil
-	})
+	inproc, err := measureNodes(ctx, sz, inProcess(ctx, tcptransport.New, nil))
 	if err != nil {
 		return nil, fmt.Errorf("in-process: %w", err)
 	}
-	bin, cleanup, err := buildTCPPlugin(ctx)
+	bin, cleanup, err := buildPluginTemp(ctx, "tcp")
 	if err != nil {
 		return nil, err
 	}
 	defer cleanup()
-	sub, err := measureNodes(ctx, sz, func() (transport.Transport, func(), error) {
-		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		c, err := plugins.Launch(lctx, plugins.LaunchConfig{Path: bin})
-		if err != nil {
-			return nil, nil, err
-		}
-		return c.Transport(), func() { c.Transport().Close(); c.Kill() }, nil
-	})
+	sub, err := measureNodes(ctx, sz, pluginProcess(ctx, bin, nil))
 	if err != nil {
 		return nil, fmt.Errorf("subprocess plugin: %w", err)
 	}
@@ -239,30 +227,6 @@ func measureNodes(ctx context.Context, sz tcpSizes, newT func() (transport.Trans
 func percentiles(d []time.Duration) (p50, p99 time.Duration) {
 	slices.Sort(d)
 	return d[len(d)/2], d[len(d)*99/100]
-}
-
-// buildTCPPlugin builds plugins/tcp into a temporary directory, so the
-// benchmark measures the current source.
-func buildTCPPlugin(ctx context.Context) (string, func(), error) {
-	root, err := moduleRoot()
-	if err != nil {
-		return "", nil, err
-	}
-	dir, err := os.MkdirTemp("", "ferrybench-tcp")
-	if err != nil {
-		return "", nil, err
-	}
-	cleanup := func() { os.RemoveAll(dir) }
-	bin := filepath.Join(dir, "tcp")
-	bctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(bctx, "go", "build", "-o", bin, "./plugins/tcp")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		cleanup()
-		return "", nil, fmt.Errorf("build the tcp plugin (go build ./plugins/tcp in %s): %v\n%s", root, err, out)
-	}
-	return bin, cleanup, nil
 }
 
 func moduleRoot() (string, error) {

@@ -5,12 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"sync/atomic"
 	"time"
 
 	"github.com/ferryhq/ferry/host/node"
-	"github.com/ferryhq/ferry/host/plugins"
 	"github.com/ferryhq/ferry/host/transports"
 	"github.com/ferryhq/ferry/plugins/udp/udptransport"
 	"github.com/ferryhq/ferry/sdk/routing"
@@ -51,31 +49,16 @@ func runUDP(ctx context.Context, cfg config) (*table, error) {
 		}
 		raw[n] = r
 	}
-	inproc, err := measureUDPNodes(ctx, count, sizes, func() (transport.Transport, func(), error) {
-		t := udptransport.New()
-		return t, func() { t.Close() }, nil
-	})
+	inproc, err := measureUDPNodes(ctx, count, sizes, inProcess(ctx, udptransport.New, nil))
 	if err != nil {
 		return nil, fmt.Errorf("in-process: %w", err)
 	}
-	dir, err := os.MkdirTemp("", "ferrybench-udp")
+	bin, cleanup, err := buildPluginTemp(ctx, "udp")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	bin, err := buildPlugin(ctx, dir, "udp")
-	if err != nil {
-		return nil, err
-	}
-	sub, err := measureUDPNodes(ctx, count, sizes, func() (transport.Transport, func(), error) {
-		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		c, err := plugins.Launch(lctx, plugins.LaunchConfig{Path: bin})
-		if err != nil {
-			return nil, nil, err
-		}
-		return c.Transport(), func() { c.Transport().Close(); c.Kill() }, nil
-	})
+	defer cleanup()
+	sub, err := measureUDPNodes(ctx, count, sizes, pluginProcess(ctx, bin, nil))
 	if err != nil {
 		return nil, fmt.Errorf("subprocess plugin: %w", err)
 	}

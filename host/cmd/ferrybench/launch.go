@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/ferryhq/ferry/host/plugins"
+	"github.com/ferryhq/ferry/sdk/transport"
+)
+
+// newTransportFunc makes one transport for a measurement and says how to
+// release it; the sections measure the same code in-process and as a
+// plugin process through it.
+type newTransportFunc func() (transport.Transport, func(), error)
+
+// inProcess returns a newTransportFunc for a transport in this process,
+// configured with settings (nil: the defaults).
+func inProcess(ctx context.Context, newT func() transport.Transport, settings map[string]string) newTransportFunc {
+	return func() (transport.Transport, func(), error) {
+		t := newT()
+		if settings != nil {
+			if err := t.Configure(ctx, settings); err != nil {
+				t.Close()
+				return nil, nil, err
+			}
+		}
+		return t, func() { t.Close() }, nil
+	}
+}
+
+// pluginProcess returns a newTransportFunc that launches the plugin binary
+// bin as its own process (host/plugins.Launch) and configures it with
+// settings (nil: the defaults); releasing it closes the transport and
+// kills the process.
+func pluginProcess(ctx context.Context, bin string, settings map[string]string) newTransportFunc {
+	return func() (transport.Transport, func(), error) {
+		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		c, err := plugins.Launch(lctx, plugins.LaunchConfig{Path: bin})
+		if err != nil {
+			return nil, nil, err
+		}
+		t := c.Transport()
+		if settings != nil {
+			if err := t.Configure(lctx, settings); err != nil {
+				c.Kill()
+				return nil, nil, err
+			}
+		}
+		return t, func() { t.Close(); c.Kill() }, nil
+	}
+}
+
+// buildPluginTemp builds plugins/NAME (buildPlugin) into a new temporary
+// directory, which cleanup removes.
+func buildPluginTemp(ctx context.Context, name string) (bin string, cleanup func(), err error) {
+	dir, err := os.MkdirTemp("", "ferrybench-"+name)
+	if err != nil {
+		return "", nil, err
+	}
+	bin, err = buildPlugin(ctx, dir, name)
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	return bin, func() { os.RemoveAll(dir) }, nil
+}
+
+// startKfake starts an in-process Kafka-protocol broker (kfake) that
+// creates topics on first use, and returns its address.
+func startKfake() (brokers string, stop func(), err error) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DefaultNumPartitions(1), kfake.AllowAutoTopicCreation())
+	if err != nil {
+		return "", nil, fmt.Errorf("start kfake: %w", err)
+	}
+	return cluster.ListenAddrs()[0], cluster.Close, nil
+}
