@@ -117,6 +117,92 @@ func TestMuxMovesDataBothWaysInOrder(t *testing.T) {
 	}
 }
 
+// Senders on many ids at once, with frames large enough to fill the
+// socket (a sender's own write then stops part-way and the writer sends
+// the rest before anything queued after it) and a reader slower than
+// them: every id's frames arrive whole and in order.
+func TestMuxConcurrentSendersKeepFramesWhole(t *testing.T) {
+	const ids, frames = 8, 60
+	cfg := MuxConfig{Window: 4 << 20, MaxFrame: 1 << 20}
+	hc, pc := pair(t)
+	hm := NewMux(hc, cfg)
+	opened := make(chan *MuxStream, ids)
+	pcfg := cfg
+	var pm *Mux
+	pcfg.OnOpen = func(id uint64) {
+		// As a plugin does: the stream exists before its first DATA.
+		ps, err := pm.Open(id)
+		if err != nil {
+			t.Error(err)
+		}
+		opened <- ps
+	}
+	pm = NewMux(pc, pcfg)
+	t.Cleanup(func() { hm.Close(); pm.Close() })
+	ctx := tctx(t)
+	size := func(id uint64, i int) int { return 1 + (int(id)*7919+i*104729)%(1<<20) }
+	errs := make(chan error, 2*ids)
+	for id := uint64(1); id <= ids; id++ {
+		hs, err := hm.Open(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := hm.SendOpen(id); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			for i := range frames {
+				p := bytes.Repeat([]byte{byte(int(id) + i)}, size(id, i))
+				if err := write(ctx, hs, p); err != nil {
+					errs <- fmt.Errorf("id %d frame %d: %w", id, i, err)
+					return
+				}
+			}
+			errs <- hs.CloseWrite()
+		}()
+	}
+	for range ids {
+		var ps *MuxStream
+		select {
+		case ps = <-opened:
+		case <-ctx.Done():
+			t.Fatal("OPEN never arrived")
+		}
+		if ps == nil {
+			t.FailNow()
+		}
+		id := ps.ID()
+		go func() {
+			for i := range frames {
+				got, err := ps.Read(ctx)
+				if err != nil {
+					errs <- fmt.Errorf("id %d frame %d: %w", id, i, err)
+					return
+				}
+				if len(got) != size(id, i) || !bytes.Equal(got, bytes.Repeat([]byte{byte(int(id) + i)}, len(got))) {
+					errs <- fmt.Errorf("id %d frame %d: %d bytes, not the %d sent", id, i, len(got), size(id, i))
+					return
+				}
+				if i%8 == 0 {
+					time.Sleep(time.Millisecond) // a slow reader: the socket fills
+				}
+			}
+			_, err := ps.Read(ctx)
+			if !errors.Is(err, io.EOF) {
+				err = fmt.Errorf("id %d after its frames: %v", id, err)
+			} else {
+				err = nil
+			}
+			errs <- err
+		}()
+	}
+	for range 2 * ids {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // A reader that stops taking data stops its sender: the sender waits for
 // credit (until its context ends) and continues once the reader reads.
 func TestMuxBackpressure(t *testing.T) {
@@ -323,5 +409,99 @@ func TestMuxKeepalive(t *testing.T) {
 	case <-hm.Failed():
 		t.Fatalf("a live idle peer failed the channel: %v", hm.Err())
 	case <-time.After(time.Second):
+	}
+}
+
+// benchEcho opens id 1 on a host and a plugin mux for benchmarks, with an echo of every DATA payload
+// on the plugin side.
+func benchEcho(b *testing.B, cfg MuxConfig) *MuxStream {
+	b.Helper()
+	h, pf, err := Socketpair()
+	if err != nil {
+		b.Fatal(err)
+	}
+	p, err := net.FileConn(pf)
+	pf.Close()
+	if err != nil {
+		b.Fatal(err)
+	}
+	opened := make(chan uint64, 1)
+	pcfg := cfg
+	pcfg.OnOpen = func(id uint64) { opened <- id }
+	hm, pm := NewMux(h, cfg), NewMux(p, pcfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	echoed := make(chan struct{})
+	b.Cleanup(func() { cancel(); hm.Close(); pm.Close(); <-echoed })
+	hs, err := hm.Open(1)
+	if err == nil {
+		err = hm.SendOpen(1)
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	ps, err := pm.Open(<-opened)
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() {
+		defer close(echoed)
+		for {
+			d, err := ps.Read(ctx)
+			if err != nil {
+				return
+			}
+			if write(ctx, ps, d) != nil {
+				return
+			}
+		}
+	}()
+	return hs
+}
+
+// BenchmarkMuxRoundTrip64 is one 64 B payload at a time host → plugin →
+// host: the latency every crossing adds.
+func BenchmarkMuxRoundTrip64(b *testing.B) {
+	hs := benchEcho(b, MuxConfig{})
+	ctx := context.Background()
+	p := make([]byte, 64)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if err := write(ctx, hs, p); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := hs.Read(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkMuxStream64K streams 64 KiB payloads host → plugin → host with
+// a receiver running alongside: throughput under load.
+func BenchmarkMuxStream64K(b *testing.B) {
+	hs := benchEcho(b, MuxConfig{})
+	ctx := context.Background()
+	p := make([]byte, 64<<10)
+	b.SetBytes(int64(len(p)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	done := make(chan error, 1)
+	n := b.N
+	go func() {
+		for range n {
+			if err := write(ctx, hs, p); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for range n {
+		if _, err := hs.Read(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := <-done; err != nil {
+		b.Fatal(err)
 	}
 }
