@@ -296,6 +296,10 @@ type CreateRelayRequest struct {
 	// Wait, when positive, makes the call wait up to Wait for the relay's
 	// first acknowledgement and fail (registering nothing) without one.
 	Wait time.Duration `json:"wait,omitempty"`
+	// Insecure registers without a secure channel to the relay node (the
+	// name is then owned through the node's relay secret only, and what
+	// the relay forwards to this node is not encrypted on that hop).
+	Insecure bool `json:"insecure,omitempty"`
 }
 
 // Portal is a TCP inlet or outlet on a node: its state and counters.

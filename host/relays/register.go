@@ -101,6 +101,12 @@ type RegistrationInfo struct {
 	Forwarded       uint64    `json:"forwarded"`       // messages passed on by the registrant
 	Refused         uint64    `json:"refused"`         // messages not passed on (Allow, errors)
 	LastRefusal     string    `json:"last_refusal,omitempty"`
+	// SecureChannel is the address of the secure channel the registration
+	// goes through and RelayIdentifier the identity the relay node proved
+	// in it; both empty for a registration without one. The registering
+	// node's daemon fills them in.
+	SecureChannel   string `json:"secure_channel,omitempty"`
+	RelayIdentifier string `json:"relay_identifier,omitempty"`
 }
 
 // Registration is the registering side of a relay: a registrant worker on

@@ -186,6 +186,9 @@ type Service struct {
 type Relay struct {
 	Name string `json:"name"`
 	At   string `json:"at"`
+	// Insecure: registered without a secure channel (relay create
+	// --insecure); the name is owned through the node's relay secret only.
+	Insecure bool `json:"insecure,omitempty"`
 }
 
 // legacyTransport is the transport of listener and connection entries

@@ -619,7 +619,7 @@ var (
 		{Name: "plugin"}, {Name: "to", Required: true}, {Name: "allow"}, {Name: "settings"},
 	}}
 	serviceSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "address"}}}
-	relaySchema   = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "at", Required: true}}}
+	relaySchema   = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "at", Required: true}, {Name: "secure"}}}
 	inletSchema   = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "plugin"}, {Name: "listen", Required: true}, {Name: "to", Required: true}, {Name: "settings"}, {Name: "secure"},
 	}}
@@ -933,6 +933,11 @@ func (l *loader) loadRelay(n *Node, b *hcl.Block) *Relay {
 		return nil
 	}
 	l.t.relays[r.Name] = r
+	if a, ok := content.Attributes["secure"]; ok {
+		if r.Secure, ok = l.evalBool(a); !ok {
+			return nil
+		}
+	}
 	if a, ok := content.Attributes["at"]; ok {
 		l.pendingRelays = append(l.pendingRelays, pendingRoute{node: n, expr: a.Expr, set: func(rt Route) {
 			r.At = rt

@@ -148,8 +148,11 @@ type Relay struct {
 	// (a reference to its listener or to a connection to it); else "".
 	Host string
 	// Node is the node that declares (and registers) the relay.
-	Node  string
-	Range hcl.Range `json:"-"`
+	Node string
+	// Secure registers through a secure channel to the relay node, which
+	// binds the name to the registering node's identity.
+	Secure bool      `json:",omitempty"`
+	Range  hcl.Range `json:"-"`
 }
 
 // Inlet is an `inlet "name" {}` block: a local TCP listener whose

@@ -192,6 +192,8 @@ type OutletSpec struct {
 type RelaySpec struct {
 	Name string    `json:"name"`
 	At   RouteSpec `json:"at"`
+	// Secure registers through a secure channel (see topology Relay).
+	Secure bool `json:"secure,omitempty"`
 }
 
 // InletSpec is a portal inlet listening at Listen with sessions to To.
@@ -319,7 +321,7 @@ func (t *Topology) ResolveNode(name string, lookup Lookup) (*NodeSpec, error) {
 		if err != nil {
 			return nil, fmt.Errorf("node %s: relay %s: %w", n.Name, r.Name, err)
 		}
-		spec.Relays = append(spec.Relays, RelaySpec{Name: r.Name, At: rs})
+		spec.Relays = append(spec.Relays, RelaySpec{Name: r.Name, At: rs, Secure: r.Secure})
 	}
 	for _, in := range n.Inlets {
 		rs, err := t.resolveRoute(n, in.To, lookup, usePlugin)

@@ -7,8 +7,8 @@ import (
 	"testing"
 )
 
-// secure = true in an inlet or outlet block reaches the node's spec; a
-// value that is not a bool is an error at that attribute.
+// secure = true in an inlet, outlet or relay block reaches the node's
+// spec; a value that is not a bool is an error at that attribute.
 func TestSecurePortals(t *testing.T) {
 	src, err := os.ReadFile(filepath.Join("..", "..", "configs", "relay-portal.hcl"))
 	if err != nil {
@@ -17,6 +17,7 @@ func TestSecurePortals(t *testing.T) {
 	write := func(inlet, outlet string) string {
 		s := strings.Replace(string(src), "    listen = var.inlet_address\n", "    listen = var.inlet_address\n    secure = "+inlet+"\n", 1)
 		s = strings.Replace(s, "    to   = var.target\n", "    to   = var.target\n    secure = "+outlet+"\n", 1)
+		s = strings.Replace(s, "    at = node.n3.connection.to_n2\n", "    at = node.n3.connection.to_n2\n    secure = "+outlet+"\n", 1)
 		if s == string(src) {
 			t.Fatal("relay-portal.hcl changed; update this test")
 		}
@@ -39,8 +40,8 @@ func TestSecurePortals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !n1.Inlets[0].Secure || !n3.Outlets[0].Secure {
-		t.Fatalf("inlet %+v, outlet %+v: want both secure", n1.Inlets[0], n3.Outlets[0])
+	if !n1.Inlets[0].Secure || !n3.Outlets[0].Secure || !n3.Relays[0].Secure {
+		t.Fatalf("inlet %+v, outlet %+v, relay %+v: want all secure", n1.Inlets[0], n3.Outlets[0], n3.Relays[0])
 	}
 	top, diags = Load(write("false", "false"), LoadOptions{Schemas: testSchemas})
 	if diags.HasErrors() {
@@ -48,6 +49,9 @@ func TestSecurePortals(t *testing.T) {
 	}
 	if n1, _ := top.ResolveNode("n1", resolve); n1.Inlets[0].Secure {
 		t.Fatal("secure = false gave a secure inlet")
+	}
+	if n3, _ := top.ResolveNode("n3", resolve); n3.Relays[0].Secure {
+		t.Fatal("secure = false gave a secure relay")
 	}
 	_, diags = Load(write(`"yes"`, "true"), LoadOptions{Schemas: testSchemas})
 	if !diags.HasErrors() || !strings.Contains(diags.Error(), "secure must be true or false") {

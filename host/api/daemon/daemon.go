@@ -174,6 +174,9 @@ type runtime struct {
 type relayComp struct {
 	mu  sync.Mutex
 	svc *relays.Service
+	// chans are the secure channels this node's registrations go through,
+	// by relay name.
+	chans map[string]*securechannel.Kept
 }
 
 // portalComp holds the node's TCP inlets and outlets.

@@ -66,6 +66,9 @@ func (r *runtime) startRelayService(addr string) error {
 	if err != nil {
 		return err
 	}
+	// Registrations through a secure channel reach it through the node's
+	// listener (a relay service at its own address too).
+	r.secure.lis.Allow(svc.Address().Value)
 	r.relay.svc = svc
 	return nil
 }
@@ -109,22 +112,88 @@ func (r *runtime) resolveNodes(ctx context.Context, route routing.Route) (routin
 // register registers name at the relay service reached by at. With wait 0
 // it returns at once and keeps trying in the background (a restored or
 // declared relay whose relay node is not up yet).
-func (r *runtime) register(ctx context.Context, name string, at routing.Route, wait time.Duration) (*relays.Registration, error) {
+//
+// Unless insecure, the registration goes through a secure channel from this
+// node's identity to the relay node's secure channel listener (at's route
+// with /service/api in place of the relay service), kept open under one
+// address and re-opened when the relay node restarts: the relay node binds
+// forward_to_NAME to this node's identity (host/relays owner.go), and what
+// it forwards reaches this node encrypted. An insecure registration owns its
+// name through the node's relay secret only.
+func (r *runtime) register(ctx context.Context, name string, at routing.Route, wait time.Duration, insecure bool) (*relays.Registration, error) {
 	opts := relays.Options{Logger: r.log.Named("relay"), NoWait: wait <= 0}
+	resolve := func(ctx context.Context) (routing.Route, error) { return at, nil }
 	if slices.ContainsFunc(at, func(a routing.Address) bool { return a.Type == api.NodeType }) {
 		at := at.Clone()
-		opts.Route = func(ctx context.Context) (routing.Route, error) { return r.resolveNodes(ctx, at) }
+		resolve = func(ctx context.Context) (routing.Route, error) { return r.resolveNodes(ctx, at) }
+		opts.Route = resolve
 	}
 	if wait > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, wait)
 		defer cancel()
 	}
-	return r.regs.Register(ctx, r.n, at, name, opts)
+	if insecure {
+		return r.regs.Register(ctx, r.n, at, name, opts)
+	}
+	svc := at[len(at)-1]
+	if !svc.IsLocal() {
+		return nil, api.BadRequest(fmt.Errorf("relay route %s: want it to end at the relay service, such as /service/relay", at))
+	}
+	if r.relayChannel(name) != nil {
+		return nil, api.BadRequest(fmt.Errorf("register relay %q: %w; delete it first", name, relays.ErrExists))
+	}
+	k, err := r.secure.keep(ctx, func(ctx context.Context) (routing.Route, error) {
+		rt, err := resolve(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return append(rt[:len(rt)-1].Clone(), routing.Local(securechannel.DefaultListenerAddress)), nil
+	}, nil, wait <= 0, "relay "+name)
+	if err != nil {
+		return nil, fmt.Errorf("register relay %q: open a secure channel to the relay node: %w", name, err)
+	}
+	opts.Route = nil // the channel finds the relay node; its address stays
+	reg, err := r.regs.Register(ctx, r.n, routing.Route{k.Address(), svc}, name, opts)
+	if err != nil {
+		_ = r.secure.closeKept(context.Background(), k)
+		return nil, err
+	}
+	r.relay.mu.Lock()
+	if r.relay.chans == nil {
+		r.relay.chans = map[string]*securechannel.Kept{}
+	}
+	r.relay.chans[name] = k
+	r.relay.mu.Unlock()
+	return reg, nil
+}
+
+// relayChannel returns the secure channel registration name goes through.
+func (r *runtime) relayChannel(name string) *securechannel.Kept {
+	r.relay.mu.Lock()
+	defer r.relay.mu.Unlock()
+	return r.relay.chans[name]
+}
+
+// closeRelayChannel closes the secure channel of registration name, if
+// it had one, after the registration is gone.
+func (r *runtime) closeRelayChannel(ctx context.Context, name string) {
+	r.relay.mu.Lock()
+	k := r.relay.chans[name]
+	delete(r.relay.chans, name)
+	r.relay.mu.Unlock()
+	if k != nil {
+		if err := r.secure.closeKept(ctx, k); err != nil {
+			r.log.Debug("close a relay's secure channel", "relay", name, "error", err)
+		}
+	}
 }
 
 func (r *runtime) Relays(context.Context) (api.Relays, error) {
 	out := api.Relays{Registrations: r.regs.List(), Forwarders: []relays.ForwarderInfo{}}
+	for i := range out.Registrations {
+		r.withChannel(&out.Registrations[i])
+	}
 	r.relay.mu.Lock()
 	svc := r.relay.svc
 	r.relay.mu.Unlock()
@@ -143,19 +212,35 @@ func (r *runtime) CreateRelay(ctx context.Context, req api.CreateRelayRequest) (
 	if err != nil || len(at) == 0 {
 		return relays.RegistrationInfo{}, api.BadRequest(fmt.Errorf("relay route %q: want a route to a relay service such as /node/n2/service/relay or /tcp/HOST:PORT/service/relay", req.At))
 	}
-	reg, err := r.register(ctx, req.Name, at, req.Wait)
+	reg, err := r.register(ctx, req.Name, at, req.Wait, req.Insecure)
 	if err != nil {
-		if errors.Is(err, relays.ErrExists) {
+		var se *api.StatusError
+		switch {
+		case errors.As(err, &se):
+			return relays.RegistrationInfo{}, err
+		case errors.Is(err, relays.ErrExists):
 			return relays.RegistrationInfo{}, api.BadRequest(err)
 		}
 		return relays.RegistrationInfo{}, api.Unavailable(err)
 	}
-	return reg.Info(), nil
+	info := reg.Info()
+	r.withChannel(&info)
+	return info, nil
+}
+
+// withChannel adds the secure channel a registration goes through.
+func (r *runtime) withChannel(info *relays.RegistrationInfo) {
+	if k := r.relayChannel(info.Name); k != nil {
+		ci := k.Info()
+		info.SecureChannel, info.RelayIdentifier = ci.Address, ci.PeerIdentifier
+	}
 }
 
 func (r *runtime) DeleteRelay(ctx context.Context, name string) error {
 	if _, ok := r.regs.Get(name); ok {
-		return r.regs.Delete(ctx, name)
+		err := r.regs.Delete(ctx, name)
+		r.closeRelayChannel(ctx, name)
+		return err
 	}
 	r.relay.mu.Lock()
 	svc := r.relay.svc
@@ -376,7 +461,7 @@ func (r *runtime) restore(ctx context.Context, cfg state.NodeConfig) {
 	for _, rl := range cfg.Relays {
 		at, err := routing.ParseRoute(rl.At)
 		if err == nil {
-			_, err = r.register(ctx, rl.Name, at, 0)
+			_, err = r.register(ctx, rl.Name, at, 0, rl.Insecure)
 		}
 		if err != nil {
 			r.log.Error("restore relay", "name", rl.Name, "at", rl.At, "error", err)
@@ -430,7 +515,7 @@ func (r *runtime) startSpecPortals(ctx context.Context, spec *topology.NodeSpec)
 			return fmt.Errorf("node %s: relay %s: %w", spec.Name, rl.Name, err)
 		}
 		at = RelayServiceRoute(at)
-		if _, err := r.register(ctx, rl.Name, at, 0); err != nil {
+		if _, err := r.register(ctx, rl.Name, at, 0, !rl.Secure); err != nil {
 			return fmt.Errorf("node %s: relay %s: %w", spec.Name, rl.Name, err)
 		}
 	}

@@ -35,6 +35,8 @@ type secure struct {
 
 	mu      sync.Mutex
 	chans   map[string]*securechannel.Channel // by worker address value
+	kept    map[string]*securechannel.Kept    // channels that re-open themselves, by worker address value
+	owners  map[string]string                 // what a kept channel is part of ("relay n3"), by address value
 	guarded map[string]*securechannel.Policy  // services restricted to identities, by address value
 }
 
@@ -70,7 +72,7 @@ func startSecure(n *node.Node, log hclog.Logger, h *state.Home, cfg state.NodeCo
 		return nil, fmt.Errorf("node %s: %w", cfg.Name, err)
 	}
 	log.Info("secure channel listener", "address", lis.Address().String(), "identity", id.Name, "identifier", id.Identifier)
-	return &secure{n: n, log: log, id: id, lis: lis, chans: map[string]*securechannel.Channel{}, guarded: map[string]*securechannel.Policy{}}, nil
+	return &secure{n: n, log: log, id: id, lis: lis, chans: map[string]*securechannel.Channel{}, kept: map[string]*securechannel.Kept{}, owners: map[string]string{}, guarded: map[string]*securechannel.Policy{}}, nil
 }
 
 func (s *secure) identity() api.NodeIdentity {
@@ -117,6 +119,41 @@ func (s *secure) open(ctx context.Context, to routing.Route, authorized []string
 	return ch, nil
 }
 
+// keep opens a channel from this node's identity to the listener route
+// leads to (called before every open) and keeps it open under one address
+// until closed (securechannel.Keep); the node lists it with the others.
+// With noWait it returns at once and opens in the background. owner, when
+// set, names what the channel is part of (it is deleted with it, not alone).
+func (s *secure) keep(ctx context.Context, route func(context.Context) (routing.Route, error), authorized []string, noWait bool, owner string) (*securechannel.Kept, error) {
+	k, err := securechannel.Keep(ctx, s.n, securechannel.KeepConfig{
+		Config: securechannel.Config{Identity: s.id, Authorized: authorized, Logger: s.log},
+		Route:  route,
+		NoWait: noWait,
+	})
+	if err != nil {
+		if errors.Is(err, securechannel.ErrNotAuthorized) || errors.Is(err, securechannel.ErrRefused) {
+			return nil, &api.StatusError{Code: 403, Err: err}
+		}
+		return nil, err
+	}
+	s.mu.Lock()
+	s.kept[k.Address().Value] = k
+	if owner != "" {
+		s.owners[k.Address().Value] = owner
+	}
+	s.mu.Unlock()
+	return k, nil
+}
+
+// closeKept closes a kept channel and forgets it.
+func (s *secure) closeKept(ctx context.Context, k *securechannel.Kept) error {
+	s.mu.Lock()
+	delete(s.kept, k.Address().Value)
+	delete(s.owners, k.Address().Value)
+	s.mu.Unlock()
+	return k.Close(ctx)
+}
+
 // list returns the open channels, the ones this node created first; it
 // forgets created channels whose workers stopped (closed by the peer).
 func (s *secure) list() api.SecureChannels {
@@ -129,6 +166,9 @@ func (s *secure) list() api.SecureChannels {
 			continue
 		}
 		out.Channels = append(out.Channels, inf)
+	}
+	for _, k := range s.kept {
+		out.Channels = append(out.Channels, k.Info())
 	}
 	s.mu.Unlock()
 	sort.Slice(out.Channels, func(i, j int) bool { return out.Channels[i].Address < out.Channels[j].Address })
@@ -149,11 +189,20 @@ func (s *secure) remove(ctx context.Context, id string) error {
 		key = a.Value
 	}
 	s.mu.Lock()
+	if owner := s.owners[key]; owner != "" {
+		s.mu.Unlock()
+		return api.BadRequest(fmt.Errorf("secure channel %s belongs to %s; delete that instead", id, owner))
+	}
 	ch := s.chans[key]
 	delete(s.chans, key)
+	k := s.kept[key]
+	delete(s.kept, key)
 	s.mu.Unlock()
 	if ch != nil {
 		return ch.Close(ctx)
+	}
+	if k != nil {
+		return k.Close(ctx)
 	}
 	for _, inf := range s.lis.Channels() {
 		if inf.Address == routing.Local(key).String() {
@@ -173,9 +222,14 @@ func (s *secure) close(ctx context.Context) {
 		chs = append(chs, ch)
 	}
 	s.chans = map[string]*securechannel.Channel{}
+	kept := s.kept
+	s.kept = map[string]*securechannel.Kept{}
 	s.mu.Unlock()
 	for _, ch := range chs {
 		_ = ch.Close(ctx)
+	}
+	for _, k := range kept {
+		_ = k.Close(ctx)
 	}
 	if err := s.lis.Close(ctx); err != nil {
 		s.log.Debug("close secure channel listener", "error", err)

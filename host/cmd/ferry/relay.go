@@ -50,12 +50,23 @@ func forwarderRoute(at routing.Route, name string) routing.Route {
 func (a *app) newRelayCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "relay", Short: "Make a node that only dials out reachable through a relay node"}
 	var at, to string
+	var insecure bool
 	create := &cobra.Command{
-		Use:   "create NAME --at ROUTE --to NODE",
+		Use:   "create NAME --at ROUTE --to NODE [--insecure]",
 		Short: "Register forward_to_NAME at the relay service reached by ROUTE; messages to it reach NODE",
 		Long: `Node NODE dials out (if needed) and registers forward_to_NAME at the relay service
 reached by ROUTE (/node/n2 means n2's relay service over one of its listeners). NODE keeps the
 registration alive and registers again when the path breaks or the relay node restarts.
+
+The registration goes through a secure channel from NODE's identity to the relay node's secure
+channel listener (ROUTE with /service/api in place of the relay service). The relay node binds
+forward_to_NAME to that identity: no other identity can register the name again, delete it or take
+its traffic, and what the relay forwards to NODE travels encrypted on that hop. The channel is kept
+open and re-opened when the relay node restarts (see ferry secure-channel list --at NODE).
+
+--insecure registers without a secure channel (for a relay node that cannot be reached by one);
+the name is then owned through a secret kept in NODE's directory (relay.secret) only, and the relay
+hop carries what it forwards as it is.
 
   ferry relay create n3 --at /node/n2 --to /node/n3`,
 		Args: cobra.ExactArgs(1),
@@ -99,13 +110,13 @@ registration alive and registers again when the path breaks or the relay node re
 					}
 				}
 			}
-			info, err := c.CreateRelay(cmd.Context(), api.CreateRelayRequest{Name: name, At: route.String(), Wait: relayWait})
+			info, err := c.CreateRelay(cmd.Context(), api.CreateRelayRequest{Name: name, At: route.String(), Wait: relayWait, Insecure: insecure})
 			if err != nil {
 				return fmt.Errorf("relay %s from node %s at %s: %w", name, node, route, err)
 			}
 			if err := a.withConfig(node, func(cfg *state.NodeConfig) {
 				cfg.Relays = slices.DeleteFunc(cfg.Relays, func(r state.Relay) bool { return r.Name == name })
-				cfg.Relays = append(cfg.Relays, state.Relay{Name: name, At: route.String()})
+				cfg.Relays = append(cfg.Relays, state.Relay{Name: name, At: route.String(), Insecure: insecure})
 			}); err != nil {
 				return fmt.Errorf("relay registered, but saving it for the next start failed: %w", err)
 			}
@@ -115,11 +126,17 @@ registration alive and registers again when the path breaks or the relay node re
 			}
 			a.printf("Relay %s is %s: messages to %s now reach node %s\n", name, info.State, fwd, node)
 			a.printf("  registered at %s by %s (kept alive; see ferry relay list --at %s)\n", info.Relay, info.Registrant, node)
+			if info.SecureChannel != "" {
+				a.printf("  through secure channel %s to the relay node's identity %s; the name belongs to node %s's identity\n", info.SecureChannel, info.RelayIdentifier, node)
+			} else {
+				a.printf("  without a secure channel (--insecure): the name is owned through node %s's relay secret only\n", node)
+			}
 			return nil
 		},
 	}
 	create.Flags().StringVar(&at, "at", "", "route to the relay node or its relay service, e.g. /node/n2")
 	create.Flags().StringVar(&to, "to", "", "node the relay leads to (it registers and keeps the registration alive)")
+	create.Flags().BoolVar(&insecure, "insecure", false, "register without a secure channel to the relay node (the name is owned through a secret only)")
 
 	var listAt string
 	list := &cobra.Command{
@@ -216,21 +233,37 @@ func (a *app) printRelays(rs *api.Relays) {
 	}
 	w := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
 	if len(rs.Registrations) > 0 {
-		fmt.Fprintln(w, "REGISTERED HERE\tAT\tSTATE\tLAST OK\tREGISTRATIONS\tFORWARDED\tLAST ERROR")
+		fmt.Fprintln(w, "REGISTERED HERE\tAT\tSECURE CHANNEL\tSTATE\tLAST OK\tREGISTRATIONS\tFORWARDED\tLAST ERROR")
 		for _, r := range rs.Registrations {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", r.Name, r.Relay, r.State, ago(r.LastSuccess), r.Registrations, r.Forwarded, dash(r.LastError))
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", r.Name, r.Relay, secureOrNot(r.SecureChannel), r.State, ago(r.LastSuccess), r.Registrations, r.Forwarded, dash(r.LastError))
 		}
 	}
 	if len(rs.Forwarders) > 0 {
-		fmt.Fprintln(w, "FORWARDER\tROUTE BACK\tSTATE\tLAST SEEN\tFORWARDED\tRETURNED\tLAST ERROR")
+		fmt.Fprintln(w, "FORWARDER\tROUTE BACK\tOWNER\tSTATE\tLAST SEEN\tFORWARDED\tRETURNED\tLAST ERROR")
 		for _, f := range rs.Forwarders {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", f.Address, f.RouteBack, f.State, ago(f.LastSeen), f.Forwarded, f.Returned, dash(f.LastError))
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", f.Address, f.RouteBack, owner(f.Identity), f.State, ago(f.LastSeen), f.Forwarded, f.Returned, dash(f.LastError))
 		}
 	}
 	if len(rs.Registrations) == 0 && len(rs.Forwarders) == 0 {
 		fmt.Fprintln(w, "no relays")
 	}
 	w.Flush()
+}
+
+// secureOrNot is a registration's secure channel, or insecure.
+func secureOrNot(ch string) string {
+	if ch == "" {
+		return "none (insecure)"
+	}
+	return ch
+}
+
+// owner is the identity a forwarder belongs to, or how it is owned without one.
+func owner(id string) string {
+	if id == "" {
+		return "secret (no channel)"
+	}
+	return id
 }
 
 func dash(s string) string {

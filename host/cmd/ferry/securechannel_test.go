@@ -96,11 +96,18 @@ func TestPortalOverSecureChannelTranscript(t *testing.T) {
 	e.ok("node", "create", "n2", "--tcp-listener-address="+n2Addr)
 	e.ok("node", "create", "n3")
 	e.ok("service", "start", "hop", "--at", "n3")
-	e.ok("relay", "create", "n3", "--at", "/node/n2", "--to", "/node/n3")
+	out := e.ok("relay", "create", "n3", "--at", "/node/n2", "--to", "/node/n3")
+	if !strings.Contains(out, "through secure channel /worker/") {
+		t.Fatalf("relay create printed %q; want the secure channel it registered through", out)
+	}
 	e.ok("node", "create", "n1")
 	w := strings.TrimSpace(e.ok("tcp-connection", "create", "--from", "n1", "--to", n2Addr))
 	var n3id struct{ Identifier string }
 	e.json(&n3id, "identity", "show", "n3")
+	// The name belongs to n3's identity: n1 cannot take it, through its own
+	// secure channel or without one.
+	e.fails("owned by identity "+n3id.Identifier, "relay", "create", "n3", "--at", "/node/n2", "--to", "n1")
+	e.fails("without a secure channel", "relay", "create", "n3", "--at", "/node/n2", "--to", "n1", "--insecure")
 	ch := strings.TrimSpace(e.ok("secure-channel", "create", "--from", "n1", "--to", w+"/service/forward_to_n3/service/api", "--authorized", n3id.Identifier))
 	target := httpServer(t)
 	e.ok("tcp-outlet", "create", "--at", "n3", "--from", "/service/outlet", "--to", target)
@@ -110,14 +117,44 @@ func TestPortalOverSecureChannelTranscript(t *testing.T) {
 	if err != nil || !headOK(out) {
 		t.Fatalf("curl --head %s: %v\n%s", inlet, err, out)
 	}
+	// n3 runs two channels: the responder of n1's, which carried the
+	// request, and the one its relay registration goes through, to n2
+	// (relay create uses a secure channel unless --insecure).
+	var n1id, n2id struct{ Identifier string }
+	e.json(&n1id, "identity", "show", "n1")
+	e.json(&n2id, "identity", "show", "n2")
 	var chs struct {
 		Channels []struct {
-			Role  string
-			Stats struct{ Delivered uint64 }
+			Address        string
+			Role           string
+			PeerIdentifier string `json:"peer_identifier"`
+			Open           bool
+			Stats          struct{ Delivered uint64 }
 		}
 	}
 	e.json(&chs, "secure-channel", "list", "--at", "n3")
-	if len(chs.Channels) != 1 || chs.Channels[0].Role != "responder" || chs.Channels[0].Stats.Delivered == 0 {
-		t.Fatalf("n3's channels after the request: %+v", chs)
+	roles := map[string]string{}
+	for _, c := range chs.Channels {
+		roles[c.Role] = c.PeerIdentifier
+		if c.Role == "initiator" {
+			e.fails("belongs to relay n3", "secure-channel", "delete", c.Address, "--at", "n3")
+		}
+		if c.Role == "responder" && c.Stats.Delivered == 0 {
+			t.Fatalf("n1's channel delivered nothing at n3: %+v", chs)
+		}
+	}
+	if len(chs.Channels) != 2 || roles["responder"] != n1id.Identifier || roles["initiator"] != n2id.Identifier {
+		t.Fatalf("n3's channels after the request: %+v; want n1's (responder) and the relay registration's to n2 (initiator)", chs)
+	}
+	// The relay node's forwarder belongs to n3's identity.
+	var rs struct {
+		Forwarders []struct {
+			Name     string
+			Identity string
+		}
+	}
+	e.json(&rs, "relay", "list", "--at", "n2")
+	if len(rs.Forwarders) != 1 || rs.Forwarders[0].Identity != n3id.Identifier {
+		t.Fatalf("n2's forwarders: %+v; want forward_to_n3 owned by n3's identity %s", rs, n3id.Identifier)
 	}
 }
