@@ -97,6 +97,7 @@ func Serve(p Portal, opts ...ServeOption) {
 	if cfg.test == nil {
 		pluginproc.ReserveStdout()
 		cfg.data = pluginwire.InheritedConn()
+		pluginproc.TrimAfterStart()
 	}
 	srv.data = cfg.data
 	if cfg.parentCheck > 0 {
