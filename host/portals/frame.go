@@ -14,7 +14,9 @@ import (
 //
 //	open    1  uvarint version, 16-byte session id, uvarint window
 //	opened  2  uvarint version, uvarint window
-//	data    3  uvarint seq, bytes (at least one)
+//	data    3  seq, next, consumed (each 8 bytes, big-endian), then bytes
+//	           (at least one): next and consumed acknowledge the reverse
+//	           direction as an ack without SACK ranges does
 //	fin     4  uvarint seq
 //	ack     5  uvarint consumed (total bytes the receiver has written out),
 //	           uvarint next (every data/fin message below this seq arrived),
@@ -31,11 +33,18 @@ import (
 // drops duplicates and answers with ack; the sender keeps every message until
 // it is acknowledged and retransmits what the acks show missing. ack is
 // cumulative, so a lost ack is repaired by the next one; it doubles as the
-// flow-control credit and the keepalive.
+// flow-control credit and the keepalive. Every data message carries the
+// cumulative ack of the other direction too, so request/response traffic
+// needs no ack messages of its own; a receiver sends one after every
+// second message in order, at once for anything out of order, a duplicate
+// or a fin, and otherwise after at most ackDelay (delayed acks, as TCP).
+// The fixed-size data header lets a sender read a stream straight into a
+// message buffer and fill the header in afterwards.
 
 // ProtocolVersion is the session protocol version carried in open/opened.
-// Version 2 added retransmission (ack with SACK replaced credit).
-const ProtocolVersion = 2
+// Version 2 added retransmission (ack with SACK replaced credit); version 3
+// carries an ack in every data message (fixed-size data header).
+const ProtocolVersion = 3
 
 // Frame kinds.
 const (
@@ -57,9 +66,9 @@ const (
 	maxWindow = 64 << 20
 	// maxSackRanges bounds the SACK ranges one ack carries.
 	maxSackRanges = 16
-	// dataHeadroom is the most a data frame's header takes (kind byte + a
-	// 64-bit uvarint): buffers reserve it in front of the data.
-	dataHeadroom = 1 + binary.MaxVarintLen64
+	// dataHeadroom is the size of a data frame's header (kind byte, seq,
+	// next, consumed): buffers reserve it in front of the data.
+	dataHeadroom = 1 + 3*8
 )
 
 // sackRange is a run of sequence numbers [start, end) that arrived.
@@ -115,7 +124,9 @@ func (f *frame) encode() []byte {
 		b = binary.AppendUvarint(b, f.version)
 		b = binary.AppendUvarint(b, f.window)
 	case kindData:
-		b = binary.AppendUvarint(b, f.seq)
+		b = binary.BigEndian.AppendUint64(b, f.seq)
+		b = binary.BigEndian.AppendUint64(b, f.next)
+		b = binary.BigEndian.AppendUint64(b, f.consumed)
 		b = append(b, f.data...)
 	case kindFin:
 		b = binary.AppendUvarint(b, f.seq)
@@ -141,22 +152,20 @@ func (f *frame) encode() []byte {
 	return b
 }
 
-// dataHeaderLen is the length of a data frame's header for seq.
-func dataHeaderLen(seq uint64) int {
-	n := 1
-	for seq >= 0x80 {
-		seq >>= 7
-		n++
-	}
-	return 1 + n
+// putDataHeader writes a data frame's header at the start of buf, whose
+// data the caller already placed at buf[dataHeadroom:], so data is framed
+// without a copy.
+func putDataHeader(buf []byte, seq, next, consumed uint64) {
+	buf[0] = kindData
+	putDataAck(buf, next, consumed)
+	binary.BigEndian.PutUint64(buf[1:], seq)
 }
 
-// putDataHeader writes a data frame's header for seq at the start of buf,
-// whose data the caller already placed at buf[dataHeaderLen(seq):], so data
-// is framed without a copy.
-func putDataHeader(buf []byte, seq uint64) {
-	buf[0] = kindData
-	binary.PutUvarint(buf[1:], seq)
+// putDataAck rewrites the ack a data frame carries (a retransmission
+// carries the current one).
+func putDataAck(buf []byte, next, consumed uint64) {
+	binary.BigEndian.PutUint64(buf[9:], next)
+	binary.BigEndian.PutUint64(buf[17:], consumed)
 }
 
 // decodeFrame parses one frame. data aliases b. Every byte sequence is either
@@ -198,9 +207,13 @@ func decodeFrame(b []byte) (frame, error) {
 			return f, err
 		}
 	case kindData:
-		if f.seq, err = uv("seq"); err != nil {
-			return f, err
+		if len(rest) < dataHeadroom-1 {
+			return f, fmt.Errorf("%w: data header truncated", errFrame)
 		}
+		f.seq = binary.BigEndian.Uint64(rest)
+		f.next = binary.BigEndian.Uint64(rest[8:])
+		f.consumed = binary.BigEndian.Uint64(rest[16:])
+		rest = rest[dataHeadroom-1:]
 		if len(rest) == 0 {
 			return f, fmt.Errorf("%w: data frame without data", errFrame)
 		}

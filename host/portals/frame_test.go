@@ -13,7 +13,7 @@ func TestFrameRoundTrip(t *testing.T) {
 	for _, f := range []frame{
 		{kind: kindOpen, version: ProtocolVersion, id: id, window: 1 << 20},
 		{kind: kindOpened, version: ProtocolVersion, window: 65536},
-		{kind: kindData, seq: 1<<40 + 3, data: []byte("hello")},
+		{kind: kindData, seq: 1<<40 + 3, next: 17, consumed: 1 << 35, data: []byte("hello")},
 		{kind: kindFin, seq: 7},
 		{kind: kindAck, consumed: 123456789, next: 42},
 		{kind: kindAck, consumed: 1, next: 7, sacks: []sackRange{{9, 10}, {12, 20}, {1 << 62, 1<<62 + 5}}},
@@ -36,15 +36,14 @@ func TestFrameRoundTrip(t *testing.T) {
 
 func TestFrameDataInPlace(t *testing.T) {
 	for _, seq := range []uint64{0, 127, 128, 1 << 63} {
-		h := dataHeaderLen(seq)
-		buf := make([]byte, h+3)
-		copy(buf[h:], "abc")
-		putDataHeader(buf, seq)
+		buf := make([]byte, dataHeadroom+3)
+		copy(buf[dataHeadroom:], "abc")
+		putDataHeader(buf, seq, seq/2, seq+9)
 		f, err := decodeFrame(buf)
-		if err != nil || f.kind != kindData || f.seq != seq || string(f.data) != "abc" {
+		if err != nil || f.kind != kindData || f.seq != seq || f.next != seq/2 || f.consumed != seq+9 || string(f.data) != "abc" {
 			t.Fatalf("seq %d: %+v, %v", seq, f, err)
 		}
-		if want := (&frame{kind: kindData, seq: seq, data: []byte("abc")}).encode(); !bytes.Equal(buf, want) {
+		if want := (&frame{kind: kindData, seq: seq, next: seq / 2, consumed: seq + 9, data: []byte("abc")}).encode(); !bytes.Equal(buf, want) {
 			t.Fatalf("seq %d: in place %x, encode %x", seq, buf, want)
 		}
 	}
@@ -68,7 +67,8 @@ func TestFrameRejects(t *testing.T) {
 	for name, b := range map[string][]byte{
 		"empty":          nil,
 		"unknown kind":   {99},
-		"data no bytes":  {kindData, 0},
+		"data no bytes":  append([]byte{kindData}, make([]byte, dataHeadroom-1)...),
+		"data truncated": append([]byte{kindData}, make([]byte, dataHeadroom-2)...),
 		"open truncated": {kindOpen, 1, 1, 2},
 		"window zero":    append(append([]byte{kindOpen, 1}, make([]byte, idLen)...), 0),
 		"window huge":    {kindOpened, 1, 0xff, 0xff, 0xff, 0xff, 0x0f},
@@ -107,7 +107,7 @@ func FuzzDecodeFrame(f *testing.F) {
 	for _, fr := range []frame{
 		{kind: kindOpen, version: 1, id: id, window: 1 << 20},
 		{kind: kindOpened, version: 1, window: 4096},
-		{kind: kindData, seq: 300, data: []byte("xyz")},
+		{kind: kindData, seq: 300, next: 2, consumed: 70000, data: []byte("xyz")},
 		{kind: kindFin, seq: 2},
 		{kind: kindAck, consumed: 1 << 33, next: 9},
 		{kind: kindAck, consumed: 5, next: 3, sacks: []sackRange{{5, 6}, {8, 11}}},
@@ -118,6 +118,7 @@ func FuzzDecodeFrame(f *testing.F) {
 	}
 	f.Add([]byte{})
 	f.Add([]byte{kindData, 0x80})
+	f.Add(append([]byte{kindData}, make([]byte, dataHeadroom)...))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fr, err := decodeFrame(b)
 		if err != nil {

@@ -73,6 +73,16 @@ const (
 	// dupThresh: a message with this many acknowledged messages after it
 	// is taken as lost and retransmitted at once (fast retransmit).
 	dupThresh = 3
+	// Delayed acks (as TCP's, RFC 1122 4.2.3.2): a receiver acknowledges
+	// every ackEvery-th message that arrives in order, anything else at
+	// once, and otherwise within ackDelay, unless data it sends back first
+	// carries the ack (every data message does). Request/response traffic
+	// then needs no ack messages: one ack message per data message cost
+	// each 64-byte round trip two more messages through every node and
+	// plugin on the path. ackDelay stays far below minRTO so a delayed ack
+	// never makes the sender retransmit.
+	ackEvery = 2
+	ackDelay = time.Millisecond
 )
 
 // DefaultMaxSessions bounds the sessions of one inlet or outlet when their
@@ -191,7 +201,11 @@ type session struct {
 	ending   atomic.Bool
 	started  atomic.Bool
 	lastRecv atomic.Int64 // unix nanos of the last frame from the peer
-	ackDue   atomic.Bool
+	ackDue   atomic.Bool  // send an ack now
+	// ackPending: something arrived that no ack has covered yet; ackTimer
+	// turns it into ackDue after ackDelay.
+	ackPending atomic.Bool
+	ackTimer   *time.Timer
 	// chunkCap (0: opts.ChunkSize) and lastShrink: see shrinkChunks.
 	chunkCap   atomic.Int64
 	lastShrink atomic.Int64
@@ -224,6 +238,7 @@ type session struct {
 	finSeen   bool
 	finSeq    uint64
 	finRecv   bool
+	unacked   int // messages delivered in order since the last ack sent
 	queue     []chunk
 	spare     []chunk
 
@@ -244,6 +259,13 @@ func newSession(opts SessionOptions, stats *counters, conn portal.Stream, log hc
 		rto:     initialRTO,
 		backoff: initialRTO,
 	}
+	s.ackTimer = time.AfterFunc(time.Hour, func() {
+		if s.ackPending.Load() {
+			s.ackDue.Store(true)
+			signal(s.wake)
+		}
+	})
+	s.ackTimer.Stop()
 	s.lastRecv.Store(time.Now().UnixNano())
 	stats.active.Add(1)
 	stats.total.Add(1)
@@ -312,6 +334,13 @@ func (s *session) HandleMessage(c *node.Context, m *routing.Message) error {
 		_ = s.c.Send(c, m.Return, (&frame{kind: kindOpened, version: ProtocolVersion, window: uint64(s.opts.Window)}).encode())
 	case kindData, kindFin:
 		s.heard()
+		if f.kind == kindData {
+			// The ack the data carries for our direction.
+			if err := s.acked(frame{kind: kindAck, consumed: f.consumed, next: f.next}, m.Return); err != nil {
+				s.end(err, true)
+				return nil
+			}
+		}
 		if err := s.receive(m, f); err != nil {
 			s.end(err, true)
 		}
@@ -369,6 +398,7 @@ func (s *session) receive(m *routing.Message, f frame) error {
 	s.mu.Lock()
 	s.adoptLocked(m.Return)
 	seq := f.seq
+	now := true // ack at once: anything but data arriving in order
 	switch {
 	case seq < s.recvSeq:
 		s.stats.duplicates.Add(1)
@@ -384,6 +414,7 @@ func (s *session) receive(m *routing.Message, f frame) error {
 			return fmt.Errorf("peer exceeded the flow-control window of %d bytes", s.opts.Window)
 		}
 		s.deliverLocked(rxFrame{payload: m.Payload, data: f.data, fin: fin})
+		filled := false // a gap closed: tell the sender at once
 		for {
 			rx, ok := s.ooo[s.recvSeq]
 			if !ok {
@@ -392,8 +423,11 @@ func (s *session) receive(m *routing.Message, f frame) error {
 			delete(s.ooo, s.recvSeq)
 			s.oooBytes -= uint64(len(rx.data))
 			s.deliverLocked(rx)
+			filled = true
 		}
 		signal(s.work)
+		s.unacked++
+		now = fin || filled || len(s.ooo) > 0 || s.unacked >= ackEvery
 	default:
 		if _, dup := s.ooo[seq]; dup {
 			s.stats.duplicates.Add(1)
@@ -410,9 +444,14 @@ func (s *session) receive(m *routing.Message, f frame) error {
 			s.finSeen, s.finSeq = true, seq
 		}
 	}
+	if !now && !s.ackPending.Swap(true) {
+		s.ackTimer.Reset(ackDelay)
+	}
 	s.mu.Unlock()
-	s.ackDue.Store(true)
-	signal(s.wake)
+	if now {
+		s.ackDue.Store(true)
+		signal(s.wake)
+	}
 	return nil
 }
 
@@ -455,7 +494,7 @@ func (s *session) acked(f frame, ret routing.Route) error {
 		s.out = append(s.out[:0], s.out[n:]...)
 		s.backoff = 0 // recomputed below from the new sample
 	}
-	if len(s.out) > 0 {
+	if len(s.out) > 0 && len(f.sacks) > 0 {
 		base := s.out[0].seq
 		for _, r := range f.sacks {
 			for q := max(r.start, base); q < r.end && q-base < uint64(len(s.out)); q++ {
@@ -598,10 +637,7 @@ func (s *session) readLoop() {
 		// size follows the traffic, so a 64-byte request does not take a
 		// 64 KiB buffer while bulk data still moves in full chunks.
 		buf := getBuf(size)
-		s.mu.Lock()
-		seq := s.nextSeq
-		s.mu.Unlock()
-		h := dataHeaderLen(seq)
+		h := dataHeadroom
 		k, rerr := s.conn.Read(buf[h : h+n])
 		if k == n {
 			size = min(2*size, s.opts.ChunkSize)
@@ -609,11 +645,17 @@ func (s *session) readLoop() {
 			size = max(size/2, minReadBuffer)
 		}
 		if k > 0 {
-			putDataHeader(buf, seq)
 			wire := buf[:h+k]
 			keep := getBuf(k)[:h+k]
-			copy(keep, wire)
+			copy(keep[h:], wire[h:])
 			s.mu.Lock()
+			seq := s.nextSeq
+			// The message acknowledges everything that arrived so far,
+			// so no separate ack is needed for it.
+			putDataHeader(wire, seq, s.recvSeq, s.consumed.Load())
+			s.unacked = 0
+			s.ackPending.Store(false)
+			copy(keep[:h], wire[:h])
 			s.sent += uint64(k)
 			s.nextSeq++
 			s.out = append(s.out, &txFrame{seq: seq, wire: keep, sentAt: time.Now()})
@@ -704,6 +746,8 @@ func (s *session) writeLoop() {
 // ackLocked builds an ack of what arrived: cumulative, plus the first
 // SACK ranges of what arrived early.
 func (s *session) ackLocked() []byte {
+	s.unacked = 0
+	s.ackPending.Store(false)
 	f := frame{kind: kindAck, consumed: s.consumed.Load(), next: s.recvSeq}
 	if len(s.ooo) > 0 {
 		seqs := make([]uint64, 0, len(s.ooo))
@@ -809,7 +853,11 @@ func (s *session) dueRetransmits(now time.Time) (wires [][]byte, route routing.R
 				fired = true
 			}
 			tf.resend, tf.retx, tf.sentAt = false, true, now
-			wires = append(wires, bytes.Clone(tf.wire))
+			w := bytes.Clone(tf.wire)
+			if w[0] == kindData {
+				putDataAck(w, s.recvSeq, s.consumed.Load())
+			}
+			wires = append(wires, w)
 			continue
 		}
 		next = min(next, due.Sub(now))
@@ -851,6 +899,7 @@ func (s *session) end(err error, notifyPeer bool) {
 	}
 	close(s.done)
 	s.mu.Lock()
+	s.ackTimer.Stop()
 	peer := s.routeLocked()
 	for i, tf := range s.out {
 		putBuf(tf.wire)
