@@ -35,14 +35,15 @@ type Portals interface {
 type inletEntry struct {
 	in   *portals.Inlet
 	name string
-	ch   *securechannel.Channel // the inlet's secure channel, when it has one
+	ch   *securechannel.Kept // the inlet's secure channel, when it has one
+	sec  *secure
 }
 
 // close stops the inlet and then its secure channel.
 func (e *inletEntry) close(ctx context.Context) error {
 	err := e.in.Close()
 	if e.ch != nil {
-		if cerr := e.ch.Close(ctx); cerr != nil && err == nil && !errors.Is(cerr, securechannel.ErrClosed) {
+		if cerr := e.sec.closeKept(ctx, e.ch); cerr != nil && err == nil && !errors.Is(cerr, securechannel.ErrClosed) {
 			err = cerr
 		}
 	}
@@ -289,7 +290,7 @@ func (r *runtime) CreateInlet(ctx context.Context, req api.CreateInletRequest) (
 	if err != nil {
 		return api.Portal{}, api.BadRequest(err)
 	}
-	return r.startInlet(ctx, "", PortalPlugin, req.Address, req.Route, nil, req.Secure, timeout)
+	return r.startInlet(ctx, "", PortalPlugin, req.Address, req.Route, nil, req.Secure, timeout, false)
 }
 
 // sessionTimeout parses an inlet's session timeout; "" is the default (0).
@@ -307,17 +308,18 @@ func sessionTimeout(s string) (time.Duration, error) {
 // startInlet starts an inlet; route is route text unless resolved is set.
 // A secure inlet first opens a secure channel to the outlet's node (see
 // secureRoute) and sends its sessions through it.
-func (r *runtime) startInlet(ctx context.Context, name, plugin, address, route string, resolved routing.Route, secure bool, sessionTimeout time.Duration) (api.Portal, error) {
+func (r *runtime) startInlet(ctx context.Context, name, plugin, address, route string, resolved routing.Route, secure bool, sessionTimeout time.Duration, restoring bool) (api.Portal, error) {
 	if _, _, err := net.SplitHostPort(address); err != nil {
 		return api.Portal{}, api.BadRequest(fmt.Errorf("inlet address %q: want host:port such as 127.0.0.1:6000", address))
 	}
 	rt := resolved
+	given := resolved // the route as given, /node/NAME hops unresolved
 	if rt == nil {
 		var err error
-		if rt, err = routing.ParseRoute(route); err != nil || len(rt) == 0 {
+		if given, err = routing.ParseRoute(route); err != nil || len(given) == 0 {
 			return api.Portal{}, api.BadRequest(fmt.Errorf("inlet route %q: want a route to an outlet such as /worker/<conn>/service/forward_to_n3/service/outlet", route))
 		}
-		if rt, err = r.resolveNodes(ctx, rt); err != nil {
+		if rt, err = r.resolveNodes(ctx, given); err != nil && !(secure && restoring) {
 			return api.Portal{}, api.BadRequest(err)
 		}
 	}
@@ -325,20 +327,20 @@ func (r *runtime) startInlet(ctx context.Context, name, plugin, address, route s
 	if err != nil {
 		return api.Portal{}, err
 	}
-	var ch *securechannel.Channel
+	var ch *securechannel.Kept
 	if secure {
-		if ch, rt, err = r.secureRoute(ctx, rt); err != nil {
+		if ch, rt, err = r.secureRoute(ctx, given, restoring, "tcp inlet "+address); err != nil {
 			return api.Portal{}, err
 		}
 	}
 	in, err := portals.NewInlet(ctx, r.n, portals.InletOptions{ListenAddress: address, Route: rt, Portal: p, Logger: r.log, Session: portals.SessionOptions{SessionTimeout: sessionTimeout}})
 	if err != nil {
 		if ch != nil {
-			_ = ch.Close(ctx)
+			_ = r.secure.closeKept(ctx, ch)
 		}
 		return api.Portal{}, api.BadRequest(err)
 	}
-	e := &inletEntry{in: in, name: name, ch: ch}
+	e := &inletEntry{in: in, name: name, ch: ch, sec: r.secure}
 	r.portals.mu.Lock()
 	defer r.portals.mu.Unlock()
 	if _, dup := r.portals.inlets[in.Addr()]; dup {
@@ -353,18 +355,28 @@ func (r *runtime) startInlet(ctx context.Context, name, plugin, address, route s
 // secureRoute opens a secure channel to the node of the outlet at the end of
 // rt (its last address; the channel goes to the route before it plus
 // /service/api, that node's secure channel listener) and returns the channel
-// and the route through it to the outlet.
-func (r *runtime) secureRoute(ctx context.Context, rt routing.Route) (*securechannel.Channel, routing.Route, error) {
+// and the route through it to the outlet. The channel is kept: when the
+// outlet's node restarts (or the channel dies otherwise) it is opened again
+// under the same address, /node/NAME hops resolved again, so the inlet's
+// new sessions work without recreating it. With noWait (an inlet restored
+// at node start) it opens in the background: the outlet's node may not be
+// up yet.
+func (r *runtime) secureRoute(ctx context.Context, rt routing.Route, noWait bool, owner string) (*securechannel.Kept, routing.Route, error) {
 	last := rt[len(rt)-1]
 	if !last.IsLocal() {
 		return nil, nil, api.BadRequest(fmt.Errorf("secure inlet route %s: want it to end at the outlet's local address, such as /service/outlet", rt))
 	}
 	to := append(rt[:len(rt)-1].Clone(), routing.Local(securechannel.DefaultListenerAddress))
-	ch, err := r.secure.open(ctx, to, nil, 0)
+	route := func(ctx context.Context) (routing.Route, error) { return r.resolveNodes(ctx, to) }
+	k, err := r.secure.keep(ctx, route, nil, noWait, owner)
 	if err != nil {
+		var se *api.StatusError
+		if errors.As(err, &se) {
+			return nil, nil, &api.StatusError{Code: se.Code, Err: fmt.Errorf("secure inlet: open a secure channel to %s: %w", to, err)}
+		}
 		return nil, nil, api.Unavailable(fmt.Errorf("secure inlet: open a secure channel to %s: %w", to, err))
 	}
-	return ch, routing.Route{ch.Address(), last}, nil
+	return k, routing.Route{k.Address(), last}, nil
 }
 
 func (r *runtime) DeleteInlet(ctx context.Context, id string) error {
@@ -469,7 +481,7 @@ func (r *runtime) restore(ctx context.Context, cfg state.NodeConfig) {
 	}
 	for _, in := range cfg.Inlets {
 		timeout, _ := sessionTimeout(in.SessionTimeout) // checked when it was created
-		if _, err := r.startInlet(ctx, "", PortalPlugin, in.Address, in.Route, nil, in.Secure, timeout); err != nil {
+		if _, err := r.startInlet(ctx, "", PortalPlugin, in.Address, in.Route, nil, in.Secure, timeout, true); err != nil {
 			r.log.Error("restore tcp inlet", "address", in.Address, "route", in.Route, "error", err)
 		}
 	}
@@ -524,7 +536,7 @@ func (r *runtime) startSpecPortals(ctx context.Context, spec *topology.NodeSpec)
 		if err != nil {
 			return fmt.Errorf("node %s: inlet %s: %w", spec.Name, in.Name, err)
 		}
-		if _, err := r.startInlet(ctx, in.Name, in.Plugin, in.Listen, "", rt, in.Secure, 0); err != nil {
+		if _, err := r.startInlet(ctx, in.Name, in.Plugin, in.Listen, "", rt, in.Secure, 0, true); err != nil {
 			return fmt.Errorf("node %s: inlet %s: %w", spec.Name, in.Name, err)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -106,5 +107,97 @@ func TestSecurePortalThroughRelay(t *testing.T) {
 	e.json(&n1chs, "secure-channel", "list", "--at", "n1")
 	if len(n1chs.Channels) != 0 {
 		t.Fatalf("n1's channels after the inlet was deleted: %+v", n1chs)
+	}
+}
+
+// TestSecureInletSurvivesRestarts: a secure inlet's channel is kept. When
+// the outlet's node restarts, the inlet's next sessions work again through
+// a re-opened channel under the same address, without recreating the inlet;
+// when the inlet's own node restarts, the inlet and its channel are
+// restored from the node's saved state.
+func TestSecureInletSurvivesRestarts(t *testing.T) {
+	e := newEnv(t)
+	n2Addr := freeAddr(t)
+	e.ok("node", "create", "n2", "--tcp-listener-address="+n2Addr)
+	e.ok("node", "create", "n3")
+	e.ok("relay", "create", "n3", "--at", "/node/n2", "--to", "/node/n3")
+	e.ok("node", "create", "n1")
+	w := strings.TrimSpace(e.ok("tcp-connection", "create", "--from", "n1", "--to", n2Addr))
+	target := goHTTPServer(t, "behind n3\n")
+	e.ok("tcp-outlet", "create", "--at", "n3", "--from", "/service/outlet", "--to", target, "--secure")
+	inlet := freeAddr(t)
+	e.ok("tcp-inlet", "create", "--at", "n1", "--from", inlet, "--to", w+"/service/forward_to_n3/service/outlet", "--secure")
+
+	// Every GET is a new connection, so a new portal session.
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	get := func() (string, error) {
+		resp, err := client.Get("http://" + inlet + "/")
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		page, err := io.ReadAll(resp.Body)
+		return string(page), err
+	}
+	works := func(what string) {
+		t.Helper()
+		var last string
+		eventually(t, 90*time.Second, what+" (last: "+last+")", func() bool {
+			page, err := get()
+			if err != nil {
+				last = err.Error()
+			}
+			return err == nil && page == "behind n3\n"
+		})
+	}
+	type channel struct {
+		Address string
+		Role    string
+		Open    bool
+		Kept    bool
+		Opens   uint64
+	}
+	n1Channel := func() channel {
+		t.Helper()
+		var chs struct{ Channels []channel }
+		e.json(&chs, "secure-channel", "list", "--at", "n1")
+		if len(chs.Channels) != 1 || chs.Channels[0].Role != "initiator" || !chs.Channels[0].Kept {
+			t.Fatalf("n1's channels: %+v; want the inlet's, kept", chs)
+		}
+		return chs.Channels[0]
+	}
+	if page, err := get(); err != nil || page != "behind n3\n" {
+		t.Fatalf("GET through the secure inlet: %q, %v", page, err)
+	}
+	first := n1Channel()
+
+	// The outlet's node restarts: new sessions work again, through the
+	// same channel address, opened once more.
+	e.ok("node", "stop", "n3")
+	e.ok("node", "start", "n3")
+	works("a GET through the inlet after n3 restarted")
+	again := n1Channel()
+	if again.Address != first.Address || again.Opens < 2 || !again.Open {
+		t.Fatalf("n1's channel after n3 restarted: %+v (before: %+v); want the same address opened again", again, first)
+	}
+
+	// Killed instead: nobody tells n1's channel; the frames it sends are
+	// reported undelivered, its probe goes unanswered, and it re-opens.
+	if err := syscall.Kill(e.nodes()["n3"].Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "n3 down", func() bool { return e.nodes()["n3"].Status == "DOWN" })
+	e.ok("node", "start", "n3")
+	works("a GET through the inlet after n3 was killed and started")
+	if ch := n1Channel(); ch.Address != first.Address || ch.Opens < 3 {
+		t.Fatalf("n1's channel after n3 was killed: %+v", ch)
+	}
+
+	// The inlet's node restarts: the inlet comes back with its channel.
+	e.ok("node", "stop", "n1")
+	e.ok("node", "start", "n1")
+	works("a GET through the inlet after n1 restarted")
+	if ch := n1Channel(); !ch.Open {
+		t.Fatalf("n1's channel after n1 restarted: %+v", ch)
 	}
 }
