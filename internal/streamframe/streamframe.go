@@ -2,8 +2,9 @@
 // transports (tcp, and quic on its one stream per link) share: the header
 // codec, a reader that never trusts a declared length beyond its maximum and
 // grows its buffer only with the bytes that really arrived (optionally under
-// a memory budget shared by all links), and a writer that turns a batch of
-// packets into one vectored write.
+// a memory budget shared by all links), a writer that turns a batch of
+// packets into one vectored write, and the checks and write cancellation a
+// link's Send needs around it (send.go).
 //
 // Wire format of one frame:
 //

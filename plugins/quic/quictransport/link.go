@@ -109,10 +109,8 @@ func connCause(conn *quic.Conn) error {
 // take more the link is closed: part of a frame may already be sent and the
 // stream cannot be resynchronised.
 func (l *link) Send(ctx context.Context, packets [][]byte) error {
-	for i, p := range packets {
-		if len(p) > l.cfg.maxMessageSize {
-			return fmt.Errorf("send packet %d of %d bytes to %s (maximum %d): %w", i, len(p), l.peer, l.cfg.maxMessageSize, transport.ErrTooLarge)
-		}
+	if err := streamframe.CheckSizes(packets, l.cfg.maxMessageSize, l.peer); err != nil {
+		return err
 	}
 	if len(packets) == 0 {
 		return nil
@@ -129,22 +127,10 @@ func (l *link) Send(ctx context.Context, packets [][]byte) error {
 	if l.werr != nil {
 		return l.werr
 	}
-	if ctx.Done() != nil {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		fired := make(chan struct{})
-		stop := context.AfterFunc(ctx, func() {
-			_ = l.str.SetWriteDeadline(time.Unix(1, 0))
-			close(fired)
-		})
-		defer func() {
-			if !stop() {
-				<-fired
-				_ = l.str.SetWriteDeadline(time.Time{})
-			}
-		}()
+	if err := ctx.Err(); err != nil {
+		return err
 	}
+	defer streamframe.CancelWrites(ctx, l.str)()
 	vec := l.fw.Build(packets)
 	var err error
 	for _, b := range vec {

@@ -102,10 +102,8 @@ func (l *link) RemoteAddr() string { return l.peer }
 // kernel buffer is full the link is closed: part of a frame may already be on
 // the wire and the stream cannot be resynchronised.
 func (l *link) Send(ctx context.Context, packets [][]byte) error {
-	for i, p := range packets {
-		if len(p) > l.cfg.maxMessageSize {
-			return fmt.Errorf("send packet %d of %d bytes to %s (maximum %d): %w", i, len(p), l.peer, l.cfg.maxMessageSize, transport.ErrTooLarge)
-		}
+	if err := streamframe.CheckSizes(packets, l.cfg.maxMessageSize, l.peer); err != nil {
+		return err
 	}
 	if len(packets) == 0 {
 		return nil
@@ -122,24 +120,10 @@ func (l *link) Send(ctx context.Context, packets [][]byte) error {
 	if l.werr != nil {
 		return l.werr
 	}
-	if ctx.Done() != nil {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		fired := make(chan struct{})
-		stop := context.AfterFunc(ctx, func() {
-			_ = l.conn.SetWriteDeadline(time.Unix(1, 0))
-			close(fired)
-		})
-		defer func() {
-			if !stop() {
-				// ctx ended: wait until its deadline is set, then clear it
-				// so it cannot hit the next writer.
-				<-fired
-				_ = l.conn.SetWriteDeadline(time.Time{})
-			}
-		}()
+	if err := ctx.Err(); err != nil {
+		return err
 	}
+	defer streamframe.CancelWrites(ctx, l.conn)()
 	vec := l.fw.Build(packets)
 	_, err := vec.WriteTo(l.conn)
 	l.fw.Release()
