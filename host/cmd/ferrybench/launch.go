@@ -8,7 +8,10 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/ferryhq/ferry/host/node"
 	"github.com/ferryhq/ferry/host/plugins"
+	"github.com/ferryhq/ferry/host/transports"
+	"github.com/ferryhq/ferry/sdk/routing"
 	"github.com/ferryhq/ferry/sdk/transport"
 )
 
@@ -78,4 +81,71 @@ func startKfake() (brokers string, stop func(), err error) {
 		return "", nil, fmt.Errorf("start kfake: %w", err)
 	}
 	return cluster.ListenAddrs()[0], cluster.Close, nil
+}
+
+// benchPair is two nodes, bench-a and bench-b, each driving its own
+// transport: b listens on 127.0.0.1:0 and a is connected to it.
+type benchPair struct {
+	a, b *node.Node
+	conn routing.Address // a's connection worker, the first hop to b
+}
+
+// route is the route from a to worker on b, over the connection.
+func (p *benchPair) route(worker string) routing.Route {
+	return routing.Route{p.conn, routing.Local(worker)}
+}
+
+// newBenchPair starts a benchPair whose transports newT makes; b's listener
+// lets peers reach the workers named in allow. stop releases everything in
+// the reverse order.
+func newBenchPair(ctx context.Context, newT newTransportFunc, allow ...string) (p *benchPair, stop func(), err error) {
+	var stops []func()
+	stop = func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			stop()
+		}
+	}()
+	// Both nodes, then both transports, then both bindings, so that stop
+	// unbinds both before it closes either transport.
+	nodes := make([]*node.Node, 2)
+	for i, name := range []string{"bench-a", "bench-b"} {
+		n, err := node.New(node.Config{Name: name})
+		if err != nil {
+			return nil, nil, err
+		}
+		stops = append(stops, func() { n.Shutdown(context.WithoutCancel(ctx)) })
+		nodes[i] = n
+	}
+	ts := make([]transport.Transport, 2)
+	for i := range ts {
+		t, closeT, err := newT()
+		if err != nil {
+			return nil, nil, err
+		}
+		stops = append(stops, closeT)
+		ts[i] = t
+	}
+	bs := make([]*transports.Binding, 2)
+	for i, n := range nodes {
+		b, err := transports.Attach(n, ts[i], transports.Options{})
+		if err != nil {
+			return nil, nil, err
+		}
+		stops = append(stops, func() { b.Close() })
+		bs[i] = b
+	}
+	l, err := bs[1].Listen(ctx, "127.0.0.1:0", allow...)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := bs[0].Connect(ctx, l.Address)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &benchPair{a: nodes[0], b: nodes[1], conn: c.Worker}, stop, nil
 }

@@ -18,10 +18,8 @@ import (
 
 	"github.com/ferryhq/ferry/host/node"
 	"github.com/ferryhq/ferry/host/services"
-	"github.com/ferryhq/ferry/host/transports"
 	"github.com/ferryhq/ferry/plugins/tcp/tcptransport"
 	"github.com/ferryhq/ferry/sdk/routing"
-	"github.com/ferryhq/ferry/sdk/transport"
 )
 
 // The tcp section measures node to node over the TCP transport, with the
@@ -117,38 +115,14 @@ func (s *countSink) HandleMessage(*node.Context, *routing.Message) error {
 
 // measureNodes runs the one-way and round-trip measurements between two
 // nodes, each with its own transport from newT.
-func measureNodes(ctx context.Context, sz tcpSizes, newT func() (transport.Transport, func(), error)) (tcpResult, error) {
+func measureNodes(ctx context.Context, sz tcpSizes, newT newTransportFunc) (tcpResult, error) {
 	var res tcpResult
-	a, err := node.New(node.Config{Name: "bench-a"})
+	p, stop, err := newBenchPair(ctx, newT, "echo", "sink")
 	if err != nil {
 		return res, err
 	}
-	defer a.Shutdown(context.WithoutCancel(ctx))
-	b, err := node.New(node.Config{Name: "bench-b"})
-	if err != nil {
-		return res, err
-	}
-	defer b.Shutdown(context.WithoutCancel(ctx))
-	ta, closeA, err := newT()
-	if err != nil {
-		return res, err
-	}
-	defer closeA()
-	tb, closeB, err := newT()
-	if err != nil {
-		return res, err
-	}
-	defer closeB()
-	ba, err := transports.Attach(a, ta, transports.Options{})
-	if err != nil {
-		return res, err
-	}
-	defer ba.Close()
-	bb, err := transports.Attach(b, tb, transports.Options{})
-	if err != nil {
-		return res, err
-	}
-	defer bb.Close()
+	defer stop()
+	a, b := p.a, p.b
 	if _, err := services.Start(b, "echo", ""); err != nil {
 		return res, err
 	}
@@ -156,20 +130,12 @@ func measureNodes(ctx context.Context, sz tcpSizes, newT func() (transport.Trans
 	if _, err := b.StartWorker("sink", sink); err != nil {
 		return res, err
 	}
-	l, err := bb.Listen(ctx, "127.0.0.1:0", "echo", "sink")
-	if err != nil {
-		return res, err
-	}
-	c, err := ba.Connect(ctx, l.Address)
-	if err != nil {
-		return res, err
-	}
 
 	oneWay := func(count, size int) (float64, error) {
 		sink.got.Store(0)
 		sink.want = int64(count)
 		sink.done = make(chan struct{})
-		r := routing.Route{c.Worker, routing.Local("sink")}
+		r := p.route("sink")
 		payload := make([]byte, size)
 		start := time.Now()
 		for i := 0; i < count; i++ {
@@ -197,7 +163,7 @@ func measureNodes(ctx context.Context, sz tcpSizes, newT func() (transport.Trans
 		return res, err
 	}
 
-	echo := routing.Route{c.Worker, routing.Local("echo")}
+	echo := p.route("echo")
 	tmp, err := a.NewContext("")
 	if err != nil {
 		return res, err

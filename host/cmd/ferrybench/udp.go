@@ -9,10 +9,8 @@ import (
 	"time"
 
 	"github.com/ferryhq/ferry/host/node"
-	"github.com/ferryhq/ferry/host/transports"
 	"github.com/ferryhq/ferry/plugins/udp/udptransport"
 	"github.com/ferryhq/ferry/sdk/routing"
-	"github.com/ferryhq/ferry/sdk/transport"
 )
 
 // The udp section measures node to node over the UDP transport, in-process
@@ -167,50 +165,18 @@ func (s *udpSink) HandleMessage(*node.Context, *routing.Message) error {
 	return nil
 }
 
-func measureUDPNodes(ctx context.Context, count int, sizes []int, newT func() (transport.Transport, func(), error)) (map[int]udpRun, error) {
-	a, err := node.New(node.Config{Name: "bench-a"})
+func measureUDPNodes(ctx context.Context, count int, sizes []int, newT newTransportFunc) (map[int]udpRun, error) {
+	p, stop, err := newBenchPair(ctx, newT, "sink")
 	if err != nil {
 		return nil, err
 	}
-	defer a.Shutdown(context.WithoutCancel(ctx))
-	b, err := node.New(node.Config{Name: "bench-b"})
-	if err != nil {
-		return nil, err
-	}
-	defer b.Shutdown(context.WithoutCancel(ctx))
-	ta, closeA, err := newT()
-	if err != nil {
-		return nil, err
-	}
-	defer closeA()
-	tb, closeB, err := newT()
-	if err != nil {
-		return nil, err
-	}
-	defer closeB()
-	ba, err := transports.Attach(a, ta, transports.Options{})
-	if err != nil {
-		return nil, err
-	}
-	defer ba.Close()
-	bb, err := transports.Attach(b, tb, transports.Options{})
-	if err != nil {
-		return nil, err
-	}
-	defer bb.Close()
+	defer stop()
+	a := p.a
 	sink := &udpSink{}
-	if _, err := b.StartWorker("sink", sink); err != nil {
+	if _, err := p.b.StartWorker("sink", sink); err != nil {
 		return nil, err
 	}
-	l, err := bb.Listen(ctx, "127.0.0.1:0", "sink")
-	if err != nil {
-		return nil, err
-	}
-	c, err := ba.Connect(ctx, l.Address)
-	if err != nil {
-		return nil, err
-	}
-	r := routing.Route{c.Worker, routing.Local("sink")}
+	r := p.route("sink")
 	res := map[int]udpRun{}
 	for _, n := range sizes {
 		payload := make([]byte, n)
