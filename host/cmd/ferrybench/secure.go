@@ -3,10 +3,16 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"time"
 
 	"github.com/ferryhq/ferry/host/identity"
 	"github.com/ferryhq/ferry/host/node"
+	"github.com/ferryhq/ferry/host/plugins"
+	"github.com/ferryhq/ferry/host/portals"
+	"github.com/ferryhq/ferry/host/relays"
 	"github.com/ferryhq/ferry/host/securechannel"
 	"github.com/ferryhq/ferry/host/services"
 	"github.com/ferryhq/ferry/host/transports"
@@ -20,7 +26,7 @@ import (
 // throughput and 64 B round trips.
 var secureSection = section{
 	name: "secure",
-	desc: "secure channel (Noise XX, ChaCha20-Poly1305) vs plaintext over the same in-process TCP route",
+	desc: "secure channel (Noise XX, ChaCha20-Poly1305) vs plaintext: a portal over the relay path (plugins as subprocesses), and channels over an in-process TCP route",
 	run:  runSecure,
 }
 
@@ -162,8 +168,22 @@ func runSecure(ctx context.Context, cfg config) (*table, error) {
 		return p50, p99, nil
 	}
 
+	// The portal over the relay path first, the in-process rows after.
+	rel, err := benchSecureRelay(ctx, cfg.quick)
+	if err != nil {
+		return nil, fmt.Errorf("relay path: %w", err)
+	}
+	if d := rel.channelStats.Dropped(); d != 0 {
+		return nil, fmt.Errorf("the relay path's channel dropped %d frames on a clean path: %v", d, rel.channelStats)
+	}
+	relHS50, relHS99 := percentiles(rel.handshakes)
+
 	t := newTable("measurement", "plaintext", "secure channel", "secure ÷ plaintext", "target")
-	t.add("handshake p50 / p99", "", fmtDur(hsP50)+" / "+fmtDur(hsP99), "", "")
+	t.add("relay path: handshake p50 / p99", "", fmtDur(relHS50)+" / "+fmtDur(relHS99), "", "")
+	t.add("relay path: portal 1 stream, MB/s", fmtMBps(rel.plainRate), fmtMBps(rel.secureRate), fmtRatio(rel.secureRate, rel.plainRate), "≥ 0.70x")
+	t.add("relay path: portal 64 B RTT p50", fmtDur(rel.plainP50), fmtDur(rel.securePeer50), fmtRatio(float64(rel.securePeer50), float64(rel.plainP50)), "")
+	t.add("relay path: portal 64 B RTT p99", fmtDur(rel.plainP99), fmtDur(rel.securePeer99), fmtRatio(float64(rel.securePeer99), float64(rel.plainP99)), "")
+	t.add("in-process: handshake p50 / p99", "", fmtDur(hsP50)+" / "+fmtDur(hsP99), "", "")
 	for _, via := range []routing.Route{plain, secure} { // warm up both paths
 		if _, err := oneWay(via, min(sz.small, 20_000), 64); err != nil {
 			return nil, err
@@ -187,6 +207,7 @@ func runSecure(ctx context.Context, cfg config) (*table, error) {
 		if r.size >= 16<<10 {
 			target = "≥ 0.70x"
 		}
+		r.name = "in-process: " + r.name
 		if r.size == 64 {
 			t.add(r.name+", msg/s", fmtRate(p), fmtRate(s), fmtRatio(s, p), target)
 		} else {
@@ -201,14 +222,188 @@ func runSecure(ctx context.Context, cfg config) (*table, error) {
 	if err != nil {
 		return nil, err
 	}
-	t.add("64 B round trip p50", fmtDur(pp50), fmtDur(sp50), fmtRatio(float64(sp50), float64(pp50)), "")
-	t.add("64 B round trip p99", fmtDur(pp99), fmtDur(sp99), fmtRatio(float64(sp99), float64(pp99)), "")
+	t.add("in-process: 64 B round trip p50", fmtDur(pp50), fmtDur(sp50), fmtRatio(float64(sp50), float64(pp50)), "")
+	t.add("in-process: 64 B round trip p99", fmtDur(pp99), fmtDur(sp99), fmtRatio(float64(sp99), float64(pp99)), "")
 	st := ch.Stats()
 	if st.Dropped() != 0 {
 		return nil, fmt.Errorf("the channel dropped frames on a clean path: %v", st)
 	}
-	t.note("two nodes in this process linked by the in-process TCP transport over loopback; plaintext: /worker/<conn>/service/sink, secure: /worker/<channel>/service/sink through a channel over that same connection")
+	t.note("relay path: the portal section's n1 → tcp → n2 relay → tcp → n3 (tcp and portal-tcp as plugin subprocesses, n3's registration plaintext); two inlets on n1 to one outlet on n3, plain (/worker/<n1→n2>/service/forward_to_n3/service/outlet) and secure (/worker/<channel>/service/outlet, the channel from n1 to n3's /service/api through the relay, as tcp-inlet create --secure builds it); 1 stream × %d MiB, alternately, best of 2 each; %d round trips of 64 B; %d handshakes over the path", rel.single>>20, rel.rtt, len(rel.handshakes))
+	t.note("in-process: two nodes in this process linked by the in-process TCP transport over loopback; plaintext: /worker/<conn>/service/sink, secure: /worker/<channel>/service/sink through a channel over that same connection")
 	t.note("handshake: Noise XX + Ed25519 identity proofs + the responder's ready, %d sequential channels; %d × 64 B, %d × each large size (÷4 for 256 KiB), %d round trips",
 		sz.handshakes, sz.small, sz.large, sz.rtt)
 	return t, nil
+}
+
+// secureRelayResult is the relay path measured with and without a secure
+// channel around the portal's sessions.
+type secureRelayResult struct {
+	handshakes             []time.Duration
+	plainRate, secureRate  float64 // bytes/s, 1 stream
+	plainP50, securePeer50 time.Duration
+	plainP99, securePeer99 time.Duration
+	single                 int64
+	rtt                    int
+	channelStats           securechannel.Stats
+}
+
+// benchSecureRelay is the portal section's relay path (n1 → tcp → n2's
+// relay → tcp → n3, tcp and portal-tcp as plugin subprocesses) with two
+// inlets on n1 to the same outlet on n3: one plain, one whose sessions go
+// through a secure channel from n1 to n3's listener (what tcp-inlet create
+// --secure builds). The two are measured alternately, best of each.
+func benchSecureRelay(ctx context.Context, quick bool) (secureRelayResult, error) {
+	res := secureRelayResult{single: 128 << 20, rtt: 3000}
+	handshakes := 50
+	if quick {
+		res.single, res.rtt, handshakes = 8<<20, 200, 5
+	}
+	target, stopTarget, err := startBenchTarget()
+	if err != nil {
+		return res, err
+	}
+	defer stopTarget()
+	dir, err := os.MkdirTemp("", "ferrybench-secure")
+	if err != nil {
+		return res, err
+	}
+	defer os.RemoveAll(dir)
+	// One go build for both plugins: half the linking time of two.
+	root, err := moduleRoot()
+	if err != nil {
+		return res, err
+	}
+	bctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	build := exec.CommandContext(bctx, "go", "build", "-o", dir+string(os.PathSeparator), "./plugins/portal-tcp", "./plugins/tcp")
+	build.Dir = root
+	out, err := build.CombinedOutput()
+	cancel()
+	if err != nil {
+		return res, fmt.Errorf("build plugins/portal-tcp and plugins/tcp: %v\n%s", err, out)
+	}
+	portalBin, tcpBin := filepath.Join(dir, "portal-tcp"), filepath.Join(dir, "tcp")
+	n1, b1, stop1, err := tcpNode(ctx, "n1", tcpBin)
+	if err != nil {
+		return res, err
+	}
+	defer stop1()
+	n2, b2, stop2, err := tcpNode(ctx, "n2", tcpBin)
+	if err != nil {
+		return res, err
+	}
+	defer stop2()
+	n3, b3, stop3, err := tcpNode(ctx, "n3", tcpBin)
+	if err != nil {
+		return res, err
+	}
+	defer stop3()
+	svc, err := relays.StartService(n2, relays.ServiceConfig{Flows: relays.ListenerFlows("", b2)})
+	if err != nil {
+		return res, err
+	}
+	defer svc.Close(context.WithoutCancel(ctx))
+	l, err := b2.Listen(ctx, "127.0.0.1:0", relays.ServiceAddress)
+	if err != nil {
+		return res, err
+	}
+	c3, err := b3.Connect(ctx, l.Address)
+	if err != nil {
+		return res, err
+	}
+	reg, err := relays.Register(ctx, n3, routing.Route{c3.Worker, routing.Local(relays.ServiceAddress)}, "n3", relays.Options{})
+	if err != nil {
+		return res, err
+	}
+	defer reg.Close(context.WithoutCancel(ctx))
+	p3, err := plugins.Launch(ctx, plugins.LaunchConfig{Kind: plugins.KindPortal, Path: portalBin})
+	if err != nil {
+		return res, err
+	}
+	defer p3.Kill()
+	o, err := portals.NewOutlet(n3, portals.OutletOptions{Target: target, Portal: p3.Portal()})
+	if err != nil {
+		return res, err
+	}
+	defer o.Close()
+	id1, err := identity.New("n1")
+	if err != nil {
+		return res, err
+	}
+	id3, err := identity.New("n3")
+	if err != nil {
+		return res, err
+	}
+	lis, err := securechannel.Listen(n3, "", securechannel.ListenerConfig{Config: securechannel.Config{Identity: id3}, Allow: []string{o.Address().Value}})
+	if err != nil {
+		return res, err
+	}
+	defer lis.Close(context.WithoutCancel(ctx))
+	c1, err := b1.Connect(ctx, l.Address)
+	if err != nil {
+		return res, err
+	}
+	toAPI := routing.Route{c1.Worker, routing.Local("forward_to_n3"), routing.Local(securechannel.DefaultListenerAddress)}
+	ccfg := securechannel.Config{Identity: id1, Authorized: []string{id3.Identifier}}
+	for i := 0; i < handshakes+1; i++ { // the first one warms up
+		start := time.Now()
+		ch, err := securechannel.Create(ctx, n1, toAPI, ccfg)
+		if err != nil {
+			return res, fmt.Errorf("handshake over the relay path: %w", err)
+		}
+		if i > 0 {
+			res.handshakes = append(res.handshakes, time.Since(start))
+		}
+		if err := ch.Close(ctx); err != nil {
+			return res, err
+		}
+	}
+	ch, err := securechannel.Create(ctx, n1, toAPI, ccfg)
+	if err != nil {
+		return res, err
+	}
+	defer ch.Close(context.WithoutCancel(ctx))
+	p1, err := plugins.Launch(ctx, plugins.LaunchConfig{Kind: plugins.KindPortal, Path: portalBin})
+	if err != nil {
+		return res, err
+	}
+	defer p1.Kill()
+	plainIn, err := portals.NewInlet(ctx, n1, portals.InletOptions{ListenAddress: "127.0.0.1:0", Portal: p1.Portal(),
+		Route: routing.Route{c1.Worker, routing.Local("forward_to_n3"), o.Address()}})
+	if err != nil {
+		return res, err
+	}
+	defer plainIn.Close()
+	secIn, err := portals.NewInlet(ctx, n1, portals.InletOptions{ListenAddress: "127.0.0.1:0", Portal: p1.Portal(),
+		Route: routing.Route{ch.Address(), o.Address()}})
+	if err != nil {
+		return res, err
+	}
+	defer secIn.Close()
+
+	for _, addr := range []string{plainIn.Addr(), secIn.Addr()} { // warm up both
+		if _, err := uploadRate(ctx, addr, 1, 4<<20); err != nil {
+			return res, err
+		}
+	}
+	// Alternate, best of two each: the machine is shared.
+	for range 2 {
+		r, err := uploadRate(ctx, plainIn.Addr(), 1, res.single)
+		if err != nil {
+			return res, fmt.Errorf("plain inlet: %w", err)
+		}
+		res.plainRate = max(res.plainRate, r)
+		r, err = uploadRate(ctx, secIn.Addr(), 1, res.single)
+		if err != nil {
+			return res, fmt.Errorf("secure inlet: %w", err)
+		}
+		res.secureRate = max(res.secureRate, r)
+	}
+	if res.plainP50, res.plainP99, err = roundTrips(plainIn.Addr(), res.rtt); err != nil {
+		return res, fmt.Errorf("plain inlet: %w", err)
+	}
+	if res.securePeer50, res.securePeer99, err = roundTrips(secIn.Addr(), res.rtt); err != nil {
+		return res, fmt.Errorf("secure inlet: %w", err)
+	}
+	res.channelStats = ch.Stats()
+	return res, nil
 }
