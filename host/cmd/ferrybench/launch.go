@@ -1,9 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -148,4 +152,57 @@ func newBenchPair(ctx context.Context, newT newTransportFunc, allow ...string) (
 		return nil, nil, err
 	}
 	return &benchPair{a: nodes[0], b: nodes[1], conn: c.Worker}, stop, nil
+}
+
+// startHelper runs this executable again as a section's helper process,
+// with env (NAME=VALUE) telling it which (the section's init runs the
+// helper instead of the benchmarks). The helper prints its address on its
+// first line and exits when its stdin closes: stop closes it and waits,
+// killing the helper after 5 s.
+func startHelper(ctx context.Context, env string) (addr string, stop func(), err error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", nil, err
+	}
+	cmd := exec.CommandContext(ctx, exe)
+	cmd.Env = append(os.Environ(), env)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	stop = func() {
+		stdin.Close()
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	}
+	addrc := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(stdout).ReadString('\n')
+		addrc <- strings.TrimSpace(line)
+	}()
+	select {
+	case addr = <-addrc:
+	case <-time.After(10 * time.Second):
+		stop()
+		return "", nil, errors.New("helper process did not report its address")
+	}
+	if addr == "" {
+		stop()
+		return "", nil, errors.New("helper process exited without an address")
+	}
+	return addr, stop, nil
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -9,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -158,49 +156,11 @@ func runQUIC(ctx context.Context, cfg config) (*table, error) {
 // 64-byte messages, on one stream per measurement.
 func measureRawQUIC(ctx context.Context, sz tcpSizes, certFile, keyFile, pin string) (tcpResult, error) {
 	var res tcpResult
-	exe, err := os.Executable()
+	addr, stopHelper, err := startHelper(ctx, quicHelperEnv+"="+certFile+string(os.PathListSeparator)+keyFile)
 	if err != nil {
 		return res, err
 	}
-	cmd := exec.CommandContext(ctx, exe)
-	cmd.Env = append(os.Environ(), quicHelperEnv+"="+certFile+string(os.PathListSeparator)+keyFile)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return res, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return res, err
-	}
-	if err := cmd.Start(); err != nil {
-		return res, err
-	}
-	defer func() {
-		stdin.Close()
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	}()
-	addrc := make(chan string, 1)
-	go func() {
-		line, _ := bufio.NewReader(stdout).ReadString('\n')
-		addrc <- strings.TrimSpace(line)
-	}()
-	var addr string
-	select {
-	case addr = <-addrc:
-	case <-time.After(10 * time.Second):
-		return res, errors.New("helper process did not report its address")
-	}
-	if addr == "" {
-		return res, errors.New("helper process exited without an address")
-	}
+	defer stopHelper()
 	conn, err := quic.DialAddr(ctx, addr, &tls.Config{
 		MinVersion:         tls.VersionTLS13,
 		NextProtos:         []string{quictransport.ALPN},

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -305,49 +304,11 @@ func serveRaw(c net.Conn) {
 
 func measureRaw(ctx context.Context, sz tcpSizes) (tcpResult, error) {
 	var res tcpResult
-	exe, err := os.Executable()
+	addr, stopHelper, err := startHelper(ctx, tcpHelperEnv+"=1")
 	if err != nil {
 		return res, err
 	}
-	cmd := exec.CommandContext(ctx, exe)
-	cmd.Env = append(os.Environ(), tcpHelperEnv+"=1")
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return res, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return res, err
-	}
-	if err := cmd.Start(); err != nil {
-		return res, err
-	}
-	defer func() {
-		stdin.Close()
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	}()
-	addrc := make(chan string, 1)
-	go func() {
-		line, _ := bufio.NewReader(stdout).ReadString('\n')
-		addrc <- strings.TrimSpace(line)
-	}()
-	var addr string
-	select {
-	case addr = <-addrc:
-	case <-time.After(10 * time.Second):
-		return res, errors.New("helper process did not report its address")
-	}
-	if addr == "" {
-		return res, errors.New("helper process exited without an address")
-	}
+	defer stopHelper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		return res, err
