@@ -1,6 +1,7 @@
 package securechannel
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"sync"
@@ -52,7 +53,7 @@ func (m *mitm) HandleMessage(c *node.Context, msg *routing.Message) error {
 	mode := m.mode
 	m.mu.Unlock()
 	payloads := [][]byte{msg.Payload}
-	if mode != nil && onward[0].Value != m.toward && len(msg.Payload) > 1 && msg.Payload[1] == typeData {
+	if mode != nil && onward[0].Value != m.toward && len(msg.Payload) > 1 && (msg.Payload[1] == typeData || msg.Payload[1] == typeBatch) {
 		payloads = mode(append([]byte(nil), msg.Payload...))
 	}
 	for _, p := range payloads {
@@ -206,6 +207,95 @@ func TestDamagedFramesDroppedAndCounted(t *testing.T) {
 	select {
 	case v := <-s.ch:
 		t.Fatalf("a damaged frame was delivered: %q", v)
+	default:
+	}
+}
+
+// A message larger than one Noise frame travels as one batch of data
+// frames. A batch with one inner frame tampered with, a truncated batch and
+// a replayed batch deliver nothing damaged and nothing twice; each inner
+// frame is counted on its own.
+func TestDamagedBatchesDroppedAndCounted(t *testing.T) {
+	n := newNode(t, "one")
+	idI, idR := newIdentity(t, "ini"), newIdentity(t, "resp")
+	s := newSink()
+	startService(t, n, "sink", s)
+	m := &mitm{}
+	startService(t, n, "mitm", m)
+	lis, err := Listen(n, "", ListenerConfig{Config: Config{Identity: idR}, Allow: []string{"sink"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := Create(tctx(t), n, route(t, "/service/mitm/service/api"), Config{Identity: idI})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.mu.Lock()
+	m.toward = ch.ch.wire.Value
+	m.mu.Unlock()
+	var damage func(p []byte) [][]byte
+	m.set(func(p []byte) [][]byte {
+		m.mu.Lock()
+		f := damage
+		damage = nil
+		m.mu.Unlock()
+		if f == nil || p[1] != typeBatch {
+			return [][]byte{p}
+		}
+		return f(p)
+	})
+	once := func(f func(p []byte) [][]byte) {
+		m.mu.Lock()
+		damage = f
+		m.mu.Unlock()
+	}
+	big := func(tag byte) string { return string(bytes.Repeat([]byte{tag}, 100<<10)) }
+	send := func(p string) {
+		t.Helper()
+		if err := n.Send(tctx(t), routing.Route{ch.Address(), routing.Local("sink")}, []byte(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expect := func(p string) {
+		t.Helper()
+		if got := s.next(t); got != p {
+			t.Fatalf("delivered %d bytes starting %q, want %d starting %q", len(got), got[:1], len(p), p[:1])
+		}
+	}
+	send(big('a'))
+	expect(big('a'))
+	if st := ch.Stats(); st.FramesSent < 2 {
+		t.Fatalf("a 100 KiB message took %d frames", st.FramesSent)
+	}
+
+	// The last byte is the second inner frame's tag.
+	once(func(p []byte) [][]byte { p[len(p)-1] ^= 1; return [][]byte{p} })
+	send(big('b'))
+	send(big('c'))
+	expect(big('c'))
+	if st := lis.Stats(); st.Tampered != 1 {
+		t.Fatalf("tampered inner frame not counted: %v", st)
+	}
+
+	once(func(p []byte) [][]byte { return [][]byte{p[:len(p)/2]} })
+	send(big('d'))
+	send(big('e'))
+	expect(big('e'))
+	if st := lis.Stats(); st.Malformed != 1 {
+		t.Fatalf("truncated batch not counted: %v", st)
+	}
+
+	once(func(p []byte) [][]byte { return [][]byte{p, p} })
+	send(big('f'))
+	send(big('g'))
+	expect(big('f'))
+	expect(big('g'))
+	if st := lis.Stats(); st.Replayed != 2 {
+		t.Fatalf("replayed batch not counted per inner frame: %v", st)
+	}
+	select {
+	case v := <-s.ch:
+		t.Fatalf("a damaged or repeated message was delivered: %d bytes of %q", len(v), v[:1])
 	default:
 	}
 }

@@ -33,6 +33,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -413,9 +414,24 @@ func (ch *channel) outgoing(c *node.Context, m *routing.Message) error {
 		return fmt.Errorf("send through %s: the route ends at the channel; append the route to use on the far side (e.g. %s/service/echo)", ch.local, ch.local)
 	}
 	inner := routing.Message{Onward: rest, Return: m.Return, Payload: m.Payload}
-	if routing.EncodedSize(&inner) > ch.cfg.MaxMessageSize {
+	size := routing.EncodedSize(&inner)
+	if size > ch.cfg.MaxMessageSize {
 		ch.count(cUndeliverable)
-		return fmt.Errorf("send through %s: message of %d bytes exceeds the channel's limit of %d", ch.local, routing.EncodedSize(&inner), ch.cfg.MaxMessageSize)
+		return fmt.Errorf("send through %s: message of %d bytes exceeds the channel's limit of %d", ch.local, size, ch.cfg.MaxMessageSize)
+	}
+	if 1+size <= MaxPlaintext {
+		// One frame: encode straight into the frame and seal it in place.
+		frame := make([]byte, dataHeaderLen, dataHeaderLen+1+size+tagLen)
+		frame = append(frame, kindWhole)
+		frame, err := ch.codec.Append(frame, &inner)
+		if err != nil {
+			return fmt.Errorf("send through %s: %w", ch.local, err)
+		}
+		if err := ch.sendSealed(c, frame); err != nil {
+			return err
+		}
+		ch.count(cSent)
+		return nil
 	}
 	pt := append(ch.scratch[:0], kindWhole)
 	pt, err := ch.codec.Append(pt, &inner)
@@ -423,28 +439,8 @@ func (ch *channel) outgoing(c *node.Context, m *routing.Message) error {
 		return fmt.Errorf("send through %s: %w", ch.local, err)
 	}
 	ch.scratch = pt
-	if len(pt) <= MaxPlaintext {
-		if err := ch.sendData(c, pt); err != nil {
-			return err
-		}
-		ch.count(cSent)
-		return nil
-	}
-	enc := pt[1:]
-	count := (len(enc) + maxFragmentBody - 1) / maxFragmentBody
-	if count > 0xffff {
-		return fmt.Errorf("send through %s: message needs %d fragments", ch.local, count)
-	}
-	id := ch.nextFrag
-	ch.nextFrag++
-	buf := make([]byte, 0, fragHeaderLen+maxFragmentBody)
-	for i := 0; i < count; i++ {
-		part := enc[i*maxFragmentBody : min(len(enc), (i+1)*maxFragmentBody)]
-		buf = appendFragmentHeader(buf[:0], id, uint16(i), uint16(count))
-		buf = append(buf, part...)
-		if err := ch.sendData(c, buf); err != nil {
-			return err
-		}
+	if err := ch.sendFragments(c, pt[1:]); err != nil {
+		return err
 	}
 	if cap(ch.scratch) > 2*MaxPlaintext {
 		ch.scratch = nil // do not keep a large message's buffer
@@ -453,11 +449,69 @@ func (ch *channel) outgoing(c *node.Context, m *routing.Message) error {
 	return nil
 }
 
+// sendFragments splits an encoded message too large for one Noise frame
+// into fragments and seals them, one after another, into a single batch
+// frame sent as one routing message: the route carries one message per
+// message, and the only copy of the plaintext is the encryption itself
+// (the fragment header is sealed from a small buffer with the part
+// following it, not copied next to it).
+func (ch *channel) sendFragments(ctx context.Context, enc []byte) error {
+	count := (len(enc) + maxFragmentBody - 1) / maxFragmentBody
+	if count > 0xffff {
+		return fmt.Errorf("send through %s: message needs %d fragments", ch.local, count)
+	}
+	id := ch.nextFrag
+	ch.nextFrag++
+	per := batchLenSize + dataHeaderLen + fragHeaderLen + tagLen
+	frame := make([]byte, 0, frameHeaderLen+count*per+len(enc))
+	frame = appendFrameHeader(frame, typeBatch)
+	var head [fragHeaderLen]byte
+	ch.sndMu.Lock()
+	before := ch.snd.rekeys
+	var err error
+	for i := 0; i < count && err == nil; i++ {
+		part := enc[i*maxFragmentBody : min(len(enc), (i+1)*maxFragmentBody)]
+		at := len(frame)
+		frame = append(frame, 0, 0, 0, 0) // the length, known once sealed
+		frame, err = ch.snd.sealParts(frame, appendFragmentHeader(head[:0], id, uint16(i), uint16(count)), part)
+		binary.BigEndian.PutUint32(frame[at:], uint32(len(frame)-at-batchLenSize))
+	}
+	after := ch.snd.rekeys
+	ch.sndMu.Unlock()
+	ch.lastSent.Store(time.Now().UnixNano())
+	if err != nil {
+		return fmt.Errorf("send through %s: %w", ch.local, err)
+	}
+	if d := after - before; d > 0 {
+		ch.add(cRekeys, d)
+	}
+	ch.add(cFramesSent, uint64(count)-1) // sendFrame counts one
+	return ch.sendFrame(ctx, frame)
+}
+
 // sendData seals plaintext into a data frame and sends it to the peer.
 func (ch *channel) sendData(ctx context.Context, plaintext []byte) error {
 	ch.sndMu.Lock()
 	before := ch.snd.rekeys
 	frame, err := ch.snd.seal(make([]byte, 0, dataHeaderLen+len(plaintext)+tagLen), plaintext)
+	after := ch.snd.rekeys
+	ch.sndMu.Unlock()
+	ch.lastSent.Store(time.Now().UnixNano())
+	if err != nil {
+		return fmt.Errorf("send through %s: %w", ch.local, err)
+	}
+	if d := after - before; d > 0 {
+		ch.add(cRekeys, d)
+	}
+	return ch.sendFrame(ctx, frame)
+}
+
+// sendSealed seals frame (dataHeaderLen bytes for the header, then the
+// plaintext) in place and sends it to the peer.
+func (ch *channel) sendSealed(ctx context.Context, frame []byte) error {
+	ch.sndMu.Lock()
+	before := ch.snd.rekeys
+	frame, err := ch.snd.sealAt(frame, 0)
 	after := ch.snd.rekeys
 	ch.sndMu.Unlock()
 	ch.lastSent.Store(time.Now().UnixNano())
@@ -536,6 +590,12 @@ func (ch *channel) incoming(c *node.Context, m *routing.Message) {
 			return
 		}
 		ch.readData(c, m.Payload[:dataHeaderLen], f)
+	case typeBatch:
+		if st != stateOpen && st != stateAwaitReady {
+			ch.count(cNotOpen)
+			return
+		}
+		ch.readBatch(c, f.body)
 	default:
 		ch.count(cUnexpected)
 	}
@@ -666,6 +726,25 @@ func (ch *channel) readFinish(c *node.Context, f frame) {
 		ch.log.Debug("could not confirm the channel to the initiator", "error", err)
 	}
 	ch.log.Debug("secure channel open", "peer", id, "route", ch.peerRoute.String())
+}
+
+// readBatch reads the data frames of a batch in order; the first that does
+// not decode ends it (those before it were read; each authenticated frame
+// stands on its own).
+func (ch *channel) readBatch(c *node.Context, body []byte) {
+	for first := true; len(body) > 0; first = false {
+		f, inner, rest, err := nextInBatch(body)
+		if err != nil {
+			ch.count(cMalformed)
+			ch.log.Debug("dropped the rest of a batch that does not decode", "error", err)
+			return
+		}
+		if !first {
+			ch.count(cFramesReceived)
+		}
+		ch.readData(c, inner[:dataHeaderLen], f)
+		body = rest
+	}
 }
 
 func (ch *channel) readData(c *node.Context, header []byte, f frame) {

@@ -18,6 +18,12 @@ import (
 //	           first 10 bytes of the frame, so header and body are bound
 //	typeRefuse: body is a short human-readable reason (unauthenticated, so
 //	           accepted only while a handshake is in progress)
+//	typeBatch: body is one or more data frames, each preceded by its length
+//	           (4 bytes, big-endian): the Noise frames of one message too
+//	           large for a single one travel in one routing message, so a
+//	           64 KiB portal chunk costs the route one message, not two.
+//	           Each inner frame is authenticated, replay-checked and counted
+//	           on its own.
 //
 // The plaintext of a data frame starts with a kind byte:
 //
@@ -38,6 +44,7 @@ const (
 	typeFinish byte = 3
 	typeData   byte = 4
 	typeRefuse byte = 5
+	typeBatch  byte = 6
 
 	kindWhole     byte = 0
 	kindFragment  byte = 1
@@ -99,6 +106,10 @@ func decodeFrame(b []byte) (frame, error) {
 		if len(f.body) > maxRefuseLen {
 			f.body = f.body[:maxRefuseLen]
 		}
+	case typeBatch:
+		if len(f.body) < batchLenSize+dataHeaderLen+tagLen {
+			return frame{}, fmt.Errorf("%w: batch of %d bytes", errMalformed, len(b))
+		}
 	default:
 		return frame{}, fmt.Errorf("%w: unknown type %d", errMalformed, f.typ)
 	}
@@ -106,6 +117,31 @@ func decodeFrame(b []byte) (frame, error) {
 }
 
 func appendFrameHeader(dst []byte, typ byte) []byte { return append(dst, wireVersion, typ) }
+
+// batchLenSize is the length prefix of each frame in a batch.
+const batchLenSize = 4
+
+// nextInBatch splits the first frame off a batch's body: the decoded data
+// frame, its bytes and the rest. A length that runs past the body, or a
+// frame that is not a valid data frame, ends the batch with an error.
+func nextInBatch(body []byte) (f frame, inner, rest []byte, err error) {
+	if len(body) < batchLenSize {
+		return frame{}, nil, nil, fmt.Errorf("%w: %d bytes left in a batch", errMalformed, len(body))
+	}
+	n := binary.BigEndian.Uint32(body)
+	body = body[batchLenSize:]
+	if uint64(n) > uint64(len(body)) {
+		return frame{}, nil, nil, fmt.Errorf("%w: a batched frame of %d bytes in %d", errMalformed, n, len(body))
+	}
+	inner = body[:n]
+	if f, err = decodeFrame(inner); err != nil {
+		return frame{}, nil, nil, err
+	}
+	if f.typ != typeData {
+		return frame{}, nil, nil, fmt.Errorf("%w: a batch carries only data frames", errMalformed)
+	}
+	return f, inner, body[n:], nil
+}
 
 // refuseReason makes a peer's refusal printable: at most maxRefuseLen
 // bytes, control characters replaced.

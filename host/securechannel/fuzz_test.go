@@ -17,6 +17,8 @@ func FuzzDecodeFrame(f *testing.F) {
 	f.Add([]byte{wireVersion, typeHello, 1, 2, 3})
 	f.Add(append([]byte{wireVersion, typeData, 0, 0, 0, 0, 0, 0, 0, 1}, make([]byte, 32)...))
 	f.Add([]byte{wireVersion, typeRefuse, 'n', 'o', 0})
+	inner := append([]byte{wireVersion, typeData, 0, 0, 0, 0, 0, 0, 0, 2}, make([]byte, 20)...)
+	f.Add(append(append([]byte{wireVersion, typeBatch, 0, 0, 0, byte(len(inner))}, inner...), 0, 0, 0, 99))
 	f.Add(appendFragmentHeader(nil, 7, 1, 3))
 	f.Add(append(appendFragmentHeader(nil, 7, 1, 3), 'x'))
 	f.Add(handshakePayload{identityKey: make([]byte, 32), signature: make([]byte, 64), rekeyAfter: 9}.append(nil))
@@ -27,6 +29,21 @@ func FuzzDecodeFrame(f *testing.F) {
 			}
 			if fr.typ == typeRefuse {
 				_ = refuseReason(fr.body)
+			}
+			if fr.typ == typeBatch {
+				for body := fr.body; len(body) > 0; {
+					g, inner, rest, err := nextInBatch(body)
+					if err != nil {
+						break
+					}
+					if len(rest) >= len(body) || len(inner) < dataHeaderLen+tagLen {
+						t.Fatal("a batch did not shrink, or yielded a short frame")
+					}
+					if g.typ != typeData || len(g.body) < tagLen {
+						t.Fatalf("a batch yielded frame type %d with %d body bytes", g.typ, len(g.body))
+					}
+					body = rest
+				}
 			}
 		}
 		if fg, err := decodeFragment(b); err == nil {

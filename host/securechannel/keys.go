@@ -84,6 +84,43 @@ func (s *sender) seal(dst, plaintext []byte) ([]byte, error) {
 	return s.key.c.Encrypt(dst, n, ad, plaintext), nil
 }
 
+// sealParts appends a data frame whose plaintext is head followed by body
+// to dst, without joining them first: the plaintext is assembled where the
+// ciphertext goes and sealed in place (sealAt).
+func (s *sender) sealParts(dst, head, body []byte) ([]byte, error) {
+	start := len(dst)
+	dst = append(dst, make([]byte, dataHeaderLen)...)
+	dst = append(dst, head...)
+	dst = append(dst, body...)
+	return s.sealAt(dst, start)
+}
+
+// sealAt seals in place the data frame that starts at dst[start]: its
+// dataHeaderLen header bytes (written here) followed by the plaintext, up
+// to the end of dst. The ciphertext overwrites the plaintext (the AEAD
+// allows exact overlap) and the tag is appended, so encrypting costs no
+// copy of the plaintext.
+func (s *sender) sealAt(dst []byte, start int) ([]byte, error) {
+	pt := start + dataHeaderLen
+	if n := len(dst) - pt; n > MaxPlaintext || n < 0 {
+		return nil, fmt.Errorf("plaintext of %d bytes exceeds %d", n, MaxPlaintext)
+	}
+	if s.counter >= noise.MaxNonce {
+		return nil, errors.New("the channel has used every nonce; create a new channel")
+	}
+	c := s.counter
+	if e := c / s.rekeyAfter; e != s.key.epoch {
+		for s.key.epoch < e {
+			s.key = s.key.next()
+			s.rekeys++
+		}
+	}
+	s.counter++
+	appendFrameHeader(dst[start:start], typeData)
+	binary.BigEndian.PutUint64(dst[start+frameHeaderLen:pt], c)
+	return s.key.c.Encrypt(dst[:pt], c, dst[start:pt], dst[pt:]), nil
+}
+
 // receiver decrypts incoming frames with the current and the previous epoch's
 // key (frames reordered across a rekey) and the replay window.
 type receiver struct {
