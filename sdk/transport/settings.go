@@ -179,6 +179,20 @@ func (c *SettingsCheck) PositiveDuration(name string) time.Duration {
 	return v
 }
 
+// IdleTimeout returns a duration setting that declares a link dead when
+// nothing arrived for that long. It must be positive and at least twice the
+// duration setting every, the interval at which a healthy peer sends
+// something even when it has nothing to say (heartbeat, keepalive), or a
+// healthy quiet link would be taken for dead.
+func (c *SettingsCheck) IdleTimeout(name, every string) time.Duration {
+	v := c.PositiveDuration(name)
+	if e := c.s.Duration(every); v > 0 && e > 0 && v < 2*e {
+		c.Invalid(name, fmt.Errorf("want at least twice %s (%s), or a healthy quiet link would be taken for dead", every, e))
+		return 0
+	}
+	return v
+}
+
 // Apply configures t with raw settings. If t implements
 // SettingsConfigurer, it checks raw against t.Info().Settings and calls
 // ConfigureSettings with the parsed settings; otherwise it calls Configure

@@ -14,6 +14,7 @@ func TestSettingsCheck(t *testing.T) {
 		{Name: "name", Type: String},
 		{Name: "on", Type: Bool, Default: "true"},
 		{Name: "opt", Type: Int},
+		{Name: "beat", Type: Duration, Default: "500ms"},
 	}
 	parse := func(raw map[string]string) *SettingsCheck {
 		t.Helper()
@@ -28,7 +29,7 @@ func TestSettingsCheck(t *testing.T) {
 	if c.Int("size", 1, 10) != 10 || c.PositiveDuration("wait") != time.Second || c.String("name") != "x" || !c.Bool("on") || c.Int("opt", 5, 6) != 0 {
 		t.Fatal("values read wrong")
 	}
-	if c.Err() != nil {
+	if c.IdleTimeout("wait", "beat") != time.Second || c.Err() != nil {
 		t.Fatalf("valid settings: %v", c.Err())
 	}
 
@@ -41,6 +42,8 @@ func TestSettingsCheck(t *testing.T) {
 		{map[string]string{"size": "-1"}, func(c *SettingsCheck) { c.Int("size", 0, 10) }, `setting "size" = "-1": want between 0 and 10`},
 		{map[string]string{"wait": "0s"}, func(c *SettingsCheck) { c.PositiveDuration("wait") }, `setting "wait" = "0s": want a positive duration`},
 		{map[string]string{"name": "bad"}, func(c *SettingsCheck) { c.Invalid("name", errTest) }, `setting "name" = "bad": test reason`},
+		{map[string]string{"wait": "1s", "size": "1"}, func(c *SettingsCheck) { c.IdleTimeout("wait", "beat") }, ""},
+		{map[string]string{"wait": "1s", "beat": "600ms"}, func(c *SettingsCheck) { c.IdleTimeout("wait", "beat") }, `setting "wait" = "1s": want at least twice beat (600ms)`},
 		// The first failure is the one reported.
 		{map[string]string{"size": "0", "wait": "-1s"}, func(c *SettingsCheck) {
 			c.PositiveDuration("wait")
@@ -50,7 +53,9 @@ func TestSettingsCheck(t *testing.T) {
 	} {
 		c := parse(tc.raw)
 		tc.read(c)
-		if err := c.Err(); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if err := c.Err(); tc.want == "" && err != nil {
+			t.Errorf("%v: %v", tc.raw, err)
+		} else if tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("%v: got %v, want an error containing %q", tc.raw, err, tc.want)
 		}
 	}

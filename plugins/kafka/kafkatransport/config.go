@@ -185,7 +185,7 @@ func parseConfig(s transport.Settings) (config, error) {
 		produceTimeout:    c.PositiveDuration(SettingProduceTimeout),
 		dialTimeout:       c.PositiveDuration(SettingDialTimeout),
 		heartbeatInterval: c.PositiveDuration(SettingHeartbeatInterval),
-		idleTimeout:       c.PositiveDuration(SettingIdleTimeout),
+		idleTimeout:       c.IdleTimeout(SettingIdleTimeout, SettingHeartbeatInterval),
 		sessionTimeout:    c.PositiveDuration(SettingSessionTimeout),
 		topicPartitions:   c.Int(SettingTopicPartitions, 1, 10000),
 		createTopics:      c.Bool(SettingCreateTopics),
@@ -204,10 +204,6 @@ func parseConfig(s transport.Settings) (config, error) {
 func (c *config) validate() error {
 	if len(c.brokers) == 0 {
 		return fmt.Errorf("%s: at least one seed broker is needed", SettingBrokers)
-	}
-	if c.idleTimeout < 2*c.heartbeatInterval {
-		return fmt.Errorf("%s (%s) must be at least twice %s (%s), or a healthy quiet link would be failed",
-			SettingIdleTimeout, c.idleTimeout, SettingHeartbeatInterval, c.heartbeatInterval)
 	}
 	if c.fetchMaxBytes < c.maxMessageSize+(64<<10) {
 		// A fetch must be able to return the largest record with its

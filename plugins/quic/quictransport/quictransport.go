@@ -219,7 +219,7 @@ func (t *Transport) ConfigureSettings(_ context.Context, s transport.Settings) e
 		// known: the plugin's gRPC limits are sized from it.
 		maxMessageSize:   c.Int(SettingMaxMessageSize, 1, routing.DefaultMaxMessageSize),
 		keepAlive:        c.PositiveDuration(SettingKeepAlive),
-		idleTimeout:      c.PositiveDuration(SettingIdleTimeout),
+		idleTimeout:      c.IdleTimeout(SettingIdleTimeout, SettingKeepAlive),
 		handshakeTimeout: c.PositiveDuration(SettingHandshakeTimeout),
 		certFile:         c.String(SettingCertFile),
 		keyFile:          c.String(SettingKeyFile),
@@ -235,10 +235,6 @@ func (t *Transport) ConfigureSettings(_ context.Context, s transport.Settings) e
 	}
 	if err := c.Err(); err != nil {
 		return fmt.Errorf("quic transport: %w", err)
-	}
-	if cfg.idleTimeout < 2*cfg.keepAlive {
-		return fmt.Errorf("quic transport: %s (%s) must be at least twice %s (%s), or a healthy quiet link would be closed",
-			SettingIdleTimeout, cfg.idleTimeout, SettingKeepAlive, cfg.keepAlive)
 	}
 	if (cfg.certFile == "") != (cfg.keyFile == "") {
 		return fmt.Errorf("quic transport: set both %s and %s, or neither", SettingCertFile, SettingKeyFile)

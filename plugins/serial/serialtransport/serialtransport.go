@@ -177,7 +177,7 @@ func parseConfig(s transport.Settings) (config, error) {
 		maxFrameSize:      c.Int(SettingMaxFrameSize, MinFrameSize, MaxFrameSize),
 		maxMessageSize:    c.Int(SettingMaxMessageSize, 1, MaxMessageSize),
 		heartbeatInterval: c.PositiveDuration(SettingHeartbeatInterval),
-		idleTimeout:       c.PositiveDuration(SettingIdleTimeout),
+		idleTimeout:       c.IdleTimeout(SettingIdleTimeout, SettingHeartbeatInterval),
 		dialTimeout:       c.PositiveDuration(SettingDialTimeout),
 		reassemblyTimeout: c.PositiveDuration(SettingReassemblyTimeout),
 		reopenBackoffMax:  c.PositiveDuration(SettingReopenBackoffMax),
@@ -191,10 +191,6 @@ func parseConfig(s transport.Settings) (config, error) {
 	}
 	if err := c.Err(); err != nil {
 		return config{}, fmt.Errorf("serial transport: %w", err)
-	}
-	if cfg.idleTimeout < 2*cfg.heartbeatInterval {
-		return cfg, fmt.Errorf("serial transport: %s (%s) must be at least twice %s (%s), or a healthy quiet link would be closed",
-			SettingIdleTimeout, cfg.idleTimeout, SettingHeartbeatInterval, cfg.heartbeatInterval)
 	}
 	if cfg.dataBits != 8 {
 		// COBS frames are made of 8-bit bytes: fewer data bits would cut

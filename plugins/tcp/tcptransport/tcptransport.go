@@ -168,7 +168,7 @@ func (t *Transport) ConfigureSettings(_ context.Context, s transport.Settings) e
 		maxMessageSize:    c.Int(SettingMaxMessageSize, 1, routing.DefaultMaxMessageSize),
 		bufferSize:        c.Int(SettingBufferSize, 4<<10, 64<<20),
 		heartbeatInterval: c.PositiveDuration(SettingHeartbeatInterval),
-		idleTimeout:       c.PositiveDuration(SettingIdleTimeout),
+		idleTimeout:       c.IdleTimeout(SettingIdleTimeout, SettingHeartbeatInterval),
 		dialTimeout:       c.PositiveDuration(SettingDialTimeout),
 		keepAlive:         c.PositiveDuration(SettingKeepAlive),
 		frameTimeout:      c.PositiveDuration(SettingFrameTimeout),
@@ -178,10 +178,6 @@ func (t *Transport) ConfigureSettings(_ context.Context, s transport.Settings) e
 	}
 	if err := c.Err(); err != nil {
 		return fmt.Errorf("tcp transport: %w", err)
-	}
-	if cfg.idleTimeout < 2*cfg.heartbeatInterval {
-		return fmt.Errorf("tcp transport: %s (%s) must be at least twice %s (%s), or a healthy quiet link would be closed",
-			SettingIdleTimeout, cfg.idleTimeout, SettingHeartbeatInterval, cfg.heartbeatInterval)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -205,7 +205,7 @@ func (t *Transport) ConfigureSettings(_ context.Context, s transport.Settings) e
 		maxMessageSize:    c.Int(SettingMaxMessageSize, 1, MaxMessageSize),
 		datagramSize:      c.Int(SettingDatagramSize, 512, 65507),
 		keepalive:         c.PositiveDuration(SettingKeepaliveInterval),
-		idleTimeout:       c.PositiveDuration(SettingIdleTimeout),
+		idleTimeout:       c.IdleTimeout(SettingIdleTimeout, SettingKeepaliveInterval),
 		dialTimeout:       c.PositiveDuration(SettingDialTimeout),
 		reassemblyTimeout: c.PositiveDuration(SettingReassemblyTimeout),
 		reassemblyPeer:    c.Int(SettingReassemblyPeerBytes, 1, 1<<30),
@@ -234,10 +234,6 @@ func (t *Transport) ConfigureSettings(_ context.Context, s transport.Settings) e
 var _ transport.SettingsConfigurer = (*Transport)(nil)
 
 func (c config) validate() error {
-	if c.idleTimeout < 2*c.keepalive {
-		return fmt.Errorf("%s (%s) must be at least twice %s (%s), or a healthy quiet link would expire",
-			SettingIdleTimeout, c.idleTimeout, SettingKeepaliveInterval, c.keepalive)
-	}
 	if c.reassemblyPeer < c.maxMessageSize {
 		return fmt.Errorf("%s (%d) must be at least %s (%d)", SettingReassemblyPeerBytes, c.reassemblyPeer, SettingMaxMessageSize, c.maxMessageSize)
 	}
