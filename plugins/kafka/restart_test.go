@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/ferryhq/ferry/host/plugins/plugintest"
+	"github.com/ferryhq/ferry/plugins/kafka/internal/kafkatest"
 	"github.com/ferryhq/ferry/plugins/kafka/kafkatransport"
 	"github.com/ferryhq/ferry/sdk/transport"
 )
@@ -68,8 +69,8 @@ func committedAtEnd(ctx context.Context, cl *kgo.Client, group, topic string) (c
 // plugin hands every one of them over once, and none of those it handled
 // before.
 func TestListenerKilledResumesExactlyOnce(t *testing.T) {
-	_, addr := startBroker(t)
-	topic := uniqueTopic(t)
+	_, addr := kafkatest.StartBroker(t)
+	topic := kafkatest.UniqueTopic(t)
 	p := plugintest.Build(t, ".")
 	p.Settings = map[string]string{
 		kafkatransport.SettingBrokers:           addr,

@@ -16,22 +16,13 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ferryhq/ferry/plugins/kafka/internal/kafkatest"
 	"github.com/ferryhq/ferry/sdk/routing"
 	"github.com/ferryhq/ferry/sdk/transport"
 )
 
 // These tests run inside the package so they can produce records with
 // crafted ferry headers, as a hostile or broken producer could.
-
-func broker(t testing.TB, opts ...kfake.Opt) (*kfake.Cluster, string) {
-	t.Helper()
-	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1)}, opts...)...)
-	if err != nil {
-		t.Fatalf("kfake: %v", err)
-	}
-	t.Cleanup(c.Close)
-	return c, c.ListenAddrs()[0]
-}
 
 func quick(brokers string, kv ...string) map[string]string {
 	m := map[string]string{
@@ -102,7 +93,7 @@ func rawClient(t testing.TB, brokers string) *kgo.Client {
 // request goes to the other's topic and the reply comes back on the same
 // link to the sender's topic, both ways.
 func TestRequestReply(t *testing.T) {
-	_, addr := broker(t)
+	_, addr := kafkatest.StartBroker(t)
 	ta, tb := topicFor(t, "a"), topicFor(t, "b")
 	a := configured(t, quick(addr, SettingInboundTopic, ta))
 	b := configured(t, quick(addr, SettingInboundTopic, tb))
@@ -161,7 +152,7 @@ func TestRequestReply(t *testing.T) {
 // content claims a 4 GiB length are dropped and counted or passed through
 // as opaque bytes; nothing breaks, and a healthy link keeps working.
 func TestBadRecords(t *testing.T) {
-	_, addr := broker(t)
+	_, addr := kafkatest.StartBroker(t)
 	topic := topicFor(t, "in")
 	srv := configured(t, quick(addr, SettingMaxMessageSize, "4096"))
 	cli := configured(t, quick(addr))
@@ -238,7 +229,7 @@ func TestBadRecords(t *testing.T) {
 // TestTooLarge: a packet over the topic's max.message.bytes at the broker
 // (read at Dial) is refused with ErrTooLarge before anything is produced.
 func TestTooLarge(t *testing.T) {
-	_, addr := broker(t, kfake.BrokerConfigs(map[string]string{"message.max.bytes": "20000"}))
+	_, addr := kafkatest.StartBroker(t, kfake.BrokerConfigs(map[string]string{"message.max.bytes": "20000"}))
 	topic := topicFor(t, "in")
 	srv := configured(t, quick(addr))
 	cli := configured(t, quick(addr))
@@ -273,7 +264,7 @@ func TestTooLarge(t *testing.T) {
 // TestMaxLinks: a listener keeps at most max_links sender links; the next
 // one is refused and its dialler's Recv says so.
 func TestMaxLinks(t *testing.T) {
-	_, addr := broker(t)
+	_, addr := kafkatest.StartBroker(t)
 	topic := topicFor(t, "in")
 	srv := configured(t, quick(addr, SettingMaxLinks, "2"))
 	cli := configured(t, quick(addr))
@@ -309,7 +300,7 @@ func TestMaxLinks(t *testing.T) {
 // starts again (same topic, same group) gets what was sent while it was
 // down, and nothing it had handled before.
 func TestResumeAfterCleanRestart(t *testing.T) {
-	_, addr := broker(t)
+	_, addr := kafkatest.StartBroker(t)
 	topic := topicFor(t, "in")
 	cli := configured(t, quick(addr, SettingIdleTimeout, "30s"))
 	ctx := ctxFor(t, 60*time.Second)
@@ -380,7 +371,7 @@ func TestResumeAfterCleanRestart(t *testing.T) {
 // re-created) accepts it.
 func TestBrokerRestart(t *testing.T) {
 	dir := t.TempDir()
-	c1, addr := broker(t, kfake.DataDir(dir))
+	c1, addr := kafkatest.StartBroker(t, kfake.DataDir(dir))
 	_, port, _ := net.SplitHostPort(addr)
 	p, _ := strconv.Atoi(port)
 	topic := topicFor(t, "in")
@@ -480,7 +471,7 @@ func TestBrokerRestart(t *testing.T) {
 // TestCloseGivesEOF: the dialler's clean Close reaches the acceptor as
 // io.EOF after the packets sent before it.
 func TestCloseGivesEOF(t *testing.T) {
-	_, addr := broker(t)
+	_, addr := kafkatest.StartBroker(t)
 	topic := topicFor(t, "in")
 	srv, cli := configured(t, quick(addr)), configured(t, quick(addr))
 	ctx := ctxFor(t, 30*time.Second)
@@ -543,7 +534,7 @@ func TestConfigureValidates(t *testing.T) {
 }
 
 func TestDialUnknownTopic(t *testing.T) {
-	_, addr := broker(t)
+	_, addr := kafkatest.StartBroker(t)
 	cli := configured(t, quick(addr))
 	ctx := ctxFor(t, 30*time.Second)
 	if _, err := cli.Dial(ctx, "nobody-listens-here"); err == nil || !strings.Contains(err.Error(), "does not exist") {

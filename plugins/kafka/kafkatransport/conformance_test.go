@@ -3,6 +3,7 @@ package kafkatransport_test
 import (
 	"testing"
 
+	"github.com/ferryhq/ferry/plugins/kafka/internal/kafkatest"
 	"github.com/ferryhq/ferry/sdk/transport"
 	"github.com/ferryhq/ferry/sdk/transporttest"
 )
@@ -13,12 +14,12 @@ var skipDialRefused = map[string]string{
 }
 
 func TestConformance(t *testing.T) {
-	_, addr := startBroker(t)
+	_, addr := kafkatest.StartBroker(t)
 	transporttest.Run(t, transporttest.Config{
 		New: func(t *testing.T) transport.Transport {
 			return newTransport(t, testSettings(addr))
 		},
-		ListenAddressFunc: func(t *testing.T) string { return uniqueTopic(t) },
+		ListenAddressFunc: func(t *testing.T) string { return kafkatest.UniqueTopic(t) },
 		Skip:              skipDialRefused,
 	})
 }

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/ferryhq/ferry/plugins/kafka/internal/kafkatest"
 )
 
 // selfSigned returns a server certificate for 127.0.0.1 and its PEM.
@@ -52,7 +54,7 @@ func TestTLSAndSASL(t *testing.T) {
 	if err := os.WriteFile(ca, caPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, addr := broker(t, kfake.TLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}),
+	_, addr := kafkatest.StartBroker(t, kfake.TLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}),
 		kfake.EnableSASL(), kfake.Superuser(SASLScramSHA512, "ferry", "secret"))
 	good := quick(addr, SettingTLS, "true", SettingTLSCAFile, ca,
 		SettingSASLMechanism, SASLScramSHA512, SettingSASLUser, "ferry", SettingSASLPassword, "secret",
