@@ -504,7 +504,13 @@ type MuxStream struct {
 	gotClose  bool          // CLOSE received: the peer sends nothing more
 	rsig      chan struct{} // wakes a Read: data, an end, a close
 	wsig      chan struct{} // wakes a WriteFrame: credit, a close
+	ctimer    *time.Timer   // Read's creditDelay timer, reused
 }
+
+// creditDelay is how long a Read waits with credit owed that a sender of
+// a frame near the window's size may be waiting for before it returns it
+// (see release).
+const creditDelay = time.Millisecond
 
 // ID is the stream's id.
 func (s *MuxStream) ID() uint64 { return s.id }
@@ -687,13 +693,53 @@ func (s *MuxStream) Read(ctx context.Context) ([]byte, error) {
 			s.mu.Unlock()
 			return nil, fmt.Errorf("the peer closed id %d: %w", s.id, ErrChannelClosed)
 		}
+		// Nothing queued: the sender may wait for the credit owed only if
+		// its next frame is larger than what the owed bytes leave it.
+		var expire <-chan time.Time
+		if s.owed > 0 && s.owed > s.m.cfg.Window-s.m.cfg.MaxFrame && !s.sentClose {
+			if s.ctimer == nil {
+				s.ctimer = time.NewTimer(creditDelay)
+			} else {
+				s.ctimer.Reset(creditDelay)
+			}
+			expire = s.ctimer.C
+		}
 		s.mu.Unlock()
 		select {
 		case <-s.rsig:
 		case <-s.m.failed:
 		case <-ctx.Done():
+			if expire != nil {
+				s.ctimer.Stop()
+			}
 			return nil, ctx.Err()
+		case <-expire:
+			s.returnOwed()
+			expire = nil
 		}
+		if expire != nil {
+			s.ctimer.Stop()
+		}
+	}
+}
+
+// returnOwed sends all the credit owed.
+func (s *MuxStream) returnOwed() {
+	s.mu.Lock()
+	owed := s.owed
+	s.owed = 0
+	if s.sentClose {
+		owed = 0
+	}
+	s.mu.Unlock()
+	s.sendCredit(owed)
+}
+
+func (s *MuxStream) sendCredit(n int) {
+	if n > 0 {
+		var b [4]byte
+		binary.BigEndian.PutUint32(b[:], uint32(n))
+		s.m.enqueue(frameCredit, s.id, b[:])
 	}
 }
 
@@ -702,9 +748,10 @@ func (s *MuxStream) Read(ctx context.Context) ([]byte, error) {
 // reader has nothing queued, so small messages one at a time (a request
 // and its reply) cost no CREDIT frame and no wake-up of the peer's reader
 // each. A sender waits for credit only when less than its next frame is
-// left: with nothing queued and nothing in flight, that is when more than
-// Window-MaxFrame is owed, and then all of it goes back, so a sender
-// waiting for credit always gets it once the reader caught up.
+// left: with nothing queued and nothing in flight, only when more than
+// Window-MaxFrame is owed (a frame of nearly the whole window). Read
+// returns that credit once it has waited creditDelay for more data, so
+// such a sender always gets it once the reader caught up.
 func (s *MuxStream) release() {
 	s.mu.Lock()
 	bp := s.cur
@@ -718,16 +765,12 @@ func (s *MuxStream) release() {
 	s.owed += n
 	owed := 0
 	w := s.m.cfg.Window
-	if !s.sentClose && (s.owed >= w/4 || len(s.in) == 0 && (s.owed >= w/16 || s.owed > w-s.m.cfg.MaxFrame)) {
+	if !s.sentClose && (s.owed >= w/4 || len(s.in) == 0 && s.owed >= w/16) {
 		owed, s.owed = s.owed, 0
 	}
 	s.mu.Unlock()
 	Frames.Put(bp)
-	if owed > 0 {
-		var b [4]byte
-		binary.BigEndian.PutUint32(b[:], uint32(owed))
-		s.m.enqueue(frameCredit, s.id, b[:])
-	}
+	s.sendCredit(owed)
 }
 
 // CloseWrite tells the peer that no more data follows (a clean end).

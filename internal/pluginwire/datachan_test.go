@@ -230,6 +230,37 @@ func TestMuxBackpressure(t *testing.T) {
 	}
 }
 
+// Credit for small messages goes back lazily; a sender whose next frame
+// needs the whole window still gets it once the reader waits for more.
+func TestMuxCreditForAWholeWindowFrame(t *testing.T) {
+	hs, ps, _, _ := muxPair(t, MuxConfig{Window: 1 << 16, MaxFrame: 1 << 16})
+	ctx := tctx(t)
+	for range 3 {
+		if err := write(ctx, hs, []byte("small")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ps.Read(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := make(chan error, 1)
+	go func() {
+		// Waits with credit owed for the small frames; the frame below
+		// needs all of it.
+		p, err := ps.Read(ctx)
+		if err == nil && len(p) != 1<<16 {
+			err = fmt.Errorf("read %d bytes", len(p))
+		}
+		got <- err
+	}()
+	if err := write(ctx, hs, make([]byte, 1<<16)); err != nil {
+		t.Fatalf("a whole-window frame after small ones: %v", err)
+	}
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+}
+
 // rawHost is a host mux whose peer is a raw socket the test writes to, as
 // a misbehaving plugin would.
 func rawHost(t *testing.T, cfg MuxConfig) (*Mux, *MuxStream, net.Conn) {
