@@ -429,8 +429,11 @@ func (s *server) openData(id uint64) {
 // a gRPC stream: host → link in one goroutine, link → host in this one,
 // batches in order both ways. The host's CLOSE ends the link.
 func (s *server) pumpData(id uint64, link *serverLink, ms *pluginwire.MuxStream) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	// Nothing here waits on a cancellation: the data channel ends its own
+	// waits, and closing the link ends the link's. A context that cannot
+	// end spares a transport the per-call work of watching one (a context
+	// AfterFunc and deadline juggling on every Send and Recv of tcp).
+	ctx := context.Background()
 	inDone := make(chan struct{})
 	go func() {
 		defer close(inDone)
