@@ -74,3 +74,64 @@ func benchOneWay(b *testing.B, size int) {
 	}
 	<-sink.done
 }
+
+type benchEcho struct{}
+
+func (benchEcho) HandleMessage(c *node.Context, m *routing.Message) error {
+	return c.Reply(context.Background(), m, m.Payload)
+}
+
+// BenchmarkRoundTripTCP64 is one 64-byte request and its reply at a time
+// between two nodes over the in-process TCP transport: the latency of a
+// link hop each way.
+func BenchmarkRoundTripTCP64(b *testing.B) {
+	a, err := node.New(node.Config{Name: "a"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer a.Shutdown(context.Background())
+	n2, err := node.New(node.Config{Name: "b"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer n2.Shutdown(context.Background())
+	ba, err := attachB(a)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ba.Close()
+	bb, err := attachB(n2)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer bb.Close()
+	if _, err := n2.StartWorker("echo", benchEcho{}); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	l, err := bb.Listen(ctx, "127.0.0.1:0", "echo")
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, err := ba.Connect(ctx, l.Address)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tmp, err := a.NewContext("")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tmp.Close()
+	r := routing.Route{c.Worker, routing.Local("echo")}
+	payload := make([]byte, 64)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if err := tmp.Send(ctx, r, payload); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := tmp.Receive(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

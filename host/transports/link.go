@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferryhq/ferry/host/node"
@@ -227,7 +228,7 @@ func (c *conn) info() ConnectionInfo {
 // link's reader and writer.
 func (c *conn) start(link transport.Link, release func()) error {
 	b := c.b
-	s := &session{c: c, link: link, release: release, out: make(chan *[]byte, b.opts.QueueSize), done: make(chan struct{})}
+	s := &session{c: c, link: link, release: release, out: make(chan *[]byte, b.opts.QueueSize), done: make(chan struct{}), epoch: time.Now()}
 	s.ctx, s.cancel = context.WithCancel(c.ctx)
 	if _, err := b.n.StartWorker(c.id, &linkWorker{s: s}, node.WithKind(b.kind), node.WithOutboundFlow(c.flow),
 		// The link's own queue (QueueBytes) is where packets wait; the
@@ -339,7 +340,20 @@ type session struct {
 
 	once sync.Once
 	err  error // why the session ended; set once before ctx is cancelled
+
+	// lastSend is when the last Link.Send started, as time since epoch.
+	lastSend atomic.Int64
+	epoch    time.Time
+	// one is sendDirect's batch, reused: only the worker uses it.
+	one [][]byte
 }
+
+// directGap: the link worker sends a message itself, without handing it to
+// the writer goroutine, when nothing is queued and no Send started in the
+// last directGap. Messages closer together than that (a stream under load)
+// go through the queue, where the writer batches them: one crossing of a
+// plugin boundary per batch.
+const directGap = 10 * time.Microsecond
 
 // reserve charges n queued bytes to the link and the binding. When either
 // is full it returns a channel closed when room may have appeared.
@@ -474,12 +488,7 @@ func (s *session) writer() {
 				break fill
 			}
 		}
-		// A peer that takes nothing for StallTimeout (it does not read) is
-		// cut off rather than left holding the queue.
-		sctx, cancel := context.WithTimeout(s.ctx, b.opts.StallTimeout)
-		err := s.link.Send(sctx, batch)
-		stalled := sctx.Err() == context.DeadlineExceeded && s.ctx.Err() == nil
-		cancel()
+		err := s.send(batch)
 		clear(batch)
 		var sent int64
 		for _, p := range bufs {
@@ -489,17 +498,61 @@ func (s *session) writer() {
 		s.unreserve(sent)
 		bufs = bufs[:0]
 		if err != nil {
-			if errors.Is(err, transport.ErrTooLarge) {
-				b.limiter.Warn(b.log, "batch too large", "transport refused a batch as too large; dropped it", "worker", s.c.addr(), "packets", len(batch), "error", err)
-				continue
-			}
-			if stalled {
-				err = fmt.Errorf("the peer took nothing for %s (it does not read what it asked for); link closed: %w", b.opts.StallTimeout, err)
-			}
-			s.fail(fmt.Errorf("send: %w", err))
 			return
 		}
 	}
+}
+
+// send sends a batch on the link. A refused (too large) batch is dropped
+// with a warning; any other error ends the session and is returned.
+func (s *session) send(batch [][]byte) error {
+	b := s.c.b
+	s.lastSend.Store(int64(time.Since(s.epoch)))
+	// A peer that takes nothing for StallTimeout (it does not read) is
+	// cut off rather than left holding the queue.
+	sctx, cancel := context.WithTimeout(s.ctx, b.opts.StallTimeout)
+	err := s.link.Send(sctx, batch)
+	stalled := sctx.Err() == context.DeadlineExceeded && s.ctx.Err() == nil
+	cancel()
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, transport.ErrTooLarge) {
+		b.limiter.Warn(b.log, "batch too large", "transport refused a batch as too large; dropped it", "worker", s.c.addr(), "packets", len(batch), "error", err)
+		return nil
+	}
+	if stalled {
+		err = fmt.Errorf("the peer took nothing for %s (it does not read what it asked for); link closed: %w", b.opts.StallTimeout, err)
+	}
+	err = fmt.Errorf("send: %w", err)
+	s.fail(err)
+	return err
+}
+
+// sendDirect sends p on the link from the worker's own goroutine when the
+// writer has nothing queued or in hand (queued bytes are released only
+// after their Send returned) and the link has been quiet for directGap: a
+// request and its reply then skip a goroutine hand-off each. The worker
+// handles one message at a time, so nothing can be queued behind p's back
+// while it is sent. It reports whether it took p.
+func (s *session) sendDirect(p *[]byte) (bool, error) {
+	if time.Since(s.epoch)-time.Duration(s.lastSend.Load()) < directGap {
+		return false, nil
+	}
+	s.qmu.Lock()
+	idle := s.qused == 0 && !s.qclosed
+	s.qmu.Unlock()
+	if !idle {
+		return false, nil
+	}
+	if s.one == nil {
+		s.one = make([][]byte, 1)
+	}
+	s.one[0] = *p
+	err := s.send(s.one)
+	s.one[0] = nil
+	putBuf(p)
+	return true, err
 }
 
 // Encoded packets come from two pools, so small messages do not pin large
@@ -630,6 +683,12 @@ func (w *linkWorker) HandleMessage(c *node.Context, msg *routing.Message) error 
 		return err
 	}
 	*p = pkt
+	if ok, err := s.sendDirect(p); ok {
+		if err != nil {
+			return fmt.Errorf("link %s is down: %w", c.Address(), err)
+		}
+		return nil
+	}
 	if err := s.enqueue(c, p); err != nil {
 		putBuf(p)
 		if errors.Is(err, transport.ErrClosed) {
