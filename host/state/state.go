@@ -246,6 +246,17 @@ type Inlet struct {
 	SessionTimeout string `json:"session_timeout,omitempty"`
 }
 
+// SecureChannel is a secure channel created with secure-channel create,
+// restored at every start under the same Address (route text, /worker/<id>)
+// so routes through it keep working.
+type SecureChannel struct {
+	Address string `json:"address"`
+	// Route leads to the far node's listener, /node/NAME hops unresolved
+	// (they are resolved again before every open).
+	Route      string   `json:"route"`
+	Authorized []string `json:"authorized,omitempty"`
+}
+
 // Outlet is a TCP portal outlet: a worker at Address (route text) dialling
 // Target for every session.
 type Outlet struct {
@@ -276,6 +287,8 @@ type NodeConfig struct {
 	// Inlets and Outlets created with tcp-inlet/tcp-outlet create.
 	Inlets  []Inlet  `json:"inlets,omitempty"`
 	Outlets []Outlet `json:"outlets,omitempty"`
+	// SecureChannels created with secure-channel create.
+	SecureChannels []SecureChannel `json:"secure_channels,omitempty"`
 	// PluginDir overrides where the node finds plugins (empty: default
 	// search).
 	PluginDir string `json:"plugin_dir,omitempty"`

@@ -102,6 +102,9 @@ func Run(ctx context.Context, o Options) error {
 	if r.secure, err = startSecure(n, log, o.Home, cfg); err != nil {
 		return err
 	}
+	if o.Home != nil {
+		r.secure.resolve = r.resolveNodes
+	}
 	if r.tr != nil {
 		n.SetFallbackResolver(node.ResolverFunc(r.resolveByPlugin))
 	}

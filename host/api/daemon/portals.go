@@ -479,12 +479,32 @@ func (r *runtime) restore(ctx context.Context, cfg state.NodeConfig) {
 			r.log.Error("restore relay", "name", rl.Name, "at", rl.At, "error", err)
 		}
 	}
+	for _, sc := range cfg.SecureChannels {
+		if err := r.restoreChannel(ctx, sc); err != nil {
+			r.log.Error("restore secure channel", "address", sc.Address, "route", sc.Route, "error", err)
+		}
+	}
 	for _, in := range cfg.Inlets {
 		timeout, _ := sessionTimeout(in.SessionTimeout) // checked when it was created
 		if _, err := r.startInlet(ctx, "", PortalPlugin, in.Address, in.Route, nil, in.Secure, timeout, true); err != nil {
 			r.log.Error("restore tcp inlet", "address", in.Address, "route", in.Route, "error", err)
 		}
 	}
+}
+
+// restoreChannel keeps a saved secure channel under its saved address,
+// opening it in the background: the far node may start after this one.
+func (r *runtime) restoreChannel(ctx context.Context, sc state.SecureChannel) error {
+	addr, err := routing.ParseAddress(sc.Address)
+	if err != nil || !addr.IsLocal() || !routing.IsWorkerID(addr.Value) {
+		return fmt.Errorf("saved secure channel address %q: want /worker/<id>", sc.Address)
+	}
+	to, err := routing.ParseRoute(sc.Route)
+	if err != nil || len(to) == 0 {
+		return fmt.Errorf("saved secure channel route %q: want a route to a secure channel listener", sc.Route)
+	}
+	_, err = r.secure.keepAt(ctx, addr.Value, to, sc.Authorized, 0, true)
+	return err
 }
 
 // closePortals stops inlets, outlets and relay registrations (before the

@@ -38,6 +38,10 @@ type secure struct {
 	kept    map[string]*securechannel.Kept    // channels that re-open themselves, by worker address value
 	owners  map[string]string                 // what a kept channel is part of ("relay n3"), by address value
 	guarded map[string]*securechannel.Policy  // services restricted to identities, by address value
+
+	// resolve rewrites /node/NAME hops (the runtime's resolveNodes); nil
+	// leaves routes as they are.
+	resolve func(context.Context, routing.Route) (routing.Route, error)
 }
 
 // startSecure loads the node's identity (cfg.Identity, or one named after
@@ -87,36 +91,37 @@ func (s *secure) create(ctx context.Context, req api.CreateSecureChannelRequest)
 	if len(to) == 0 {
 		return securechannel.Info{}, api.BadRequest(errors.New("the route is empty; give the route to a secure channel listener, e.g. /worker/<connection>/service/api"))
 	}
-	if next := to[0]; next.Type == api.NodeType {
-		return securechannel.Info{}, api.BadRequest(fmt.Errorf("route %s names a node; the ferry command resolves /node/NAME first", to))
-	}
 	for _, a := range req.Authorized {
 		if err := identity.ValidIdentifier(a); err != nil {
 			return securechannel.Info{}, api.BadRequest(err)
 		}
 	}
-	ch, err := s.open(ctx, to, req.Authorized, req.Timeout)
+	k, err := s.keepAt(ctx, "", to, req.Authorized, req.Timeout, false)
 	if err != nil {
 		return securechannel.Info{}, err
 	}
-	return ch.Info(), nil
+	return k.Info(), nil
 }
 
-// open creates a channel from this node's identity to the listener at to;
-// the node lists and closes it with the others.
-func (s *secure) open(ctx context.Context, to routing.Route, authorized []string, timeout time.Duration) (*securechannel.Channel, error) {
-	cfg := securechannel.Config{Identity: s.id, Authorized: authorized, HandshakeTimeout: timeout, Logger: s.log}
-	ch, err := securechannel.Create(ctx, s.n, to, cfg)
-	if err != nil {
-		if errors.Is(err, securechannel.ErrNotAuthorized) || errors.Is(err, securechannel.ErrRefused) {
-			return nil, &api.StatusError{Code: 403, Err: err}
+// keepAt keeps a channel at address (a new one when empty) to the listener
+// at the end of to, whose /node/NAME hops are resolved again before every
+// open: a channel made with secure-channel create, or restored from the
+// node's saved state (noWait: the far node may not be up yet).
+func (s *secure) keepAt(ctx context.Context, address string, to routing.Route, authorized []string, timeout time.Duration, noWait bool) (*securechannel.Kept, error) {
+	to = to.Clone()
+	route := func(ctx context.Context) (routing.Route, error) {
+		if s.resolve == nil {
+			return to, nil
 		}
-		return nil, err
+		return s.resolve(ctx, to)
 	}
-	s.mu.Lock()
-	s.chans[ch.Address().Value] = ch
-	s.mu.Unlock()
-	return ch, nil
+	cfg := securechannel.KeepConfig{
+		Config:  securechannel.Config{Identity: s.id, Authorized: authorized, HandshakeTimeout: timeout, Logger: s.log},
+		Address: address,
+		Route:   route,
+		NoWait:  noWait,
+	}
+	return s.keepConfig(ctx, cfg, "")
 }
 
 // keep opens a channel from this node's identity to the listener route
@@ -125,11 +130,15 @@ func (s *secure) open(ctx context.Context, to routing.Route, authorized []string
 // With noWait it returns at once and opens in the background. owner, when
 // set, names what the channel is part of (it is deleted with it, not alone).
 func (s *secure) keep(ctx context.Context, route func(context.Context) (routing.Route, error), authorized []string, noWait bool, owner string) (*securechannel.Kept, error) {
-	k, err := securechannel.Keep(ctx, s.n, securechannel.KeepConfig{
+	return s.keepConfig(ctx, securechannel.KeepConfig{
 		Config: securechannel.Config{Identity: s.id, Authorized: authorized, Logger: s.log},
 		Route:  route,
 		NoWait: noWait,
-	})
+	}, owner)
+}
+
+func (s *secure) keepConfig(ctx context.Context, cfg securechannel.KeepConfig, owner string) (*securechannel.Kept, error) {
+	k, err := securechannel.Keep(ctx, s.n, cfg)
 	if err != nil {
 		if errors.Is(err, securechannel.ErrNotAuthorized) || errors.Is(err, securechannel.ErrRefused) {
 			return nil, &api.StatusError{Code: 403, Err: err}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/ferryhq/ferry/host/api"
 	"github.com/ferryhq/ferry/host/securechannel"
+	"github.com/ferryhq/ferry/host/state"
 	"github.com/ferryhq/ferry/sdk/routing"
 )
 
@@ -31,6 +33,10 @@ A message sent to /worker/<id>/rest/of/route travels encrypted to the far node a
 along rest/of/route there; replies come back through the channel. Relays and bridges on the
 way see ciphertext only.
 
+The channel is kept under that address until deleted: when the far node restarts (or the
+channel dies otherwise) it is opened again, and it is saved with NODE's state and restored at
+its next start, so routes through /worker/<id> keep working.
+
   ferry secure-channel create --from n1 --to /node/n2/service/api
   ferry message send hello --from n1 --to /worker/<id>/service/uppercase
 
@@ -45,9 +51,15 @@ With --authorized the channel is made only if the far node proves one of those i
 			if err != nil {
 				return fmt.Errorf("--to: %w", err)
 			}
-			sender, route, err := a.resolveRoute(cmd.Context(), from, route)
+			// Resolved here to fail early in the command's words; the node
+			// gets the route as given and resolves /node/NAME hops again
+			// before every re-open (the far node may come back elsewhere).
+			sender, _, err := a.resolveRoute(cmd.Context(), from, route)
 			if err != nil {
 				return err
+			}
+			if route[0].Type == nodeType && route[0].Value == sender {
+				route = route[1:]
 			}
 			c, _, err := a.connect(cmd.Context(), sender)
 			if err != nil {
@@ -59,6 +71,11 @@ With --authorized the channel is made only if the far node proves one of those i
 			info, err := c.CreateSecureChannel(ctx, api.CreateSecureChannelRequest{Route: route.String(), Authorized: authorized, Timeout: timeout})
 			if err != nil {
 				return fmt.Errorf("secure channel from %s: %w", sender, err)
+			}
+			if err := a.withConfig(sender, func(cfg *state.NodeConfig) {
+				cfg.SecureChannels = append(cfg.SecureChannels, state.SecureChannel{Address: info.Address, Route: route.String(), Authorized: authorized})
+			}); err != nil {
+				return fmt.Errorf("secure channel %s created, but saving it for the next start failed: %w", info.Address, err)
 			}
 			if a.json() {
 				return a.printJSON(info)
@@ -120,6 +137,11 @@ With --authorized the channel is made only if the far node proves one of those i
 			defer c.Close()
 			if err := c.DeleteSecureChannel(cmd.Context(), args[0]); err != nil {
 				return err
+			}
+			if err := a.withConfig(delAt, func(cfg *state.NodeConfig) {
+				cfg.SecureChannels = slices.DeleteFunc(cfg.SecureChannels, func(sc state.SecureChannel) bool { return sc.Address == args[0] })
+			}); err != nil {
+				return fmt.Errorf("secure channel %s closed, but forgetting it for the next start failed: %w", args[0], err)
 			}
 			if a.json() {
 				return a.printJSON(map[string]string{"deleted": args[0]})

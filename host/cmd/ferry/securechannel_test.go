@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestIdentityAndSecureChannelCommands(t *testing.T) {
@@ -157,4 +158,56 @@ func TestPortalOverSecureChannelTranscript(t *testing.T) {
 	if len(rs.Forwarders) != 1 || rs.Forwarders[0].Identity != n3id.Identifier {
 		t.Fatalf("n2's forwarders: %+v; want forward_to_n3 owned by n3's identity %s", rs, n3id.Identifier)
 	}
+}
+
+// TestSecureChannelKeptAndRestored: a channel made with secure-channel
+// create keeps its address while the far node restarts (it is opened
+// again) and while its own node restarts (it is saved and restored); once
+// deleted it is forgotten for good.
+func TestSecureChannelKeptAndRestored(t *testing.T) {
+	e := newEnv(t)
+	e.ok("node", "create", "n1")
+	e.ok("node", "create", "n2")
+	ch := strings.TrimSpace(e.ok("secure-channel", "create", "--from", "n1", "--to", "/node/n2/service/api"))
+	through := func(what string) {
+		t.Helper()
+		eventually(t, 60*time.Second, what, func() bool {
+			r := e.run("message", "send", "hi", "--from", "n1", "--to", ch+"/service/uppercase", "--timeout", "2s")
+			return r.code == 0 && r.stdout == "HI\n"
+		})
+	}
+	through("a message through the channel")
+	type channel struct {
+		Address string
+		Role    string
+		Kept    bool
+		Opens   uint64
+	}
+	mine := func() []channel {
+		var v struct{ Channels []channel }
+		e.json(&v, "secure-channel", "list", "--at", "n1")
+		return v.Channels
+	}
+
+	e.ok("node", "stop", "n2")
+	e.ok("node", "start", "n2")
+	through("a message through the same channel after n2 restarted")
+	if chs := mine(); len(chs) != 1 || chs[0].Address != ch || !chs[0].Kept || chs[0].Opens < 2 {
+		t.Fatalf("n1's channels after n2 restarted: %+v", chs)
+	}
+
+	e.ok("node", "stop", "n1")
+	e.ok("node", "start", "n1")
+	through("a message through the same channel after n1 restarted")
+	if chs := mine(); len(chs) != 1 || chs[0].Address != ch {
+		t.Fatalf("n1's channels after n1 restarted: %+v", chs)
+	}
+
+	e.ok("secure-channel", "delete", ch, "--at", "n1")
+	e.ok("node", "stop", "n1")
+	e.ok("node", "start", "n1")
+	if chs := mine(); len(chs) != 0 {
+		t.Fatalf("a deleted channel came back: %+v", chs)
+	}
+	e.fails("no worker at address", "message", "send", "hi", "--from", "n1", "--to", ch+"/service/uppercase")
 }
