@@ -41,7 +41,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -357,10 +359,7 @@ func (t *Transport) heartbeats(every time.Duration, stop chan struct{}) {
 		case <-tick.C:
 		}
 		t.mu.Lock()
-		ls := make([]*link, 0, len(t.links))
-		for l := range t.links {
-			ls = append(ls, l)
-		}
+		ls := slices.Collect(maps.Keys(t.links))
 		t.mu.Unlock()
 		now := time.Now().UnixNano()
 		for _, l := range ls {
@@ -380,29 +379,19 @@ func (t *Transport) Close() error {
 		return nil
 	}
 	t.closed = true
-	ls := make([]*listener, 0, len(t.listeners))
-	for l := range t.listeners {
-		ls = append(ls, l)
-	}
-	ks := make([]*link, 0, len(t.links))
-	for k := range t.links {
-		ks = append(ks, k)
-	}
+	ls := slices.Collect(maps.Keys(t.listeners))
+	ks := slices.Collect(maps.Keys(t.links))
 	t.mu.Unlock()
 	for _, l := range ls {
 		_ = l.Close()
 	}
 	var wg sync.WaitGroup
 	for _, k := range ks {
-		wg.Add(1)
-		go func() { defer wg.Done(); _ = k.Close() }()
+		wg.Go(func() { _ = k.Close() })
 	}
 	wg.Wait()
 	t.mu.Lock()
-	cs := make([]*consumer, 0, len(t.consumers))
-	for _, c := range t.consumers {
-		cs = append(cs, c)
-	}
+	cs := slices.Collect(maps.Values(t.consumers))
 	t.consumers = map[string]*consumer{}
 	prod, inbox, owned, hb := t.prod, t.inbox, t.inboxOwned, t.hbStop
 	t.mu.Unlock()

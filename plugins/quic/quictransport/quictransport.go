@@ -48,9 +48,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -504,14 +506,8 @@ func (t *Transport) Close() error {
 		return nil
 	}
 	t.closed = true
-	ls := make([]*listener, 0, len(t.listeners))
-	for l := range t.listeners {
-		ls = append(ls, l)
-	}
-	ks := make([]*link, 0, len(t.links))
-	for k := range t.links {
-		ks = append(ks, k)
-	}
+	ls := slices.Collect(maps.Keys(t.listeners))
+	ks := slices.Collect(maps.Keys(t.links))
 	t.mu.Unlock()
 	for _, l := range ls {
 		_ = l.Close()
@@ -519,16 +515,14 @@ func (t *Transport) Close() error {
 	var wg sync.WaitGroup
 	deadline := time.Now().Add(transportCloseGrace)
 	for _, k := range ks {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			_ = k.Close()
 			select {
 			case <-k.done:
 			case <-time.After(time.Until(deadline)):
 				k.end(transport.ErrClosed, codeGoingAway, "transport closed")
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	for _, l := range ls {

@@ -55,6 +55,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -356,23 +358,15 @@ func (t *Transport) Close() error {
 		return nil
 	}
 	t.closed = true
-	ls := make([]*listener, 0, len(t.listeners))
-	for l := range t.listeners {
-		ls = append(ls, l)
-	}
-	lines := make([]*line, 0, len(t.lines))
-	for l := range t.lines {
-		lines = append(lines, l)
-	}
+	ls := slices.Collect(maps.Keys(t.listeners))
+	lines := slices.Collect(maps.Keys(t.lines))
 	t.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, l := range ls {
-		wg.Add(1)
-		go func() { defer wg.Done(); l.closeAll() }()
+		wg.Go(l.closeAll)
 	}
 	for _, l := range lines {
-		wg.Add(1)
-		go func() { defer wg.Done(); l.closeLink() }()
+		wg.Go(l.closeLink)
 	}
 	wg.Wait()
 	return nil

@@ -34,7 +34,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -269,22 +271,15 @@ func (t *Transport) Close() error {
 		return nil
 	}
 	t.closed = true
-	ls := make([]*listener, 0, len(t.listeners))
-	for l := range t.listeners {
-		ls = append(ls, l)
-	}
-	ks := make([]*link, 0, len(t.links))
-	for k := range t.links {
-		ks = append(ks, k)
-	}
+	ls := slices.Collect(maps.Keys(t.listeners))
+	ks := slices.Collect(maps.Keys(t.links))
 	t.mu.Unlock()
 	for _, l := range ls {
 		_ = l.Close()
 	}
 	var wg sync.WaitGroup
 	for _, k := range ks {
-		wg.Add(1)
-		go func() { defer wg.Done(); _ = k.Close() }()
+		wg.Go(func() { _ = k.Close() })
 	}
 	wg.Wait()
 	return nil

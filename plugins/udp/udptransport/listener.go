@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -126,10 +128,7 @@ func (l *listener) Close() error {
 func (l *listener) closeAll() {
 	_ = l.Close()
 	l.mu.Lock()
-	links := make([]*link, 0, len(l.peers))
-	for _, lk := range l.peers {
-		links = append(links, lk)
-	}
+	links := slices.Collect(maps.Values(l.peers))
 	l.mu.Unlock()
 	for _, lk := range links {
 		_ = lk.Close()
@@ -305,10 +304,7 @@ func (l *listener) admit(from netip.AddrPort, id uint32, now time.Time) {
 // messages.
 func (l *listener) maintain(now time.Time) {
 	l.mu.Lock()
-	links := make([]*link, 0, len(l.peers))
-	for _, lk := range l.peers {
-		links = append(links, lk)
-	}
+	links := slices.Collect(maps.Values(l.peers))
 	l.mu.Unlock()
 	for _, lk := range links {
 		if lk.maintain(now) {

@@ -51,7 +51,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -295,14 +297,8 @@ func (t *Transport) Close() error {
 		return nil
 	}
 	t.closed = true
-	lns := make([]*listener, 0, len(t.listeners))
-	for l := range t.listeners {
-		lns = append(lns, l)
-	}
-	lks := make([]*link, 0, len(t.links))
-	for l := range t.links {
-		lks = append(lks, l)
-	}
+	lns := slices.Collect(maps.Keys(t.listeners))
+	lks := slices.Collect(maps.Keys(t.links))
 	t.mu.Unlock()
 	for _, l := range lks {
 		_ = l.Close()
