@@ -102,7 +102,7 @@ func runIdle(ctx context.Context, cfg config) (*table, error) {
 
 	idle := 5 * time.Second
 	if cfg.quick {
-		idle = 3 * time.Second
+		idle = 2 * time.Second
 	}
 	select {
 	case <-time.After(idle):
