@@ -97,7 +97,6 @@ func Serve(p Portal, opts ...ServeOption) {
 	if cfg.test == nil {
 		pluginproc.ReserveStdout()
 		cfg.data = pluginwire.InheritedConn()
-		pluginproc.TrimAfterStart()
 	}
 	srv.data = cfg.data
 	if cfg.parentCheck > 0 {

@@ -91,7 +91,6 @@ func Serve(t Transport, opts ...ServeOption) {
 	if cfg.test == nil {
 		pluginproc.ReserveStdout()
 		cfg.data = pluginwire.InheritedConn()
-		pluginproc.TrimAfterStart()
 	}
 	srv.data = cfg.data
 	if cfg.parentCheck > 0 {

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
@@ -18,7 +17,6 @@ import (
 	"github.com/ferryhq/ferry/host/logging"
 	"github.com/ferryhq/ferry/host/state"
 	"github.com/ferryhq/ferry/host/topology"
-	"github.com/ferryhq/ferry/internal/procmem"
 )
 
 // newNodeRunCmd is the background node process that `node create` and
@@ -78,11 +76,6 @@ func oneLine(s string) string {
 	return string(out)
 }
 
-// settleDelay is how long after a node answers it drops its mappings of
-// the code only start-up ran: long enough for the first calls that follow
-// a start (a topology's links, the CLI's status calls) to have run.
-const settleDelay = 2 * time.Second
-
 // runNode runs node cfg in this process until a signal or a shutdown call.
 func runNode(ctx context.Context, h *state.Home, cfg *state.NodeConfig, logTo io.Writer, verbose bool, ready func(api.Status)) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
@@ -106,13 +99,7 @@ func runNode(ctx context.Context, h *state.Home, cfg *state.NodeConfig, logTo io
 	if err != nil {
 		return err
 	}
-	started := func(st api.Status) {
-		ready(st)
-		// Start-up ran code from all over the binary; an idle node runs
-		// little of it (internal/procmem).
-		go procmem.ReleaseAfter(settleDelay, ctx.Done())
-	}
-	return daemon.Run(ctx, daemon.Options{Config: *cfg, Home: h, Logger: log, Transports: tr, Spec: spec, Ready: started})
+	return daemon.Run(ctx, daemon.Options{Config: *cfg, Home: h, Logger: log, Transports: tr, Spec: spec, Ready: ready})
 }
 
 // runForeground runs a node created with --foreground: status on stdout

@@ -89,17 +89,6 @@ func runIdle(ctx context.Context, cfg config) (*table, error) {
 		return nil, fmt.Errorf("ferry node create: no node or tcp plugin pid in %s", out)
 	}
 
-	// Right after start, before each process drops its start-up pages
-	// (internal/procmem, 2 s after it serves), for comparison.
-	nodeStart, err := readProcMem(strconv.Itoa(st.PID))
-	if err != nil {
-		return nil, err
-	}
-	pluginStart, err := readProcMem(strconv.Itoa(pluginPID))
-	if err != nil {
-		return nil, err
-	}
-
 	idle := 5 * time.Second
 	if cfg.quick {
 		idle = 2 * time.Second
@@ -125,13 +114,13 @@ func runIdle(ctx context.Context, cfg config) (*table, error) {
 		return fmtMB1(fi.Size())
 	}
 
-	t := newTable("process", "VmRSS at start", "VmRSS idle", "RssAnon", "RssFile", "threads", "binary", "÷ goal")
-	t.add("goal (baseline)", "", fmtMB1(idleGoal), "", "", "", "", "1.00x")
-	t.add("node (ferry node run)", fmtMB1(nodeStart.rss), fmtMB1(node.rss), fmtMB1(node.anon), fmtMB1(node.file), strconv.Itoa(node.threads), size(ferry), fmtRatio(float64(node.rss), idleGoal))
-	t.add("tcp plugin", fmtMB1(pluginStart.rss), fmtMB1(plugin.rss), fmtMB1(plugin.anon), fmtMB1(plugin.file), strconv.Itoa(plugin.threads), size(tcpPlugin), fmtRatio(float64(plugin.rss), idleGoal))
-	t.add("node + tcp plugin", fmtMB1(nodeStart.rss+pluginStart.rss), fmtMB1(node.rss+plugin.rss), fmtMB1(node.anon+plugin.anon), fmtMB1(node.file+plugin.file), strconv.Itoa(node.threads+plugin.threads), "", fmtRatio(float64(node.rss+plugin.rss), idleGoal))
-	t.note("at start: read from /proc/PID/status as soon as `ferry node create n1` returned (node UP, tcp listener on 127.0.0.1); idle: %s later, split into RssAnon and RssFile; MB = 10^6 bytes", idle)
-	t.note("RssFile is the binaries' code and read-only data mapped from the page cache (shared, reclaimable); each process drops its mappings of what only start-up ran 2 s after it serves (internal/procmem); RssAnon is heap, stacks and runtime metadata")
+	t := newTable("process", "VmRSS", "RssAnon", "RssFile", "threads", "binary", "÷ goal")
+	t.add("goal (baseline)", fmtMB1(idleGoal), "", "", "", "", "1.00x")
+	t.add("node (ferry node run)", fmtMB1(node.rss), fmtMB1(node.anon), fmtMB1(node.file), strconv.Itoa(node.threads), size(ferry), fmtRatio(float64(node.rss), idleGoal))
+	t.add("tcp plugin", fmtMB1(plugin.rss), fmtMB1(plugin.anon), fmtMB1(plugin.file), strconv.Itoa(plugin.threads), size(tcpPlugin), fmtRatio(float64(plugin.rss), idleGoal))
+	t.add("node + tcp plugin", fmtMB1(node.rss+plugin.rss), fmtMB1(node.anon+plugin.anon), fmtMB1(node.file+plugin.file), strconv.Itoa(node.threads+plugin.threads), "", fmtRatio(float64(node.rss+plugin.rss), idleGoal))
+	t.note("read from /proc/PID/status %s after `ferry node create n1` returned (node UP, tcp listener on 127.0.0.1); MB = 10^6 bytes", idle)
+	t.note("RssFile is the binaries' text and read-only data mapped from the page cache (shared, reclaimable); RssAnon is heap, stacks and runtime metadata")
 	return t, nil
 }
 

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-
-	"github.com/ferryhq/ferry/internal/procmem"
 )
 
 // WatchParent exits the process once its parent changes: the host died and
@@ -33,10 +31,3 @@ func WatchParent(every time.Duration, logger hclog.Logger, cleanup func()) {
 		}
 	}
 }
-
-// TrimAfterStart drops, a few seconds after the plugin starts serving,
-// the process's mappings of the code and read-only data only start-up
-// ran (package initialisers, the handshake, TLS set-up), so an idle
-// plugin's RSS is what it runs while idle (internal/procmem). It returns
-// at once.
-func TrimAfterStart() { go procmem.ReleaseAfter(2*time.Second, nil) }
