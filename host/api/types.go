@@ -309,6 +309,11 @@ type Portal struct {
 	ID string `json:"id"`
 	// Name is the portal's name in the topology file, if any.
 	Name string `json:"name,omitempty"`
+	// SecureChannel is a secure inlet's channel (its address, the first hop
+	// of Route) and ChannelRoute the route that channel takes to the
+	// outlet's node's listener, as last opened.
+	SecureChannel string `json:"secure_channel,omitempty"`
+	ChannelRoute  string `json:"channel_route,omitempty"`
 	portals.Status
 }
 

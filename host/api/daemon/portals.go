@@ -279,7 +279,11 @@ func (r *runtime) Inlets(context.Context) ([]api.Portal, error) {
 	defer r.portals.mu.Unlock()
 	out := []api.Portal{}
 	for id, e := range r.portals.inlets {
-		out = append(out, portalInfo(id, e.name, e.in.Status()))
+		p := portalInfo(id, e.name, e.in.Status())
+		if e.ch != nil {
+			p.SecureChannel, p.ChannelRoute = e.ch.Address().String(), e.ch.Info().Route
+		}
+		out = append(out, p)
 	}
 	slices.SortFunc(out, func(a, b api.Portal) int { return strings.Compare(a.ID, b.ID) })
 	return out, nil
@@ -349,7 +353,11 @@ func (r *runtime) startInlet(ctx context.Context, name, plugin, address, route s
 		return api.Portal{}, api.BadRequest(fmt.Errorf("an inlet already listens at %s; see ferry tcp-inlet list --at %s", in.Addr(), r.name))
 	}
 	r.portals.inlets[in.Addr()] = e
-	return portalInfo(in.Addr(), name, in.Status()), nil
+	info := portalInfo(in.Addr(), name, in.Status())
+	if ch != nil {
+		info.SecureChannel, info.ChannelRoute = ch.Address().String(), ch.Info().Route
+	}
+	return info, nil
 }
 
 // secureRoute opens a secure channel to the node of the outlet at the end of

@@ -100,6 +100,12 @@ func printPaths(out io.Writer, views []nodeView) {
 				continue
 			}
 			fmt.Fprintf(out, "Path of inlet %s on %s:\n", in.ID, v.Name)
+			if via, err := routing.ParseRoute(in.ChannelRoute); err == nil && len(via) > 0 && len(r) > 0 && r[0].String() == in.SecureChannel {
+				// A secure inlet: its sessions go inside the channel, which
+				// takes via (to the far node's listener) over the hops.
+				fmt.Fprintf(out, "  (inside secure channel %s to %s)\n", in.SecureChannel, via[len(via)-1])
+				r = append(via[:len(via)-1:len(via)-1], r[1:]...)
+			}
 			cur := v.Name
 			for i, a := range r {
 				c, ok := conns[a.String()]

@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -200,4 +202,35 @@ func TestSecureInletSurvivesRestarts(t *testing.T) {
 	if ch := n1Channel(); !ch.Open {
 		t.Fatalf("n1's channel after n1 restarted: %+v", ch)
 	}
+}
+
+// TestUpUDPTCPKafkaSecure is the mixed-protocol path (device ─udp─► gateway
+// ─tcp─► bridge ─kafka─► site) with its portal inside a secure channel from
+// the device to the site: configs/udp-tcp-kafka.hcl with secure = true in
+// the inlet and the outlet blocks, and the site's listener admitting its
+// secure channel listener instead of the outlet.
+func TestUpUDPTCPKafkaSecure(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts four nodes and their plugins")
+	}
+	src, err := os.ReadFile("../../../configs/udp-tcp-kafka.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(src)
+	for _, r := range [][2]string{
+		{`    allow  = ["outlet"]` + "\n", `    allow  = ["api"]` + "\n"},
+		{"    from = \"/service/outlet\"\n", "    from = \"/service/outlet\"\n    secure = true\n"},
+		{"    listen = var.inlet_address\n", "    listen = var.inlet_address\n    secure = true\n"},
+	} {
+		if !strings.Contains(s, r[0]) {
+			t.Fatalf("configs/udp-tcp-kafka.hcl no longer contains %q; update this test", r[0])
+		}
+		s = strings.Replace(s, r[0], r[1], 1)
+	}
+	file := filepath.Join(t.TempDir(), "udp-tcp-kafka-secure.hcl")
+	if err := os.WriteFile(file, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	testMixedPath(t, file, []string{"udp", "kafka"}, "--var", "gateway_port=0")
 }
