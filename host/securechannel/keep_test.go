@@ -102,8 +102,11 @@ func TestKeptChannelReopensAfterPeerRestart(t *testing.T) {
 	resp.stop()
 	resp = startResponder(t, "resp", idR, addr)
 	works("after a restart on the same port")
-	if inf := k.Info(); inf.Opens != 2 || inf.Address != (routing.Route{k.Address()}).String() || !inf.Kept {
-		t.Fatalf("after the first restart: %+v", inf)
+	// At least once more (a probe answered late on a loaded machine may
+	// cost one more open; never a broken address).
+	first := k.Info()
+	if first.Opens < 2 || first.Address != (routing.Route{k.Address()}).String() || !first.Kept {
+		t.Fatalf("after the first restart: %+v", first)
 	}
 
 	// Another port: the old route breaks at the sender.
@@ -113,7 +116,7 @@ func TestKeptChannelReopensAfterPeerRestart(t *testing.T) {
 	current = resp.addr
 	mu.Unlock()
 	works("after a restart on another port")
-	if inf := k.Info(); inf.Opens != 3 || inf.PeerIdentifier != idR.Identifier {
+	if inf := k.Info(); inf.Opens <= first.Opens || inf.PeerIdentifier != idR.Identifier {
 		t.Fatalf("after the second restart: %+v", inf)
 	}
 
@@ -134,7 +137,7 @@ func TestKeptChannelReopensAfterPeerRestart(t *testing.T) {
 func TestForgedErrorReportDoesNotCloseChannel(t *testing.T) {
 	idI, idR := newIdentity(t, "ini"), newIdentity(t, "resp")
 	tn := newThreeNodes(t, ListenerConfig{Config: Config{Identity: idR}})
-	ch, err := Create(tctx(t), tn.ini, tn.toAPI, Config{Identity: idI, ProbeTimeout: 500 * time.Millisecond})
+	ch, err := Create(tctx(t), tn.ini, tn.toAPI, Config{Identity: idI, ProbeTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
