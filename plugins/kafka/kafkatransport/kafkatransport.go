@@ -54,6 +54,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/ferryhq/ferry/internal/acceptq"
 	"github.com/ferryhq/ferry/sdk/transport"
 )
 
@@ -183,8 +184,8 @@ func (t *Transport) Listen(ctx context.Context, topic string) (transport.Listene
 	if err := ensureTopic(ctx, cl, topic, cfg); err != nil {
 		return nil, fmt.Errorf("kafka transport: listen %s: %w", topic, err)
 	}
-	l := &listener{t: t, topic: topic, cfg: cfg, links: map[acceptKey]*link{}, closedKeys: map[acceptKey]struct{}{},
-		notify: make(chan struct{}, 1), done: make(chan struct{})}
+	l := &listener{t: t, topic: topic, cfg: cfg, links: map[acceptKey]*link{}, closedKeys: map[acceptKey]struct{}{}}
+	l.backlog = acceptq.New[*link](&l.mu)
 	c, err := t.acquireConsumer(topic, true, l)
 	if err != nil {
 		return nil, fmt.Errorf("kafka transport: listen %s: %w", topic, err)
@@ -538,10 +539,8 @@ type listener struct {
 	mu         sync.Mutex
 	links      map[acceptKey]*link
 	closedKeys map[acceptKey]struct{}
-	backlog    []*link
+	backlog    *acceptq.Queue[*link] // opened, not yet returned by Accept
 	closed     bool
-	notify     chan struct{}
-	done       chan struct{}
 	once       sync.Once
 
 	closedFlag        atomic.Bool
@@ -557,35 +556,12 @@ func (l *listener) isClosed() bool { return l.closedFlag.Load() }
 
 // Accept returns the next sender link. Several goroutines may call it.
 func (l *listener) Accept(ctx context.Context) (transport.Link, error) {
-	for {
-		l.mu.Lock()
-		if l.closed {
-			l.mu.Unlock()
-			return nil, transport.ErrClosed
-		}
-		if len(l.backlog) > 0 {
-			lk := l.backlog[0]
-			l.backlog[0] = nil
-			l.backlog = l.backlog[1:]
-			more := len(l.backlog) > 0
-			l.mu.Unlock()
-			if more {
-				select {
-				case l.notify <- struct{}{}:
-				default:
-				}
-			}
-			l.accepted.Add(1)
-			return lk, nil
-		}
-		l.mu.Unlock()
-		select {
-		case <-l.notify:
-		case <-l.done:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+	lk, err := l.backlog.Accept(ctx)
+	if err != nil {
+		return nil, err
 	}
+	l.accepted.Add(1)
+	return lk, nil
 }
 
 // route hands a record from a sender to its link, opening the link (and
@@ -626,11 +602,7 @@ func (l *listener) route(m recordMeta) *link {
 	l.t.links[lk] = struct{}{}
 	l.t.mu.Unlock()
 	l.links[key] = lk
-	l.backlog = append(l.backlog, lk)
-	select {
-	case l.notify <- struct{}{}:
-	default:
-	}
+	l.backlog.Push(lk)
 	return lk
 }
 
@@ -673,10 +645,8 @@ func (l *listener) Close() error {
 		l.mu.Lock()
 		l.closed = true
 		l.closedFlag.Store(true)
-		pending := l.backlog
-		l.backlog = nil
+		pending := l.backlog.Close()
 		l.mu.Unlock()
-		close(l.done)
 		for _, lk := range pending {
 			_ = lk.Close()
 		}

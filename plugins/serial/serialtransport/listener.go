@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ferryhq/ferry/internal/acceptq"
 	"github.com/ferryhq/ferry/sdk/transport"
 )
 
@@ -21,19 +22,17 @@ type listener struct {
 	ctr  counters
 
 	mu      sync.Mutex
-	pending []*link
+	pending *acceptq.Queue[*link] // at most one: the line's current link, not yet accepted
 	cur     *line
 	closed  bool
 
-	notify    chan struct{}
-	closing   chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
 }
 
 func newListener(t *Transport, path string, cfg config, port *device) *listener {
-	l := &listener{t: t, path: path, cfg: cfg,
-		notify: make(chan struct{}, 1), closing: make(chan struct{}), done: make(chan struct{})}
+	l := &listener{t: t, path: path, cfg: cfg, done: make(chan struct{})}
+	l.pending = acceptq.New[*link](&l.mu)
 	go l.run(port)
 	return l
 }
@@ -76,7 +75,7 @@ func (l *listener) run(port *device) {
 		for {
 			select {
 			case <-time.After(backoff):
-			case <-l.closing:
+			case <-l.pending.Done():
 				return
 			}
 			var err error
@@ -106,41 +105,22 @@ func (l *listener) offer(lk *link) {
 		lk.ln.linkEnded(lk, transport.ErrClosed)
 		return
 	}
-	old := l.pending
-	l.pending = []*link{lk}
+	old := l.pending.Drain()
+	l.pending.Push(lk)
 	l.mu.Unlock()
 	for _, o := range old {
 		o.end(transport.ErrClosed)
-	}
-	select {
-	case l.notify <- struct{}{}:
-	default:
 	}
 }
 
 // Accept waits for the line's next link: the first peer session, or the next
 // one after the previous link ended.
 func (l *listener) Accept(ctx context.Context) (transport.Link, error) {
-	for {
-		l.mu.Lock()
-		if l.closed {
-			l.mu.Unlock()
-			return nil, transport.ErrClosed
-		}
-		if len(l.pending) > 0 {
-			lk := l.pending[0]
-			l.pending = l.pending[1:]
-			l.mu.Unlock()
-			return lk, nil
-		}
-		l.mu.Unlock()
-		select {
-		case <-l.notify:
-		case <-l.closing:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+	lk, err := l.pending.Accept(ctx)
+	if err != nil {
+		return nil, err
 	}
+	return lk, nil
 }
 
 // Close stops accepting. A link already accepted stays open (the device with
@@ -149,11 +129,9 @@ func (l *listener) Close() error {
 	l.closeOnce.Do(func() {
 		l.mu.Lock()
 		l.closed = true
-		pending := l.pending
-		l.pending = nil
+		pending := l.pending.Close()
 		ln := l.cur
 		l.mu.Unlock()
-		close(l.closing)
 		for _, lk := range pending {
 			lk.ln.linkEnded(lk, transport.ErrClosed)
 		}

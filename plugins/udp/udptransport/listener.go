@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ferryhq/ferry/internal/acceptq"
 	"github.com/ferryhq/ferry/sdk/transport"
 )
 
@@ -29,10 +30,8 @@ type listener struct {
 
 	mu       sync.Mutex
 	peers    map[netip.AddrPort]*link
-	pending  []*link // admitted, not yet returned by Accept
+	pending  *acceptq.Queue[*link] // admitted, not yet returned by Accept
 	closed   bool
-	closedCh chan struct{}
-	ready    chan struct{}
 	sockOnce sync.Once
 	done     chan struct{} // the reading goroutine ended
 }
@@ -44,8 +43,8 @@ var (
 
 func newListener(t *Transport, conn *net.UDPConn, cfg config) (*listener, error) {
 	l := &listener{t: t, cfg: cfg, s: newSock(conn, false, cfg), addr: conn.LocalAddr().String(),
-		peers: map[netip.AddrPort]*link{}, closedCh: make(chan struct{}), ready: make(chan struct{}, 1),
-		done: make(chan struct{})}
+		peers: map[netip.AddrPort]*link{}, done: make(chan struct{})}
+	l.pending = acceptq.New[*link](&l.mu)
 	l.jar.bucket = int64(cookieBucket)
 	if _, err := rand.Read(l.jar.secret[:]); err != nil {
 		return nil, err
@@ -65,38 +64,11 @@ func (l *listener) Counters() map[string]uint64 {
 
 // Accept returns the next peer that completed the handshake.
 func (l *listener) Accept(ctx context.Context) (transport.Link, error) {
-	for {
-		l.mu.Lock()
-		if l.closed {
-			l.mu.Unlock()
-			return nil, transport.ErrClosed
-		}
-		if len(l.pending) > 0 {
-			lk := l.pending[0]
-			l.pending[0] = nil
-			l.pending = l.pending[1:]
-			more := len(l.pending) > 0
-			l.mu.Unlock()
-			if more {
-				l.signal()
-			}
-			return lk, nil
-		}
-		l.mu.Unlock()
-		select {
-		case <-l.ready:
-		case <-l.closedCh:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+	lk, err := l.pending.Accept(ctx)
+	if err != nil {
+		return nil, err
 	}
-}
-
-func (l *listener) signal() {
-	select {
-	case l.ready <- struct{}{}:
-	default:
-	}
+	return lk, nil
 }
 
 // Close stops accepting. Links already accepted keep the socket open until
@@ -108,9 +80,7 @@ func (l *listener) Close() error {
 		return nil
 	}
 	l.closed = true
-	close(l.closedCh)
-	pend := l.pending
-	l.pending = nil
+	pend := l.pending.Close()
 	l.mu.Unlock()
 	for _, lk := range pend {
 		_ = lk.Close()
@@ -149,12 +119,7 @@ func (l *listener) remove(lk *link) {
 	if l.peers[lk.peer] == lk {
 		delete(l.peers, lk.peer)
 	}
-	for i, p := range l.pending {
-		if p == lk {
-			l.pending = append(l.pending[:i], l.pending[i+1:]...)
-			break
-		}
-	}
+	l.pending.Remove(lk)
 	last := l.closed && len(l.peers) == 0
 	l.mu.Unlock()
 	if last {
@@ -290,14 +255,13 @@ func (l *listener) admit(from netip.AddrPort, id uint32, now time.Time) {
 	lk := newLink(l.t, l.cfg, id, l.s, l, from)
 	lk.lastRecv.Store(now.UnixNano())
 	l.peers[from] = lk
-	l.pending = append(l.pending, lk)
+	l.pending.Push(lk)
 	l.mu.Unlock()
 	if old != nil {
 		old.fail(errReplaced(old))
 	}
 	l.cnt.add(cPeersAccepted, 1)
 	lk.sendControl(TypeWelcome)
-	l.signal()
 }
 
 // maintain expires idle peers, sends keepalives and drops stale partial
