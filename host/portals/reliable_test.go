@@ -42,7 +42,7 @@ func (h *lossyHop) HandleMessage(c *node.Context, m *routing.Message) error {
 		h.dropped++
 	case r < h.drop+h.reorder && h.held == nil:
 		h.reordered++
-		h.held = m
+		h.held = cloneMessage(m) // the node reuses m once this returns
 	case r < h.drop+h.reorder+h.dup:
 		h.duplicated++
 		send = append(send, m, cloneMessage(m))

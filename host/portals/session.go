@@ -179,6 +179,10 @@ const (
 	chunkRegrow  = time.Second
 )
 
+// lingerReack is how often a finished session repeats its last ack while
+// it lingers (at least 2*minRTO, so it repeats at least twice).
+const lingerReack = 10 * time.Millisecond
+
 type session struct {
 	opts  SessionOptions
 	stats *counters
@@ -301,6 +305,9 @@ func (s *session) HandleMessage(c *node.Context, m *routing.Message) error {
 			// (no outlet there, access denied): the client must learn
 			// at once, not after the session timeout.
 			s.end(fmt.Errorf("path failed: %w", re), false)
+			return nil
+		}
+		if s.peerFinished(re) {
 			return nil
 		}
 		// A node on the path could not deliver a frame (a link went
@@ -807,7 +814,12 @@ func (s *session) controlLoop() {
 			s.send(route, w)
 		}
 		probe := paused && len(wires) == 0 && now.Sub(lastProbe) >= backoff
-		if s.ackDue.Swap(false) || probe || now.Sub(lastAck) >= s.opts.KeepaliveInterval {
+		// A finished session repeats its last ack while it lingers: the
+		// peer may have no round-trip sample yet (1 s initial timer),
+		// so if that ack is lost its retransmission could come only
+		// after we are gone, and it would wait for the session timeout.
+		reack := !linger.IsZero() && now.Sub(lastAck) >= lingerReack
+		if s.ackDue.Swap(false) || probe || reack || now.Sub(lastAck) >= s.opts.KeepaliveInterval {
 			s.mu.Lock()
 			ack := s.ackLocked()
 			route = s.routeLocked()
@@ -823,7 +835,7 @@ func (s *session) controlLoop() {
 			wait = min(wait, backoff)
 		}
 		if !linger.IsZero() {
-			wait = min(wait, linger.Sub(now))
+			wait = min(wait, linger.Sub(now), lingerReack-now.Sub(lastAck))
 		}
 		timer.Reset(max(wait, time.Millisecond))
 		select {
@@ -870,6 +882,31 @@ func (s *session) dueRetransmits(now time.Time) (wires [][]byte, route routing.R
 		next = min(next, s.backoff)
 	}
 	return wires, s.routeLocked(), next, s.paused, s.backoff
+}
+
+// peerFinished takes a report that the peer's session worker no longer
+// exists as the acknowledgement of our fin when that fin is all we still
+// wait for and the peer's fin was written out: a session ends cleanly only
+// after it has our fin, and otherwise says why it closed. Without this, a
+// lost last ack left the session retransmitting its fin to a peer that
+// had finished and stopped lingering, until the session timeout.
+func (s *session) peerFinished(re *node.RemoteError) bool {
+	if re.Code != node.CodeNoWorker || !s.recvDone.Load() {
+		return false
+	}
+	s.mu.Lock()
+	ok := s.finSent && len(s.out) == 1 && s.out[0].wire[0] == kindFin && len(s.peer) > 0 &&
+		re.Address == (routing.Route{s.peer[len(s.peer)-1]}).String()
+	if ok {
+		s.finAcked = true
+		s.out[0] = nil
+		s.out = s.out[:0]
+	}
+	s.mu.Unlock()
+	if ok {
+		s.maybeFinish()
+	}
+	return ok
 }
 
 // maybeFinish starts a clean end once both directions are done: our fin is
