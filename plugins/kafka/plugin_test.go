@@ -18,7 +18,7 @@ func TestConformanceAsPlugin(t *testing.T) {
 	p.Settings = map[string]string{
 		kafkatransport.SettingBrokers:           addr,
 		kafkatransport.SettingHeartbeatInterval: "200ms",
-		kafkatransport.SettingIdleTimeout:       "3s",
+		kafkatransport.SettingIdleTimeout:       "6s",
 		kafkatransport.SettingSessionTimeout:    "6s",
 	}
 	transporttest.Run(t, transporttest.Config{
