@@ -226,6 +226,9 @@ func (s *Service) expire() {
 }
 
 // Address returns the service's local address.
+// Registrants returns the identifiers allowed to register (empty: anyone).
+func (s *Service) Registrants() []string { return slices.Clone(s.cfg.Registrants) }
+
 func (s *Service) Address() routing.Address { return s.addr }
 
 // List describes every forwarder, sorted by name.

@@ -212,7 +212,16 @@ func (r *runtime) startDefault(ctx context.Context, cfg state.NodeConfig) error 
 			return fmt.Errorf("start service %s: %w", s, err)
 		}
 	}
-	if err := r.startRelayService(""); err != nil {
+	// The relay service as saved (restricted to registrants), or the
+	// default one.
+	var relayAddr string
+	var registrants []string
+	for _, s := range cfg.Services {
+		if s.Type == "relay" {
+			relayAddr, registrants = s.Address, s.Authorized
+		}
+	}
+	if err := r.startRelayService(relayAddr, registrants); err != nil {
 		return err
 	}
 	return r.startSaved(ctx, cfg)
@@ -229,7 +238,7 @@ func (r *runtime) startSaved(ctx context.Context, cfg state.NodeConfig) error {
 			continue
 		}
 		if s.Type == "relay" {
-			if err := r.startRelayService(s.Address); err != nil {
+			if err := r.startRelayService(s.Address, s.Authorized); err != nil {
 				return err
 			}
 			continue
@@ -269,7 +278,7 @@ func (r *runtime) startSpec(ctx context.Context, spec *topology.NodeSpec) error 
 	}
 	for _, s := range spec.Services {
 		if s.Type == "relay" {
-			if err := r.startRelayService(s.Address); err != nil {
+			if err := r.startRelayService(s.Address, nil); err != nil {
 				return fmt.Errorf("node %s: %w", spec.Name, err)
 			}
 			continue
@@ -382,7 +391,15 @@ func (r *runtime) Services(context.Context) ([]api.Service, error) {
 	out := []api.Service{}
 	for _, w := range r.n.Workers() {
 		if slices.Contains(serviceKinds, w.Kind) {
-			out = append(out, api.Service{Type: w.Kind, Address: addrText(w.Addresses[0]), Authorized: r.secure.authorized(w.Addresses[0])})
+			s := api.Service{Type: w.Kind, Address: addrText(w.Addresses[0]), Authorized: r.secure.authorized(w.Addresses[0])}
+			if w.Kind == "relay" {
+				r.relay.mu.Lock()
+				if r.relay.svc != nil && r.relay.svc.Address().Value == w.Addresses[0] {
+					s.Authorized = r.relay.svc.Registrants()
+				}
+				r.relay.mu.Unlock()
+			}
+			out = append(out, s)
 		}
 	}
 	return out, nil
@@ -397,13 +414,16 @@ func (r *runtime) StartService(_ context.Context, req api.StartServiceRequest) (
 		r.relay.mu.Lock()
 		running := r.relay.svc != nil
 		r.relay.mu.Unlock()
-		if running {
-			return api.Service{}, api.BadRequest(errors.New("this node already runs the relay service; see ferry service list"))
+		if running && len(req.Authorized) == 0 {
+			return api.Service{}, api.BadRequest(errors.New("this node already runs the relay service; see ferry service list (with --authorized IDENTIFIER it is restricted to those registrants instead)"))
 		}
-		if err := r.startRelayService(addr); err != nil {
+		if err := r.startRelayService(addr, req.Authorized); err != nil {
 			return api.Service{}, err
 		}
-		return api.Service{Type: "relay", Address: r.relay.svc.Address().String()}, nil
+		r.relay.mu.Lock()
+		svc := r.relay.svc
+		r.relay.mu.Unlock()
+		return api.Service{Type: "relay", Address: svc.Address().String(), Authorized: svc.Registrants()}, nil
 	}
 	if _, err := services.New(req.Type); err != nil {
 		return api.Service{}, api.BadRequest(fmt.Errorf("unknown service type %q; the types are: %s", req.Type, strings.Join(serviceTypes(), ", ")))

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ferryhq/ferry/host/api"
+	"github.com/ferryhq/ferry/host/identity"
 	"github.com/ferryhq/ferry/host/logging"
 	"github.com/ferryhq/ferry/host/node"
 	"github.com/ferryhq/ferry/host/portals"
@@ -56,16 +57,37 @@ type outletEntry struct {
 }
 
 // startRelayService starts the relay service once; its forwarders are
-// reachable through every listener that allows the relay service.
-func (r *runtime) startRelayService(addr string) error {
+// reachable through every listener that allows the relay service. With
+// registrants (identifiers) only those identities may register, through a
+// secure channel; a running service that admits anyone is replaced by the
+// restricted one (its forwarders go: their registrants register again,
+// if they may).
+func (r *runtime) startRelayService(addr string, registrants []string) error {
+	for _, id := range registrants { // before a running service is replaced
+		if err := identity.ValidIdentifier(id); err != nil {
+			return api.BadRequest(fmt.Errorf("relay registrant: %w", err))
+		}
+	}
 	r.relay.mu.Lock()
 	defer r.relay.mu.Unlock()
-	if r.relay.svc != nil {
-		return nil
+	if old := r.relay.svc; old != nil {
+		if len(registrants) == 0 || slices.Equal(old.Registrants(), registrants) {
+			return nil
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := old.Close(ctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("replace the relay service: %w", err)
+		}
+		r.relay.svc = nil
+		if addr == "" {
+			addr = old.Address().Value
+		}
 	}
-	svc, err := relays.StartService(r.n, relays.ServiceConfig{Address: addr, Flows: r.relayFlows, Logger: r.log.Named("relay")})
+	svc, err := relays.StartService(r.n, relays.ServiceConfig{Address: addr, Registrants: registrants, Flows: r.relayFlows, Logger: r.log.Named("relay")})
 	if err != nil {
-		return err
+		return api.BadRequest(err)
 	}
 	// Registrations through a secure channel reach it through the node's
 	// listener (a relay service at its own address too).

@@ -211,3 +211,46 @@ func TestSecureChannelKeptAndRestored(t *testing.T) {
 	}
 	e.fails("no worker at address", "message", "send", "hi", "--from", "n1", "--to", ch+"/service/uppercase")
 }
+
+// TestRelayRegistrantsListed: a relay node restricted to listed identities
+// (service start relay --authorized) lets them register and refuses every
+// other identity, also after it restarts.
+func TestRelayRegistrantsListed(t *testing.T) {
+	e := newEnv(t)
+	e.ok("node", "create", "n2")
+	e.ok("node", "create", "n3")
+	e.ok("node", "create", "n1")
+	var n3id struct{ Identifier string }
+	e.json(&n3id, "identity", "show", "n3")
+	e.fails("want \"I\" followed by 40", "service", "start", "relay", "--at", "n2", "--authorized", "nobody")
+	// The refused restriction left the relay service running as it was.
+	if out := e.ok("service", "list", "--at", "n2"); !strings.Contains(out, "/service/relay") {
+		t.Fatalf("n2's services after a refused restriction:\n%s", out)
+	}
+	e.ok("service", "start", "relay", "--at", "n2", "--authorized", n3id.Identifier)
+	check := func(when string) {
+		t.Helper()
+		e.fails("not allowed to register", "relay", "create", "one", "--at", "/node/n2", "--to", "n1")
+		e.fails("only through a secure channel", "relay", "create", "two", "--at", "/node/n2", "--to", "n1", "--insecure")
+		var svcs []struct {
+			Type       string
+			Authorized []string
+		}
+		e.json(&svcs, "service", "list", "--at", "n2")
+		for _, s := range svcs {
+			if s.Type == "relay" && (len(s.Authorized) != 1 || s.Authorized[0] != n3id.Identifier) {
+				t.Fatalf("%s: n2's relay service admits %v", when, s.Authorized)
+			}
+		}
+	}
+	e.ok("relay", "create", "n3", "--at", "/node/n2", "--to", "n3")
+	check("after the restriction")
+	e.ok("relay", "delete", "n3", "--at", "n3")
+	e.ok("node", "stop", "n2")
+	e.ok("node", "start", "n2")
+	check("after n2 restarted")
+	e.ok("relay", "create", "n3", "--at", "/node/n2", "--to", "n3")
+	if got := e.ok("message", "send", "hi", "--from", "n1", "--to", "/node/n2/service/forward_to_n3/service/uppercase"); got != "HI\n" {
+		t.Fatalf("through the relay: %q", got)
+	}
+}
