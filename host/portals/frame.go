@@ -12,7 +12,10 @@ import (
 // The portal session protocol. Every frame is one message payload whose first
 // byte is its kind:
 //
-//	open    1  uvarint version, 16-byte session id, uvarint window
+//	open    1  uvarint version, 16-byte session id, uvarint window, then
+//	           optionally early data (at most maxEarlyData bytes): the
+//	           opener's first bytes, its message 0, sent in a second open
+//	           right behind the first so they need not wait for opened
 //	opened  2  uvarint version, uvarint window
 //	data    3  seq, next, consumed (each 8 bytes, big-endian), then bytes
 //	           (at least one): next and consumed acknowledge the reverse
@@ -43,8 +46,9 @@ import (
 
 // ProtocolVersion is the session protocol version carried in open/opened.
 // Version 2 added retransmission (ack with SACK replaced credit); version 3
-// carries an ack in every data message (fixed-size data header).
-const ProtocolVersion = 3
+// carries an ack in every data message (fixed-size data header); version 4
+// lets an open carry early data.
+const ProtocolVersion = 4
 
 // Frame kinds.
 const (
@@ -64,6 +68,8 @@ const (
 	// maxWindow bounds the window a peer may announce, so a hostile open
 	// cannot make us queue unbounded memory.
 	maxWindow = 64 << 20
+	// maxEarlyData bounds the data an open carries.
+	maxEarlyData = minReadBuffer
 	// maxSackRanges bounds the SACK ranges one ack carries.
 	maxSackRanges = 16
 	// dataHeadroom is the size of a data frame's header (kind byte, seq,
@@ -120,6 +126,7 @@ func (f *frame) encode() []byte {
 		b = binary.AppendUvarint(b, f.version)
 		b = append(b, f.id[:]...)
 		b = binary.AppendUvarint(b, f.window)
+		b = append(b, f.data...)
 	case kindOpened:
 		b = binary.AppendUvarint(b, f.version)
 		b = binary.AppendUvarint(b, f.window)
@@ -198,6 +205,12 @@ func decodeFrame(b []byte) (frame, error) {
 		rest = rest[idLen:]
 		if f.window, err = uv("window"); err != nil {
 			return f, err
+		}
+		if len(rest) > maxEarlyData {
+			return f, fmt.Errorf("%w: open: %d bytes of early data, at most %d", errFrame, len(rest), maxEarlyData)
+		}
+		if len(rest) > 0 {
+			f.data, rest = rest, nil
 		}
 	case kindOpened:
 		if f.version, err = uv("version"); err != nil {

@@ -12,6 +12,7 @@ func TestFrameRoundTrip(t *testing.T) {
 	id := newSessionID()
 	for _, f := range []frame{
 		{kind: kindOpen, version: ProtocolVersion, id: id, window: 1 << 20},
+		{kind: kindOpen, version: ProtocolVersion, id: id, window: 1 << 20, data: []byte("GET / HTTP/1.1\r\n\r\n")},
 		{kind: kindOpened, version: ProtocolVersion, window: 65536},
 		{kind: kindData, seq: 1<<40 + 3, next: 17, consumed: 1 << 35, data: []byte("hello")},
 		{kind: kindFin, seq: 7},
@@ -70,6 +71,7 @@ func TestFrameRejects(t *testing.T) {
 		"data no bytes":  append([]byte{kindData}, make([]byte, dataHeadroom-1)...),
 		"data truncated": append([]byte{kindData}, make([]byte, dataHeadroom-2)...),
 		"open truncated": {kindOpen, 1, 1, 2},
+		"open too early": append(append(append([]byte{kindOpen, 1}, make([]byte, idLen)...), 1), make([]byte, maxEarlyData+1)...),
 		"window zero":    append(append([]byte{kindOpen, 1}, make([]byte, idLen)...), 0),
 		"window huge":    {kindOpened, 1, 0xff, 0xff, 0xff, 0xff, 0x0f},
 		"fin trailing":   {kindFin, 1, 2},
@@ -106,6 +108,7 @@ func FuzzDecodeFrame(f *testing.F) {
 	id := newSessionID()
 	for _, fr := range []frame{
 		{kind: kindOpen, version: 1, id: id, window: 1 << 20},
+		{kind: kindOpen, version: 4, id: id, window: 1 << 20, data: []byte("early")},
 		{kind: kindOpened, version: 1, window: 4096},
 		{kind: kindData, seq: 300, next: 2, consumed: 70000, data: []byte("xyz")},
 		{kind: kindFin, seq: 2},

@@ -1,6 +1,7 @@
 package portals
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -285,6 +286,8 @@ func (in *Inlet) startSession(conn portal.Stream) {
 	}
 	s := newSession(in.opts.Session, &in.stats, conn, in.log, &in.wg, in.sessionEnded)
 	s.base = in.opts.Route
+	open := (&frame{kind: kindOpen, version: ProtocolVersion, id: newSessionID(), window: uint64(in.opts.Session.Window)}).encode()
+	s.earlyOpen = open
 	in.mu.Lock()
 	if in.closed {
 		in.mu.Unlock()
@@ -298,8 +301,11 @@ func (in *Inlet) startSession(conn portal.Stream) {
 		s.end(fmt.Errorf("start session worker: %w", err), false)
 		return
 	}
+	// Read the client at once: its first bytes go out as early data
+	// right behind the open.
+	s.startReader()
 	in.wg.Add(1)
-	go func() { defer in.wg.Done(); in.open(s) }()
+	go func() { defer in.wg.Done(); in.open(s, open) }()
 }
 
 func (in *Inlet) sessionEnded(s *session, err error) {
@@ -320,16 +326,21 @@ func (in *Inlet) sessionEnded(s *session, err error) {
 
 // open sends open frames until the outlet answers, the open timeout passes
 // or the path is known to be down.
-func (in *Inlet) open(s *session) {
-	id := newSessionID()
-	msg := (&frame{kind: kindOpen, version: ProtocolVersion, id: id, window: uint64(in.opts.Session.Window)}).encode()
+func (in *Inlet) open(s *session, msg []byte) {
 	deadline := time.NewTimer(in.opts.OpenTimeout)
 	defer deadline.Stop()
 	backoff := 20 * time.Millisecond
 	const resend = time.Second // an open or opened lost on a lossy route
 	for {
+		s.mu.Lock()
+		if s.openSentAt.IsZero() {
+			s.openSentAt = time.Now()
+		} else {
+			s.openResent = true
+		}
+		s.mu.Unlock()
 		ctx, cancel := context.WithTimeout(s.c, in.opts.OpenTimeout)
-		err := s.c.Send(ctx, in.opts.Route, msg)
+		err := s.c.Send(ctx, in.opts.Route, bytes.Clone(msg))
 		cancel()
 		wait := resend
 		if err != nil {
@@ -345,7 +356,7 @@ func (in *Inlet) open(s *session) {
 		select {
 		case <-s.opened:
 			in.state.set(StateUp, nil)
-			s.start()
+			s.startRest()
 			return
 		case <-s.done:
 			// The outlet refused (its reason is the session's error).

@@ -36,6 +36,7 @@
 package portals
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -152,7 +153,10 @@ type Outlet struct {
 
 	mu       sync.Mutex
 	closed   bool
-	sessions map[[idLen]byte]*session // nil value: dial in progress
+	sessions map[[idLen]byte]*session // nil value: session being started
+	// early holds early data that arrived while its session was being
+	// started (at most one message of maxEarlyData per such session).
+	early map[[idLen]byte]*routing.Message
 }
 
 // NewOutlet starts an outlet worker on n.
@@ -181,7 +185,7 @@ func NewOutlet(n *node.Node, opts OutletOptions) (*Outlet, error) {
 	if log == nil {
 		log = n.Logger()
 	}
-	o := &Outlet{n: n, opts: opts, log: log.Named("outlet").With("outlet", opts.Address, "target", opts.Target), sessions: map[[idLen]byte]*session{}, limiter: logging.NewLimiter(0, 0)}
+	o := &Outlet{n: n, opts: opts, log: log.Named("outlet").With("outlet", opts.Address, "target", opts.Target), sessions: map[[idLen]byte]*session{}, early: map[[idLen]byte]*routing.Message{}, limiter: logging.NewLimiter(0, 0)}
 	o.ctx, o.cancel = context.WithCancel(context.Background())
 	o.state.set(StateUp, nil)
 	var w node.Worker = outletWorker{o}
@@ -276,18 +280,28 @@ func (w outletWorker) HandleMessage(c *node.Context, m *routing.Message) error {
 		o.sessions[f.id] = nil
 		o.wg.Add(1)
 	}
+	if dup && s == nil && len(f.data) > 0 {
+		// Early data for a session still starting: it takes it then.
+		o.early[f.id] = &routing.Message{Return: m.Return.Clone(), Payload: bytes.Clone(m.Payload)}
+	}
 	o.mu.Unlock()
 	if dup {
 		if s != nil {
-			// Let the session answer the repeated open itself.
+			// Let the session answer the repeated open, or take the
+			// early data, itself.
 			return c.SendMessage(c, &routing.Message{Onward: routing.Route{s.addr}, Return: m.Return, Payload: m.Payload})
 		}
-		return nil // still dialling; the opened will come
+		return nil // still starting; the opened will come
 	}
 	ret := m.Return.Clone()
+	var early *routing.Message
+	if len(f.data) > 0 {
+		// The early data overtook its open (a reordering route).
+		early = &routing.Message{Return: ret, Payload: bytes.Clone(m.Payload)}
+	}
 	go func() {
 		defer o.wg.Done()
-		o.accept(c, f, ret)
+		o.accept(c, f, ret, early)
 	}()
 	return nil
 }
@@ -297,10 +311,11 @@ func (w outletWorker) HandleMessage(c *node.Context, m *routing.Message) error {
 // is in flight instead of after it (the session's stream waits for the
 // dial, see dialingStream). If the dial fails, the session ends and tells
 // the inlet why, so it can close its client promptly.
-func (o *Outlet) accept(c *node.Context, f frame, ret routing.Route) {
+func (o *Outlet) accept(c *node.Context, f frame, ret routing.Route, early *routing.Message) {
 	forget := func() {
 		o.mu.Lock()
 		delete(o.sessions, f.id)
+		delete(o.early, f.id)
 		o.mu.Unlock()
 	}
 	refuse := func(reason error) {
@@ -332,6 +347,10 @@ func (o *Outlet) accept(c *node.Context, f frame, ret routing.Route) {
 	closed := o.closed
 	if !closed {
 		o.sessions[f.id] = s
+		if e := o.early[f.id]; e != nil {
+			early = e
+			delete(o.early, f.id)
+		}
 	}
 	o.mu.Unlock()
 	if closed {
@@ -343,6 +362,10 @@ func (o *Outlet) accept(c *node.Context, f frame, ret routing.Route) {
 		return
 	}
 	s.start()
+	if early != nil {
+		early.Onward = routing.Route{s.addr}
+		_ = s.c.SendMessage(s.c, early)
+	}
 	conn, err := o.opts.Portal.Dial(ctx, o.opts.Target)
 	if err != nil {
 		if s.ending.Load() {

@@ -158,6 +158,7 @@ type txFrame struct {
 	retx   bool // retransmitted at least once: no RTT sample from it (Karn)
 	sacked bool
 	resend bool // SACK shows it lost: retransmit at once
+	unsent bool // read before the session opened: sent once it does
 }
 
 // minReadBuffer is the smallest buffer a session reads its stream into.
@@ -195,6 +196,10 @@ type session struct {
 	// outlet): a paused inlet sends along it, with the outlet service
 	// replaced by the outlet session, to find a way around stale links.
 	base routing.Route
+	// earlyOpen is the inlet's open frame: its first message, read before
+	// the outlet answers, goes along base in a second open carrying the
+	// data (early data), so it does not wait a round trip for opened.
+	earlyOpen []byte
 
 	c    *node.Context
 	addr routing.Address
@@ -229,6 +234,8 @@ type session struct {
 	rto          time.Duration // from the measured round trip
 	backoff      time.Duration // the timer now: rto, doubled per timeout
 	paused       bool
+	openSentAt   time.Time // the first open: opened gives the first RTT sample
+	openResent   bool      // no sample then (Karn)
 	pathErr      error
 	finSent      bool
 	finAcked     bool
@@ -332,10 +339,30 @@ func (s *session) HandleMessage(c *node.Context, m *routing.Message) error {
 		if s.peerWindow == 0 {
 			s.peerWindow = f.window
 		}
+		if !s.hasRTT && !s.openResent && !s.openSentAt.IsZero() {
+			// The outlet answers before it dials, so this is the
+			// route's round trip: the first data's retransmission
+			// timer starts from it instead of the 1 s initial RTO.
+			s.measureLocked(time.Since(s.openSentAt))
+			s.backoff = s.rto
+		}
 		s.adoptLocked(m.Return)
 		s.mu.Unlock()
+		signal(s.credit)
 		s.openOnce.Do(func() { close(s.opened) })
 	case kindOpen:
+		if len(f.data) > 0 {
+			// Early data: the opener's message 0, sent along its
+			// configured route right behind the open. It is dropped if
+			// it does not fit the window (the opener sends it again).
+			s.heard()
+			if len(f.data) <= s.opts.Window {
+				if err := s.receive(m, frame{kind: kindData, seq: 0, data: f.data}); err != nil {
+					s.end(err, true)
+				}
+			}
+			return nil
+		}
 		// A repeated open (the opener did not see our opened in time):
 		// answer again.
 		_ = s.c.Send(c, m.Return, (&frame{kind: kindOpened, version: ProtocolVersion, window: uint64(s.opts.Window)}).encode())
@@ -374,14 +401,29 @@ func (s *session) heard() { s.lastRecv.Store(time.Now().UnixNano()) }
 // way back to it: after a relay in the middle restarts, the route the peer
 // found is the one that works. A frame from the peer also ends a pause.
 func (s *session) adoptLocked(ret routing.Route) {
+	first := s.peer == nil
 	changed := !s.peer.Equal(ret)
+	if changed && first {
+		// The inlet hears from its outlet session for the first time:
+		// what it could not send before (a fin of a client that closed
+		// at once) goes now.
+		resend := false
+		for _, tf := range s.out {
+			if tf.unsent {
+				tf.unsent, tf.resend, resend = false, true, true
+			}
+		}
+		if resend {
+			signal(s.wake)
+		}
+	}
 	if changed {
 		if s.peer != nil && s.log.IsDebug() {
 			s.log.Debug("session follows its peer to a new route", "session", s.addr.String(), "route", ret.String())
 		}
 		s.peer = ret.Clone()
 	}
-	if s.paused || (changed && len(s.out) > 0) {
+	if s.paused || (changed && !first && len(s.out) > 0) {
 		if s.paused && s.log.IsDebug() {
 			s.log.Debug("session resumed", "session", s.addr.String())
 		}
@@ -603,9 +645,21 @@ func (s *session) send(route routing.Route, payload []byte) {
 
 // start runs the data path once the peer is known.
 func (s *session) start() {
-	s.started.Store(true)
-	s.wg.Add(3)
+	s.startReader()
+	s.startRest()
+}
+
+// startReader starts reading the local stream. An inlet starts it before
+// the outlet answers: its first message goes out as early data.
+func (s *session) startReader() {
+	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.readLoop() }()
+}
+
+// startRest starts the writer and the control loop once the peer is known.
+func (s *session) startRest() {
+	s.started.Store(true)
+	s.wg.Add(2)
 	go func() { defer s.wg.Done(); s.writeLoop() }()
 	go func() { defer s.wg.Done(); s.controlLoop() }()
 }
@@ -618,6 +672,9 @@ func (s *session) waitCredit() int {
 		avail := int64(s.peerConsumed + s.peerWindow - s.sent)
 		if len(s.out) >= maxInFlight {
 			avail = 0
+		}
+		if s.peer == nil && s.earlyOpen != nil && s.nextSeq == 0 {
+			avail = maxEarlyData // the open's early data
 		}
 		s.mu.Unlock()
 		if avail > 0 {
@@ -665,14 +722,34 @@ func (s *session) readLoop() {
 			copy(keep[:h], wire[:h])
 			s.sent += uint64(k)
 			s.nextSeq++
-			s.out = append(s.out, &txFrame{seq: seq, wire: keep, sentAt: time.Now()})
+			tf := &txFrame{seq: seq, wire: keep, sentAt: time.Now()}
+			s.out = append(s.out, tf)
 			arm := len(s.out) == 1 // the control loop's timer was idle
 			route := s.routeLocked()
+			var early []byte
+			if route == nil {
+				// Not open yet: message 0 goes as early data in a
+				// second open; anything else waits for opened.
+				if seq == 0 && s.earlyOpen != nil {
+					early = append(slices.Clip(s.earlyOpen), wire[h:]...)
+				} else {
+					tf.unsent = true
+				}
+			}
 			s.mu.Unlock()
 			if arm {
 				signal(s.wake)
 			}
-			s.send(route, wire)
+			if route != nil {
+				s.send(route, wire)
+			} else {
+				putBuf(buf)
+				if early != nil {
+					// A failure here is the open's to report; the
+					// message is resent after opened if it is lost.
+					_ = s.c.Send(s.c, s.base, early)
+				}
+			}
 			s.stats.bytesOut.Add(uint64(k))
 		} else {
 			putBuf(buf)
@@ -680,13 +757,15 @@ func (s *session) readLoop() {
 		if rerr == io.EOF {
 			s.mu.Lock()
 			fin := (&frame{kind: kindFin, seq: s.nextSeq}).encode()
-			s.out = append(s.out, &txFrame{seq: s.nextSeq, wire: fin, sentAt: time.Now()})
+			route := s.routeLocked()
+			s.out = append(s.out, &txFrame{seq: s.nextSeq, wire: fin, sentAt: time.Now(), unsent: route == nil})
 			s.nextSeq++
 			s.finSent = true
-			route := s.routeLocked()
 			s.mu.Unlock()
 			signal(s.wake)
-			s.send(route, bytes.Clone(fin))
+			if route != nil {
+				s.send(route, bytes.Clone(fin))
+			}
 			return
 		}
 		if rerr != nil {
