@@ -3,6 +3,7 @@ package portals
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -163,5 +164,30 @@ func TestClientClosesBeforeOpened(t *testing.T) {
 	}
 	if len(hop.early()) != 0 {
 		t.Errorf("an open carried data although the client sent none")
+	}
+}
+
+// An inlet of another protocol version (here version 3, before early data)
+// gets a close whose reason names both versions, instead of a session.
+func TestOutletRefusesOtherProtocolVersion(t *testing.T) {
+	checkLeaks(t)
+	p := newPair(t, startTarget(t), pairOptions{})
+	old := (&frame{kind: kindOpen, version: ProtocolVersion - 1, id: newSessionID(), window: 1 << 20}).encode()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	m, err := p.n.SendAndReceive(ctx, routing.Route{p.outlet.Address()}, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := decodeFrame(m.Payload)
+	if err != nil || f.kind != kindClose {
+		t.Fatalf("reply %+v, %v; want a close", f, err)
+	}
+	want := fmt.Sprintf("outlet speaks portal protocol %d, the inlet %d", ProtocolVersion, ProtocolVersion-1)
+	if f.reason != want {
+		t.Fatalf("reason %q, want %q", f.reason, want)
+	}
+	if st := p.outlet.Status(); st.TotalSessions != 0 {
+		t.Fatalf("outlet started %d sessions for an open of another version", st.TotalSessions)
 	}
 }
