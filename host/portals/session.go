@@ -180,8 +180,8 @@ const (
 	chunkRegrow  = time.Second
 )
 
-// lingerReack is how often a finished session repeats its last ack while
-// it lingers (at least 2*minRTO, so it repeats at least twice).
+// lingerReack is when a finished session repeats its last ack while it
+// lingers (it lingers at least 2*minRTO).
 const lingerReack = 10 * time.Millisecond
 
 type session struct {
@@ -863,6 +863,7 @@ func (s *session) controlLoop() {
 	defer timer.Stop()
 	lastAck := time.Now()
 	var lastProbe time.Time
+	reacked := false
 	for {
 		now := time.Now()
 		idle := now.Sub(time.Unix(0, s.lastRecv.Load()))
@@ -893,11 +894,16 @@ func (s *session) controlLoop() {
 			s.send(route, w)
 		}
 		probe := paused && len(wires) == 0 && now.Sub(lastProbe) >= backoff
-		// A finished session repeats its last ack while it lingers: the
-		// peer may have no round-trip sample yet (1 s initial timer),
-		// so if that ack is lost its retransmission could come only
-		// after we are gone, and it would wait for the session timeout.
-		reack := !linger.IsZero() && now.Sub(lastAck) >= lingerReack
+		// A finished session repeats its last ack once while it
+		// lingers: the peer may have no round-trip sample yet (1 s
+		// initial timer), so if that ack is lost its retransmission
+		// could come only after we are gone, and it would wait for the
+		// session timeout. (Once, not periodically: every ack is one
+		// more message through each node and plugin on the path.)
+		reack := !linger.IsZero() && !reacked && now.Sub(lastAck) >= lingerReack
+		if reack {
+			reacked = true
+		}
 		if s.ackDue.Swap(false) || probe || reack || now.Sub(lastAck) >= s.opts.KeepaliveInterval {
 			s.mu.Lock()
 			ack := s.ackLocked()
@@ -914,7 +920,10 @@ func (s *session) controlLoop() {
 			wait = min(wait, backoff)
 		}
 		if !linger.IsZero() {
-			wait = min(wait, linger.Sub(now), lingerReack-now.Sub(lastAck))
+			wait = min(wait, linger.Sub(now))
+			if !reacked {
+				wait = min(wait, lingerReack-now.Sub(lastAck))
+			}
 		}
 		timer.Reset(max(wait, time.Millisecond))
 		select {
