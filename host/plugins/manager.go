@@ -764,6 +764,17 @@ func (t *Transport) Info() transport.Info {
 	return t.cur.Remote().Info()
 }
 
+// MaxMessageSize implements transport.MaxMessageSizer: the largest packet
+// the current plugin process takes as configured (0 while it is down).
+func (t *Transport) MaxMessageSize() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.cur == nil || t.cur.Remote() == nil {
+		return 0
+	}
+	return t.cur.Remote().MaxMessageSize()
+}
+
 // Configure implements transport.Transport; the settings are re-applied
 // after every restart.
 func (t *Transport) Configure(ctx context.Context, settings map[string]string) error {

@@ -675,11 +675,23 @@ func (w *linkWorker) HandleMessage(c *node.Context, msg *routing.Message) error 
 		return fmt.Errorf("link %s: the onward route ends at the link; add the worker on the other side, e.g. %s/service/echo", c.Address(), c.Address())
 	}
 	out := routing.Message{Onward: onward, Return: msg.Return, Payload: msg.Payload}
-	p := getBuf(routing.EncodedSize(&out))
+	size := routing.EncodedSize(&out)
+	if size > s.c.b.opts.MaxMessageSize {
+		// Refused before it is queued: the sender learns why, and the
+		// link and everything queued on it are untouched.
+		err := s.c.b.tooLarge(c.Address(), size)
+		c.ReportUndeliverable(msg, err)
+		return err
+	}
+	p := getBuf(size)
 	pkt, err := s.c.b.codec.Append((*p)[:0], &out)
 	if err != nil {
 		putBuf(p)
 		s.c.b.log.Warn("message not sent over link", "worker", c.Address(), "onward", onward.String(), "error", err)
+		if errors.Is(err, routing.ErrTooLarge) {
+			err = fmt.Errorf("link %s: %w: %w", c.Address(), err, transport.ErrTooLarge)
+			c.ReportUndeliverable(msg, err)
+		}
 		return err
 	}
 	*p = pkt
@@ -697,6 +709,22 @@ func (w *linkWorker) HandleMessage(c *node.Context, msg *routing.Message) error 
 		return err
 	}
 	return nil
+}
+
+// tooLarge is the error for a message of size encoded bytes that the link
+// at addr cannot carry.
+func (b *Binding) tooLarge(addr routing.Address, size int) error {
+	max := b.opts.MaxMessageSize
+	if b.limitFrom == "setting "+transport.SettingMaxMessageSize {
+		return fmt.Errorf("link %s: message of %d bytes exceeds the %s transport's %s %d (%s): %w",
+			addr, size, b.info.Name, transport.SettingMaxMessageSize, max, b.limitFrom, transport.ErrTooLarge)
+	}
+	if b.limitFrom != "" {
+		return fmt.Errorf("link %s: message of %d bytes exceeds the %s transport's maximum message size %d (%s): %w",
+			addr, size, b.info.Name, max, b.limitFrom, transport.ErrTooLarge)
+	}
+	return fmt.Errorf("link %s: message of %d bytes exceeds the %s transport's maximum message size %d: %w",
+		addr, size, b.info.Name, max, transport.ErrTooLarge)
 }
 
 // enqueue queues an encoded packet for the writer, waiting while the link's

@@ -46,6 +46,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -75,7 +76,11 @@ type Options struct {
 	// Leave nil when the caller configured the transport already.
 	Settings map[string]string
 	// MaxMessageSize bounds an encoded message; default: the transport's
-	// Info().MaxMessageSize, else routing.DefaultMaxMessageSize.
+	// limit as configured (transport.EffectiveMaxMessageSize: its
+	// max_message_size setting or what it reports after Configure), else
+	// routing.DefaultMaxMessageSize. A larger message sent over a link
+	// fails at once with an error wrapping transport.ErrTooLarge, reported
+	// back along its return route; the link stays up.
 	MaxMessageSize int
 	// MinBackoff and MaxBackoff bound the wait between re-dial and re-listen
 	// attempts; defaults 50ms and 5s. The wait doubles after each failure.
@@ -140,6 +145,10 @@ type Binding struct {
 	codec routing.Codec
 	opts  Options
 	kind  string
+	// limitFrom says where opts.MaxMessageSize comes from when it is below
+	// the transport's own maximum ("setting max_message_size"); empty
+	// otherwise.
+	limitFrom string
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -180,12 +189,6 @@ func Attach(n *node.Node, t transport.Transport, opts Options) (*Binding, error)
 	if opts.Logger == nil {
 		opts.Logger = n.Logger().Named("transport-" + info.AddressType)
 	}
-	if opts.MaxMessageSize <= 0 {
-		opts.MaxMessageSize = info.MaxMessageSize
-	}
-	if opts.MaxMessageSize <= 0 {
-		opts.MaxMessageSize = routing.DefaultMaxMessageSize
-	}
 	if opts.MinBackoff <= 0 {
 		opts.MinBackoff = 50 * time.Millisecond
 	}
@@ -218,8 +221,25 @@ func Attach(n *node.Node, t transport.Transport, opts Options) (*Binding, error)
 			return nil, fmt.Errorf("configure transport %q: %w", info.Name, err)
 		}
 	}
+	// The configured limit, known only now: sends above it must fail
+	// here, before they reach the transport (across a plugin boundary a
+	// refused packet would otherwise cost the whole link).
+	limitFrom := "option MaxMessageSize"
+	if opts.MaxMessageSize <= 0 {
+		opts.MaxMessageSize = transport.EffectiveMaxMessageSize(t, opts.Settings)
+		limitFrom = "as the transport reports it configured"
+		if slices.ContainsFunc(info.Settings, func(s transport.Setting) bool { return s.Name == transport.SettingMaxMessageSize }) {
+			limitFrom = "setting " + transport.SettingMaxMessageSize
+		}
+		if opts.MaxMessageSize <= 0 || opts.MaxMessageSize >= info.MaxMessageSize {
+			limitFrom = ""
+		}
+	}
+	if opts.MaxMessageSize <= 0 {
+		opts.MaxMessageSize = routing.DefaultMaxMessageSize
+	}
 	b := &Binding{
-		n: n, t: t, info: info, log: opts.Logger, opts: opts,
+		n: n, t: t, info: info, log: opts.Logger, opts: opts, limitFrom: limitFrom,
 		codec:     routing.Codec{MaxSize: opts.MaxMessageSize},
 		kind:      info.AddressType + "-connection",
 		listeners: map[string]*listener{},

@@ -40,6 +40,12 @@ const PluginName = "ferry"
 const (
 	LinkIDKey   = "ferry-link-id"
 	StreamIDKey = "ferry-stream-id"
+	// MaxMessageSizeKey carries, in the header of a transport plugin's
+	// answer to Configure, the largest packet the configured transport
+	// takes (its settings may lower Hello's maximum). A host that does not
+	// know it ignores it; a plugin that does not send it leaves the host to
+	// read the max_message_size setting.
+	MaxMessageSizeKey = "ferry-max-message-size"
 )
 
 // Handshake is the one go-plugin handshake of every Ferry plugin, whatever

@@ -105,6 +105,15 @@ func (s *server) Configure(ctx context.Context, req *pb.ConfigureRequest) (*pb.E
 	if err := Apply(ctx, s.t, req.Settings); err != nil {
 		return nil, toStatus(err)
 	}
+	// The host checks sends against the configured limit before they
+	// cross, so an oversized packet fails on its sender's side with
+	// ErrTooLarge instead of breaking the link in here.
+	max := EffectiveMaxMessageSize(s.t, req.Settings)
+	if max > 0 {
+		if err := grpc.SetHeader(ctx, metadata.Pairs(pluginwire.MaxMessageSizeKey, strconv.Itoa(max))); err != nil {
+			s.logger.Debug("could not report the configured max message size", "error", err)
+		}
+	}
 	return &pb.Empty{}, nil
 }
 

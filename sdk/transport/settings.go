@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -207,4 +208,63 @@ func Apply(ctx context.Context, t Transport, raw map[string]string) error {
 		return fmt.Errorf("configure %s: %w", t.Info().Name, err)
 	}
 	return sc.ConfigureSettings(ctx, s)
+}
+
+// SettingMaxMessageSize is the conventional name of the setting that lowers
+// a transport's largest packet below Info().MaxMessageSize. Every shipped
+// transport declares it; EffectiveMaxMessageSize reads it from the settings
+// of a transport that does not implement MaxMessageSizer.
+const SettingMaxMessageSize = "max_message_size"
+
+// MaxMessageSizer is implemented by a Transport that knows its largest
+// packet once configured, which settings can make lower than
+// Info().MaxMessageSize (Info must not depend on settings). The host asks
+// it after Configure so that a send above the limit fails on the sender's
+// side with ErrTooLarge, naming the size and the limit, before the packet
+// crosses into the transport; a plugin reports it to the host in its
+// answer to Configure. It is optional: without it, the host reads the
+// max_message_size setting (see EffectiveMaxMessageSize).
+type MaxMessageSizer interface {
+	// MaxMessageSize is the largest packet, in bytes, the configured
+	// transport carries; 0 or less means Info().MaxMessageSize.
+	MaxMessageSize() int
+}
+
+// EffectiveMaxMessageSize returns the largest packet t carries once
+// configured with settings: t's own MaxMessageSize if it implements
+// MaxMessageSizer and reports a positive value (settings are then not
+// needed), else MaxMessageSizeFor(t.Info(), settings).
+func EffectiveMaxMessageSize(t Transport, settings map[string]string) int {
+	info := t.Info()
+	if s, ok := t.(MaxMessageSizer); ok {
+		if v := s.MaxMessageSize(); v > 0 {
+			if info.MaxMessageSize > 0 && v > info.MaxMessageSize {
+				return info.MaxMessageSize
+			}
+			return v
+		}
+	}
+	return MaxMessageSizeFor(info, settings)
+}
+
+// MaxMessageSizeFor returns the largest packet a transport described by
+// info carries with settings: its max_message_size setting (as given, else
+// its default) when info declares one as an Int, never more than
+// info.MaxMessageSize; else info.MaxMessageSize.
+func MaxMessageSizeFor(info Info, settings map[string]string) int {
+	max := info.MaxMessageSize
+	for _, d := range info.Settings {
+		if d.Name != SettingMaxMessageSize || d.Type != Int {
+			continue
+		}
+		v, ok := settings[d.Name]
+		if !ok {
+			v = d.Default
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err == nil && n > 0 && n <= math.MaxInt32 && (max <= 0 || int(n) < max) {
+			max = int(n)
+		}
+	}
+	return max
 }

@@ -13,6 +13,7 @@ import (
 	"maps"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -41,7 +42,11 @@ type Remote struct {
 	pid   int
 	done  <-chan struct{}
 	limit int
-	caps  []pluginv1.Capability
+	// max is the largest packet the plugin takes as configured: Hello's
+	// maximum, lowered by Configure's answer (or its max_message_size
+	// setting). Sends above it fail here, before they cross.
+	max  atomic.Int64
+	caps []pluginv1.Capability
 	// mux is the data channel, when both sides use it; nil: gRPC streams.
 	mux *pluginwire.Mux
 	// closeFlush bounds how long closing a link waits for packets already
@@ -86,6 +91,7 @@ func NewWithData(conn *grpc.ClientConn, done <-chan struct{}, hello *pluginv1.He
 	r.caps = pluginwire.Intersect(pluginwire.HostCapabilities, hello.Capabilities)
 	r.pid = int(hello.Pid)
 	r.limit = pluginwire.GRPCLimit(r.info.MaxMessageSize)
+	r.max.Store(int64(r.info.MaxMessageSize))
 	r.mux = mux
 	return r, nil
 }
@@ -186,8 +192,41 @@ func (r *Remote) wrap(what string, err error) error {
 
 // Configure implements Transport.
 func (r *Remote) Configure(ctx context.Context, settings map[string]string) error {
-	if _, err := r.c.Configure(ctx, &pb.ConfigureRequest{Settings: settings}); err != nil {
+	var header metadata.MD
+	if _, err := r.c.Configure(ctx, &pb.ConfigureRequest{Settings: settings}, grpc.Header(&header)); err != nil {
 		return r.wrap("configure", err)
+	}
+	// The plugin says what its settings made of its maximum; one that
+	// does not say is taken at its max_message_size setting.
+	max := transport.MaxMessageSizeFor(r.info, settings)
+	if v := header.Get(pluginwire.MaxMessageSizeKey); len(v) == 1 {
+		if n, err := strconv.Atoi(v[0]); err == nil && n > 0 {
+			max = n
+		}
+	}
+	r.max.Store(int64(min(max, r.info.MaxMessageSize)))
+	return nil
+}
+
+// MaxMessageSize implements transport.MaxMessageSizer: the largest packet
+// the plugin takes as configured, at most Info().MaxMessageSize.
+func (r *Remote) MaxMessageSize() int { return int(r.max.Load()) }
+
+// checkSizes fails a batch holding a packet above the configured maximum
+// with ErrTooLarge, naming the size, the limit and where the limit comes
+// from, before any of the batch crosses into the plugin.
+func (r *Remote) checkSizes(remote string, packets [][]byte) error {
+	max := r.MaxMessageSize()
+	for i, p := range packets {
+		if len(p) <= max {
+			continue
+		}
+		if max < r.info.MaxMessageSize {
+			return fmt.Errorf("send to %s: packet %d: message of %d bytes exceeds the %s transport's max_message_size %d (setting %s): %w",
+				remote, i, len(p), r.info.Name, max, transport.SettingMaxMessageSize, transport.ErrTooLarge)
+		}
+		return fmt.Errorf("send to %s: packet %d: message of %d bytes exceeds the %s transport's maximum message size %d: %w",
+			remote, i, len(p), r.info.Name, max, transport.ErrTooLarge)
 	}
 	return nil
 }
@@ -421,11 +460,8 @@ func (l *remoteLink) Send(ctx context.Context, packets [][]byte) error {
 	if l.ms != nil {
 		return l.sendData(ctx, packets)
 	}
-	max := l.r.info.MaxMessageSize
-	for i, p := range packets {
-		if len(p) > max {
-			return fmt.Errorf("send to %s: packet %d is %d bytes, over the maximum %d: %w", l.remote, i, len(p), max, transport.ErrTooLarge)
-		}
+	if err := l.r.checkSizes(l.remote, packets); err != nil {
+		return err
 	}
 	l.sendMu.Lock()
 	defer l.sendMu.Unlock()
@@ -765,11 +801,8 @@ func (r *Remote) dataErr(what string, err error) error {
 }
 
 func (l *remoteLink) sendData(ctx context.Context, packets [][]byte) error {
-	max := l.r.info.MaxMessageSize
-	for i, p := range packets {
-		if len(p) > max {
-			return fmt.Errorf("send to %s: packet %d is %d bytes, over the maximum %d: %w", l.remote, i, len(p), max, transport.ErrTooLarge)
-		}
+	if err := l.r.checkSizes(l.remote, packets); err != nil {
+		return err
 	}
 	l.sendMu.Lock()
 	defer l.sendMu.Unlock()
