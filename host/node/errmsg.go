@@ -57,6 +57,7 @@ const (
 	CodeDeadLink     ErrorCode = 4 // the link on the way is down
 	CodeHopLimit     ErrorCode = 5 // a route grew past routing.MaxHops (a loop)
 	CodeNoDial       ErrorCode = 6 // network input may not make this node dial out
+	CodeTooLarge     ErrorCode = 7 // a link on the way takes no message that large
 )
 
 func (c ErrorCode) String() string {
@@ -73,6 +74,8 @@ func (c ErrorCode) String() string {
 		return "hop limit"
 	case CodeNoDial:
 		return "dial refused"
+	case CodeTooLarge:
+		return "too large"
 	case CodeOther:
 		return "error"
 	}
@@ -92,7 +95,9 @@ var ErrDialRefused = errors.New("network input may not make this node dial out")
 // node on behalf of a worker) through an error message. SendAndReceive and
 // Request return it; test with errors.As, or with errors.Is against
 // ErrNoRoute, ErrUnknownTranspt, ErrAccessDenied, ErrWorkerStopped,
-// ErrHopLimit and ErrDialRefused.
+// ErrHopLimit, ErrDialRefused and routing.ErrTooLarge (a link on the way
+// takes no message that large; transports wrap it in their
+// transport.ErrTooLarge errors).
 type RemoteError struct {
 	Code    ErrorCode
 	Node    string // the node that reported it; may be empty for an unnamed node
@@ -128,6 +133,8 @@ func (e *RemoteError) Is(target error) bool {
 		return target == ErrHopLimit
 	case CodeNoDial:
 		return target == ErrDialRefused
+	case CodeTooLarge:
+		return target == routing.ErrTooLarge
 	}
 	return false
 }
@@ -199,6 +206,8 @@ func codeOf(err error) ErrorCode {
 		return CodeHopLimit
 	case errors.Is(err, ErrDialRefused):
 		return CodeNoDial
+	case errors.Is(err, routing.ErrTooLarge):
+		return CodeTooLarge
 	case errors.Is(err, ErrAccessDenied):
 		return CodeAccessDenied
 	case errors.Is(err, ErrUnknownTranspt):

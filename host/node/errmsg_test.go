@@ -242,3 +242,17 @@ func TestMailboxBoundedInBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A message too large for a link on the way comes back as CodeTooLarge,
+// which matches routing.ErrTooLarge on the sender's side after the round
+// trip through the wire form.
+func TestTooLargeCode(t *testing.T) {
+	p := node.EncodeError(&node.RemoteError{Code: node.CodeTooLarge, Node: "n2", Cause: "message of 70000 bytes exceeds the tcp transport's max_message_size 65536"})
+	e, err := node.DecodeError(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Code != node.CodeTooLarge || !errors.Is(e, routing.ErrTooLarge) || errors.Is(e, node.ErrNoRoute) || e.Code.String() != "too large" {
+		t.Fatalf("decoded %#v (%s)", e, e.Code)
+	}
+}

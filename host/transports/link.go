@@ -689,7 +689,7 @@ func (w *linkWorker) HandleMessage(c *node.Context, msg *routing.Message) error 
 		putBuf(p)
 		s.c.b.log.Warn("message not sent over link", "worker", c.Address(), "onward", onward.String(), "error", err)
 		if errors.Is(err, routing.ErrTooLarge) {
-			err = fmt.Errorf("link %s: %w: %w", c.Address(), err, transport.ErrTooLarge)
+			err = fmt.Errorf("link %s: %w: %w", c.Address(), err, transport.ErrTooLarge) // both sentinels, as tooLarge
 			c.ReportUndeliverable(msg, err)
 		}
 		return err
@@ -715,16 +715,27 @@ func (w *linkWorker) HandleMessage(c *node.Context, msg *routing.Message) error 
 // at addr cannot carry.
 func (b *Binding) tooLarge(addr routing.Address, size int) error {
 	max := b.opts.MaxMessageSize
-	if b.limitFrom == "setting "+transport.SettingMaxMessageSize {
-		return fmt.Errorf("link %s: message of %d bytes exceeds the %s transport's %s %d (%s): %w",
-			addr, size, b.info.Name, transport.SettingMaxMessageSize, max, b.limitFrom, transport.ErrTooLarge)
+	// Both sentinels: transport.ErrTooLarge for callers on this node,
+	// routing.ErrTooLarge for the error message's code (node.CodeTooLarge),
+	// which the sender on another node matches.
+	limit := fmt.Sprintf("maximum message size %d", max)
+	switch b.limitFrom {
+	case "":
+	case "setting " + transport.SettingMaxMessageSize:
+		limit = fmt.Sprintf("%s %d (%s)", transport.SettingMaxMessageSize, max, b.limitFrom)
+	default:
+		limit += " (" + b.limitFrom + ")"
 	}
-	if b.limitFrom != "" {
-		return fmt.Errorf("link %s: message of %d bytes exceeds the %s transport's maximum message size %d (%s): %w",
-			addr, size, b.info.Name, max, b.limitFrom, transport.ErrTooLarge)
-	}
-	return fmt.Errorf("link %s: message of %d bytes exceeds the %s transport's maximum message size %d: %w",
-		addr, size, b.info.Name, max, transport.ErrTooLarge)
+	return &tooLargeError{fmt.Sprintf("link %s: message of %d bytes exceeds the %s transport's %s", addr, size, b.info.Name, limit)}
+}
+
+// tooLargeError is a message refused as too large at a link.
+type tooLargeError struct{ msg string }
+
+func (e *tooLargeError) Error() string { return e.msg + ": " + transport.ErrTooLarge.Error() }
+
+func (e *tooLargeError) Is(target error) bool {
+	return target == transport.ErrTooLarge || target == routing.ErrTooLarge
 }
 
 // enqueue queues an encoded packet for the writer, waiting while the link's

@@ -31,8 +31,8 @@ func checkTooLarge(t *testing.T, n *node.Node, r routing.Route, reporter string,
 	_, err := node.Request(ctx, n, r, strings.Repeat("x", lowLimit+1000))
 	cancel()
 	var re *node.RemoteError
-	if !errors.As(err, &re) || re.Node != reporter {
-		t.Fatalf("oversized request: got %v, want a RemoteError from %s", err, reporter)
+	if !errors.As(err, &re) || re.Node != reporter || re.Code != node.CodeTooLarge || !errors.Is(err, routing.ErrTooLarge) {
+		t.Fatalf("oversized request: got %v, want a RemoteError from %s with code %s matching routing.ErrTooLarge", err, reporter, node.CodeTooLarge)
 	}
 	for _, want := range append([]string{"message of", "exceeds", strconv.Itoa(lowLimit)}, mention...) {
 		if !strings.Contains(re.Cause, want) {

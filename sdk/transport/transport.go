@@ -43,7 +43,10 @@
 // status, counters) as unary RPCs; each link's packets travel on one
 // bidirectional stream, many packets per gRPC message, in order, with gRPC
 // flow control carrying backpressure both ways. Settings are checked
-// against the schema before Configure (see Apply and SettingsConfigurer).
+// against the schema before Configure (see Apply and SettingsConfigurer);
+// the answer to Configure tells the host the largest packet the configured
+// transport takes (see MaxMessageSizer), so a larger send fails with
+// ErrTooLarge on the host's side and the link stays up.
 // Listener and link extras, Counters and Properties, cross the boundary
 // as they are in-process. Errors keep their identity across the boundary
 // (errors.Is works for ErrClosed, ErrTooLarge, context errors), and calls
