@@ -816,8 +816,8 @@ func (s *session) writeLoop() {
 		}
 		s.mu.Unlock()
 		if fin {
-			s.ackDue.Store(true)
-			signal(s.wake)
+			// No ack of its own here: the fin was acknowledged as it
+			// arrived, and a lingering session repeats that ack.
 			if err := s.conn.CloseWrite(); err != nil && !s.ending.Load() {
 				s.end(fmt.Errorf("half-close local stream: %w", err), true)
 				return
