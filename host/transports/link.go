@@ -503,24 +503,55 @@ func (s *session) writer() {
 	}
 }
 
-// send sends a batch on the link. A refused (too large) batch is dropped
-// with a warning; any other error ends the session and is returned.
+// send sends a batch on the link. A batch the transport refuses as too
+// large (its limit is lower than the binding knew) is sent again packet by
+// packet, so only the packets it refuses are lost, each reported back to
+// its sender; any other error ends the session and is returned.
 func (s *session) send(batch [][]byte) error {
-	b := s.c.b
-	s.lastSend.Store(int64(time.Since(s.epoch)))
-	// A peer that takes nothing for StallTimeout (it does not read) is
-	// cut off rather than left holding the queue.
-	sctx, cancel := context.WithTimeout(s.ctx, b.opts.StallTimeout)
-	err := s.link.Send(sctx, batch)
-	stalled := sctx.Err() == context.DeadlineExceeded && s.ctx.Err() == nil
-	cancel()
+	stalled, err := s.sendOnce(batch)
 	if err == nil {
 		return nil
 	}
 	if errors.Is(err, transport.ErrTooLarge) {
-		b.limiter.Warn(b.log, "batch too large", "transport refused a batch as too large; dropped it", "worker", s.c.addr(), "packets", len(batch), "error", err)
+		if len(batch) == 1 {
+			s.refused(batch[0], err)
+			return nil
+		}
+		for _, p := range batch {
+			if err := s.send([][]byte{p}); err != nil {
+				return err
+			}
+		}
 		return nil
 	}
+	return s.sendFailed(err, stalled)
+}
+
+func (s *session) sendOnce(batch [][]byte) (stalled bool, err error) {
+	s.lastSend.Store(int64(time.Since(s.epoch)))
+	// A peer that takes nothing for StallTimeout (it does not read) is
+	// cut off rather than left holding the queue.
+	sctx, cancel := context.WithTimeout(s.ctx, s.c.b.opts.StallTimeout)
+	err = s.link.Send(sctx, batch)
+	stalled = sctx.Err() == context.DeadlineExceeded && s.ctx.Err() == nil
+	cancel()
+	return stalled, err
+}
+
+// refused drops packet p, which the transport refused as too large, and
+// reports it back along the return route it carries.
+func (s *session) refused(p []byte, err error) {
+	b := s.c.b
+	b.limiter.Warn(b.log, "message too large", "transport refused a message as too large; dropped it", "worker", s.c.addr(), "bytes", len(p), "error", err)
+	m, derr := b.codec.Decode(p)
+	if derr != nil {
+		return
+	}
+	b.n.ReportUndeliverable(&m, fmt.Errorf("link %s: message of %d bytes refused by the %s transport: %w (%w)", s.c.addr(), len(p), b.info.Name, err, routing.ErrTooLarge))
+}
+
+func (s *session) sendFailed(err error, stalled bool) error {
+	b := s.c.b
 	if stalled {
 		err = fmt.Errorf("the peer took nothing for %s (it does not read what it asked for); link closed: %w", b.opts.StallTimeout, err)
 	}

@@ -3,8 +3,10 @@ package transports_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -140,4 +142,55 @@ func TestTooLargeErrorCrossesNodes(t *testing.T) {
 	r := route(t, toB.Worker, "/service/hop", toC.Worker, "/service/echoer")
 	request(t, a, r, "before")
 	checkTooLarge(t, a, r, "b", "mem transport's maximum message size")
+}
+
+// TestTooLargeForAnUnknownLimit: a transport configured by the caller
+// before Attach (no settings given, no MaxMessageSizer) leaves the binding
+// at the default limit; the transport's own refusal then drops only the
+// oversized message, reports it back to its sender, and whatever was sent
+// with it still arrives over the same link.
+func TestTooLargeForAnUnknownLimit(t *testing.T) {
+	a, b := newNode(t, "a"), newNode(t, "b")
+	ta := newTCP(t)
+	if err := ta.Configure(tctx(t), lowSettings); err != nil {
+		t.Fatal(err)
+	}
+	ba, bb := attach(t, a, ta), attach(t, b, newTCP(t))
+	startEcho(t, b, "echoer")
+	l, err := bb.Listen(tctx(t), "127.0.0.1:0", "echoer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ba.Connect(tctx(t), l.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := route(t, c.Worker, "/service/echoer")
+	request(t, a, r, "before")
+	// Small requests race the oversized one, so some share its batch.
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for i := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			want := fmt.Sprintf("small %d", i)
+			got, err := node.Request(tctx(t), a, r, want)
+			if err == nil && got != want {
+				err = fmt.Errorf("got %q, want %q", got, want)
+			}
+			if err != nil {
+				errs <- err
+			}
+		}()
+	}
+	checkTooLarge(t, a, r, "a", "refused by the tcp transport", "65536")
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("a small request sent beside the oversized one: %v", err)
+	}
+	if cs := ba.Connections(); len(cs) != 1 || cs[0].ID != c.ID || !cs[0].Up {
+		t.Fatalf("connections after the oversized message: %+v", cs)
+	}
 }
