@@ -237,8 +237,13 @@ func TestReceiveMemoryBoundedUnderLargeFrameFlood(t *testing.T) {
 	if srv.mem.Used() != 0 {
 		t.Errorf("%d bytes still charged after every link ended", srv.mem.Used())
 	}
-	if overBudget == 0 || slow == 0 {
-		t.Errorf("%d links over budget, %d cut off as slow; want some of each", overBudget, slow)
+	// 24 × 3 MiB cannot fit an 8 MiB budget, so some links must be refused
+	// memory; how many of the rest are cut off as slow instead depends on
+	// how the reads interleave (all 24 were once refused on a loaded
+	// machine), so only the first is asserted. The trickling-peer test
+	// covers ErrSlowFrame on its own.
+	if overBudget == 0 {
+		t.Errorf("%d links over budget, %d cut off as slow; want some over budget", overBudget, slow)
 	}
 	// Heap in use at peak: the budget (a buffer being replaced is briefly
 	// held twice), base buffers and the test's own 3 MiB chunk, far from
