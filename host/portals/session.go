@@ -314,7 +314,7 @@ func (s *session) HandleMessage(c *node.Context, m *routing.Message) error {
 			s.end(fmt.Errorf("path failed: %w", re), false)
 			return nil
 		}
-		if s.peerFinished(re) {
+		if s.peerGone(re) {
 			return nil
 		}
 		// A node on the path could not deliver a frame (a link went
@@ -972,29 +972,35 @@ func (s *session) dueRetransmits(now time.Time) (wires [][]byte, route routing.R
 	return wires, s.routeLocked(), next, s.paused, s.backoff
 }
 
-// peerFinished takes a report that the peer's session worker no longer
-// exists as the acknowledgement of our fin when that fin is all we still
-// wait for and the peer's fin was written out: a session ends cleanly only
-// after it has our fin, and otherwise says why it closed. Without this, a
-// lost last ack left the session retransmitting its fin to a peer that
-// had finished and stopped lingering, until the session timeout.
-func (s *session) peerFinished(re *node.RemoteError) bool {
-	if re.Code != node.CodeNoWorker || !s.recvDone.Load() {
+// peerGone handles a report that the peer's session worker itself no
+// longer exists (the node it lived on answered; not a path failure, which
+// pauses). If our fin is all we still wait for and the peer's fin was
+// written out, that is the acknowledgement of our fin: a session ends
+// cleanly only after it has our fin, and otherwise says why it closed.
+// Otherwise the session cannot resume and ends now with that error rather
+// than after the session timeout. Without this, a lost last ack left the
+// session retransmitting to a peer that had finished and stopped
+// lingering, for 30 s.
+func (s *session) peerGone(re *node.RemoteError) bool {
+	if re.Code != node.CodeNoWorker {
 		return false
 	}
 	s.mu.Lock()
-	ok := s.finSent && len(s.out) == 1 && s.out[0].wire[0] == kindFin && len(s.peer) > 0 &&
-		re.Address == (routing.Route{s.peer[len(s.peer)-1]}).String()
-	if ok {
+	gone := len(s.peer) > 0 && re.Address == (routing.Route{s.peer[len(s.peer)-1]}).String()
+	finished := gone && s.recvDone.Load() && s.finSent && len(s.out) == 1 && s.out[0].wire[0] == kindFin
+	if finished {
 		s.finAcked = true
 		s.out[0] = nil
 		s.out = s.out[:0]
 	}
 	s.mu.Unlock()
-	if ok {
+	switch {
+	case finished:
 		s.maybeFinish()
+	case gone:
+		s.end(fmt.Errorf("the peer's session is gone: %w", re), false)
 	}
-	return ok
+	return gone
 }
 
 // maybeFinish starts a clean end once both directions are done: our fin is
