@@ -5,9 +5,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/ferryhq/ferry/host/node"
 	"github.com/ferryhq/ferry/host/plugins"
+	"github.com/ferryhq/ferry/sdk/routing"
 )
 
 func BenchmarkPortalUpload(b *testing.B) {
@@ -152,4 +156,109 @@ func BenchmarkPluginPortalConn(b *testing.B) {
 		}
 		c.Close()
 	}
+}
+
+// countingHop forwards like services.Hop and counts the frames it passes
+// by kind: how many messages a session needs per operation (each one is a
+// crossing of every node and plugin on a real path).
+type countingHop struct {
+	mu sync.Mutex
+	n  map[byte]int
+}
+
+func (h *countingHop) HandleMessage(c *node.Context, m *routing.Message) error {
+	h.mu.Lock()
+	if len(m.Payload) > 0 {
+		h.n[m.Payload[0]]++
+	}
+	h.mu.Unlock()
+	return c.Forward(c, m)
+}
+
+func (h *countingHop) reset() {
+	h.mu.Lock()
+	h.n = map[byte]int{}
+	h.mu.Unlock()
+}
+
+func (h *countingHop) report(b *testing.B) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	total := 0
+	for k, v := range h.n {
+		total += v
+		b.ReportMetric(float64(v)/float64(b.N), kindName(k)+"/op")
+	}
+	b.ReportMetric(float64(total)/float64(b.N), "msgs/op")
+}
+
+func countedPair(b *testing.B) (*pair, *countingHop) {
+	hop := &countingHop{n: map[byte]int{}}
+	p := newPairTB(b, startEchoB(b), pairOptions{route: "/service/count/service/outlet"})
+	if _, err := p.n.StartWorker("count", hop); err != nil {
+		b.Fatal(err)
+	}
+	return p, hop
+}
+
+// BenchmarkSessionMessagesRTT: frames per 64-byte round trip (in-process
+// pair). Data carries acks, so the steady state is 2 (4 before protocol 3).
+func BenchmarkSessionMessagesRTT(b *testing.B) {
+	p, hop := countedPair(b)
+	c, err := net.Dial("tcp", p.inlet.Addr())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 64)
+	for range 50 {
+		if _, err := c.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	hop.reset()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	hop.report(b)
+}
+
+// BenchmarkSessionMessagesConn: frames per connection (connect, one
+// 64-byte round trip, close), counted once every session has ended.
+func BenchmarkSessionMessagesConn(b *testing.B) {
+	p, hop := countedPair(b)
+	buf := make([]byte, 64)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c, err := net.Dial("tcp", p.inlet.Addr())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+	}
+	b.StopTimer()
+	deadline := time.Now().Add(30 * time.Second)
+	for p.inlet.Status().ActiveSessions != 0 || p.outlet.Status().ActiveSessions != 0 {
+		if time.Now().After(deadline) {
+			b.Fatal("sessions did not end within 30s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	hop.report(b)
 }
