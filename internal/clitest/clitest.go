@@ -24,6 +24,7 @@ type Env struct {
 	Ferry   string // the ferry executable
 	Home    string // FERRY_HOME
 	Plugins string // FERRY_PLUGIN_DIR
+	Tmp     string // TMPDIR of every process: plugin sockets land here, not in /tmp
 }
 
 // New builds ferry and each plugin of plugins (binary name → package,
@@ -31,7 +32,10 @@ type Env struct {
 func New(t testing.TB, plugins map[string]string) *Env {
 	t.Helper()
 	dir := t.TempDir()
-	e := &Env{T: t, Ferry: filepath.Join(dir, "ferry"), Home: filepath.Join(dir, "home"), Plugins: filepath.Join(dir, "plugins")}
+	e := &Env{T: t, Ferry: filepath.Join(dir, "ferry"), Home: filepath.Join(dir, "home"), Plugins: filepath.Join(dir, "plugins"), Tmp: filepath.Join(dir, "tmp")}
+	if err := os.Mkdir(e.Tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	build := map[string]string{e.Ferry: "github.com/ferryhq/ferry/host/cmd/ferry"}
 	for name, pkg := range plugins {
 		build[filepath.Join(e.Plugins, name)] = pkg
@@ -48,7 +52,7 @@ func New(t testing.TB, plugins map[string]string) *Env {
 // Command returns ferry with args, set up to use the environment.
 func (e *Env) Command(ctx context.Context, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, e.Ferry, args...)
-	cmd.Env = append(os.Environ(), "FERRY_HOME="+e.Home, "FERRY_PLUGIN_DIR="+e.Plugins)
+	cmd.Env = append(os.Environ(), "FERRY_HOME="+e.Home, "FERRY_PLUGIN_DIR="+e.Plugins, "TMPDIR="+e.Tmp)
 	return cmd
 }
 
