@@ -83,6 +83,8 @@ type Service struct {
 	// Authorized, when set, are the only identities whose messages reach
 	// the service, and only through a secure channel.
 	Authorized []string `json:"authorized,omitempty"`
+	// MaxRegistrations is a relay service's cap on names it holds.
+	MaxRegistrations int `json:"max_registrations,omitempty"`
 }
 
 // StartServiceRequest starts service Type at Address (default: the type's
@@ -93,6 +95,10 @@ type StartServiceRequest struct {
 	// Authorized restricts the service to messages that arrive through a
 	// secure channel from one of these identifiers (host/securechannel).
 	Authorized []string `json:"authorized,omitempty"`
+	// MaxRegistrations, for the relay service only, caps the names it
+	// holds; a new name beyond it is refused. 0: the default,
+	// relays.DefaultMaxRegistrations; at most state.MaxRegistrationsLimit.
+	MaxRegistrations int `json:"max_registrations,omitempty"`
 }
 
 // SendRequest asks the node to send Payload along Route and wait for the
@@ -331,6 +337,10 @@ type CreateInletRequest struct {
 	// broken path to come back before its client is closed; default
 	// portals.DefaultSessionTimeout.
 	SessionTimeout string `json:"session_timeout,omitempty"`
+	// MaxSessions caps the inlet's open sessions (clients); one more is
+	// reset at once. 0: portals.DefaultMaxSessions; at most
+	// state.MaxSessionsLimit.
+	MaxSessions int `json:"max_sessions,omitempty"`
 }
 
 // CreateOutletRequest starts an outlet at the local Address (default
@@ -341,6 +351,10 @@ type CreateOutletRequest struct {
 	// Secure makes the outlet accept sessions only through a secure
 	// channel (from any identity); others are refused.
 	Secure bool `json:"secure,omitempty"`
+	// MaxSessions caps the outlet's open sessions (each dials the target);
+	// one more is refused. 0: portals.DefaultMaxSessions; at most
+	// state.MaxSessionsLimit.
+	MaxSessions int `json:"max_sessions,omitempty"`
 }
 
 // PortalBackend is the part of a Backend that serves relays and portals;

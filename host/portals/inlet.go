@@ -140,6 +140,7 @@ func (in *Inlet) Status() Status {
 		ActiveSessions: in.stats.active.Load(), TotalSessions: in.stats.total.Load(),
 		BytesOut: in.stats.bytesOut.Load(), BytesIn: in.stats.bytesIn.Load(),
 		Retransmits: in.stats.retransmits.Load(), Duplicates: in.stats.duplicates.Load(),
+		MaxSessions: in.opts.MaxSessions, Refused: in.refused.Load(),
 	}
 }
 

@@ -42,6 +42,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -81,6 +82,10 @@ type Status struct {
 	// dropped.
 	Retransmits uint64 `json:"retransmits"`
 	Duplicates  uint64 `json:"duplicates"`
+	// MaxSessions is the cap on open sessions (Options.MaxSessions);
+	// Refused counts sessions refused because of it.
+	MaxSessions int    `json:"max_sessions"`
+	Refused     uint64 `json:"refused"`
 }
 
 // Portal states.
@@ -150,6 +155,7 @@ type Outlet struct {
 	cancel context.CancelFunc
 
 	limiter *logging.Limiter
+	refused atomic.Uint64 // sessions refused because of MaxSessions
 
 	mu       sync.Mutex
 	closed   bool
@@ -214,6 +220,7 @@ func (o *Outlet) Status() Status {
 		ActiveSessions: o.stats.active.Load(), TotalSessions: o.stats.total.Load(),
 		BytesOut: o.stats.bytesOut.Load(), BytesIn: o.stats.bytesIn.Load(),
 		Retransmits: o.stats.retransmits.Load(), Duplicates: o.stats.duplicates.Load(),
+		MaxSessions: o.opts.MaxSessions, Refused: o.refused.Load(),
 	}
 }
 
@@ -273,6 +280,7 @@ func (w outletWorker) HandleMessage(c *node.Context, m *routing.Message) error {
 	s, dup := o.sessions[f.id]
 	if !dup && len(o.sessions) >= o.opts.MaxSessions {
 		o.mu.Unlock()
+		o.refused.Add(1)
 		o.limiter.Warn(o.log, "outlet full", "session refused: the outlet holds its maximum of sessions", "max_sessions", o.opts.MaxSessions, "from", m.Return.String())
 		return c.Reply(c, m, (&frame{kind: kindClose, reason: fmt.Sprintf("outlet %s holds its maximum of %d sessions", o.addr, o.opts.MaxSessions)}).encode())
 	}

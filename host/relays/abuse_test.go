@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/ferryhq/ferry/host/logging"
 	"github.com/ferryhq/ferry/host/node"
 	"github.com/ferryhq/ferry/host/services"
 	"github.com/ferryhq/ferry/host/transports"
@@ -181,8 +182,10 @@ func TestRegistrationFloodCappedAndExpires(t *testing.T) {
 	now := time.Unix(1e9, 0)
 	var clock sync.Mutex
 	n := newNode(t, "n2")
+	logs := &syncBuf{}
 	svc, err := StartService(n, ServiceConfig{MaxRegistrations: 20, ExpireChecks: 2,
-		now: func() time.Time { clock.Lock(); defer clock.Unlock(); return now }, sweep: time.Hour})
+		Logger: hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Info}),
+		now:    func() time.Time { clock.Lock(); defer clock.Unlock(); return now }, sweep: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,6 +209,13 @@ func TestRegistrationFloodCappedAndExpires(t *testing.T) {
 	}
 	if accepted != 20 || refused != 180 || len(svc.List()) != 20 {
 		t.Fatalf("accepted %d, refused %d, held %d; cap 20", accepted, refused, len(svc.List()))
+	}
+	// The flood writes a few lines at info level, not one per registration
+	// or refusal.
+	registered := strings.Count(logs.String(), "relay registered")
+	full := strings.Count(logs.String(), "holds its maximum")
+	if registered == 0 || registered > logging.DefaultBurst || full == 0 || full > logging.DefaultBurst {
+		t.Fatalf("%d lines for 20 registrations, %d for 180 refusals; want 1 to %d each (rate-limited):\n%s", registered, full, logging.DefaultBurst, logs)
 	}
 	// Without a word from their registrants they expire after 2 intervals
 	// (plus slack)...

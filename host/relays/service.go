@@ -225,10 +225,13 @@ func (s *Service) expire() {
 	}
 }
 
-// Address returns the service's local address.
 // Registrants returns the identifiers allowed to register (empty: anyone).
 func (s *Service) Registrants() []string { return slices.Clone(s.cfg.Registrants) }
 
+// MaxRegistrations returns the most names the service holds.
+func (s *Service) MaxRegistrations() int { return s.cfg.MaxRegistrations }
+
+// Address returns the service's local address.
 func (s *Service) Address() routing.Address { return s.addr }
 
 // List describes every forwarder, sorted by name.
@@ -375,11 +378,13 @@ func (s *Service) register(m *routing.Message, req control) control {
 		if f.bind(id) {
 			s.log.Info("relay name now owned by an identity", "name", req.Name, "identity", id)
 		}
-		s.log.Info("relay registered again; route replaced", "name", req.Name, "route_back", back.String())
+		// Rate-limited like the refusals: registrants re-register whenever
+		// their path breaks, so a flapping path must not flood the log.
+		s.limiter.Info(s.log, "relay re-registered", "relay registered again; route replaced", "name", req.Name, "route_back", back.String())
 	} else {
 		if len(s.fwd) >= s.cfg.MaxRegistrations {
 			s.limiter.Warn(s.log, "relay service full", "relay registration refused: the service holds its maximum of registrations", "name", req.Name, "max", s.cfg.MaxRegistrations)
-			return control{Kind: kindError, Error: fmt.Sprintf("the relay service holds its maximum of %d registrations", s.cfg.MaxRegistrations)}
+			return control{Kind: kindError, Error: fmt.Sprintf("relay name %q refused: the relay service holds its maximum of %d registrations; delete one on the relay node or raise its cap", req.Name, s.cfg.MaxRegistrations)}
 		}
 		f = newForwarder(s, req, back, now)
 		f.identity = id
@@ -387,7 +392,10 @@ func (s *Service) register(m *routing.Message, req control) control {
 			return control{Kind: kindError, Error: fmt.Sprintf("start forwarder %s: %v", routing.Local(addr), err)}
 		}
 		s.fwd[req.Name] = f
-		s.log.Info("relay registered", "name", req.Name, "route_back", back.String(), "identity", id)
+		// A flood of registrations (up to MaxRegistrations) writes the
+		// first few lines per interval and then one line counting the
+		// rest; relay list gives every name.
+		s.limiter.Info(s.log, "relay registered", "relay registered", "name", req.Name, "route_back", back.String(), "identity", id)
 	}
 	s.allow(addr, m.Local.Flow)
 	return control{Kind: kindRegistered, Name: req.Name, Status: statusOK, Forwarder: routing.Local(addr).String()}

@@ -179,6 +179,27 @@ type Service struct {
 	Address string `json:"address"`
 	// Authorized: see api.StartServiceRequest.
 	Authorized []string `json:"authorized,omitempty"`
+	// MaxRegistrations caps a relay service's names (service start relay
+	// --max-registrations); 0: the default, relays.DefaultMaxRegistrations.
+	MaxRegistrations int `json:"max_registrations,omitempty"`
+}
+
+// Upper bounds of the caps a user may set (--max-sessions, max_sessions,
+// --max-registrations, max_registrations). Each session holds a TCP
+// connection, a worker and buffers, and each registration a forwarder, so
+// a cap far beyond what one node can hold is a mistake, not a setting.
+const (
+	MaxSessionsLimit      = 65536
+	MaxRegistrationsLimit = 65536
+)
+
+// CheckCap reports a cap (named what, such as "--max-sessions") outside
+// 1..limit; 0 means unset (the default) and is accepted.
+func CheckCap(what string, n, limit int) error {
+	if n < 0 || n > limit {
+		return fmt.Errorf("%s %d: want a number from 1 to %d (0 or unset: the default)", what, n, limit)
+	}
+	return nil
 }
 
 // Relay is a relay registration: forward_to_Name at the relay service
@@ -244,6 +265,9 @@ type Inlet struct {
 	// SessionTimeout is the inlet's session timeout as given ("30s");
 	// empty: the default.
 	SessionTimeout string `json:"session_timeout,omitempty"`
+	// MaxSessions caps the inlet's open sessions; 0: the default,
+	// portals.DefaultMaxSessions.
+	MaxSessions int `json:"max_sessions,omitempty"`
 }
 
 // SecureChannel is a secure channel created with secure-channel create,
@@ -263,6 +287,9 @@ type Outlet struct {
 	Address string `json:"address"`
 	Target  string `json:"target"`
 	Secure  bool   `json:"secure,omitempty"` // sessions only through a secure channel
+	// MaxSessions caps the outlet's open sessions; 0: the default,
+	// portals.DefaultMaxSessions.
+	MaxSessions int `json:"max_sessions,omitempty"`
 }
 
 // NodeConfig is what a node is started from. The CLI is its only writer and

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 
 	"net"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/ferryhq/ferry/host/services"
+	"github.com/ferryhq/ferry/host/state"
 	"github.com/ferryhq/ferry/sdk/routing"
 	"github.com/ferryhq/ferry/sdk/transport"
 	"github.com/hashicorp/hcl/v2"
@@ -618,13 +620,13 @@ var (
 	connectionSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "plugin"}, {Name: "to", Required: true}, {Name: "allow"}, {Name: "settings"},
 	}}
-	serviceSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "address"}}}
+	serviceSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "address"}, {Name: "max_registrations"}}}
 	relaySchema   = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "at", Required: true}, {Name: "secure"}}}
 	inletSchema   = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
-		{Name: "plugin"}, {Name: "listen", Required: true}, {Name: "to", Required: true}, {Name: "settings"}, {Name: "secure"},
+		{Name: "plugin"}, {Name: "listen", Required: true}, {Name: "to", Required: true}, {Name: "settings"}, {Name: "secure"}, {Name: "max_sessions"},
 	}}
 	outletSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
-		{Name: "plugin"}, {Name: "from"}, {Name: "to", Required: true}, {Name: "settings"}, {Name: "secure"},
+		{Name: "plugin"}, {Name: "from"}, {Name: "to", Required: true}, {Name: "settings"}, {Name: "secure"}, {Name: "max_sessions"},
 	}}
 )
 
@@ -896,6 +898,16 @@ func (l *loader) loadService(b *hcl.Block) *Service {
 		}
 		s.Address = addr
 	}
+	if a, ok := content.Attributes["max_registrations"]; ok {
+		if typ != "relay" {
+			l.errorf(rp(a.NameRange), "Unsupported argument",
+				"max_registrations applies to the relay service only, not to service %q.", typ)
+		} else {
+			// A bad value is reported; the service is kept so that nothing
+			// referring to it reports a cascade of errors.
+			s.MaxRegistrations, _ = l.evalCap(a, state.MaxRegistrationsLimit)
+		}
+	}
 	return s
 }
 
@@ -985,6 +997,9 @@ func (l *loader) loadInlet(n *Node, b *hcl.Block) *Inlet {
 			return nil
 		}
 	}
+	if a, ok := content.Attributes["max_sessions"]; ok {
+		in.MaxSessions, _ = l.evalCap(a, state.MaxSessionsLimit) // reported; no cascade
+	}
 	if a, ok := content.Attributes["to"]; ok {
 		l.pendingInlets = append(l.pendingInlets, pendingRoute{node: n, expr: a.Expr, set: func(rt Route) { in.To = rt }})
 	}
@@ -1019,6 +1034,9 @@ func (l *loader) loadOutlet(n *Node, b *hcl.Block) *Outlet {
 		if o.Secure, ok = l.evalBool(a); !ok {
 			return nil
 		}
+	}
+	if a, ok := content.Attributes["max_sessions"]; ok {
+		o.MaxSessions, _ = l.evalCap(a, state.MaxSessionsLimit) // reported; no cascade
 	}
 	l.blockSettings(n, o.Plugin, b, content, func(m map[string]string) { o.Settings = m })
 	return o
@@ -1145,6 +1163,31 @@ func (l *loader) evalStringExpr(expr hcl.Expression, attr, example string) (stri
 		return "", false
 	}
 	return val.AsString(), true
+}
+
+// evalCap evaluates a cap such as max_sessions: a whole number from 1 to
+// limit.
+func (l *loader) evalCap(a *hcl.Attribute, limit int) (int, bool) {
+	if !l.checkRefs(a.Expr, a.Name, false) {
+		return 0, false
+	}
+	val, d := a.Expr.Value(l.ctx)
+	l.diags = append(l.diags, d...)
+	if d.HasErrors() || !val.IsKnown() {
+		return 0, false
+	}
+	if val.IsNull() || val.Type() != cty.Number {
+		l.errorf(rp(a.Expr.Range()), "Incorrect attribute value type",
+			"%s must be a whole number from 1 to %d; this is %s.", a.Name, limit, describe(val))
+		return 0, false
+	}
+	n, acc := val.AsBigFloat().Int64()
+	if acc != big.Exact || n < 1 || n > int64(limit) {
+		l.errorf(rp(a.Expr.Range()), "Invalid "+a.Name,
+			"%s must be a whole number from 1 to %d; this is %s.", a.Name, limit, val.AsBigFloat().Text('g', -1))
+		return 0, false
+	}
+	return int(n), true
 }
 
 // evalBool evaluates a true/false attribute such as secure.

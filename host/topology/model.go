@@ -136,7 +136,10 @@ func (t Target) String() string {
 type Service struct {
 	Type    string
 	Address string
-	Range   hcl.Range `json:"-"`
+	// MaxRegistrations (max_registrations, relay only) caps the names the
+	// relay service holds; 0: its default.
+	MaxRegistrations int       `json:",omitempty"`
+	Range            hcl.Range `json:"-"`
 }
 
 // Relay is a `relay "name" {}` block: the node registers forward_to_NAME
@@ -164,8 +167,10 @@ type Inlet struct {
 	To       Route
 	Settings map[string]string
 	// Secure carries sessions inside a secure channel to the outlet's node.
-	Secure bool      `json:",omitempty"`
-	Range  hcl.Range `json:"-"`
+	Secure bool `json:",omitempty"`
+	// MaxSessions (max_sessions) caps open sessions; 0: the default.
+	MaxSessions int       `json:",omitempty"`
+	Range       hcl.Range `json:"-"`
 }
 
 // Outlet is an `outlet "name" {}` block: a worker at Address that dials
@@ -177,8 +182,10 @@ type Outlet struct {
 	Target   string
 	Settings map[string]string
 	// Secure admits only sessions that came through a secure channel.
-	Secure bool      `json:",omitempty"`
-	Range  hcl.Range `json:"-"`
+	Secure bool `json:",omitempty"`
+	// MaxSessions (max_sessions) caps open sessions; 0: the default.
+	MaxSessions int       `json:",omitempty"`
+	Range       hcl.Range `json:"-"`
 }
 
 // Route is a route in a topology file: fixed route text and references,

@@ -176,6 +176,8 @@ type ConnectionSpec struct {
 type ServiceSpec struct {
 	Type    string `json:"type"`
 	Address string `json:"address"`
+	// MaxRegistrations caps a relay service's names; 0: the default.
+	MaxRegistrations int `json:"max_registrations,omitempty"`
 }
 
 // OutletSpec is a portal outlet: a worker at Address dialling Target.
@@ -186,6 +188,8 @@ type OutletSpec struct {
 	Target   string            `json:"target"`
 	Settings map[string]string `json:"settings,omitempty"`
 	Secure   bool              `json:"secure,omitempty"`
+	// MaxSessions caps open sessions; 0: portals.DefaultMaxSessions.
+	MaxSessions int `json:"max_sessions,omitempty"`
 }
 
 // RelaySpec registers forward_to_Name at the relay service reached by At.
@@ -204,6 +208,8 @@ type InletSpec struct {
 	To       RouteSpec         `json:"to"`
 	Settings map[string]string `json:"settings,omitempty"`
 	Secure   bool              `json:"secure,omitempty"`
+	// MaxSessions caps open sessions; 0: portals.DefaultMaxSessions.
+	MaxSessions int `json:"max_sessions,omitempty"`
 }
 
 // RouteSpec is a route whose only unresolved parts are the node's own
@@ -311,10 +317,10 @@ func (t *Topology) ResolveNode(name string, lookup Lookup) (*NodeSpec, error) {
 		spec.Connections = append(spec.Connections, ConnectionSpec{Name: c.Name, Plugin: c.Plugin, Address: addr, Allow: clone(c.Allow)})
 	}
 	for _, s := range n.Services {
-		spec.Services = append(spec.Services, ServiceSpec{Type: s.Type, Address: s.Address})
+		spec.Services = append(spec.Services, ServiceSpec{Type: s.Type, Address: s.Address, MaxRegistrations: s.MaxRegistrations})
 	}
 	for _, o := range n.Outlets {
-		spec.Outlets = append(spec.Outlets, OutletSpec{Name: o.Name, Plugin: o.Plugin, Address: o.Address, Target: o.Target, Settings: cloneMap(o.Settings), Secure: o.Secure})
+		spec.Outlets = append(spec.Outlets, OutletSpec{Name: o.Name, Plugin: o.Plugin, Address: o.Address, Target: o.Target, Settings: cloneMap(o.Settings), Secure: o.Secure, MaxSessions: o.MaxSessions})
 	}
 	for _, r := range n.Relays {
 		rs, err := t.resolveRoute(n, r.At, lookup, usePlugin)
@@ -328,7 +334,7 @@ func (t *Topology) ResolveNode(name string, lookup Lookup) (*NodeSpec, error) {
 		if err != nil {
 			return nil, fmt.Errorf("node %s: inlet %s: %w", n.Name, in.Name, err)
 		}
-		spec.Inlets = append(spec.Inlets, InletSpec{Name: in.Name, Plugin: in.Plugin, Listen: in.Listen, To: rs, Settings: cloneMap(in.Settings), Secure: in.Secure})
+		spec.Inlets = append(spec.Inlets, InletSpec{Name: in.Name, Plugin: in.Plugin, Listen: in.Listen, To: rs, Settings: cloneMap(in.Settings), Secure: in.Secure, MaxSessions: in.MaxSessions})
 	}
 	for _, p := range plugins {
 		ps := PluginSpec{Name: p, AddressType: t.addressType(p), Settings: cloneMap(n.pluginSettings[p])}

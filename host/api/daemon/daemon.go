@@ -216,12 +216,13 @@ func (r *runtime) startDefault(ctx context.Context, cfg state.NodeConfig) error 
 	// default one.
 	var relayAddr string
 	var registrants []string
+	var maxRegistrations int
 	for _, s := range cfg.Services {
 		if s.Type == "relay" {
-			relayAddr, registrants = s.Address, s.Authorized
+			relayAddr, registrants, maxRegistrations = s.Address, s.Authorized, s.MaxRegistrations
 		}
 	}
-	if err := r.startRelayService(relayAddr, registrants); err != nil {
+	if err := r.startRelayService(relayAddr, registrants, maxRegistrations); err != nil {
 		return err
 	}
 	return r.startSaved(ctx, cfg)
@@ -238,7 +239,7 @@ func (r *runtime) startSaved(ctx context.Context, cfg state.NodeConfig) error {
 			continue
 		}
 		if s.Type == "relay" {
-			if err := r.startRelayService(s.Address, s.Authorized); err != nil {
+			if err := r.startRelayService(s.Address, s.Authorized, s.MaxRegistrations); err != nil {
 				return err
 			}
 			continue
@@ -278,7 +279,7 @@ func (r *runtime) startSpec(ctx context.Context, spec *topology.NodeSpec) error 
 	}
 	for _, s := range spec.Services {
 		if s.Type == "relay" {
-			if err := r.startRelayService(s.Address, nil); err != nil {
+			if err := r.startRelayService(s.Address, nil, s.MaxRegistrations); err != nil {
 				return fmt.Errorf("node %s: %w", spec.Name, err)
 			}
 			continue
@@ -396,6 +397,7 @@ func (r *runtime) Services(context.Context) ([]api.Service, error) {
 				r.relay.mu.Lock()
 				if r.relay.svc != nil && r.relay.svc.Address().Value == w.Addresses[0] {
 					s.Authorized = r.relay.svc.Registrants()
+					s.MaxRegistrations = r.relay.svc.MaxRegistrations()
 				}
 				r.relay.mu.Unlock()
 			}
@@ -406,6 +408,9 @@ func (r *runtime) Services(context.Context) ([]api.Service, error) {
 }
 
 func (r *runtime) StartService(_ context.Context, req api.StartServiceRequest) (api.Service, error) {
+	if req.Type != "relay" && req.MaxRegistrations != 0 {
+		return api.Service{}, api.BadRequest(fmt.Errorf("max registrations applies to the relay service only, not %q", req.Type))
+	}
 	if req.Type == "relay" {
 		addr, err := localAddr("service", req.Address)
 		if err != nil {
@@ -414,16 +419,16 @@ func (r *runtime) StartService(_ context.Context, req api.StartServiceRequest) (
 		r.relay.mu.Lock()
 		running := r.relay.svc != nil
 		r.relay.mu.Unlock()
-		if running && len(req.Authorized) == 0 {
-			return api.Service{}, api.BadRequest(errors.New("this node already runs the relay service; see ferry service list (with --authorized IDENTIFIER it is restricted to those registrants instead)"))
+		if running && len(req.Authorized) == 0 && req.MaxRegistrations == 0 {
+			return api.Service{}, api.BadRequest(errors.New("this node already runs the relay service; see ferry service list (with --authorized IDENTIFIER it is restricted to those registrants instead, with --max-registrations N capped at N names)"))
 		}
-		if err := r.startRelayService(addr, req.Authorized); err != nil {
+		if err := r.startRelayService(addr, req.Authorized, req.MaxRegistrations); err != nil {
 			return api.Service{}, err
 		}
 		r.relay.mu.Lock()
 		svc := r.relay.svc
 		r.relay.mu.Unlock()
-		return api.Service{Type: "relay", Address: svc.Address().String(), Authorized: svc.Registrants()}, nil
+		return api.Service{Type: "relay", Address: svc.Address().String(), Authorized: svc.Registrants(), MaxRegistrations: svc.MaxRegistrations()}, nil
 	}
 	if _, err := services.New(req.Type); err != nil {
 		return api.Service{}, api.BadRequest(fmt.Errorf("unknown service type %q; the types are: %s", req.Type, strings.Join(serviceTypes(), ", ")))

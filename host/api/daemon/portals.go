@@ -62,17 +62,33 @@ type outletEntry struct {
 // secure channel; a running service that admits anyone is replaced by the
 // restricted one (its forwarders go: their registrants register again,
 // if they may).
-func (r *runtime) startRelayService(addr string, registrants []string) error {
+//
+// maxRegistrations (0: the default) caps the names it holds; a running
+// service with another cap is replaced likewise. A restricted or capped
+// service is replaced only when asked for one that differs: given neither,
+// the running service is kept as it is.
+func (r *runtime) startRelayService(addr string, registrants []string, maxRegistrations int) error {
 	for _, id := range registrants { // before a running service is replaced
 		if err := identity.ValidIdentifier(id); err != nil {
 			return api.BadRequest(fmt.Errorf("relay registrant: %w", err))
 		}
 	}
+	if err := state.CheckCap("relay max registrations", maxRegistrations, state.MaxRegistrationsLimit); err != nil {
+		return api.BadRequest(err)
+	}
 	r.relay.mu.Lock()
 	defer r.relay.mu.Unlock()
 	if old := r.relay.svc; old != nil {
-		if len(registrants) == 0 || slices.Equal(old.Registrants(), registrants) {
+		sameCap := maxRegistrations == 0 || old.MaxRegistrations() == maxRegistrations
+		sameRegistrants := len(registrants) == 0 || slices.Equal(old.Registrants(), registrants)
+		if sameCap && sameRegistrants {
 			return nil
+		}
+		if len(registrants) == 0 { // a new cap keeps the restriction
+			registrants = old.Registrants()
+		}
+		if maxRegistrations == 0 {
+			maxRegistrations = old.MaxRegistrations()
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		err := old.Close(ctx)
@@ -85,7 +101,7 @@ func (r *runtime) startRelayService(addr string, registrants []string) error {
 			addr = old.Address().Value
 		}
 	}
-	svc, err := relays.StartService(r.n, relays.ServiceConfig{Address: addr, Registrants: registrants, Flows: r.relayFlows, Logger: r.log.Named("relay")})
+	svc, err := relays.StartService(r.n, relays.ServiceConfig{Address: addr, Registrants: registrants, MaxRegistrations: maxRegistrations, Flows: r.relayFlows, Logger: r.log.Named("relay")})
 	if err != nil {
 		return api.BadRequest(err)
 	}
@@ -316,7 +332,10 @@ func (r *runtime) CreateInlet(ctx context.Context, req api.CreateInletRequest) (
 	if err != nil {
 		return api.Portal{}, api.BadRequest(err)
 	}
-	return r.startInlet(ctx, "", PortalPlugin, req.Address, req.Route, nil, req.Secure, timeout, false)
+	if err := state.CheckCap("inlet max sessions", req.MaxSessions, state.MaxSessionsLimit); err != nil {
+		return api.Portal{}, api.BadRequest(err)
+	}
+	return r.startInlet(ctx, "", PortalPlugin, req.Address, req.Route, nil, inletSettings{secure: req.Secure, sessionTimeout: timeout, maxSessions: req.MaxSessions}, false)
 }
 
 // sessionTimeout parses an inlet's session timeout; "" is the default (0).
@@ -331,10 +350,18 @@ func sessionTimeout(s string) (time.Duration, error) {
 	return d, nil
 }
 
+// inletSettings are an inlet's settings besides its address and route.
+type inletSettings struct {
+	secure         bool
+	sessionTimeout time.Duration // 0: portals.DefaultSessionTimeout
+	maxSessions    int           // 0: portals.DefaultMaxSessions
+}
+
 // startInlet starts an inlet; route is route text unless resolved is set.
 // A secure inlet first opens a secure channel to the outlet's node (see
 // secureRoute) and sends its sessions through it.
-func (r *runtime) startInlet(ctx context.Context, name, plugin, address, route string, resolved routing.Route, secure bool, sessionTimeout time.Duration, restoring bool) (api.Portal, error) {
+func (r *runtime) startInlet(ctx context.Context, name, plugin, address, route string, resolved routing.Route, set inletSettings, restoring bool) (api.Portal, error) {
+	secure := set.secure
 	if _, _, err := net.SplitHostPort(address); err != nil {
 		return api.Portal{}, api.BadRequest(fmt.Errorf("inlet address %q: want host:port such as 127.0.0.1:6000", address))
 	}
@@ -359,7 +386,7 @@ func (r *runtime) startInlet(ctx context.Context, name, plugin, address, route s
 			return api.Portal{}, err
 		}
 	}
-	in, err := portals.NewInlet(ctx, r.n, portals.InletOptions{ListenAddress: address, Route: rt, Portal: p, Logger: r.log, Session: portals.SessionOptions{SessionTimeout: sessionTimeout}})
+	in, err := portals.NewInlet(ctx, r.n, portals.InletOptions{ListenAddress: address, Route: rt, Portal: p, Logger: r.log, MaxSessions: set.maxSessions, Session: portals.SessionOptions{SessionTimeout: set.sessionTimeout}})
 	if err != nil {
 		if ch != nil {
 			_ = r.secure.closeKept(ctx, ch)
@@ -432,7 +459,10 @@ func (r *runtime) Outlets(context.Context) ([]api.Portal, error) {
 }
 
 func (r *runtime) CreateOutlet(ctx context.Context, req api.CreateOutletRequest) (api.Portal, error) {
-	return r.startOutlet(ctx, "", PortalPlugin, req.Address, req.Target, req.Secure)
+	if err := state.CheckCap("outlet max sessions", req.MaxSessions, state.MaxSessionsLimit); err != nil {
+		return api.Portal{}, api.BadRequest(err)
+	}
+	return r.startOutlet(ctx, "", PortalPlugin, req.Address, req.Target, req.Secure, req.MaxSessions)
 }
 
 // localAddr accepts "outlet" or "/service/outlet".
@@ -449,7 +479,8 @@ func localAddr(what, a string) (string, error) {
 
 // startOutlet starts an outlet, reachable also through the node's secure
 // channel listener; a secure one is reachable only that way.
-func (r *runtime) startOutlet(ctx context.Context, name, plugin, address, target string, secure bool) (api.Portal, error) {
+// maxSessions 0 is portals.DefaultMaxSessions.
+func (r *runtime) startOutlet(ctx context.Context, name, plugin, address, target string, secure bool, maxSessions int) (api.Portal, error) {
 	if _, _, err := net.SplitHostPort(target); err != nil {
 		return api.Portal{}, api.BadRequest(fmt.Errorf("outlet target %q: want host:port such as 127.0.0.1:9000", target))
 	}
@@ -461,7 +492,7 @@ func (r *runtime) startOutlet(ctx context.Context, name, plugin, address, target
 	if err != nil {
 		return api.Portal{}, err
 	}
-	opts := portals.OutletOptions{Address: addr, Target: target, Portal: p, Logger: r.log}
+	opts := portals.OutletOptions{Address: addr, Target: target, Portal: p, Logger: r.log, MaxSessions: maxSessions}
 	if secure {
 		opts.Wrap = func(w node.Worker) node.Worker { return &channelOnly{w: w, limiter: logging.NewLimiter(0, 0)} }
 	}
@@ -496,7 +527,7 @@ func (r *runtime) DeleteOutlet(_ context.Context, id string) error {
 // and does not stop the node (its state shows in node show).
 func (r *runtime) restore(ctx context.Context, cfg state.NodeConfig) {
 	for _, o := range cfg.Outlets {
-		if _, err := r.startOutlet(ctx, "", PortalPlugin, o.Address, o.Target, o.Secure); err != nil {
+		if _, err := r.startOutlet(ctx, "", PortalPlugin, o.Address, o.Target, o.Secure, o.MaxSessions); err != nil {
 			r.log.Error("restore tcp outlet", "address", o.Address, "target", o.Target, "error", err)
 		}
 	}
@@ -516,7 +547,8 @@ func (r *runtime) restore(ctx context.Context, cfg state.NodeConfig) {
 	}
 	for _, in := range cfg.Inlets {
 		timeout, _ := sessionTimeout(in.SessionTimeout) // checked when it was created
-		if _, err := r.startInlet(ctx, "", PortalPlugin, in.Address, in.Route, nil, in.Secure, timeout, true); err != nil {
+		set := inletSettings{secure: in.Secure, sessionTimeout: timeout, maxSessions: in.MaxSessions}
+		if _, err := r.startInlet(ctx, "", PortalPlugin, in.Address, in.Route, nil, set, true); err != nil {
 			r.log.Error("restore tcp inlet", "address", in.Address, "route", in.Route, "error", err)
 		}
 	}
@@ -567,7 +599,7 @@ func (r *runtime) startSpecPortals(ctx context.Context, spec *topology.NodeSpec)
 		return routing.Address{}, fmt.Errorf("node %s has no connection %q", spec.Name, name)
 	}
 	for _, o := range spec.Outlets {
-		if _, err := r.startOutlet(ctx, o.Name, o.Plugin, o.Address, o.Target, o.Secure); err != nil {
+		if _, err := r.startOutlet(ctx, o.Name, o.Plugin, o.Address, o.Target, o.Secure, o.MaxSessions); err != nil {
 			return fmt.Errorf("node %s: outlet %s: %w", spec.Name, o.Name, err)
 		}
 	}
@@ -586,7 +618,7 @@ func (r *runtime) startSpecPortals(ctx context.Context, spec *topology.NodeSpec)
 		if err != nil {
 			return fmt.Errorf("node %s: inlet %s: %w", spec.Name, in.Name, err)
 		}
-		if _, err := r.startInlet(ctx, in.Name, in.Plugin, in.Listen, "", rt, in.Secure, 0, true); err != nil {
+		if _, err := r.startInlet(ctx, in.Name, in.Plugin, in.Listen, "", rt, inletSettings{secure: in.Secure, maxSessions: in.MaxSessions}, true); err != nil {
 			return fmt.Errorf("node %s: inlet %s: %w", spec.Name, in.Name, err)
 		}
 	}

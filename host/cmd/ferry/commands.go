@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
 	"github.com/ferryhq/ferry/host/api"
+	"github.com/ferryhq/ferry/host/relays"
 	"github.com/ferryhq/ferry/host/state"
 	"github.com/ferryhq/ferry/sdk/routing"
 )
@@ -110,9 +112,16 @@ func (a *app) newServiceCmd() *cobra.Command {
 				return a.printJSON(ss)
 			}
 			w := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(w, "TYPE\tADDRESS")
+			fmt.Fprintln(w, "TYPE\tADDRESS\tLIMITS")
 			for _, s := range ss {
-				fmt.Fprintf(w, "%s\t%s\n", s.Type, s.Address)
+				var limits []string
+				if len(s.Authorized) > 0 {
+					limits = append(limits, fmt.Sprintf("authorized: %s", strings.Join(s.Authorized, ", ")))
+				}
+				if s.MaxRegistrations > 0 {
+					limits = append(limits, fmt.Sprintf("max registrations: %d", s.MaxRegistrations))
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\n", s.Type, s.Address, dash(strings.Join(limits, "; ")))
 			}
 			return w.Flush()
 		},
@@ -120,20 +129,29 @@ func (a *app) newServiceCmd() *cobra.Command {
 	list.Flags().StringVar(&at, "at", "", "node name")
 	var startAt, addr string
 	var authorized []string
+	var maxRegistrations int
 	start := &cobra.Command{
-		Use:   "start TYPE --at NODE",
+		Use:   "start TYPE --at NODE [--authorized IDENTIFIER]... [--max-registrations N (relay)]",
 		Short: "Start a built-in service (echo, uppercase, hop) on a node",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := requireAt(startAt); err != nil {
 				return err
 			}
+			if cmd.Flags().Changed("max-registrations") {
+				if args[0] != "relay" {
+					return fmt.Errorf("--max-registrations applies to the relay service only, not %q", args[0])
+				}
+				if maxRegistrations < 1 || maxRegistrations > state.MaxRegistrationsLimit {
+					return fmt.Errorf("--max-registrations %d: want a number from 1 to %d (default %d)", maxRegistrations, state.MaxRegistrationsLimit, relays.DefaultMaxRegistrations)
+				}
+			}
 			c, _, err := a.connect(cmd.Context(), startAt)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			s, err := c.StartService(cmd.Context(), api.StartServiceRequest{Type: args[0], Address: addr, Authorized: authorized})
+			s, err := c.StartService(cmd.Context(), api.StartServiceRequest{Type: args[0], Address: addr, Authorized: authorized, MaxRegistrations: maxRegistrations})
 			if err != nil {
 				return err
 			}
@@ -146,7 +164,19 @@ func (a *app) newServiceCmd() *cobra.Command {
 			}
 			local := sa.Value
 			if err := a.withConfig(startAt, func(cfg *state.NodeConfig) {
-				cfg.Services = append(cfg.Services, state.Service{Type: s.Type, Address: local, Authorized: s.Authorized})
+				saved := state.Service{Type: s.Type, Address: local, Authorized: s.Authorized}
+				if s.Type == "relay" {
+					// One relay service per node: this one replaces the
+					// saved one, keeping a cap set earlier unless given.
+					saved.MaxRegistrations = maxRegistrations
+					cfg.Services = slices.DeleteFunc(cfg.Services, func(o state.Service) bool {
+						if o.Type == "relay" && saved.MaxRegistrations == 0 {
+							saved.MaxRegistrations = o.MaxRegistrations
+						}
+						return o.Type == "relay"
+					})
+				}
+				cfg.Services = append(cfg.Services, saved)
 			}); err != nil {
 				return fmt.Errorf("service started, but saving it for the next start failed: %w", err)
 			}
@@ -156,6 +186,7 @@ func (a *app) newServiceCmd() *cobra.Command {
 	start.Flags().StringVar(&startAt, "at", "", "node name")
 	start.Flags().StringVar(&addr, "address", "", "address for the service (default: its type, e.g. /service/hop)")
 	start.Flags().StringArrayVar(&authorized, "authorized", nil, "only messages through a secure channel from this identifier reach the service (repeatable)")
+	start.Flags().IntVar(&maxRegistrations, "max-registrations", 0, fmt.Sprintf("relay only: most names the relay service holds; a new name beyond it is refused (default %d, at most %d)", relays.DefaultMaxRegistrations, state.MaxRegistrationsLimit))
 	cmd.AddCommand(list, start)
 	return cmd
 }

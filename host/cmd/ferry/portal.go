@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ferryhq/ferry/host/api"
+	"github.com/ferryhq/ferry/host/portals"
 	"github.com/ferryhq/ferry/host/state"
 	"github.com/ferryhq/ferry/sdk/routing"
 )
@@ -27,8 +28,9 @@ func (a *app) newTCPOutletCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "tcp-outlet", Short: "Create, list, show and delete TCP portal outlets (they dial a target for each session)"}
 	var at, from, to string
 	var secure bool
+	var maxSessions int
 	create := &cobra.Command{
-		Use:   "create --at NODE [--from /service/outlet] --to HOST:PORT [--secure]",
+		Use:   "create --at NODE [--from /service/outlet] --to HOST:PORT [--secure] [--max-sessions N]",
 		Short: "Start an outlet worker that dials HOST:PORT for every portal session opened to it",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -41,18 +43,21 @@ func (a *app) newTCPOutletCmd() *cobra.Command {
 			if err := checkHostPort(to); err != nil {
 				return fmt.Errorf("--to: %w", err)
 			}
+			if err := checkMaxSessions(cmd, maxSessions); err != nil {
+				return err
+			}
 			c, _, err := a.connect(cmd.Context(), at)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			p, err := c.CreateOutlet(cmd.Context(), api.CreateOutletRequest{Address: from, Target: to, Secure: secure})
+			p, err := c.CreateOutlet(cmd.Context(), api.CreateOutletRequest{Address: from, Target: to, Secure: secure, MaxSessions: maxSessions})
 			if err != nil {
 				return err
 			}
 			if err := a.withConfig(at, func(cfg *state.NodeConfig) {
 				cfg.Outlets = slices.DeleteFunc(cfg.Outlets, func(o state.Outlet) bool { return o.Address == p.ID })
-				cfg.Outlets = append(cfg.Outlets, state.Outlet{Address: p.ID, Target: to, Secure: secure})
+				cfg.Outlets = append(cfg.Outlets, state.Outlet{Address: p.ID, Target: to, Secure: secure, MaxSessions: maxSessions})
 			}); err != nil {
 				return fmt.Errorf("outlet created, but saving it for the next start failed: %w", err)
 			}
@@ -67,6 +72,7 @@ func (a *app) newTCPOutletCmd() *cobra.Command {
 	create.Flags().StringVar(&from, "from", "/service/outlet", "the outlet's local address, where inlets' routes end")
 	create.Flags().StringVar(&to, "to", "", "HOST:PORT the outlet connects to")
 	create.Flags().BoolVar(&secure, "secure", false, "accept sessions only through a secure channel (inlets made with tcp-inlet create --secure)")
+	create.Flags().IntVar(&maxSessions, "max-sessions", 0, fmt.Sprintf("most sessions open at once (each dials the target); more are refused (default %d, at most %d)", portals.DefaultMaxSessions, state.MaxSessionsLimit))
 	k := portalKind{
 		name:   "tcp-outlet",
 		list:   (*api.Client).Outlets,
@@ -85,8 +91,9 @@ func (a *app) newTCPInletCmd() *cobra.Command {
 	var at, from, to string
 	var secure bool
 	var sessionTimeout string
+	var maxSessions int
 	create := &cobra.Command{
-		Use:   "create --at NODE --from HOST:PORT --to ROUTE [--secure]",
+		Use:   "create --at NODE --from HOST:PORT --to ROUTE [--secure] [--max-sessions N]",
 		Short: "Listen on HOST:PORT and carry each accepted TCP connection along ROUTE to an outlet",
 		Long: `Listen on HOST:PORT and carry each accepted TCP connection along ROUTE to an outlet.
 
@@ -123,19 +130,22 @@ time, clients wait (up to 30s after creation) instead of being refused.`,
 			if len(route) == 0 {
 				return errors.New("--to: the route is empty; end it at an outlet such as /service/outlet")
 			}
+			if err := checkMaxSessions(cmd, maxSessions); err != nil {
+				return err
+			}
 			c, _, err := a.connect(cmd.Context(), at)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			p, err := c.CreateInlet(cmd.Context(), api.CreateInletRequest{Address: from, Route: route.String(), Secure: secure, SessionTimeout: sessionTimeout})
+			p, err := c.CreateInlet(cmd.Context(), api.CreateInletRequest{Address: from, Route: route.String(), Secure: secure, SessionTimeout: sessionTimeout, MaxSessions: maxSessions})
 			if err != nil {
 				return err
 			}
 			if err := a.withConfig(at, func(cfg *state.NodeConfig) {
 				cfg.Inlets = slices.DeleteFunc(cfg.Inlets, func(i state.Inlet) bool { return i.Address == p.ID })
 				// The bound address: a restart listens on the same port.
-				cfg.Inlets = append(cfg.Inlets, state.Inlet{Address: p.ID, Route: route.String(), Secure: secure, SessionTimeout: sessionTimeout})
+				cfg.Inlets = append(cfg.Inlets, state.Inlet{Address: p.ID, Route: route.String(), Secure: secure, SessionTimeout: sessionTimeout, MaxSessions: maxSessions})
 			}); err != nil {
 				return fmt.Errorf("inlet created, but saving it for the next start failed: %w", err)
 			}
@@ -151,6 +161,7 @@ time, clients wait (up to 30s after creation) instead of being refused.`,
 	create.Flags().StringVar(&to, "to", "", "route to the outlet")
 	create.Flags().BoolVar(&secure, "secure", false, "carry sessions inside a secure channel to the outlet's node")
 	create.Flags().StringVar(&sessionTimeout, "session-timeout", "", "how long a session waits for a broken path to come back before its client is closed (default 30s)")
+	create.Flags().IntVar(&maxSessions, "max-sessions", 0, fmt.Sprintf("most clients (sessions) at once; one more is reset at once (default %d, at most %d)", portals.DefaultMaxSessions, state.MaxSessionsLimit))
 	k := portalKind{
 		name:   "tcp-inlet",
 		list:   (*api.Client).Inlets,
@@ -162,6 +173,17 @@ time, clients wait (up to 30s after creation) instead of being refused.`,
 	cmd.AddCommand(create)
 	cmd.AddCommand(a.portalSubcommands(k)...)
 	return cmd
+}
+
+// checkMaxSessions refuses a --max-sessions given outside 1..limit.
+func checkMaxSessions(cmd *cobra.Command, n int) error {
+	if !cmd.Flags().Changed("max-sessions") {
+		return nil
+	}
+	if n < 1 || n > state.MaxSessionsLimit {
+		return fmt.Errorf("--max-sessions %d: want a number from 1 to %d (default %d)", n, state.MaxSessionsLimit, portals.DefaultMaxSessions)
+	}
+	return nil
 }
 
 // find returns the portal whose id (or name in the topology file) is id;
@@ -199,13 +221,13 @@ func (a *app) portalSubcommands(k portalKind) []*cobra.Command {
 					return a.printJSON(ps)
 				}
 				w := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-				fmt.Fprintln(w, "ID\tTO\tSTATE\tSESSIONS\tBYTES OUT\tBYTES IN\tLAST ERROR")
+				fmt.Fprintln(w, "ID\tTO\tSTATE\tSESSIONS\tMAX\tREFUSED\tBYTES OUT\tBYTES IN\tLAST ERROR")
 				for _, p := range ps {
 					dest := p.Route
 					if dest == "" {
 						dest = p.Target
 					}
-					fmt.Fprintf(w, "%s%s\t%s\t%s\t%d/%d\t%d\t%d\t%s\n", p.ID, named(p.Name), dest, p.State, p.ActiveSessions, p.TotalSessions, p.BytesOut, p.BytesIn, dash(p.LastError))
+					fmt.Fprintf(w, "%s%s\t%s\t%s\t%d/%d\t%d\t%d\t%d\t%d\t%s\n", p.ID, named(p.Name), dest, p.State, p.ActiveSessions, p.TotalSessions, p.MaxSessions, p.Refused, p.BytesOut, p.BytesIn, dash(p.LastError))
 				}
 				return w.Flush()
 			})
@@ -240,6 +262,7 @@ func (a *app) portalSubcommands(k portalKind) []*cobra.Command {
 					fmt.Fprintf(w, "Last error:\t%s\n", p.LastError)
 				}
 				fmt.Fprintf(w, "Sessions:\t%d active, %d total\n", p.ActiveSessions, p.TotalSessions)
+				fmt.Fprintf(w, "Max sessions:\t%d (%d refused)\n", p.MaxSessions, p.Refused)
 				fmt.Fprintf(w, "Bytes out:\t%d\n", p.BytesOut)
 				fmt.Fprintf(w, "Bytes in:\t%d\n", p.BytesIn)
 				fmt.Fprintf(w, "Retransmits:\t%d\n", p.Retransmits)

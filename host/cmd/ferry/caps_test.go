@@ -1,0 +1,181 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// echoServer accepts TCP connections on a loopback port and echoes them
+// until the test ends.
+func echoServer(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() { defer wg.Done(); io.Copy(c, c) }()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return l.Addr().String()
+}
+
+// echoes dials addr and checks one round trip through it.
+func echoes(t *testing.T, addr, msg string) net.Conn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatalf("write %q: %v", msg, err)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
+		t.Fatalf("echo of %q through %s: %q, %v", msg, addr, got, err)
+	}
+	return c
+}
+
+type capsPortalJSON struct {
+	ID          string `json:"id"`
+	MaxSessions int    `json:"max_sessions"`
+	Refused     uint64 `json:"refused"`
+}
+
+// TestPortalMaxSessions: an inlet created with --max-sessions 2 carries two
+// clients and resets the third at once (the client sees the connection
+// closed or reset, the node counts and logs it once); the caps are shown,
+// saved and restored at node start, and bad values are refused naming the
+// flag.
+func TestPortalMaxSessions(t *testing.T) {
+	e := newEnv(t)
+	e.ok("node", "create", "n1")
+	target := echoServer(t)
+	e.fails("--max-sessions 0: want a number from 1 to 65536", "tcp-outlet", "create", "--at", "n1", "--to", target, "--max-sessions", "0")
+	e.ok("tcp-outlet", "create", "--at", "n1", "--to", target, "--max-sessions", "5")
+	inlet := freeAddr(t)
+	e.fails("--max-sessions -1: want a number from 1 to 65536", "tcp-inlet", "create", "--at", "n1", "--from", inlet, "--to", "/service/outlet", "--max-sessions", "-1")
+	e.fails("--max-sessions 65537: want a number from 1 to 65536", "tcp-inlet", "create", "--at", "n1", "--from", inlet, "--to", "/service/outlet", "--max-sessions", "65537")
+	e.ok("tcp-inlet", "create", "--at", "n1", "--from", inlet, "--to", "/service/outlet", "--max-sessions", "2")
+
+	echoes(t, inlet, "one")
+	echoes(t, inlet, "two")
+	third, err := net.DialTimeout("tcp", inlet, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer third.Close()
+	third.SetDeadline(time.Now().Add(30 * time.Second))
+	third.Write([]byte("three")) // may fail already: the inlet resets it
+	n, err := third.Read(make([]byte, 16))
+	var ne net.Error
+	if n != 0 || err == nil || errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("third client over the cap read %d bytes, %v; want the connection closed or reset at once", n, err)
+	}
+	if !errors.Is(err, io.EOF) && !strings.Contains(err.Error(), "reset") {
+		t.Fatalf("third client: %v; want EOF or a reset", err)
+	}
+
+	var ins, outs []capsPortalJSON
+	e.json(&ins, "tcp-inlet", "list", "--at", "n1")
+	if len(ins) != 1 || ins[0].MaxSessions != 2 || ins[0].Refused != 1 {
+		t.Fatalf("tcp-inlet list: %+v; want max_sessions 2, 1 refused", ins)
+	}
+	e.json(&outs, "tcp-outlet", "list", "--at", "n1")
+	if len(outs) != 1 || outs[0].MaxSessions != 5 || outs[0].Refused != 0 {
+		t.Fatalf("tcp-outlet list: %+v; want max_sessions 5", outs)
+	}
+	if out := e.ok("tcp-inlet", "show", inlet, "--at", "n1"); !strings.Contains(out, "Max sessions:  2 (1 refused)") {
+		t.Fatalf("tcp-inlet show:\n%s", out)
+	}
+	if out := e.ok("tcp-inlet", "list", "--at", "n1"); !strings.Contains(out, "MAX") || !strings.Contains(out, "REFUSED") {
+		t.Fatalf("tcp-inlet list:\n%s", out)
+	}
+	const refusal = "client reset: the inlet holds its maximum of sessions"
+	eventually(t, 10*time.Second, "the refusal in n1's log", func() bool {
+		return strings.Contains(e.ok("node", "logs", "n1"), refusal)
+	})
+	if got := strings.Count(e.ok("node", "logs", "n1"), refusal); got != 1 {
+		t.Fatalf("%d log lines about the refused client; want 1", got)
+	}
+
+	// Saved and restored with the node.
+	e.ok("node", "stop", "n1")
+	e.ok("node", "start", "n1")
+	e.json(&ins, "tcp-inlet", "list", "--at", "n1")
+	e.json(&outs, "tcp-outlet", "list", "--at", "n1")
+	if len(ins) != 1 || ins[0].MaxSessions != 2 || len(outs) != 1 || outs[0].MaxSessions != 5 {
+		t.Fatalf("after n1 restarted: inlets %+v, outlets %+v; want max_sessions 2 and 5", ins, outs)
+	}
+	echoes(t, inlet, "after restart")
+}
+
+// TestRelayMaxRegistrations: a relay service started with
+// --max-registrations 1 holds one name and refuses a second with a clear
+// error to the registrant; the cap is listed, saved and restored.
+func TestRelayMaxRegistrations(t *testing.T) {
+	e := newEnv(t)
+	e.ok("node", "create", "n2")
+	e.ok("node", "create", "n1")
+	e.fails("--max-registrations 0: want a number from 1 to 65536", "service", "start", "relay", "--at", "n2", "--max-registrations", "0")
+	e.fails("--max-registrations applies to the relay service only", "service", "start", "echo", "--at", "n2", "--address", "echo2", "--max-registrations", "3")
+	e.ok("service", "start", "relay", "--at", "n2", "--max-registrations", "1")
+	check := func(when string) {
+		t.Helper()
+		var svcs []struct {
+			Type             string
+			MaxRegistrations int `json:"max_registrations"`
+		}
+		e.json(&svcs, "service", "list", "--at", "n2")
+		found := false
+		for _, s := range svcs {
+			if s.Type == "relay" {
+				found = s.MaxRegistrations == 1
+			}
+		}
+		if !found {
+			t.Fatalf("%s: n2's services %+v; want the relay service with max_registrations 1", when, svcs)
+		}
+		if out := e.ok("service", "list", "--at", "n2"); !strings.Contains(out, "max registrations: 1") {
+			t.Fatalf("%s: service list:\n%s", when, out)
+		}
+		e.ok("relay", "create", "one", "--at", "/node/n2", "--to", "n1")
+		e.fails(`relay name "two" refused: the relay service holds its maximum of 1 registrations`, "relay", "create", "two", "--at", "/node/n2", "--to", "n1")
+		e.ok("relay", "delete", "one", "--at", "n1")
+	}
+	check("after service start")
+	e.ok("node", "stop", "n2")
+	e.ok("node", "start", "n2")
+	check("after n2 restarted")
+}
