@@ -83,7 +83,8 @@ type Status struct {
 	Retransmits uint64 `json:"retransmits"`
 	Duplicates  uint64 `json:"duplicates"`
 	// MaxSessions is the cap on open sessions (Options.MaxSessions);
-	// Refused counts sessions refused because of it.
+	// Refused counts sessions refused because of it (an outlet counts
+	// refused opens: one sent again is refused again, keeping no state).
 	MaxSessions int    `json:"max_sessions"`
 	Refused     uint64 `json:"refused"`
 }

@@ -67,6 +67,30 @@ func echoes(t *testing.T, addr, msg string) net.Conn {
 	return c
 }
 
+// refusedClient dials addr and expects the connection closed or reset at
+// once, without a byte: the reset may even arrive before the dial returns.
+func refusedClient(t *testing.T, addr, what string) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		if !strings.Contains(err.Error(), "reset") {
+			t.Fatalf("%s: dial %s: %v", what, addr, err)
+		}
+		return
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	c.Write([]byte("over the cap")) // may fail already: the portal resets it
+	n, err := c.Read(make([]byte, 16))
+	var ne net.Error
+	if n != 0 || err == nil || errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("%s: read %d bytes, %v; want the connection closed or reset at once", what, n, err)
+	}
+	if !errors.Is(err, io.EOF) && !strings.Contains(err.Error(), "reset") {
+		t.Fatalf("%s: %v; want EOF or a reset", what, err)
+	}
+}
+
 type capsPortalJSON struct {
 	ID          string `json:"id"`
 	MaxSessions int    `json:"max_sessions"`
@@ -83,7 +107,7 @@ func TestPortalMaxSessions(t *testing.T) {
 	e.ok("node", "create", "n1")
 	target := echoServer(t)
 	e.fails("--max-sessions 0: want a number from 1 to 65536", "tcp-outlet", "create", "--at", "n1", "--to", target, "--max-sessions", "0")
-	e.ok("tcp-outlet", "create", "--at", "n1", "--to", target, "--max-sessions", "5")
+	e.ok("tcp-outlet", "create", "--at", "n1", "--to", target, "--max-sessions", "3")
 	inlet := freeAddr(t)
 	e.fails("--max-sessions -1: want a number from 1 to 65536", "tcp-inlet", "create", "--at", "n1", "--from", inlet, "--to", "/service/outlet", "--max-sessions", "-1")
 	e.fails("--max-sessions 65537: want a number from 1 to 65536", "tcp-inlet", "create", "--at", "n1", "--from", inlet, "--to", "/service/outlet", "--max-sessions", "65537")
@@ -91,31 +115,33 @@ func TestPortalMaxSessions(t *testing.T) {
 
 	echoes(t, inlet, "one")
 	echoes(t, inlet, "two")
-	third, err := net.DialTimeout("tcp", inlet, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer third.Close()
-	third.SetDeadline(time.Now().Add(30 * time.Second))
-	third.Write([]byte("three")) // may fail already: the inlet resets it
-	n, err := third.Read(make([]byte, 16))
-	var ne net.Error
-	if n != 0 || err == nil || errors.As(err, &ne) && ne.Timeout() {
-		t.Fatalf("third client over the cap read %d bytes, %v; want the connection closed or reset at once", n, err)
-	}
-	if !errors.Is(err, io.EOF) && !strings.Contains(err.Error(), "reset") {
-		t.Fatalf("third client: %v; want EOF or a reset", err)
-	}
+	refusedClient(t, inlet, "third client, over the inlet's cap")
+
+	// The outlet's cap (3) counts sessions from every inlet: a second,
+	// uncapped inlet gets one more session, and the next is refused by the
+	// outlet and its client closed.
+	inlet2 := freeAddr(t)
+	e.ok("tcp-inlet", "create", "--at", "n1", "--from", inlet2, "--to", "/service/outlet")
+	echoes(t, inlet2, "three")
+	refusedClient(t, inlet2, "fourth session, over the outlet's cap")
 
 	var ins, outs []capsPortalJSON
 	e.json(&ins, "tcp-inlet", "list", "--at", "n1")
-	if len(ins) != 1 || ins[0].MaxSessions != 2 || ins[0].Refused != 1 {
-		t.Fatalf("tcp-inlet list: %+v; want max_sessions 2, 1 refused", ins)
+	if len(ins) != 2 || ins[0].ID != inlet && ins[1].ID != inlet {
+		t.Fatalf("tcp-inlet list: %+v", ins)
+	}
+	for _, in := range ins {
+		if in.ID == inlet && (in.MaxSessions != 2 || in.Refused != 1) || in.ID == inlet2 && (in.MaxSessions != 1024 || in.Refused != 0) {
+			t.Fatalf("tcp-inlet list: %+v; want max_sessions 2 with 1 refused, and the default 1024", ins)
+		}
 	}
 	e.json(&outs, "tcp-outlet", "list", "--at", "n1")
-	if len(outs) != 1 || outs[0].MaxSessions != 5 || outs[0].Refused != 0 {
-		t.Fatalf("tcp-outlet list: %+v; want max_sessions 5", outs)
+	// An open the inlet sent again before the refusal reached it is
+	// refused (and counted) again: the outlet keeps no state for it.
+	if len(outs) != 1 || outs[0].MaxSessions != 3 || outs[0].Refused < 1 {
+		t.Fatalf("tcp-outlet list: %+v; want max_sessions 3, opens refused", outs)
 	}
+	e.ok("tcp-inlet", "delete", inlet2, "--at", "n1")
 	if out := e.ok("tcp-inlet", "show", inlet, "--at", "n1"); !strings.Contains(out, "Max sessions:  2 (1 refused)") {
 		t.Fatalf("tcp-inlet show:\n%s", out)
 	}
@@ -135,8 +161,8 @@ func TestPortalMaxSessions(t *testing.T) {
 	e.ok("node", "start", "n1")
 	e.json(&ins, "tcp-inlet", "list", "--at", "n1")
 	e.json(&outs, "tcp-outlet", "list", "--at", "n1")
-	if len(ins) != 1 || ins[0].MaxSessions != 2 || len(outs) != 1 || outs[0].MaxSessions != 5 {
-		t.Fatalf("after n1 restarted: inlets %+v, outlets %+v; want max_sessions 2 and 5", ins, outs)
+	if len(ins) != 1 || ins[0].MaxSessions != 2 || len(outs) != 1 || outs[0].MaxSessions != 3 {
+		t.Fatalf("after n1 restarted: inlets %+v, outlets %+v; want max_sessions 2 and 3", ins, outs)
 	}
 	echoes(t, inlet, "after restart")
 }
