@@ -94,6 +94,13 @@ func (c *Context) Send(ctx context.Context, route routing.Route, payload []byte)
 	return c.n.route(ctx, c.w, &routing.Message{Onward: route, Return: c.self, Payload: payload}, false)
 }
 
+// SendOwned is Send for a payload handed over with the message: the caller
+// never touches it again, so a transport link may recycle the buffer once it
+// has encoded the message (routing.LocalInfo.PayloadOwned).
+func (c *Context) SendOwned(ctx context.Context, route routing.Route, payload []byte) error {
+	return c.n.route(ctx, c.w, &routing.Message{Onward: route, Return: c.self, Payload: payload, Local: routing.LocalInfo{PayloadOwned: true}}, false)
+}
+
 // SendMessage sends msg as it is, keeping its return route; hop-like workers
 // use it after stepping and prepending. It routes on the original sender's
 // behalf: a failure is also reported back along msg's return route, and

@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/ferryhq/ferry/internal/payloadbuf"
 )
 
 func TestFrameRoundTrip(t *testing.T) {
@@ -56,7 +58,7 @@ func TestBufferPoolClasses(t *testing.T) {
 		if len(b) != dataHeadroom+size {
 			t.Fatalf("getBuf(%d) has %d bytes", size, len(b))
 		}
-		if got := poolClass(cap(b)-dataHeadroom) >= 0; got != pooled {
+		if got := cap(b) == payloadbuf.Headroom+size; got != pooled {
 			t.Errorf("size %d: pooled %v, want %v", size, got, pooled)
 		}
 		putBuf(b)

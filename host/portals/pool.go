@@ -2,7 +2,8 @@ package portals
 
 import (
 	"math/bits"
-	"sync"
+
+	"github.com/ferryhq/ferry/internal/payloadbuf"
 )
 
 // Buffers for data messages are recycled: at hundreds of MB/s, allocating a
@@ -13,19 +14,22 @@ import (
 // Ownership makes this safe: a reader fills a buffer and sends it as a data
 // message's payload; on one node the receiving session gets that very slice
 // (hops forward it untouched, nobody else keeps it), over a transport it
-// gets its own decoded copy. Once the receiving session has written the
-// bytes to its stream, the payload is dead and goes back to a pool. Only
-// buffers whose capacity is exactly a pool class are taken back, so a
-// decoded payload of another size is simply left to the garbage collector.
+// gets its own decoded copy, which the binding decodes into a buffer of the
+// same pools (internal/payloadbuf). Once the receiving session has written
+// the bytes to its stream, the payload is dead and goes back to a pool.
+// Only buffers whose capacity is exactly a pool class are taken back, so a
+// payload of another size is simply left to the garbage collector.
 //
 // The pools are package-level, like the standard library's, because an
-// inlet's reader and an outlet's writer on the same node must share them.
+// inlet's reader, an outlet's writer and a transport binding's reader on
+// the same node must share them.
 const (
 	minPoolShift = 12 // 4 KiB, minReadBuffer
 	maxPoolShift = 20 // 1 MiB, MaxChunkSize
 )
 
-var bufPools [maxPoolShift - minPoolShift + 1]sync.Pool
+// The pools' headroom must hold a data frame's header.
+const _ = uint(payloadbuf.Headroom - dataHeadroom)
 
 // poolClass returns the pool index for a data capacity, or -1.
 func poolClass(dataCap int) int {
@@ -41,18 +45,11 @@ func poolClass(dataCap int) int {
 
 // getBuf returns a buffer with room for dataHeadroom+size bytes.
 func getBuf(size int) []byte {
-	if c := poolClass(size); c >= 0 {
-		if v := bufPools[c].Get(); v != nil {
-			return (*v.(*[]byte))[:dataHeadroom+size]
-		}
+	if poolClass(size) >= 0 {
+		return payloadbuf.Get(dataHeadroom + size)
 	}
 	return make([]byte, dataHeadroom+size)
 }
 
 // putBuf recycles a data message's payload once nobody needs it.
-func putBuf(b []byte) {
-	if c := poolClass(cap(b) - dataHeadroom); c >= 0 {
-		b = b[:0]
-		bufPools[c].Put(&b)
-	}
-}
+func putBuf(b []byte) { payloadbuf.Put(b) }

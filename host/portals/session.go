@@ -741,7 +741,11 @@ func (s *session) readLoop() {
 				signal(s.wake)
 			}
 			if route != nil {
-				s.send(route, wire)
+				// Handed over: the receiving session (on this node)
+				// or the link that encodes it puts it back.
+				if err := s.c.SendOwned(s.c, route, wire); err != nil && !s.ending.Load() {
+					s.pause(fmt.Errorf("send to %s: %w", route, err))
+				}
 			} else {
 				putBuf(buf)
 				if early != nil {

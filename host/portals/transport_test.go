@@ -28,7 +28,7 @@ type twoNodes struct {
 	listenerAddr string
 }
 
-func newTwoNodes(t *testing.T, target string, so SessionOptions) *twoNodes {
+func newTwoNodes(t testing.TB, target string, so SessionOptions) *twoNodes {
 	t.Helper()
 	tn := &twoNodes{}
 	tn.n1, _ = newNode(t, "n1")

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ferryhq/ferry/host/node"
+	"github.com/ferryhq/ferry/internal/payloadbuf"
 	"github.com/ferryhq/ferry/sdk/routing"
 	"github.com/ferryhq/ferry/sdk/transport"
 )
@@ -625,6 +626,18 @@ func putBuf(p *[]byte) {
 	}
 }
 
+// payloadBuf is where an arriving message's payload is decoded: a bulk
+// payload (a portal's data chunk) into a buffer of the shared payload pools,
+// which a portal session puts back once it has written the bytes out; any
+// other receiver just drops it. Nothing here touches the payload after
+// delivery, so its receiver is its sole holder.
+func payloadBuf(n int) []byte {
+	if payloadbuf.Fits(n) {
+		return payloadbuf.Get(n)
+	}
+	return make([]byte, n)
+}
+
 // reader delivers arriving messages to the node with the link's worker at
 // the front of the return route and the conn's flow for access control.
 func (s *session) reader() {
@@ -645,7 +658,7 @@ func (s *session) reader() {
 			return
 		}
 		for _, p := range pkts {
-			m, err := b.codec.Decode(p)
+			m, err := b.codec.DecodeAlloc(p, payloadBuf)
 			if err != nil {
 				b.limiter.Warn(b.log, "packet does not decode", "dropped a packet that does not decode", "worker", self, "remote", s.link.RemoteAddr(), "bytes", len(p), "error", err)
 				continue
@@ -730,6 +743,7 @@ func (w *linkWorker) HandleMessage(c *node.Context, msg *routing.Message) error 
 		if err != nil {
 			return fmt.Errorf("link %s is down: %w", c.Address(), err)
 		}
+		recycle(msg)
 		return nil
 	}
 	if err := s.enqueue(c, p); err != nil {
@@ -739,7 +753,18 @@ func (w *linkWorker) HandleMessage(c *node.Context, msg *routing.Message) error 
 		}
 		return err
 	}
+	recycle(msg)
 	return nil
+}
+
+// recycle gives back the payload of a message its sender handed over
+// (a portal's data chunk), now that its bytes are encoded into the packet.
+// Only on success: a failed message may still be read for its error report.
+func recycle(msg *routing.Message) {
+	if msg.Local.PayloadOwned {
+		payloadbuf.Put(msg.Payload)
+		msg.Payload = nil
+	}
 }
 
 // tooLarge is the error for a message of size encoded bytes that the link

@@ -120,7 +120,14 @@ func appendRoute(dst []byte, r Route) []byte {
 // Decode decodes exactly one message from b. The payload is copied, so b may
 // be reused once Decode returns. Every length is checked against what remains
 // and against the limit before anything is allocated.
-func (c Codec) Decode(b []byte) (Message, error) {
+func (c Codec) Decode(b []byte) (Message, error) { return c.DecodeAlloc(b, nil) }
+
+// DecodeAlloc is Decode with the payload copied into alloc(n), which must
+// return a slice of length n (for example from a pool whose buffers the
+// payload's final receiver recycles). A nil alloc allocates. alloc is called
+// only for a message that decoded up to its payload, with n within the
+// codec's limit.
+func (c Codec) DecodeAlloc(b []byte, alloc func(n int) []byte) (Message, error) {
 	var m Message
 	if len(b) > c.max() {
 		return m, codecErr(ErrTooLarge, "%d bytes exceeds the limit of %d", len(b), c.max())
@@ -143,12 +150,15 @@ func (c Codec) Decode(b []byte) (Message, error) {
 	if err != nil {
 		return Message{}, err
 	}
-	m.Payload = make([]byte, n)
-	copy(m.Payload, d.buf[d.off:d.off+n])
-	d.off += n
-	if d.off != len(b) {
-		return Message{}, codecErr(ErrMalformed, "%d trailing bytes after the payload", len(b)-d.off)
+	if d.off+n != len(b) {
+		return Message{}, codecErr(ErrMalformed, "%d trailing bytes after the payload", len(b)-d.off-n)
 	}
+	if alloc != nil {
+		m.Payload = alloc(n)[:n]
+	} else {
+		m.Payload = make([]byte, n)
+	}
+	copy(m.Payload, d.buf[d.off:d.off+n])
 	return m, nil
 }
 

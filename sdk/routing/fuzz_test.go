@@ -59,6 +59,11 @@ func FuzzCodec(f *testing.F) {
 	codec := Codec{MaxSize: 1 << 16}
 	f.Fuzz(func(t *testing.T, data []byte, typ, value string, payload []byte) {
 		m, err := codec.Decode(data)
+		// DecodeAlloc decodes the same, the payload into what alloc gives.
+		ma, erra := codec.DecodeAlloc(data, func(n int) []byte { return make([]byte, n, n+7) })
+		if (err == nil) != (erra == nil) || err == nil && (!equalMessages(&m, &ma) || cap(ma.Payload) != len(ma.Payload)+7) {
+			t.Fatalf("DecodeAlloc = %#v, %v; Decode = %#v, %v", ma, erra, m, err)
+		}
 		if err == nil {
 			b, err := codec.Encode(&m)
 			if err != nil {

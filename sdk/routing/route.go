@@ -139,4 +139,10 @@ type LocalInfo struct {
 	// on this node. The node uses it to refuse dialling on behalf of the
 	// network and to rate-limit the errors it sends back per source.
 	Origin string
+	// PayloadOwned is set by a sender that hands Payload over with the
+	// message and keeps no reference to it: the worker that ends the
+	// message's life (a transport link once it has encoded it) may then
+	// recycle the buffer. Anyone who passes the payload on in more than
+	// one message, or keeps it, must clear it.
+	PayloadOwned bool
 }
