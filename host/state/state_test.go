@@ -288,3 +288,19 @@ func listTree(t *testing.T, dir string) string {
 	}
 	return b.String()
 }
+
+// CheckCap accepts 0 (the default) and 1..limit, and names the setting
+// when refusing.
+func TestCheckCap(t *testing.T) {
+	for _, n := range []int{0, 1, MaxSessionsLimit} {
+		if err := CheckCap("max sessions", n, MaxSessionsLimit); err != nil {
+			t.Errorf("%d: %v", n, err)
+		}
+	}
+	for _, n := range []int{-1, MaxSessionsLimit + 1} {
+		err := CheckCap("max sessions", n, MaxSessionsLimit)
+		if err == nil || !strings.Contains(err.Error(), "max sessions") || !strings.Contains(err.Error(), "from 1 to 65536") {
+			t.Errorf("%d: %v", n, err)
+		}
+	}
+}

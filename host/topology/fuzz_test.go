@@ -22,6 +22,7 @@ func FuzzLoad(f *testing.F) {
 	}
 	f.Add([]byte(`node "a" { connection "c" { to = node.a.connection.c } }`))
 	f.Add([]byte(`node "a" { inlet "i" { listen = "127.0.0.1:1", to = [node["a"].connection["c"]] } }`))
+	f.Add([]byte(`node "a" { service "relay" { max_registrations = 1.5 } outlet "o" { to = "127.0.0.1:1", max_sessions = 1e99 } }`))
 	f.Fuzz(func(t *testing.T, src []byte) {
 		top, diags := LoadSource("fuzz.hcl", src, LoadOptions{Schemas: testSchemas, Vars: map[string]string{}})
 		if top == nil {

@@ -111,6 +111,7 @@ func TestErrorFiles(t *testing.T) {
 		{"unknown_address_type", "Unknown address type", 7, 37, `Did you mean "service"?`},
 		{"route_without_port", "Invalid address in route", 5, 15, "has no port"},
 		{"too_deep", "Topology file nested too deeply", 3, 106, "nested more than 100 deep"},
+		{"bad_max_sessions", "Invalid max_sessions", 5, 20, "max_sessions must be a whole number from 1 to 65536; this is 0."},
 	}
 	seen := map[string]bool{}
 	for _, c := range cases {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -204,4 +206,64 @@ func TestRelayMaxRegistrations(t *testing.T) {
 	e.ok("node", "stop", "n2")
 	e.ok("node", "start", "n2")
 	check("after n2 restarted")
+}
+
+// TestCapsFromTopologyFile: max_sessions in inlet and outlet blocks and
+// max_registrations in a relay service block reach the running node, and a
+// bad value stops `ferry up` naming the attribute at file:line:col.
+func TestCapsFromTopologyFile(t *testing.T) {
+	e := newEnv(t)
+	target := echoServer(t)
+	src := `node "c1" {
+  service "relay" {
+    max_registrations = 7
+  }
+  outlet "web" {
+    to           = "` + target + `"
+    max_sessions = 3
+  }
+  inlet "web" {
+    listen       = "127.0.0.1:0"
+    to           = "/service/outlet"
+    max_sessions = 2
+  }
+}
+`
+	dir := t.TempDir()
+	file := filepath.Join(dir, "caps.hcl")
+	if err := os.WriteFile(file, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad.hcl")
+	if err := os.WriteFile(bad, []byte(strings.Replace(src, "max_sessions = 2", "max_sessions = 0", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := e.run("up", bad)
+	if r.code == 0 || !strings.Contains(r.stderr, "bad.hcl line 12") || !strings.Contains(r.stderr, "max_sessions must be a whole number from 1 to 65536; this is 0.") {
+		t.Fatalf("up with max_sessions = 0: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	e.ok("up", file)
+	defer e.ok("down", file)
+	var ins, outs []capsPortalJSON
+	e.json(&ins, "tcp-inlet", "list", "--at", "c1")
+	e.json(&outs, "tcp-outlet", "list", "--at", "c1")
+	if len(ins) != 1 || ins[0].MaxSessions != 2 || len(outs) != 1 || outs[0].MaxSessions != 3 {
+		t.Fatalf("inlets %+v, outlets %+v; want max_sessions 2 and 3", ins, outs)
+	}
+	var svcs []struct {
+		Type             string
+		MaxRegistrations int `json:"max_registrations"`
+	}
+	e.json(&svcs, "service", "list", "--at", "c1")
+	ok := false
+	for _, s := range svcs {
+		ok = ok || s.Type == "relay" && s.MaxRegistrations == 7
+	}
+	if !ok {
+		t.Fatalf("c1's services %+v; want the relay service with max_registrations 7", svcs)
+	}
+	addr := ins[0].ID
+	echoes(t, addr, "a")
+	echoes(t, addr, "b")
+	refusedClient(t, addr, "third client through the file's inlet")
 }
