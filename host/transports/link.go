@@ -630,10 +630,19 @@ func putBuf(p *[]byte) {
 // payload (a portal's data chunk) into a buffer of the shared payload pools,
 // which a portal session puts back once it has written the bytes out; any
 // other receiver just drops it. Nothing here touches the payload after
-// delivery, so its receiver is its sole holder.
+// delivery, so its receiver is its sole holder. A new pool-sized buffer is
+// allocated only for a length that spills over its power of two (a portal
+// data frame: header and power-of-two chunk), where it costs no more than
+// an exact one; other lengths take a pool buffer only if there is one, so a
+// receiver that never recycles (64 KiB payloads to any worker) pays nothing.
 func payloadBuf(n int) []byte {
 	if payloadbuf.Fits(n) {
-		return payloadbuf.Get(n)
+		if b := payloadbuf.Reuse(n); b != nil {
+			return b
+		}
+		if payloadbuf.Spills(n) {
+			return payloadbuf.Get(n)
+		}
 	}
 	return make([]byte, n)
 }

@@ -53,13 +53,35 @@ func classCap(c int) int { return Headroom + 1<<(c+minShift) }
 
 // Get returns a buffer of length n, from a pool when its class fits.
 func Get(n int) []byte {
+	if b := Reuse(n); b != nil {
+		return b
+	}
+	if c := class(n); c >= 0 {
+		return make([]byte, n, classCap(c))
+	}
+	return make([]byte, n)
+}
+
+// Reuse returns a recycled buffer of length n when n's class has one, or
+// nil.
+func Reuse(n int) []byte {
 	if c := class(n); c >= 0 {
 		if v := pools[c].Get(); v != nil {
 			return (*v.(*[]byte))[:n]
 		}
-		return make([]byte, n, classCap(c))
 	}
-	return make([]byte, n)
+	return nil
+}
+
+// Spills reports whether n is above its class's power of two (a header in
+// front of a power-of-two chunk): allocating exactly n bytes then costs
+// about as much as the class's capacity, while a length of at most the
+// power of two is cheaper to allocate exactly when it may never come back
+// (a large allocation is rounded up to whole pages, and the headroom would
+// take one more).
+func Spills(n int) bool {
+	c := class(n)
+	return c >= 0 && n > 1<<(c+minShift)
 }
 
 // Fits reports whether a buffer of length n would come from a pool without

@@ -39,3 +39,14 @@ func TestPutIgnoresOtherCapacities(t *testing.T) {
 		}
 	}
 }
+
+func TestSpills(t *testing.T) {
+	for n, want := range map[int]bool{
+		1: false, 4096: false, 4097: true, 25 + 4096: true, 65536: false,
+		25 + 65536: true, Headroom + 65536: true, 1 << 20: false, Headroom + 1<<20: true, Headroom + 1<<20 + 1: false,
+	} {
+		if got := Spills(n); got != want {
+			t.Errorf("Spills(%d) = %v, want %v", n, got, want)
+		}
+	}
+}
