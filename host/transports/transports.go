@@ -25,8 +25,14 @@
 // boundary per batch) and a reader goroutine that decodes and delivers.
 // Encoded packets are pooled and reused once Link.Send returns, so a Link
 // must copy or write the packets before Send returns (the TCP transport and
-// the plugin client both do). A destination whose mailbox is full slows the
-// link's reader, which in turn slows the sender on the other side.
+// the plugin client both do). A payload its sender handed over with the
+// message (routing.LocalInfo.PayloadOwned, a portal's data chunk) goes back
+// to the shared payload pools (internal/payloadbuf) once it is encoded, and
+// an arriving portal data frame is decoded into a buffer of those pools,
+// which the receiving portal session recycles: on a portal path over a
+// transport no data buffer is allocated per chunk. A destination whose
+// mailbox is full slows the link's reader, which in turn slows the sender
+// on the other side.
 //
 // Limits against the network: the bytes waiting to be written are bounded
 // per link (Options.QueueBytes, 16 MiB) and for all links of a binding
