@@ -46,6 +46,7 @@ import (
 
 	"github.com/ferryhq/ferry/host/identity"
 	"github.com/ferryhq/ferry/host/node"
+	"github.com/ferryhq/ferry/internal/payloadbuf"
 	"github.com/ferryhq/ferry/sdk/routing"
 )
 
@@ -421,7 +422,7 @@ func (ch *channel) outgoing(c *node.Context, m *routing.Message) error {
 	}
 	if 1+size <= MaxPlaintext {
 		// One frame: encode straight into the frame and seal it in place.
-		frame := make([]byte, dataHeaderLen, dataHeaderLen+1+size+tagLen)
+		frame := frameBuf(dataHeaderLen + 1 + size + tagLen)[:dataHeaderLen]
 		frame = append(frame, kindWhole)
 		frame, err := ch.codec.Append(frame, &inner)
 		if err != nil {
@@ -431,6 +432,7 @@ func (ch *channel) outgoing(c *node.Context, m *routing.Message) error {
 			return err
 		}
 		ch.count(cSent)
+		recycleOwned(m)
 		return nil
 	}
 	pt := append(ch.scratch[:0], kindWhole)
@@ -446,7 +448,45 @@ func (ch *channel) outgoing(c *node.Context, m *routing.Message) error {
 		ch.scratch = nil // do not keep a large message's buffer
 	}
 	ch.count(cSent)
+	recycleOwned(m)
 	return nil
+}
+
+// recycleOwned gives back the payload of a message its sender handed over
+// (routing.LocalInfo.PayloadOwned, a portal's data chunk) once its bytes
+// are sealed into a frame. Only on success, like a transport link: a
+// failed message may still be read for its error report.
+func recycleOwned(m *routing.Message) {
+	if m.Local.PayloadOwned {
+		payloadbuf.Put(m.Payload)
+		m.Payload = nil
+	}
+}
+
+// frameBuf returns an empty buffer with room for n bytes for a frame that
+// is handed over to the route (sendOwned): a transport link puts it back
+// into the payload pools once it has encoded it.
+func frameBuf(n int) []byte {
+	if n >= payloadbuf.MinPooled {
+		return payloadbuf.Get(n)[:0]
+	}
+	return make([]byte, 0, n)
+}
+
+// payloadAlloc is the allocator for a decrypted message's payload: a
+// portal data chunk goes into the shared payload pools, which the portal
+// session that receives it recycles (as a transport link decodes it);
+// other lengths are allocated exactly unless a pooled buffer is free.
+func payloadAlloc(n int) []byte {
+	if payloadbuf.Fits(n) {
+		if b := payloadbuf.Reuse(n); b != nil {
+			return b
+		}
+		if payloadbuf.Spills(n) {
+			return payloadbuf.Get(n)
+		}
+	}
+	return make([]byte, n)
 }
 
 // sendFragments splits an encoded message too large for one Noise frame
@@ -463,7 +503,7 @@ func (ch *channel) sendFragments(ctx context.Context, enc []byte) error {
 	id := ch.nextFrag
 	ch.nextFrag++
 	per := batchLenSize + dataHeaderLen + fragHeaderLen + tagLen
-	frame := make([]byte, 0, frameHeaderLen+count*per+len(enc))
+	frame := frameBuf(frameHeaderLen + count*per + len(enc))
 	frame = appendFrameHeader(frame, typeBatch)
 	var head [fragHeaderLen]byte
 	ch.sndMu.Lock()
@@ -486,7 +526,7 @@ func (ch *channel) sendFragments(ctx context.Context, enc []byte) error {
 		ch.add(cRekeys, d)
 	}
 	ch.add(cFramesSent, uint64(count)-1) // sendFrame counts one
-	return ch.sendFrame(ctx, frame)
+	return ch.sendOwned(ctx, frame)
 }
 
 // sendData seals plaintext into a data frame and sends it to the peer.
@@ -521,12 +561,23 @@ func (ch *channel) sendSealed(ctx context.Context, frame []byte) error {
 	if d := after - before; d > 0 {
 		ch.add(cRekeys, d)
 	}
-	return ch.sendFrame(ctx, frame)
+	return ch.sendOwned(ctx, frame)
 }
 
 func (ch *channel) sendFrame(ctx context.Context, frame []byte) error {
+	return ch.send(ctx, frame, false)
+}
+
+// sendOwned sends a frame nothing else references (from frameBuf) and
+// hands it over with the message (routing.LocalInfo.PayloadOwned).
+func (ch *channel) sendOwned(ctx context.Context, frame []byte) error {
+	return ch.send(ctx, frame, true)
+}
+
+func (ch *channel) send(ctx context.Context, frame []byte, owned bool) error {
 	ch.count(cFramesSent)
-	if err := ch.ctx.SendMessage(ctx, &routing.Message{Onward: ch.peerRoute, Return: ch.self, Payload: frame}); err != nil {
+	msg := &routing.Message{Onward: ch.peerRoute, Return: ch.self, Payload: frame, Local: routing.LocalInfo{PayloadOwned: owned}}
+	if err := ch.ctx.SendMessage(ctx, msg); err != nil {
 		// The route toward the peer broke (a link that cannot be dialled
 		// again, a peer node gone): find out whether the peer is still
 		// there, so a channel to a vanished peer does not linger.
@@ -788,6 +839,9 @@ func (ch *channel) readData(c *node.Context, header []byte, f frame) {
 		}
 		if whole != nil {
 			ch.deliver(c, whole)
+			// deliver copied what it passes on out of whole, which
+			// nothing else references.
+			payloadbuf.Put(whole)
 		}
 	case kindReady:
 		if ch.role == Initiator && ch.state.CompareAndSwap(stateAwaitReady, stateOpen) {
@@ -814,7 +868,7 @@ func (ch *channel) readData(c *node.Context, header []byte, f frame) {
 // deliver sends a decrypted message on, locally, with this channel at the
 // front of its return route and the peer's identity attached.
 func (ch *channel) deliver(c *node.Context, enc []byte) {
-	inner, err := ch.codec.Decode(enc)
+	inner, err := ch.codec.DecodeAlloc(enc, payloadAlloc)
 	if err != nil {
 		ch.count(cMalformed)
 		ch.log.Debug("dropped a decrypted message that does not decode", "error", err)
@@ -832,8 +886,9 @@ func (ch *channel) deliver(c *node.Context, enc []byte) {
 		ch.count(cUndeliverable)
 		return
 	}
-	// Decode copied the payload out of enc (scratch space the next frame
-	// reuses), so the message can be handed on as it is.
+	// DecodeAlloc copied the payload out of enc (scratch space the next
+	// frame reuses) into a buffer of its own, so the message can be handed
+	// on as it is, and a portal session that receives it may recycle it.
 	msg := &routing.Message{Onward: inner.Onward, Return: ret, Payload: inner.Payload,
 		Local: routing.LocalInfo{Flow: ch.flow, Identity: ch.peer()}}
 	if err := c.SendMessage(c, msg); err != nil {

@@ -3,6 +3,8 @@ package securechannel
 import (
 	"fmt"
 	"sync/atomic"
+
+	"github.com/ferryhq/ferry/internal/payloadbuf"
 )
 
 // Stats counts what a channel (or all channels of a listener) did.
@@ -91,7 +93,12 @@ const maxPartials = 16
 
 type partial struct {
 	count, got, size int
-	parts            [][]byte
+	have             []bool
+	// buf holds the message as it is assembled: fragment i at
+	// i*maxFragmentBody (every fragment but the last is exactly that long,
+	// as sendFragments splits), so no fragment is copied twice.
+	buf      []byte
+	reserved int // bytes counted in reassembler.bytes for buf
 }
 
 // reassembler joins fragmented messages. It only sees authenticated
@@ -104,11 +111,20 @@ type reassembler struct {
 }
 
 // add stores one fragment and returns the whole message once every
-// fragment arrived.
+// fragment arrived. The message is in a buffer from internal/payloadbuf
+// that nothing else references: the caller may put it back once it is
+// done with it.
 func (r *reassembler) add(f fragment) ([]byte, error) {
 	maxCount := r.max/maxFragmentBody + 2
 	if int(f.count) > maxCount {
 		return nil, fmt.Errorf("a message of %d fragments exceeds the limit of %d bytes", f.count, r.max)
+	}
+	if (int(f.count)-1)*maxFragmentBody >= r.max {
+		return nil, fmt.Errorf("a message of %d fragments exceeds the limit of %d bytes", f.count, r.max)
+	}
+	if len(f.part) > maxFragmentBody || (int(f.index) < int(f.count)-1 && len(f.part) != maxFragmentBody) {
+		r.drop(f.id)
+		return nil, fmt.Errorf("fragment %d of %d of message %d has %d bytes", f.index, f.count, f.id, len(f.part))
 	}
 	if r.parts == nil {
 		r.parts = map[uint32]*partial{}
@@ -118,37 +134,42 @@ func (r *reassembler) add(f fragment) ([]byte, error) {
 		for len(r.parts) >= maxPartials {
 			r.evictOldest()
 		}
-		p = &partial{count: int(f.count), parts: make([][]byte, f.count)}
+		n := int(f.count) * maxFragmentBody
+		p = &partial{count: int(f.count), have: make([]bool, f.count), buf: payloadbuf.Get(n), reserved: n}
 		r.parts[f.id] = p
 		r.order = append(r.order, f.id)
+		r.bytes += n
 	}
 	if p.count != int(f.count) {
 		r.drop(f.id)
 		return nil, fmt.Errorf("fragments of message %d disagree on the count (%d, %d)", f.id, p.count, f.count)
 	}
-	if p.parts[f.index] != nil {
+	if p.have[f.index] {
 		return nil, nil // a duplicate; the replay window makes this rare
 	}
 	if p.size+len(f.part) > r.max {
 		r.drop(f.id)
 		return nil, fmt.Errorf("fragmented message %d exceeds the limit of %d bytes", f.id, r.max)
 	}
-	p.parts[f.index] = append([]byte(nil), f.part...)
+	copy(p.buf[int(f.index)*maxFragmentBody:], f.part)
+	p.have[f.index] = true
 	p.got++
 	p.size += len(f.part)
-	r.bytes += len(f.part)
-	for r.bytes > 2*r.max && len(r.order) > 1 {
-		r.evictOldest()
+	for r.bytes > 2*r.max {
+		i := 0
+		if len(r.order) > 0 && r.order[0] == f.id {
+			i = 1 // keep the message this fragment belongs to
+		}
+		if i >= len(r.order) {
+			break
+		}
+		r.drop(r.order[i])
 	}
 	if p.got < p.count {
 		return nil, nil
 	}
-	out := make([]byte, 0, p.size)
-	for _, b := range p.parts {
-		out = append(out, b...)
-	}
 	r.drop(f.id)
-	return out, nil
+	return p.buf[:p.size], nil
 }
 
 func (r *reassembler) evictOldest() {
@@ -158,8 +179,10 @@ func (r *reassembler) evictOldest() {
 }
 
 func (r *reassembler) drop(id uint32) {
+	// An incomplete message's buffer is left to the garbage collector:
+	// only a returned message goes back to the pool, by its one holder.
 	if p := r.parts[id]; p != nil {
-		r.bytes -= p.size
+		r.bytes -= p.reserved
 		delete(r.parts, id)
 	}
 	for i, v := range r.order {

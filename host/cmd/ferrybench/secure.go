@@ -398,6 +398,20 @@ func benchSecureRelay(ctx context.Context, quick bool) (secureRelayResult, error
 		}
 		res.secureRate = max(res.secureRate, r)
 	}
+	if os.Getenv("FERRYBENCH_PROFILE") != "" {
+		// One more upload through each inlet, profiled apart from the
+		// measurement (secure-relay-plain.*, secure-relay-secure.*; the
+		// allocation profiles are cumulative: read the secure one with
+		// -base set to the plain one).
+		for _, p := range []struct{ name, addr string }{{"secure-relay-plain", plainIn.Addr()}, {"secure-relay-secure", secIn.Addr()}} {
+			if _, err := profiled(p.name, func() (portalResult, error) {
+				_, err := uploadRate(ctx, p.addr, 1, res.single)
+				return portalResult{}, err
+			}); err != nil {
+				return res, fmt.Errorf("profiled upload: %w", err)
+			}
+		}
+	}
 	if res.plainP50, res.plainP99, err = roundTrips(plainIn.Addr(), res.rtt); err != nil {
 		return res, fmt.Errorf("plain inlet: %w", err)
 	}
