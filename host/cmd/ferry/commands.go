@@ -111,17 +111,33 @@ func (a *app) newServiceCmd() *cobra.Command {
 				}
 				return a.printJSON(ss)
 			}
-			w := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(w, "TYPE\tADDRESS\tLIMITS")
-			for _, s := range ss {
-				var limits []string
+			// TYPE and ADDRESS are the listing scripts read; a LIMITS
+			// column is added only when a service has a limit that is not
+			// the default, so the usual listing keeps its two columns.
+			limits := make([]string, len(ss))
+			anyLimits := false
+			for i, s := range ss {
+				var l []string
 				if len(s.Authorized) > 0 {
-					limits = append(limits, fmt.Sprintf("authorized: %s", strings.Join(s.Authorized, ", ")))
+					l = append(l, fmt.Sprintf("authorized: %s", strings.Join(s.Authorized, ", ")))
 				}
-				if s.MaxRegistrations > 0 {
-					limits = append(limits, fmt.Sprintf("max registrations: %d", s.MaxRegistrations))
+				if s.MaxRegistrations > 0 && s.MaxRegistrations != relays.DefaultMaxRegistrations {
+					l = append(l, fmt.Sprintf("max registrations: %d", s.MaxRegistrations))
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\n", s.Type, s.Address, dash(strings.Join(limits, "; ")))
+				limits[i] = strings.Join(l, "; ")
+				anyLimits = anyLimits || len(l) > 0
+			}
+			w := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+			if !anyLimits {
+				fmt.Fprintln(w, "TYPE\tADDRESS")
+				for _, s := range ss {
+					fmt.Fprintf(w, "%s\t%s\n", s.Type, s.Address)
+				}
+				return w.Flush()
+			}
+			fmt.Fprintln(w, "TYPE\tADDRESS\tLIMITS")
+			for i, s := range ss {
+				fmt.Fprintf(w, "%s\t%s\t%s\n", s.Type, s.Address, dash(limits[i]))
 			}
 			return w.Flush()
 		},
