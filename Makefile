@@ -14,7 +14,7 @@ SHELL := /bin/bash
 
 GO        ?= go
 BIN       ?= bin
-FUZZTIME  ?= 3s
+FUZZTIME  ?= 2s
 FUZZJOBS  ?= 2
 TESTFLAGS ?=
 TIMEOUT   ?= 12m
