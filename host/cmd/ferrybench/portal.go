@@ -530,64 +530,101 @@ func tcpNode(ctx context.Context, name, tcpBin string) (*node.Node, *transports.
 	return n, b, func() { b.Close(); tc.Kill(); n.Shutdown(context.WithoutCancel(ctx)) }, nil
 }
 
+// relayPath is the relay path without inlets: n2 listens and runs
+// the relay service, n3 only dials out, registers forward_to_n3 at n2 and
+// runs an outlet to target, and n1 is connected to n2 (toN2).
+type relayPath struct {
+	n1, n3 *node.Node
+	toN2   transports.ConnectionInfo
+	outlet *portals.Outlet
+	stops  []func()
+}
+
+// close stops everything startRelayPath started, last first.
+func (r *relayPath) close() {
+	for i := len(r.stops) - 1; i >= 0; i-- {
+		r.stops[i]()
+	}
+}
+
+// forwardTo is the route from n1 through n2's relay to addr on n3.
+func (r *relayPath) forwardTo(addr routing.Address) routing.Route {
+	return routing.Route{r.toN2.Worker, routing.Local("forward_to_n3"), addr}
+}
+
+func startRelayPath(ctx context.Context, portalBin, tcpBin, target string) (_ *relayPath, err error) {
+	r := &relayPath{}
+	defer func() {
+		if err != nil {
+			r.close()
+		}
+	}()
+	n1, b1, stop1, err := tcpNode(ctx, "n1", tcpBin)
+	if err != nil {
+		return nil, err
+	}
+	r.stops = append(r.stops, stop1)
+	n2, b2, stop2, err := tcpNode(ctx, "n2", tcpBin)
+	if err != nil {
+		return nil, err
+	}
+	r.stops = append(r.stops, stop2)
+	n3, b3, stop3, err := tcpNode(ctx, "n3", tcpBin)
+	if err != nil {
+		return nil, err
+	}
+	r.stops = append(r.stops, stop3)
+	r.n1, r.n3 = n1, n3
+	svc, err := relays.StartService(n2, relays.ServiceConfig{Flows: relays.ListenerFlows("", b2)})
+	if err != nil {
+		return nil, err
+	}
+	r.stops = append(r.stops, func() { svc.Close(context.WithoutCancel(ctx)) })
+	l, err := b2.Listen(ctx, "127.0.0.1:0", relays.ServiceAddress)
+	if err != nil {
+		return nil, err
+	}
+	c3, err := b3.Connect(ctx, l.Address)
+	if err != nil {
+		return nil, err
+	}
+	reg, err := relays.Register(ctx, n3, routing.Route{c3.Worker, routing.Local(relays.ServiceAddress)}, "n3", relays.Options{})
+	if err != nil {
+		return nil, err
+	}
+	r.stops = append(r.stops, func() { reg.Close(context.WithoutCancel(ctx)) })
+	p3, err := plugins.Launch(ctx, plugins.LaunchConfig{Kind: plugins.KindPortal, Path: portalBin})
+	if err != nil {
+		return nil, err
+	}
+	r.stops = append(r.stops, func() { p3.Kill() })
+	r.outlet, err = portals.NewOutlet(n3, portals.OutletOptions{Target: target, Portal: p3.Portal()})
+	if err != nil {
+		return nil, err
+	}
+	r.stops = append(r.stops, func() { r.outlet.Close() })
+	r.toN2, err = b1.Connect(ctx, l.Address)
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
 // benchRelay measures the relay path: n2 listens, n3 only dials out
 // and registers a relay at n2, n1 reaches n3's outlet through it.
 func benchRelay(ctx context.Context, sz portalSizes, portalBin, tcpBin, target string) (portalResult, error) {
 	var res portalResult
-	n1, b1, stop1, err := tcpNode(ctx, "n1", tcpBin)
+	rp, err := startRelayPath(ctx, portalBin, tcpBin, target)
 	if err != nil {
 		return res, err
 	}
-	defer stop1()
-	n2, b2, stop2, err := tcpNode(ctx, "n2", tcpBin)
-	if err != nil {
-		return res, err
-	}
-	defer stop2()
-	n3, b3, stop3, err := tcpNode(ctx, "n3", tcpBin)
-	if err != nil {
-		return res, err
-	}
-	defer stop3()
-	svc, err := relays.StartService(n2, relays.ServiceConfig{Flows: relays.ListenerFlows("", b2)})
-	if err != nil {
-		return res, err
-	}
-	defer svc.Close(context.WithoutCancel(ctx))
-	l, err := b2.Listen(ctx, "127.0.0.1:0", relays.ServiceAddress)
-	if err != nil {
-		return res, err
-	}
-	c3, err := b3.Connect(ctx, l.Address)
-	if err != nil {
-		return res, err
-	}
-	reg, err := relays.Register(ctx, n3, routing.Route{c3.Worker, routing.Local(relays.ServiceAddress)}, "n3", relays.Options{})
-	if err != nil {
-		return res, err
-	}
-	defer reg.Close(context.WithoutCancel(ctx))
-	p3, err := plugins.Launch(ctx, plugins.LaunchConfig{Kind: plugins.KindPortal, Path: portalBin})
-	if err != nil {
-		return res, err
-	}
-	defer p3.Kill()
-	o, err := portals.NewOutlet(n3, portals.OutletOptions{Target: target, Portal: p3.Portal()})
-	if err != nil {
-		return res, err
-	}
-	defer o.Close()
-	c1, err := b1.Connect(ctx, l.Address)
-	if err != nil {
-		return res, err
-	}
+	defer rp.close()
 	p1, err := plugins.Launch(ctx, plugins.LaunchConfig{Kind: plugins.KindPortal, Path: portalBin})
 	if err != nil {
 		return res, err
 	}
 	defer p1.Kill()
-	route := routing.Route{c1.Worker, routing.Local("forward_to_n3"), o.Address()}
-	in, err := portals.NewInlet(ctx, n1, portals.InletOptions{ListenAddress: "127.0.0.1:0", Route: route, Portal: p1.Portal()})
+	in, err := portals.NewInlet(ctx, rp.n1, portals.InletOptions{ListenAddress: "127.0.0.1:0", Route: rp.forwardTo(rp.outlet.Address()), Portal: p1.Portal()})
 	if err != nil {
 		return res, err
 	}

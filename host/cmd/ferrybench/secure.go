@@ -12,7 +12,6 @@ import (
 	"github.com/ferryhq/ferry/host/node"
 	"github.com/ferryhq/ferry/host/plugins"
 	"github.com/ferryhq/ferry/host/portals"
-	"github.com/ferryhq/ferry/host/relays"
 	"github.com/ferryhq/ferry/host/securechannel"
 	"github.com/ferryhq/ferry/host/services"
 	"github.com/ferryhq/ferry/host/transports"
@@ -282,49 +281,12 @@ func benchSecureRelay(ctx context.Context, quick bool) (secureRelayResult, error
 		return res, fmt.Errorf("build plugins/portal-tcp and plugins/tcp: %v\n%s", err, out)
 	}
 	portalBin, tcpBin := filepath.Join(dir, "portal-tcp"), filepath.Join(dir, "tcp")
-	n1, b1, stop1, err := tcpNode(ctx, "n1", tcpBin)
+	rp, err := startRelayPath(ctx, portalBin, tcpBin, target)
 	if err != nil {
 		return res, err
 	}
-	defer stop1()
-	n2, b2, stop2, err := tcpNode(ctx, "n2", tcpBin)
-	if err != nil {
-		return res, err
-	}
-	defer stop2()
-	n3, b3, stop3, err := tcpNode(ctx, "n3", tcpBin)
-	if err != nil {
-		return res, err
-	}
-	defer stop3()
-	svc, err := relays.StartService(n2, relays.ServiceConfig{Flows: relays.ListenerFlows("", b2)})
-	if err != nil {
-		return res, err
-	}
-	defer svc.Close(context.WithoutCancel(ctx))
-	l, err := b2.Listen(ctx, "127.0.0.1:0", relays.ServiceAddress)
-	if err != nil {
-		return res, err
-	}
-	c3, err := b3.Connect(ctx, l.Address)
-	if err != nil {
-		return res, err
-	}
-	reg, err := relays.Register(ctx, n3, routing.Route{c3.Worker, routing.Local(relays.ServiceAddress)}, "n3", relays.Options{})
-	if err != nil {
-		return res, err
-	}
-	defer reg.Close(context.WithoutCancel(ctx))
-	p3, err := plugins.Launch(ctx, plugins.LaunchConfig{Kind: plugins.KindPortal, Path: portalBin})
-	if err != nil {
-		return res, err
-	}
-	defer p3.Kill()
-	o, err := portals.NewOutlet(n3, portals.OutletOptions{Target: target, Portal: p3.Portal()})
-	if err != nil {
-		return res, err
-	}
-	defer o.Close()
+	defer rp.close()
+	n1, n3, o := rp.n1, rp.n3, rp.outlet
 	id1, err := identity.New("n1")
 	if err != nil {
 		return res, err
@@ -338,11 +300,7 @@ func benchSecureRelay(ctx context.Context, quick bool) (secureRelayResult, error
 		return res, err
 	}
 	defer lis.Close(context.WithoutCancel(ctx))
-	c1, err := b1.Connect(ctx, l.Address)
-	if err != nil {
-		return res, err
-	}
-	toAPI := routing.Route{c1.Worker, routing.Local("forward_to_n3"), routing.Local(securechannel.DefaultListenerAddress)}
+	toAPI := rp.forwardTo(routing.Local(securechannel.DefaultListenerAddress))
 	ccfg := securechannel.Config{Identity: id1, Authorized: []string{id3.Identifier}}
 	for i := 0; i < handshakes+1; i++ { // the first one warms up
 		start := time.Now()
@@ -368,7 +326,7 @@ func benchSecureRelay(ctx context.Context, quick bool) (secureRelayResult, error
 	}
 	defer p1.Kill()
 	plainIn, err := portals.NewInlet(ctx, n1, portals.InletOptions{ListenAddress: "127.0.0.1:0", Portal: p1.Portal(),
-		Route: routing.Route{c1.Worker, routing.Local("forward_to_n3"), o.Address()}})
+		Route: rp.forwardTo(o.Address())})
 	if err != nil {
 		return res, err
 	}
