@@ -531,17 +531,11 @@ func (ch *channel) sendFragments(ctx context.Context, enc []byte) error {
 
 // sendData seals plaintext into a data frame and sends it to the peer.
 func (ch *channel) sendData(ctx context.Context, plaintext []byte) error {
-	ch.sndMu.Lock()
-	before := ch.snd.rekeys
-	frame, err := ch.snd.seal(make([]byte, 0, dataHeaderLen+len(plaintext)+tagLen), plaintext)
-	after := ch.snd.rekeys
-	ch.sndMu.Unlock()
-	ch.lastSent.Store(time.Now().UnixNano())
+	frame, err := ch.sealFrame(func(s *sender) ([]byte, error) {
+		return s.seal(make([]byte, 0, dataHeaderLen+len(plaintext)+tagLen), plaintext)
+	})
 	if err != nil {
-		return fmt.Errorf("send through %s: %w", ch.local, err)
-	}
-	if d := after - before; d > 0 {
-		ch.add(cRekeys, d)
+		return err
 	}
 	return ch.sendFrame(ctx, frame)
 }
@@ -549,19 +543,28 @@ func (ch *channel) sendData(ctx context.Context, plaintext []byte) error {
 // sendSealed seals frame (dataHeaderLen bytes for the header, then the
 // plaintext) in place and sends it to the peer.
 func (ch *channel) sendSealed(ctx context.Context, frame []byte) error {
+	frame, err := ch.sealFrame(func(s *sender) ([]byte, error) { return s.sealAt(frame, 0) })
+	if err != nil {
+		return err
+	}
+	return ch.sendOwned(ctx, frame)
+}
+
+// sealFrame runs seal under the send lock and counts the rekeys it did.
+func (ch *channel) sealFrame(seal func(*sender) ([]byte, error)) ([]byte, error) {
 	ch.sndMu.Lock()
 	before := ch.snd.rekeys
-	frame, err := ch.snd.sealAt(frame, 0)
+	frame, err := seal(&ch.snd)
 	after := ch.snd.rekeys
 	ch.sndMu.Unlock()
 	ch.lastSent.Store(time.Now().UnixNano())
 	if err != nil {
-		return fmt.Errorf("send through %s: %w", ch.local, err)
+		return nil, fmt.Errorf("send through %s: %w", ch.local, err)
 	}
 	if d := after - before; d > 0 {
 		ch.add(cRekeys, d)
 	}
-	return ch.sendOwned(ctx, frame)
+	return frame, nil
 }
 
 func (ch *channel) sendFrame(ctx context.Context, frame []byte) error {
