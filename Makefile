@@ -23,6 +23,18 @@ TIMEOUT   ?= 12m
 STATICCHECK_VERSION ?= v0.8.2
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
+# How bin/ferry and bin/plugins/* are built (what ships; ferrybench's idle
+# section builds the same way, and its test checks these two lines):
+# - CGO_ENABLED=0: nothing in Ferry needs cgo (os/user and the resolver have
+#   pure-Go paths on Linux); a static binary maps no libc and dynamic loader,
+#   measured 1.4-1.6 MB less RSS per idle process. Tests keep cgo for -race.
+# - -tags grpcnotrace: gRPC without golang.org/x/net/trace, whose
+#   /debug/requests handlers (never served here) pull in html/template, and
+#   a reachable template Execute makes the linker keep every exported method
+#   of every type: bin/ferry 33.2 -> 28.7 MB, an idle node 2.7 MB less RSS.
+RELEASE_ENV   ?= CGO_ENABLED=0
+RELEASE_FLAGS ?= -tags grpcnotrace
+
 # Examples run by `make demo`, in order.
 DEMO_EXAMPLES ?= 01-node 02-worker 03-routing 03-routing-many-hops
 
@@ -34,15 +46,15 @@ build:
 	$(GO) build ./...
 	@mkdir -p $(BIN)/plugins
 	@if [ -d host/cmd/ferry ]; then \
-		echo "go build -o $(BIN)/ferry ./host/cmd/ferry"; \
-		$(GO) build -o $(BIN)/ferry ./host/cmd/ferry; \
+		echo "$(RELEASE_ENV) go build $(RELEASE_FLAGS) -o $(BIN)/ferry ./host/cmd/ferry"; \
+		$(RELEASE_ENV) $(GO) build $(RELEASE_FLAGS) -o $(BIN)/ferry ./host/cmd/ferry; \
 	fi
 	@for d in plugins/*/; do \
 		[ -d "$$d" ] || continue; \
 		name=$$(basename "$$d"); \
 		ls "$$d"*.go >/dev/null 2>&1 || continue; \
-		echo "go build -o $(BIN)/plugins/$$name ./$$d"; \
-		$(GO) build -o $(BIN)/plugins/$$name ./$$d; \
+		echo "$(RELEASE_ENV) go build $(RELEASE_FLAGS) -o $(BIN)/plugins/$$name ./$$d"; \
+		$(RELEASE_ENV) $(GO) build $(RELEASE_FLAGS) -o $(BIN)/plugins/$$name ./$$d; \
 	done
 
 test: lint unit fuzz

@@ -27,6 +27,15 @@ var idleSection = section{
 // idleGoal is issue 8's budget for an idle node and its tcp plugin.
 const idleGoal = 30e6
 
+// releaseEnv and releaseFlags are how `make build` builds bin/ferry and
+// bin/plugins/* (the Makefile's RELEASE_ENV and RELEASE_FLAGS, which say
+// why; TestReleaseBuildMatchesMakefile keeps the two in step), so the idle
+// section measures the binaries that ship.
+var (
+	releaseEnv   = []string{"CGO_ENABLED=0"}
+	releaseFlags = []string{"-tags", "grpcnotrace"}
+)
+
 func runIdle(ctx context.Context, cfg config) (*table, error) {
 	root, err := moduleRoot()
 	if err != nil {
@@ -41,8 +50,9 @@ func runIdle(ctx context.Context, cfg config) (*table, error) {
 	tcpPlugin := filepath.Join(pluginDir, "tcp")
 	for _, b := range [][2]string{{ferry, "./host/cmd/ferry"}, {tcpPlugin, "./plugins/tcp"}} {
 		bctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
-		cmd := exec.CommandContext(bctx, "go", "build", "-o", b[0], b[1])
+		cmd := exec.CommandContext(bctx, "go", append(append([]string{"build"}, releaseFlags...), "-o", b[0], b[1])...)
 		cmd.Dir = root
+		cmd.Env = append(os.Environ(), releaseEnv...)
 		out, err := cmd.CombinedOutput()
 		cancel()
 		if err != nil {
@@ -120,6 +130,7 @@ func runIdle(ctx context.Context, cfg config) (*table, error) {
 	t.add("tcp plugin", fmtMB1(plugin.rss), fmtMB1(plugin.anon), fmtMB1(plugin.file), strconv.Itoa(plugin.threads), size(tcpPlugin), fmtRatio(float64(plugin.rss), idleGoal))
 	t.add("node + tcp plugin", fmtMB1(node.rss+plugin.rss), fmtMB1(node.anon+plugin.anon), fmtMB1(node.file+plugin.file), strconv.Itoa(node.threads+plugin.threads), "", fmtRatio(float64(node.rss+plugin.rss), idleGoal))
 	t.note("read from /proc/PID/status %s after `ferry node create n1` returned (node UP, tcp listener on 127.0.0.1); MB = 10^6 bytes", idle)
+	t.note("binaries built as make build builds them: %s go build %s", strings.Join(releaseEnv, " "), strings.Join(releaseFlags, " "))
 	t.note("RssFile is the binaries' text and read-only data mapped from the page cache (shared, reclaimable); RssAnon is heap, stacks and runtime metadata")
 	return t, nil
 }
