@@ -58,9 +58,16 @@ type consumer struct {
 	commits, commitErrors                           atomic.Uint64
 }
 
-func startConsumer(t *Transport, topic string, group bool, cfg config) (*consumer, error) {
+// startConsumer starts consuming topic. With l, the listener is attached
+// before polling starts: a record from a dialer that finds no listener is
+// dropped and committed, so attaching it afterwards lost, when the machine
+// was loaded, the records a restarted node had waiting for it.
+func startConsumer(t *Transport, topic string, group bool, cfg config, l *listener) (*consumer, error) {
 	c := &consumer{t: t, topic: topic, cfg: cfg, parts: map[int32]*partTrack{},
-		pollDone: make(chan struct{}), commitSig: make(chan struct{}, 1)}
+		pollDone: make(chan struct{}), commitSig: make(chan struct{}, 1), listener: l}
+	if l != nil {
+		l.c = c
+	}
 	opts := append(cfg.clientOpts(),
 		kgo.ConsumeTopics(topic),
 		// A node's first start reads what was sent before it ever ran;

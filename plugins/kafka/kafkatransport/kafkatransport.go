@@ -186,11 +186,9 @@ func (t *Transport) Listen(ctx context.Context, topic string) (transport.Listene
 	}
 	l := &listener{t: t, topic: topic, cfg: cfg, links: map[acceptKey]*link{}, closedKeys: map[acceptKey]struct{}{}}
 	l.backlog = acceptq.New[*link](&l.mu)
-	c, err := t.acquireConsumer(topic, true, l)
-	if err != nil {
+	if _, err := t.acquireConsumer(topic, true, l); err != nil {
 		return nil, fmt.Errorf("kafka transport: listen %s: %w", topic, err)
 	}
-	l.c = c
 	t.mu.Lock()
 	t.listeners[l] = struct{}{}
 	t.mu.Unlock()
@@ -284,7 +282,8 @@ func (t *Transport) acquireInbox(ctx context.Context, cl *kgo.Client, cfg config
 }
 
 // acquireConsumer returns the consumer of topic with one more reference,
-// starting it when needed; with l, it also attaches the listener.
+// starting it when needed; with l, it also attaches the listener (and sets
+// l.c) before the consumer dispatches anything to it.
 func (t *Transport) acquireConsumer(topic string, group bool, l *listener) (*consumer, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -292,9 +291,10 @@ func (t *Transport) acquireConsumer(topic string, group bool, l *listener) (*con
 		return nil, transport.ErrClosed
 	}
 	c := t.consumers[topic]
-	if c == nil {
+	fresh := c == nil
+	if fresh {
 		var err error
-		c, err = startConsumer(t, topic, group, t.cfg)
+		c, err = startConsumer(t, topic, group, t.cfg, l)
 		if err != nil {
 			return nil, err
 		}
@@ -302,7 +302,7 @@ func (t *Transport) acquireConsumer(topic string, group bool, l *listener) (*con
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if l != nil {
+	if l != nil && !fresh {
 		if c.listener != nil && !c.listener.isClosed() {
 			if c.refs == 0 {
 				go c.stop()
@@ -310,6 +310,8 @@ func (t *Transport) acquireConsumer(topic string, group bool, l *listener) (*con
 			}
 			return nil, fmt.Errorf("this transport already listens on topic %s", topic)
 		}
+		// route reads l.c after dispatch read c.listener under c.mu.
+		l.c = c
 		c.listener = l
 	}
 	c.refs++
