@@ -109,8 +109,10 @@ func TestKilledPeerNoticedWithinIdleTimeout(t *testing.T) {
 				t.Fatalf("Recv after the peer was killed: %v (after %s), want ErrIdle", err, elapsed)
 			}
 			t.Logf("noticed after %s: %v", elapsed.Round(time.Millisecond), err)
-			// The idle timeout is 1.5s; allow for a loaded machine.
-			if elapsed > 1500*time.Millisecond+3*time.Second {
+			// The idle timeout is 1.5s; allow for a loaded machine (the
+			// check is that the idle timeout ends the link, not the
+			// context).
+			if elapsed > 1500*time.Millisecond+8*time.Second {
 				t.Errorf("noticed after %s, idle timeout 1.5s", elapsed)
 			}
 			_ = localEnd.Close()

@@ -356,8 +356,10 @@ func TestVanishedPeerClosedWithinIdleTimeout(t *testing.T) {
 		}
 		t.Logf("after %s: %v", time.Since(start).Round(time.Millisecond), err)
 	}
-	// 1.5s idle timeout; generous slack for a loaded machine.
-	if el := time.Since(start); el > 1500*time.Millisecond+3*time.Second {
+	// 1.5s idle timeout; generous slack for a loaded machine (the check
+	// is that the idle timeout ends the links, not the 30s default or the
+	// context).
+	if el := time.Since(start); el > 1500*time.Millisecond+8*time.Second {
 		t.Errorf("vanished peer noticed after %s, idle timeout 1.5s", el)
 	}
 }

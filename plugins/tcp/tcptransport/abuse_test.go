@@ -36,14 +36,18 @@ func TestSlowlorisCutOff(t *testing.T) {
 		bytes []byte
 	}{
 		// A header declaring 1 MiB then 1 byte every 50 ms: bytes keep
-		// arriving, so the idle timeout never fires.
+		// arriving, so an idle timeout would never fire.
 		{"payload", append(header(frameData, 1<<20), make([]byte, 1<<20)...)},
-		// Not even the header completes.
+		// The header trickles in, then its 10 bytes never come.
 		{"header", header(frameData, 10)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			// The idle timeout is far beyond the frame allowance, so
+			// only the frame clock ends the link, also when a loaded
+			// machine delays the trickle (a 400 ms idle timeout raced
+			// the 500 ms allowance here).
 			raw, l := rawLink(t, map[string]string{
-				SettingHeartbeatInterval: "100ms", SettingIdleTimeout: "400ms",
+				SettingHeartbeatInterval: "1s", SettingIdleTimeout: "10s",
 				SettingFrameTimeout: "500ms", SettingMinDataRate: "1048576",
 			})
 			done := make(chan struct{})
@@ -83,33 +87,34 @@ func assertClosed(t *testing.T, raw net.Conn) {
 }
 
 // A slow node (one that does not call Recv for a while) must not count
-// against its peers: only time spent waiting for bytes counts.
+// against its peers: only time spent waiting for bytes counts. The peer
+// sends a frame and half of the next; the node takes the first and calls
+// Recv again only after twice the second frame's allowance, by when the
+// rest has arrived.
 func TestSlowReceiverDoesNotCutOffPeer(t *testing.T) {
 	raw, l := rawLink(t, map[string]string{
 		SettingHeartbeatInterval: "1s", SettingIdleTimeout: "10s",
 		SettingFrameTimeout: "300ms", SettingMinDataRate: "1048576",
 	})
-	payload := make([]byte, 200<<10)
-	if _, err := raw.Write(append(header(frameData, uint32(2*len(payload))), payload...)); err != nil {
+	// Small enough to sit in the socket buffers while nobody reads.
+	half := make([]byte, 16<<10)
+	first := append(header(frameData, 1), 'a')
+	if _, err := raw.Write(append(append(first, header(frameData, uint32(2*len(half)))...), half...)); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	res := make(chan error, 1)
-	go func() {
-		pkts, err := l.Recv(ctx)
-		if err == nil && (len(pkts) != 1 || len(pkts[0]) != 2*len(payload)) {
-			err = errors.New("wrong frame")
-		}
-		res <- err
-	}()
-	// The second half arrives well within the allowance.
-	time.Sleep(100 * time.Millisecond) // pacing the peer, not synchronising
-	if _, err := raw.Write(payload); err != nil {
+	if pkts, err := l.Recv(ctx); err != nil || len(pkts) != 1 || string(pkts[0]) != "a" {
+		t.Fatalf("first Recv: %q, %v", pkts, err)
+	}
+	if _, err := raw.Write(half); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-res; err != nil {
-		t.Fatal(err)
+	allowance := 300*time.Millisecond + time.Duration(2*len(half))*time.Second/1048576
+	time.Sleep(2 * allowance) // the node is busy elsewhere; part of the scenario
+	pkts, err := l.Recv(ctx)
+	if err != nil || len(pkts) != 1 || len(pkts[0]) != 2*len(half) {
+		t.Fatalf("Recv after a pause longer than the frame allowance: %d packets, %v", len(pkts), err)
 	}
 }
 
@@ -287,8 +292,8 @@ func TestMaxConnectionsPerListener(t *testing.T) {
 			r.Close()
 		}
 	}()
-	// Seven of the ten are reset at once (the reset may even beat the
-	// end of the handshake).
+	// Seven of the ten are reset (the reset may even beat the end of the
+	// handshake).
 	reset := 0
 	for i := 0; i < 10; i++ {
 		raw, err := net.Dial("tcp", ln.Addr())
@@ -297,6 +302,15 @@ func TestMaxConnectionsPerListener(t *testing.T) {
 			continue
 		}
 		raws = append(raws, raw)
+	}
+	// Once the listener has refused them, a refused connection's read
+	// fails at once and an accepted one's times out (waiting for the
+	// refusals first: a loaded machine may take longer than a read
+	// deadline to get to them).
+	l := ln.(*listener)
+	deadline := time.Now().Add(10 * time.Second)
+	for l.refused.Load() < 7 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
 	}
 	for _, r := range raws {
 		_ = r.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
@@ -307,12 +321,10 @@ func TestMaxConnectionsPerListener(t *testing.T) {
 			}
 		}
 	}
-	l := ln.(*listener)
 	if reset != 7 || l.refused.Load() != 7 {
 		t.Fatalf("%d connections reset, %d refused; want 7 of 10 with max_connections 3", reset, l.refused.Load())
 	}
 	// Closing an accepted link makes room for one more.
-	deadline := time.Now().Add(10 * time.Second)
 	for {
 		mu.Lock()
 		n := len(accepted)

@@ -140,10 +140,11 @@ func TestStallMidFrameClosedByIdleTimeout(t *testing.T) {
 
 func TestHeartbeatsKeepQuietLinkAlive(t *testing.T) {
 	// Generous margins: on a loaded machine goroutines can be descheduled
-	// for tens of milliseconds.
-	c, s, _ := pair(t, map[string]string{SettingHeartbeatInterval: "100ms", SettingIdleTimeout: "800ms"})
-	// No data for about two idle timeouts: heartbeats must keep both ends up.
-	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	// for hundreds of milliseconds (an 800 ms idle timeout left 650 ms).
+	c, s, _ := pair(t, map[string]string{SettingHeartbeatInterval: "200ms", SettingIdleTimeout: "2s"})
+	// No data for longer than the idle timeout: heartbeats must keep both
+	// ends up.
+	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
 	defer cancel()
 	if _, err := s.Recv(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("quiet link: Recv got %v, want only the context deadline", err)

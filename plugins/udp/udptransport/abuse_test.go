@@ -145,7 +145,9 @@ func counter(c transport.Counters, name string) uint64 { return c.Counters()[nam
 // id, garbage and duplicates. Only whole, correct messages are delivered,
 // each once, and the link keeps working.
 func TestCraftedFragments(t *testing.T) {
-	tr, ln := listenT(t, map[string]string{SettingReassemblyTimeout: "300ms"})
+	// A reassembly timeout of 1 s: the interleaved messages' fragments go
+	// out in one burst, which a loaded machine may stretch past 300 ms.
+	tr, ln := listenT(t, map[string]string{SettingReassemblyTimeout: "1s"})
 	p := dialRaw(t, ln.Addr())
 	sv := accept(t, ln)
 	a := bytes.Repeat([]byte("A123456789"), 500)
@@ -349,8 +351,11 @@ func TestSpoofedFlood(t *testing.T) {
 // TestMaxPeersAndExpiry: the listener refuses peers beyond max_peers with a
 // clear error, expires idle peers, and then admits new ones.
 func TestMaxPeersAndExpiry(t *testing.T) {
+	// The two admitted peers must stay alive (keepalives every 200 ms)
+	// until the third is refused: an idle timeout of 500 ms left 300 ms
+	// for a loaded machine.
 	_, ln := listenT(t, map[string]string{
-		SettingMaxPeers: "2", SettingKeepaliveInterval: "100ms", SettingIdleTimeout: "500ms",
+		SettingMaxPeers: "2", SettingKeepaliveInterval: "100ms", SettingIdleTimeout: "1500ms",
 	})
 	cli := newConfigured(t, testSettings)
 	defer cli.Close()
