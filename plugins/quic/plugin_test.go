@@ -74,22 +74,7 @@ func TestKilledPeerNoticedWithinIdleTimeout(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			acc := make(chan transport.Link, 1)
-			go func() {
-				l, err := ln.Accept(ctx)
-				if err != nil {
-					t.Error(err)
-				}
-				acc <- l
-			}()
-			c, err := cli.Dial(ctx, ln.Addr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			s := <-acc
-			if s == nil {
-				t.FailNow()
-			}
+			c, s := transporttest.Pair(ctx, t, cli, ln, ln.Addr())
 			localEnd := s
 			if killed == "listener" {
 				localEnd = c

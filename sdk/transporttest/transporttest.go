@@ -257,27 +257,7 @@ func (s *suite) listen(t *testing.T, e *env) *env {
 // pair dials the listener and accepts the link: client end, server end.
 func (s *suite) pair(t *testing.T, e *env) (transport.Link, transport.Link) {
 	t.Helper()
-	ctx := s.ctx(t)
-	type res struct {
-		l   transport.Link
-		err error
-	}
-	acc := make(chan res, 1)
-	go func() {
-		l, err := e.ln.Accept(ctx)
-		acc <- res{l, err}
-	}()
-	c, err := e.cli.Dial(ctx, e.ln.Addr())
-	if err != nil {
-		t.Fatalf("Dial(%q): %v", e.ln.Addr(), err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	r := <-acc
-	if r.err != nil {
-		t.Fatalf("Accept on %s: %v", e.ln.Addr(), r.err)
-	}
-	t.Cleanup(func() { _ = r.l.Close() })
-	return c, r.l
+	return Pair(s.ctx(t), t, e.cli, e.ln, e.ln.Addr())
 }
 
 // packet builds a packet of size n whose content identifies (stream, seq),

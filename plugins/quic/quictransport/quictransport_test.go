@@ -77,26 +77,7 @@ func ctxT(t testing.TB, d time.Duration) context.Context {
 // pair dials ln from cli at addr and returns both ends.
 func pair(t testing.TB, cli transport.Transport, ln transport.Listener, addr string) (c, s transport.Link) {
 	t.Helper()
-	ctx := ctxT(t, 20*time.Second)
-	acc := make(chan transport.Link, 1)
-	go func() {
-		l, err := ln.Accept(ctx)
-		if err != nil {
-			t.Error(err)
-		}
-		acc <- l
-	}()
-	c, err := cli.Dial(ctx, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	s = <-acc
-	if s == nil {
-		t.FailNow()
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	return c, s
+	return transporttest.Pair(ctxT(t, 20*time.Second), t, cli, ln, addr)
 }
 
 func roundTrip(t testing.TB, a, b transport.Link, msg string) {

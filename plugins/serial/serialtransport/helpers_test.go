@@ -8,6 +8,7 @@ import (
 
 	"github.com/ferryhq/ferry/plugins/serial/nullmodem"
 	"github.com/ferryhq/ferry/sdk/transport"
+	"github.com/ferryhq/ferry/sdk/transporttest"
 )
 
 // testSettings keep waits short without being tight on a loaded machine.
@@ -111,16 +112,7 @@ func pair(t testing.TB, nm *nullmodem.NullModem, srv, cli transport.Transport) (
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ln.Close() })
-	c, err := cli.Dial(ctx, nm.Path(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	s, err := ln.Accept(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
+	c, s := transporttest.Pair(ctx, t, cli, ln, nm.Path(1))
 	return ln, c, s
 }
 

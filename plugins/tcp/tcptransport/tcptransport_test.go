@@ -64,22 +64,7 @@ func pair(t testing.TB, settings map[string]string) (client, server transport.Li
 	if err != nil {
 		t.Fatal(err)
 	}
-	acc := make(chan transport.Link, 1)
-	go func() {
-		l, err := ln.Accept(ctx)
-		if err != nil {
-			t.Error(err)
-		}
-		acc <- l
-	}()
-	client, err = cli.Dial(ctx, ln.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server = <-acc
-	if server == nil {
-		t.FailNow()
-	}
+	client, server = transporttest.Pair(ctx, t, cli, ln, ln.Addr())
 	return client, server, srv
 }
 
