@@ -15,6 +15,7 @@ import (
 	"github.com/ferryhq/ferry/host/identity"
 	"github.com/ferryhq/ferry/host/logging"
 	"github.com/ferryhq/ferry/host/node"
+	"github.com/ferryhq/ferry/host/transports"
 	"github.com/ferryhq/ferry/sdk/routing"
 )
 
@@ -83,6 +84,12 @@ type ServiceConfig struct {
 	// (empty): anyone may register. Whatever this says, a name registered
 	// through a secure channel belongs to that identity (see owner.go).
 	Registrants []string
+	// Bindings, when set, returns the transport bindings whose plugins may
+	// take forwarding rules: a forwarder passing messages between two links
+	// of one plugin process then lets the plugin do it, so those messages
+	// stop crossing into the node (see rules.go). nil: the node forwards
+	// every message itself.
+	Bindings func() []*transports.Binding
 	// Logger; default the node's logger named "relay".
 	Logger hclog.Logger
 
@@ -128,6 +135,11 @@ type ForwarderInfo struct {
 	Returned      uint64    `json:"returned"`  // messages from the registrant passed on
 	Errors        uint64    `json:"errors"`
 	CheckInterval string    `json:"check_interval,omitempty"`
+	// PluginForwarded and PluginReturned are the parts of Forwarded and
+	// Returned that a transport plugin forwarded by itself under a
+	// forwarding rule, without the node.
+	PluginForwarded uint64 `json:"plugin_forwarded,omitempty"`
+	PluginReturned  uint64 `json:"plugin_returned,omitempty"`
 }
 
 // StartService starts the relay service on n.
@@ -201,6 +213,7 @@ func (s *Service) expiry(interval time.Duration) time.Duration {
 
 // expire removes every forwarder not heard from within its expiry.
 func (s *Service) expire() {
+	s.syncRules()
 	now := s.cfg.now()
 	var gone []*forwarder
 	s.mu.Lock()
@@ -225,6 +238,19 @@ func (s *Service) expire() {
 	}
 }
 
+// syncRules adds what plugins forwarded to every forwarder's counters.
+func (s *Service) syncRules() {
+	s.mu.Lock()
+	fs := make([]*forwarder, 0, len(s.fwd))
+	for _, f := range s.fwd {
+		fs = append(fs, f)
+	}
+	s.mu.Unlock()
+	for _, f := range fs {
+		f.syncRules()
+	}
+}
+
 // Registrants returns the identifiers allowed to register (empty: anyone).
 func (s *Service) Registrants() []string { return slices.Clone(s.cfg.Registrants) }
 
@@ -242,6 +268,9 @@ func (s *Service) List() []ForwarderInfo {
 		fs = append(fs, f)
 	}
 	s.mu.Unlock()
+	for _, f := range fs {
+		f.syncRules()
+	}
 	now := s.cfg.now()
 	out := make([]ForwarderInfo, 0, len(fs))
 	for _, f := range fs {
@@ -259,6 +288,7 @@ func (s *Service) Get(name string) (ForwarderInfo, bool) {
 	if f == nil {
 		return ForwarderInfo{}, false
 	}
+	f.syncRules()
 	return f.info(s.cfg.now(), s.cfg.StaleChecks), true
 }
 
@@ -375,6 +405,9 @@ func (s *Service) register(m *routing.Message, req control) control {
 			return control{Kind: kindError, Error: fmt.Sprintf("relay name %q is registered by another registrant; choose another name, or delete it on the relay node", req.Name)}
 		}
 		f.replace(back, req, now)
+		// The route back may have changed: rules made for the old one go
+		// (new ones are learned from the next messages).
+		f.dropRules(false)
 		if f.bind(id) {
 			s.log.Info("relay name now owned by an identity", "name", req.Name, "identity", id)
 		}
@@ -491,9 +524,17 @@ type forwarder struct {
 	registrations uint64
 	forwarded     uint64
 	returned      uint64
+	byPlugin      [2]uint64 // of forwarded, returned: by forwarding rules
 	errors        uint64
 	down          bool
 	lastErr       string
+
+	// Forwarding rules installed in transport plugins (rules.go). ruleMu
+	// is held across calls into a plugin; never take it holding mu.
+	ruleMu     sync.Mutex
+	rules      map[ruleKey]*installedRule
+	ruleFailed map[ruleKey]time.Time
+	stopped    bool
 }
 
 func newForwarder(s *Service, req control, back routing.Route, now time.Time) *forwarder {
@@ -582,6 +623,8 @@ func fromRoute(ret, back routing.Route) bool {
 }
 
 func (f *forwarder) stop(ctx context.Context, n *node.Node) error {
+	// Rules first: a plugin must not forward for a forwarder that is gone.
+	f.dropRules(true)
 	err := n.StopWorker(ctx, f.addr)
 	// Whatever replaces this forwarder is granted its flows afresh; a
 	// deleted one must not leave forward_to_NAME open to the network.
@@ -616,6 +659,9 @@ func (f *forwarder) HandleMessage(c *node.Context, m *routing.Message) error {
 			return err
 		}
 		f.count(false, nil, false)
+		if m.Local.Flow != "" && len(m.Return) > 0 && m.Return[0].IsLocal() && rest[0].IsLocal() {
+			f.learn(c, m.Return[0].Value, m.Local.Flow, rest[0].Value, back[0].Value, back)
+		}
 		return nil
 	}
 	ret, err := m.Return.Prepend(c.Address())
@@ -636,6 +682,9 @@ func (f *forwarder) HandleMessage(c *node.Context, m *routing.Message) error {
 				return err
 			}
 			f.count(true, nil, false)
+			if m.Local.Flow != "" && len(m.Return) > 0 && m.Return[0].IsLocal() && back[0].IsLocal() {
+				f.learn(c, m.Return[0].Value, m.Local.Flow, m.Return[0].Value, back[0].Value, back)
+			}
 			return nil
 		}
 	}
@@ -683,6 +732,9 @@ func (f *forwarder) info(now time.Time, staleChecks int) ForwarderInfo {
 		Forwarded:     f.forwarded,
 		Returned:      f.returned,
 		Errors:        f.errors,
+
+		PluginForwarded: f.byPlugin[0],
+		PluginReturned:  f.byPlugin[1],
 	}
 	if f.interval > 0 {
 		fi.CheckInterval = f.interval.String()

@@ -194,6 +194,7 @@ func Has(cs []pluginv1.Capability, c pluginv1.Capability) bool {
 var HostCapabilities = []pluginv1.Capability{
 	pluginv1.Capability_CAPABILITY_COUNTERS,
 	pluginv1.Capability_CAPABILITY_PROPERTIES,
+	pluginv1.Capability_CAPABILITY_FORWARD_RULES,
 }
 
 // CallHello sends the host's Hello, offering caps, on conn and checks the

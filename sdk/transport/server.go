@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -42,17 +43,30 @@ type server struct {
 	// one; mux runs on it once both sides agreed at Hello.
 	data net.Conn
 	mux  *pluginwire.Mux
+
+	fwd forwarding
 }
 
 // capabilities are what this SDK offers a host at minor ProtocolMinor.
 var capabilities = []pluginv1.Capability{
 	pluginv1.Capability_CAPABILITY_COUNTERS,
 	pluginv1.Capability_CAPABILITY_PROPERTIES,
+	pluginv1.Capability_CAPABILITY_FORWARD_RULES,
 }
 
 type serverLink struct {
 	Link
 	streaming bool // a Link stream owns it
+
+	// rules are the forwarding rules involving this link, read by its pump
+	// per batch; nil when there are none.
+	rules atomic.Pointer[[]*fwdRule]
+	// sendMu orders Sends from the link's own pump and from rules that
+	// forward onto it.
+	sendMu sync.Mutex
+	// ruleDeadline is when a rule's Send in progress counts as stalled
+	// (Unix nanoseconds; 0: none in progress).
+	ruleDeadline atomic.Int64
 }
 
 func newServer(t Transport, logger hclog.Logger) *server {
@@ -292,6 +306,7 @@ func (s *server) Link(stream pb.Transport_LinkServer) error {
 		s.mu.Lock()
 		delete(s.links, id)
 		s.mu.Unlock()
+		s.dropLinkRules(link)
 		link.Close()
 	}()
 
@@ -312,7 +327,7 @@ func (s *server) Link(stream pb.Transport_LinkServer) error {
 			if len(in.Packets) == 0 {
 				continue
 			}
-			if err := link.Send(ctx, in.Packets); err != nil {
+			if err := link.send(ctx, in.Packets); err != nil {
 				inDone <- fmt.Errorf("send on link %d: %w", id, err)
 				link.Close()
 				return
@@ -322,8 +337,15 @@ func (s *server) Link(stream pb.Transport_LinkServer) error {
 
 	// Link → host, in this goroutine so batches keep their order.
 	out := &pluginwire.OutFrame{}
+	var st *fwdScratch
 	for {
 		packets, err := link.Recv(ctx)
+		if rs := link.rules.Load(); rs != nil && err == nil {
+			if st == nil {
+				st = newFwdScratch()
+			}
+			packets = s.forwardBatch(link, *rs, packets, st)
+		}
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil
@@ -461,14 +483,21 @@ func (s *server) pumpData(id uint64, link *serverLink, ms *pluginwire.MuxStream)
 			if len(packets) == 0 {
 				continue
 			}
-			if err := link.Send(ctx, packets); err != nil {
+			if err := link.send(ctx, packets); err != nil {
 				ms.Fail(fmt.Errorf("send on link %d: %w", id, err))
 				return
 			}
 		}
 	}()
+	var st *fwdScratch
 	for {
 		packets, err := link.Recv(ctx)
+		if rs := link.rules.Load(); rs != nil && err == nil {
+			if st == nil {
+				st = newFwdScratch()
+			}
+			packets = s.forwardBatch(link, *rs, packets, st)
+		}
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				ms.CloseWrite()
@@ -497,5 +526,6 @@ func (s *server) pumpData(id uint64, link *serverLink, ms *pluginwire.MuxStream)
 	s.mu.Lock()
 	delete(s.links, id)
 	s.mu.Unlock()
+	s.dropLinkRules(link)
 	ms.Close()
 }

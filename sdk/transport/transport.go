@@ -52,6 +52,14 @@
 // (errors.Is works for ErrClosed, ErrTooLarge, context errors), and calls
 // into a plugin whose process died fail with ErrUnavailable.
 //
+// Forwarding rules (capability forward_rules): when a relay on the host
+// forwards between two links of the same plugin process, the host hands
+// the plugin the forwarder's route rewrite, and Serve applies it to
+// arriving packets itself, so bytes that only pass through the node stop
+// crossing into the host and back. A transport needs no code for it; its
+// Link.Send may then be called from two goroutines, one at a time. A
+// packet a rule cannot handle exactly goes to the host as before.
+//
 // The host side of the protocol is not part of this package: it lives in
 // the Ferry host (host/plugins), which a plugin author never imports.
 //

@@ -18,6 +18,7 @@ import (
 	"github.com/ferryhq/ferry/host/securechannel"
 	"github.com/ferryhq/ferry/host/state"
 	"github.com/ferryhq/ferry/host/topology"
+	"github.com/ferryhq/ferry/host/transports"
 	"github.com/ferryhq/ferry/sdk/portal"
 	"github.com/ferryhq/ferry/sdk/routing"
 )
@@ -101,7 +102,7 @@ func (r *runtime) startRelayService(addr string, registrants []string, maxRegist
 			addr = old.Address().Value
 		}
 	}
-	svc, err := relays.StartService(r.n, relays.ServiceConfig{Address: addr, Registrants: registrants, MaxRegistrations: maxRegistrations, Flows: r.relayFlows, Logger: r.log.Named("relay")})
+	svc, err := relays.StartService(r.n, relays.ServiceConfig{Address: addr, Registrants: registrants, MaxRegistrations: maxRegistrations, Flows: r.relayFlows, Bindings: r.relayBindings, Logger: r.log.Named("relay")})
 	if err != nil {
 		return api.BadRequest(err)
 	}
@@ -110,6 +111,16 @@ func (r *runtime) startRelayService(addr string, registrants []string, maxRegist
 	r.secure.lis.Allow(svc.Address().Value)
 	r.relay.svc = svc
 	return nil
+}
+
+// relayBindings lists every transport the node has bound, whose plugins may
+// take the relay's forwarding rules.
+func (r *runtime) relayBindings() []*transports.Binding {
+	var out []*transports.Binding
+	for _, b := range r.links.all() {
+		out = append(out, b.b)
+	}
+	return out
 }
 
 // relayFlows names the flows of every listener that allows the relay

@@ -575,7 +575,7 @@ func startRelayPath(ctx context.Context, portalBin, tcpBin, target string) (_ *r
 	}
 	r.stops = append(r.stops, stop3)
 	r.n1, r.n3 = n1, n3
-	svc, err := relays.StartService(n2, relays.ServiceConfig{Flows: relays.ListenerFlows("", b2)})
+	svc, err := relays.StartService(n2, relays.ServiceConfig{Flows: relays.ListenerFlows("", b2), Bindings: relayBindings(b2)})
 	if err != nil {
 		return nil, err
 	}
@@ -608,6 +608,15 @@ func startRelayPath(ctx context.Context, portalBin, tcpBin, target string) (_ *r
 		return nil, err
 	}
 	return r, nil
+}
+
+// relayBindings lets the relay's forwarders hand their forwarding to b's
+// plugin (forwarding rules), unless FERRYBENCH_NO_RULES is set (to compare).
+func relayBindings(b *transports.Binding) func() []*transports.Binding {
+	if os.Getenv("FERRYBENCH_NO_RULES") != "" {
+		return nil
+	}
+	return func() []*transports.Binding { return []*transports.Binding{b} }
 }
 
 // benchRelay measures the relay path: n2 listens, n3 only dials out

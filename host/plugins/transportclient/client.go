@@ -52,6 +52,8 @@ type Remote struct {
 	// closeFlush bounds how long closing a link waits for packets already
 	// accepted by Send to reach the plugin.
 	closeFlush time.Duration
+	// ruleIDs numbers the forwarding rules installed in the plugin.
+	ruleIDs atomic.Uint64
 
 	mu        sync.Mutex
 	links     map[*remoteLink]struct{}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -91,7 +92,9 @@ func ServeInProcess(ctx context.Context, t transport.Transport, opts ...InProces
 		return nil, nil, fmt.Errorf("in-process transport: %w", err)
 	}
 	conn := raw.(*pluginwire.Conn)
-	offer := pluginwire.HostCapabilities
+	offer := slices.DeleteFunc(slices.Clone(pluginwire.HostCapabilities), func(c pluginv1.Capability) bool {
+		return slices.Contains(o.without, c)
+	})
 	if data != nil {
 		offer = append(offer[:len(offer):len(offer)], pluginv1.Capability_CAPABILITY_DATA_CHANNEL)
 	}
@@ -110,13 +113,23 @@ func ServeInProcess(ctx context.Context, t transport.Transport, opts ...InProces
 		stop()
 		return nil, nil, fmt.Errorf("in-process transport: %w", err)
 	}
+	r.caps = pluginwire.Intersect(offer, hello.Capabilities)
 	return r, stop, nil
 }
 
 // InProcessOption changes ServeInProcess.
 type InProcessOption func(*inProcess)
 
-type inProcess struct{ grpcStreams bool }
+type inProcess struct {
+	grpcStreams bool
+	without     []pluginv1.Capability
+}
+
+// WithoutCapabilities leaves caps out of the host's offer, as for a host
+// (or plugin) that does not have them.
+func WithoutCapabilities(caps ...pluginv1.Capability) InProcessOption {
+	return func(o *inProcess) { o.without = append(o.without, caps...) }
+}
 
 // GRPCStreams keeps link data on gRPC streams, as for a plugin without the
 // data channel capability.

@@ -96,6 +96,10 @@ const (
 	// named by FERRY_DATA_FD) instead of gRPC streams. The host offers it
 	// only when it passed a channel.
 	Capability_CAPABILITY_DATA_CHANNEL Capability = 3
+	// The host may install forwarding rules (Transport.SetForwardRule): a
+	// relay's forwarding between two links of the plugin, done inside the
+	// plugin so bytes that only pass through stop crossing into the host.
+	Capability_CAPABILITY_FORWARD_RULES Capability = 4
 )
 
 // Enum value maps for Capability.
@@ -105,12 +109,14 @@ var (
 		1: "CAPABILITY_COUNTERS",
 		2: "CAPABILITY_PROPERTIES",
 		3: "CAPABILITY_DATA_CHANNEL",
+		4: "CAPABILITY_FORWARD_RULES",
 	}
 	Capability_value = map[string]int32{
-		"CAPABILITY_UNSPECIFIED":  0,
-		"CAPABILITY_COUNTERS":     1,
-		"CAPABILITY_PROPERTIES":   2,
-		"CAPABILITY_DATA_CHANNEL": 3,
+		"CAPABILITY_UNSPECIFIED":   0,
+		"CAPABILITY_COUNTERS":      1,
+		"CAPABILITY_PROPERTIES":    2,
+		"CAPABILITY_DATA_CHANNEL":  3,
+		"CAPABILITY_FORWARD_RULES": 4,
 	}
 )
 
@@ -550,13 +556,14 @@ const file_plugin_proto_rawDesc = "" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eKIND_TRANSPORT\x10\x01\x12\x0f\n" +
-	"\vKIND_PORTAL\x10\x02*y\n" +
+	"\vKIND_PORTAL\x10\x02*\x97\x01\n" +
 	"\n" +
 	"Capability\x12\x1a\n" +
 	"\x16CAPABILITY_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13CAPABILITY_COUNTERS\x10\x01\x12\x19\n" +
 	"\x15CAPABILITY_PROPERTIES\x10\x02\x12\x1b\n" +
-	"\x17CAPABILITY_DATA_CHANNEL\x10\x032P\n" +
+	"\x17CAPABILITY_DATA_CHANNEL\x10\x03\x12\x1c\n" +
+	"\x18CAPABILITY_FORWARD_RULES\x10\x042P\n" +
 	"\x06Plugin\x12F\n" +
 	"\x05Hello\x12\x1d.ferry.plugin.v1.HelloRequest\x1a\x1e.ferry.plugin.v1.HelloResponseB5Z3github.com/ferryhq/ferry/internal/pluginpb/pluginv1b\x06proto3"
 

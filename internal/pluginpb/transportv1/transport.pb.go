@@ -29,6 +29,402 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Hop is one address of a route (sdk/routing.Address).
+type Hop struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	Value         string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Hop) Reset() {
+	*x = Hop{}
+	mi := &file_transport_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Hop) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Hop) ProtoMessage() {}
+
+func (x *Hop) ProtoReflect() protoreflect.Message {
+	mi := &file_transport_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Hop.ProtoReflect.Descriptor instead.
+func (*Hop) Descriptor() ([]byte, []int) {
+	return file_transport_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Hop) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *Hop) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+// ForwardRule describes the forwarder at local address forwarder (a worker
+// on the host) between link a and link b, where b is the first hop of the
+// forwarder's route back to its registrant. The plugin applies, per packet:
+//   - from a, onward [forwarder, rest...]: the return route gains address_a
+//     then forwarder; the onward route becomes route_back + rest (rest alone
+//     when it already starts with route_back); the first hop (address_b) is
+//     stepped off and the packet goes out on b ("forwarded");
+//   - from b, onward [forwarder, address_a, rest...], whose return route with
+//     address_b in front starts with route_back: the return route gains
+//     address_b then forwarder and the packet goes out on a with onward
+//     rest ("returned").
+//
+// Anything else (a payload starting with error_prefix, a packet that does
+// not decode within max_message_size, a route over the hop limit, a send
+// that fails) goes to the host unchanged.
+type ForwardRule struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	RuleId         uint64                 `protobuf:"varint,1,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`
+	LinkA          uint64                 `protobuf:"varint,2,opt,name=link_a,json=linkA,proto3" json:"link_a,omitempty"`
+	AddressA       string                 `protobuf:"bytes,3,opt,name=address_a,json=addressA,proto3" json:"address_a,omitempty"` // local worker address of link a's end on the host
+	LinkB          uint64                 `protobuf:"varint,4,opt,name=link_b,json=linkB,proto3" json:"link_b,omitempty"`
+	AddressB       string                 `protobuf:"bytes,5,opt,name=address_b,json=addressB,proto3" json:"address_b,omitempty"` // local worker address of link b's end on the host
+	Forwarder      string                 `protobuf:"bytes,6,opt,name=forwarder,proto3" json:"forwarder,omitempty"`               // local worker address of the forwarder
+	RouteBack      []*Hop                 `protobuf:"bytes,7,rep,name=route_back,json=routeBack,proto3" json:"route_back,omitempty"`
+	ErrorPrefix    []byte                 `protobuf:"bytes,8,opt,name=error_prefix,json=errorPrefix,proto3" json:"error_prefix,omitempty"`
+	MaxMessageSize uint32                 `protobuf:"varint,9,opt,name=max_message_size,json=maxMessageSize,proto3" json:"max_message_size,omitempty"`
+	// A rule send that makes no progress for this long closes the target
+	// link, as the host closes a link whose peer does not read.
+	StallTimeoutNanos int64 `protobuf:"varint,10,opt,name=stall_timeout_nanos,json=stallTimeoutNanos,proto3" json:"stall_timeout_nanos,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *ForwardRule) Reset() {
+	*x = ForwardRule{}
+	mi := &file_transport_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardRule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardRule) ProtoMessage() {}
+
+func (x *ForwardRule) ProtoReflect() protoreflect.Message {
+	mi := &file_transport_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardRule.ProtoReflect.Descriptor instead.
+func (*ForwardRule) Descriptor() ([]byte, []int) {
+	return file_transport_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ForwardRule) GetRuleId() uint64 {
+	if x != nil {
+		return x.RuleId
+	}
+	return 0
+}
+
+func (x *ForwardRule) GetLinkA() uint64 {
+	if x != nil {
+		return x.LinkA
+	}
+	return 0
+}
+
+func (x *ForwardRule) GetAddressA() string {
+	if x != nil {
+		return x.AddressA
+	}
+	return ""
+}
+
+func (x *ForwardRule) GetLinkB() uint64 {
+	if x != nil {
+		return x.LinkB
+	}
+	return 0
+}
+
+func (x *ForwardRule) GetAddressB() string {
+	if x != nil {
+		return x.AddressB
+	}
+	return ""
+}
+
+func (x *ForwardRule) GetForwarder() string {
+	if x != nil {
+		return x.Forwarder
+	}
+	return ""
+}
+
+func (x *ForwardRule) GetRouteBack() []*Hop {
+	if x != nil {
+		return x.RouteBack
+	}
+	return nil
+}
+
+func (x *ForwardRule) GetErrorPrefix() []byte {
+	if x != nil {
+		return x.ErrorPrefix
+	}
+	return nil
+}
+
+func (x *ForwardRule) GetMaxMessageSize() uint32 {
+	if x != nil {
+		return x.MaxMessageSize
+	}
+	return 0
+}
+
+func (x *ForwardRule) GetStallTimeoutNanos() int64 {
+	if x != nil {
+		return x.StallTimeoutNanos
+	}
+	return 0
+}
+
+type ForwardRuleRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RuleId        uint64                 `protobuf:"varint,1,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardRuleRef) Reset() {
+	*x = ForwardRuleRef{}
+	mi := &file_transport_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardRuleRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardRuleRef) ProtoMessage() {}
+
+func (x *ForwardRuleRef) ProtoReflect() protoreflect.Message {
+	mi := &file_transport_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardRuleRef.ProtoReflect.Descriptor instead.
+func (*ForwardRuleRef) Descriptor() ([]byte, []int) {
+	return file_transport_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ForwardRuleRef) GetRuleId() uint64 {
+	if x != nil {
+		return x.RuleId
+	}
+	return 0
+}
+
+type ForwardCounts struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RuleId    uint64                 `protobuf:"varint,1,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`
+	Forwarded uint64                 `protobuf:"varint,2,opt,name=forwarded,proto3" json:"forwarded,omitempty"` // packets sent a -> b
+	Returned  uint64                 `protobuf:"varint,3,opt,name=returned,proto3" json:"returned,omitempty"`   // packets sent b -> a
+	// When the last packet went b -> a (Unix nanoseconds; 0: never).
+	LastReturnedUnixNanos int64 `protobuf:"varint,4,opt,name=last_returned_unix_nanos,json=lastReturnedUnixNanos,proto3" json:"last_returned_unix_nanos,omitempty"`
+	// False once either link has closed: the rule no longer applies.
+	Active        bool `protobuf:"varint,5,opt,name=active,proto3" json:"active,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardCounts) Reset() {
+	*x = ForwardCounts{}
+	mi := &file_transport_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardCounts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardCounts) ProtoMessage() {}
+
+func (x *ForwardCounts) ProtoReflect() protoreflect.Message {
+	mi := &file_transport_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardCounts.ProtoReflect.Descriptor instead.
+func (*ForwardCounts) Descriptor() ([]byte, []int) {
+	return file_transport_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ForwardCounts) GetRuleId() uint64 {
+	if x != nil {
+		return x.RuleId
+	}
+	return 0
+}
+
+func (x *ForwardCounts) GetForwarded() uint64 {
+	if x != nil {
+		return x.Forwarded
+	}
+	return 0
+}
+
+func (x *ForwardCounts) GetReturned() uint64 {
+	if x != nil {
+		return x.Returned
+	}
+	return 0
+}
+
+func (x *ForwardCounts) GetLastReturnedUnixNanos() int64 {
+	if x != nil {
+		return x.LastReturnedUnixNanos
+	}
+	return 0
+}
+
+func (x *ForwardCounts) GetActive() bool {
+	if x != nil {
+		return x.Active
+	}
+	return false
+}
+
+type ForwardCountersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RuleIds       []uint64               `protobuf:"varint,1,rep,packed,name=rule_ids,json=ruleIds,proto3" json:"rule_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardCountersRequest) Reset() {
+	*x = ForwardCountersRequest{}
+	mi := &file_transport_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardCountersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardCountersRequest) ProtoMessage() {}
+
+func (x *ForwardCountersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_transport_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardCountersRequest.ProtoReflect.Descriptor instead.
+func (*ForwardCountersRequest) Descriptor() ([]byte, []int) {
+	return file_transport_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ForwardCountersRequest) GetRuleIds() []uint64 {
+	if x != nil {
+		return x.RuleIds
+	}
+	return nil
+}
+
+type ForwardCountersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Counts        []*ForwardCounts       `protobuf:"bytes,1,rep,name=counts,proto3" json:"counts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardCountersResponse) Reset() {
+	*x = ForwardCountersResponse{}
+	mi := &file_transport_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardCountersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardCountersResponse) ProtoMessage() {}
+
+func (x *ForwardCountersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_transport_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardCountersResponse.ProtoReflect.Descriptor instead.
+func (*ForwardCountersResponse) Descriptor() ([]byte, []int) {
+	return file_transport_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ForwardCountersResponse) GetCounts() []*ForwardCounts {
+	if x != nil {
+		return x.Counts
+	}
+	return nil
+}
+
 type Empty struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -37,7 +433,7 @@ type Empty struct {
 
 func (x *Empty) Reset() {
 	*x = Empty{}
-	mi := &file_transport_proto_msgTypes[0]
+	mi := &file_transport_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -49,7 +445,7 @@ func (x *Empty) String() string {
 func (*Empty) ProtoMessage() {}
 
 func (x *Empty) ProtoReflect() protoreflect.Message {
-	mi := &file_transport_proto_msgTypes[0]
+	mi := &file_transport_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -62,7 +458,7 @@ func (x *Empty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Empty.ProtoReflect.Descriptor instead.
 func (*Empty) Descriptor() ([]byte, []int) {
-	return file_transport_proto_rawDescGZIP(), []int{0}
+	return file_transport_proto_rawDescGZIP(), []int{6}
 }
 
 type ConfigureRequest struct {
@@ -74,7 +470,7 @@ type ConfigureRequest struct {
 
 func (x *ConfigureRequest) Reset() {
 	*x = ConfigureRequest{}
-	mi := &file_transport_proto_msgTypes[1]
+	mi := &file_transport_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -86,7 +482,7 @@ func (x *ConfigureRequest) String() string {
 func (*ConfigureRequest) ProtoMessage() {}
 
 func (x *ConfigureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_transport_proto_msgTypes[1]
+	mi := &file_transport_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -99,7 +495,7 @@ func (x *ConfigureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigureRequest.ProtoReflect.Descriptor instead.
 func (*ConfigureRequest) Descriptor() ([]byte, []int) {
-	return file_transport_proto_rawDescGZIP(), []int{1}
+	return file_transport_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ConfigureRequest) GetSettings() map[string]string {
@@ -118,7 +514,7 @@ type ListenRequest struct {
 
 func (x *ListenRequest) Reset() {
 	*x = ListenRequest{}
-	mi := &file_transport_proto_msgTypes[2]
+	mi := &file_transport_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -130,7 +526,7 @@ func (x *ListenRequest) String() string {
 func (*ListenRequest) ProtoMessage() {}
 
 func (x *ListenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_transport_proto_msgTypes[2]
+	mi := &file_transport_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -143,7 +539,7 @@ func (x *ListenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListenRequest.ProtoReflect.Descriptor instead.
 func (*ListenRequest) Descriptor() ([]byte, []int) {
-	return file_transport_proto_rawDescGZIP(), []int{2}
+	return file_transport_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListenRequest) GetAddress() string {
@@ -169,7 +565,7 @@ type ListenResponse struct {
 
 func (x *ListenResponse) Reset() {
 	*x = ListenResponse{}
-	mi := &file_transport_proto_msgTypes[3]
+	mi := &file_transport_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -181,7 +577,7 @@ func (x *ListenResponse) String() string {
 func (*ListenResponse) ProtoMessage() {}
 
 func (x *ListenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_transport_proto_msgTypes[3]
+	mi := &file_transport_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -194,7 +590,7 @@ func (x *ListenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListenResponse.ProtoReflect.Descriptor instead.
 func (*ListenResponse) Descriptor() ([]byte, []int) {
-	return file_transport_proto_rawDescGZIP(), []int{3}
+	return file_transport_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListenResponse) GetListenerId() uint64 {
@@ -241,7 +637,7 @@ type AcceptRequest struct {
 
 func (x *AcceptRequest) Reset() {
 	*x = AcceptRequest{}
-	mi := &file_transport_proto_msgTypes[4]
+	mi := &file_transport_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -253,7 +649,7 @@ func (x *AcceptRequest) String() string {
 func (*AcceptRequest) ProtoMessage() {}
 
 func (x *AcceptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_transport_proto_msgTypes[4]
+	mi := &file_transport_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -266,7 +662,7 @@ func (x *AcceptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcceptRequest.ProtoReflect.Descriptor instead.
 func (*AcceptRequest) Descriptor() ([]byte, []int) {
-	return file_transport_proto_rawDescGZIP(), []int{4}
+	return file_transport_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AcceptRequest) GetListenerId() uint64 {
@@ -285,7 +681,7 @@ type DialRequest struct {
 
 func (x *DialRequest) Reset() {
 	*x = DialRequest{}
-	mi := &file_transport_proto_msgTypes[5]
+	mi := &file_transport_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -297,7 +693,7 @@ func (x *DialRequest) String() string {
 func (*DialRequest) ProtoMessage() {}
 
 func (x *DialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_transport_proto_msgTypes[5]
+	mi := &file_transport_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -310,7 +706,7 @@ func (x *DialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DialRequest.ProtoReflect.Descriptor instead.
 func (*DialRequest) Descriptor() ([]byte, []int) {
-	return file_transport_proto_rawDescGZIP(), []int{5}
+	return file_transport_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DialRequest) GetAddress() string {
@@ -333,7 +729,7 @@ type LinkInfo struct {
 
 func (x *LinkInfo) Reset() {
 	*x = LinkInfo{}
-	mi := &file_transport_proto_msgTypes[6]
+	mi := &file_transport_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -345,7 +741,7 @@ func (x *LinkInfo) String() string {
 func (*LinkInfo) ProtoMessage() {}
 
 func (x *LinkInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_transport_proto_msgTypes[6]
+	mi := &file_transport_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -358,7 +754,7 @@ func (x *LinkInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkInfo.ProtoReflect.Descriptor instead.
 func (*LinkInfo) Descriptor() ([]byte, []int) {
-	return file_transport_proto_rawDescGZIP(), []int{6}
+	return file_transport_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LinkInfo) GetLinkId() uint64 {
@@ -400,7 +796,7 @@ type CountersRequest struct {
 
 func (x *CountersRequest) Reset() {
 	*x = CountersRequest{}
-	mi := &file_transport_proto_msgTypes[7]
+	mi := &file_transport_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -412,7 +808,7 @@ func (x *CountersRequest) String() string {
 func (*CountersRequest) ProtoMessage() {}
 
 func (x *CountersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_transport_proto_msgTypes[7]
+	mi := &file_transport_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -425,7 +821,7 @@ func (x *CountersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountersRequest.ProtoReflect.Descriptor instead.
 func (*CountersRequest) Descriptor() ([]byte, []int) {
-	return file_transport_proto_rawDescGZIP(), []int{7}
+	return file_transport_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CountersRequest) GetListenerId() uint64 {
@@ -451,7 +847,7 @@ type CountersResponse struct {
 
 func (x *CountersResponse) Reset() {
 	*x = CountersResponse{}
-	mi := &file_transport_proto_msgTypes[8]
+	mi := &file_transport_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -463,7 +859,7 @@ func (x *CountersResponse) String() string {
 func (*CountersResponse) ProtoMessage() {}
 
 func (x *CountersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_transport_proto_msgTypes[8]
+	mi := &file_transport_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -476,7 +872,7 @@ func (x *CountersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountersResponse.ProtoReflect.Descriptor instead.
 func (*CountersResponse) Descriptor() ([]byte, []int) {
-	return file_transport_proto_rawDescGZIP(), []int{8}
+	return file_transport_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CountersResponse) GetCounters() map[string]uint64 {
@@ -495,7 +891,7 @@ type CloseLinkRequest struct {
 
 func (x *CloseLinkRequest) Reset() {
 	*x = CloseLinkRequest{}
-	mi := &file_transport_proto_msgTypes[9]
+	mi := &file_transport_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -507,7 +903,7 @@ func (x *CloseLinkRequest) String() string {
 func (*CloseLinkRequest) ProtoMessage() {}
 
 func (x *CloseLinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_transport_proto_msgTypes[9]
+	mi := &file_transport_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -520,7 +916,7 @@ func (x *CloseLinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseLinkRequest.ProtoReflect.Descriptor instead.
 func (*CloseLinkRequest) Descriptor() ([]byte, []int) {
-	return file_transport_proto_rawDescGZIP(), []int{9}
+	return file_transport_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CloseLinkRequest) GetLinkId() uint64 {
@@ -539,7 +935,7 @@ type CloseListenerRequest struct {
 
 func (x *CloseListenerRequest) Reset() {
 	*x = CloseListenerRequest{}
-	mi := &file_transport_proto_msgTypes[10]
+	mi := &file_transport_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -551,7 +947,7 @@ func (x *CloseListenerRequest) String() string {
 func (*CloseListenerRequest) ProtoMessage() {}
 
 func (x *CloseListenerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_transport_proto_msgTypes[10]
+	mi := &file_transport_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -564,7 +960,7 @@ func (x *CloseListenerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseListenerRequest.ProtoReflect.Descriptor instead.
 func (*CloseListenerRequest) Descriptor() ([]byte, []int) {
-	return file_transport_proto_rawDescGZIP(), []int{10}
+	return file_transport_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CloseListenerRequest) GetListenerId() uint64 {
@@ -584,7 +980,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_transport_proto_msgTypes[11]
+	mi := &file_transport_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -596,7 +992,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_transport_proto_msgTypes[11]
+	mi := &file_transport_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -609,7 +1005,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_transport_proto_rawDescGZIP(), []int{11}
+	return file_transport_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StatusResponse) GetListeners() uint32 {
@@ -639,7 +1035,7 @@ type LinkFrame struct {
 
 func (x *LinkFrame) Reset() {
 	*x = LinkFrame{}
-	mi := &file_transport_proto_msgTypes[12]
+	mi := &file_transport_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -651,7 +1047,7 @@ func (x *LinkFrame) String() string {
 func (*LinkFrame) ProtoMessage() {}
 
 func (x *LinkFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_transport_proto_msgTypes[12]
+	mi := &file_transport_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -664,7 +1060,7 @@ func (x *LinkFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkFrame.ProtoReflect.Descriptor instead.
 func (*LinkFrame) Descriptor() ([]byte, []int) {
-	return file_transport_proto_rawDescGZIP(), []int{12}
+	return file_transport_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *LinkFrame) GetPackets() []byte {
@@ -678,7 +1074,35 @@ var File_transport_proto protoreflect.FileDescriptor
 
 const file_transport_proto_rawDesc = "" +
 	"\n" +
-	"\x0ftransport.proto\x12\x12ferry.transport.v1\"\a\n" +
+	"\x0ftransport.proto\x12\x12ferry.transport.v1\"/\n" +
+	"\x03Hop\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xe1\x02\n" +
+	"\vForwardRule\x12\x17\n" +
+	"\arule_id\x18\x01 \x01(\x04R\x06ruleId\x12\x15\n" +
+	"\x06link_a\x18\x02 \x01(\x04R\x05linkA\x12\x1b\n" +
+	"\taddress_a\x18\x03 \x01(\tR\baddressA\x12\x15\n" +
+	"\x06link_b\x18\x04 \x01(\x04R\x05linkB\x12\x1b\n" +
+	"\taddress_b\x18\x05 \x01(\tR\baddressB\x12\x1c\n" +
+	"\tforwarder\x18\x06 \x01(\tR\tforwarder\x126\n" +
+	"\n" +
+	"route_back\x18\a \x03(\v2\x17.ferry.transport.v1.HopR\trouteBack\x12!\n" +
+	"\ferror_prefix\x18\b \x01(\fR\verrorPrefix\x12(\n" +
+	"\x10max_message_size\x18\t \x01(\rR\x0emaxMessageSize\x12.\n" +
+	"\x13stall_timeout_nanos\x18\n" +
+	" \x01(\x03R\x11stallTimeoutNanos\")\n" +
+	"\x0eForwardRuleRef\x12\x17\n" +
+	"\arule_id\x18\x01 \x01(\x04R\x06ruleId\"\xb3\x01\n" +
+	"\rForwardCounts\x12\x17\n" +
+	"\arule_id\x18\x01 \x01(\x04R\x06ruleId\x12\x1c\n" +
+	"\tforwarded\x18\x02 \x01(\x04R\tforwarded\x12\x1a\n" +
+	"\breturned\x18\x03 \x01(\x04R\breturned\x127\n" +
+	"\x18last_returned_unix_nanos\x18\x04 \x01(\x03R\x15lastReturnedUnixNanos\x12\x16\n" +
+	"\x06active\x18\x05 \x01(\bR\x06active\"3\n" +
+	"\x16ForwardCountersRequest\x12\x19\n" +
+	"\brule_ids\x18\x01 \x03(\x04R\aruleIds\"T\n" +
+	"\x17ForwardCountersResponse\x129\n" +
+	"\x06counts\x18\x01 \x03(\v2!.ferry.transport.v1.ForwardCountsR\x06counts\"\a\n" +
 	"\x05Empty\"\x9f\x01\n" +
 	"\x10ConfigureRequest\x12N\n" +
 	"\bsettings\x18\x01 \x03(\v22.ferry.transport.v1.ConfigureRequest.SettingsEntryR\bsettings\x1a;\n" +
@@ -727,7 +1151,7 @@ const file_transport_proto_rawDesc = "" +
 	"\tlisteners\x18\x01 \x01(\rR\tlisteners\x12\x14\n" +
 	"\x05links\x18\x02 \x01(\rR\x05links\"+\n" +
 	"\tLinkFrame\x12\x18\n" +
-	"\apackets\x18\x01 \x01(\fR\apacketsJ\x04\b\x02\x10\x102\xca\x05\n" +
+	"\apackets\x18\x01 \x01(\fR\apacketsJ\x04\b\x02\x10\x102\xe0\a\n" +
 	"\tTransport\x12L\n" +
 	"\tConfigure\x12$.ferry.transport.v1.ConfigureRequest\x1a\x19.ferry.transport.v1.Empty\x12O\n" +
 	"\x06Listen\x12!.ferry.transport.v1.ListenRequest\x1a\".ferry.transport.v1.ListenResponse\x12I\n" +
@@ -737,7 +1161,10 @@ const file_transport_proto_rawDesc = "" +
 	"\rCloseListener\x12(.ferry.transport.v1.CloseListenerRequest\x1a\x19.ferry.transport.v1.Empty\x12G\n" +
 	"\x06Status\x12\x19.ferry.transport.v1.Empty\x1a\".ferry.transport.v1.StatusResponse\x12U\n" +
 	"\bCounters\x12#.ferry.transport.v1.CountersRequest\x1a$.ferry.transport.v1.CountersResponse\x12H\n" +
-	"\x04Link\x12\x1d.ferry.transport.v1.LinkFrame\x1a\x1d.ferry.transport.v1.LinkFrame(\x010\x01B8Z6github.com/ferryhq/ferry/internal/pluginpb/transportv1b\x06proto3"
+	"\x04Link\x12\x1d.ferry.transport.v1.LinkFrame\x1a\x1d.ferry.transport.v1.LinkFrame(\x010\x01\x12L\n" +
+	"\x0eSetForwardRule\x12\x1f.ferry.transport.v1.ForwardRule\x1a\x19.ferry.transport.v1.Empty\x12Z\n" +
+	"\x11RemoveForwardRule\x12\".ferry.transport.v1.ForwardRuleRef\x1a!.ferry.transport.v1.ForwardCounts\x12j\n" +
+	"\x0fForwardCounters\x12*.ferry.transport.v1.ForwardCountersRequest\x1a+.ferry.transport.v1.ForwardCountersResponseB8Z6github.com/ferryhq/ferry/internal/pluginpb/transportv1b\x06proto3"
 
 var (
 	file_transport_proto_rawDescOnce sync.Once
@@ -751,52 +1178,66 @@ func file_transport_proto_rawDescGZIP() []byte {
 	return file_transport_proto_rawDescData
 }
 
-var file_transport_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_transport_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_transport_proto_goTypes = []any{
-	(*Empty)(nil),                // 0: ferry.transport.v1.Empty
-	(*ConfigureRequest)(nil),     // 1: ferry.transport.v1.ConfigureRequest
-	(*ListenRequest)(nil),        // 2: ferry.transport.v1.ListenRequest
-	(*ListenResponse)(nil),       // 3: ferry.transport.v1.ListenResponse
-	(*AcceptRequest)(nil),        // 4: ferry.transport.v1.AcceptRequest
-	(*DialRequest)(nil),          // 5: ferry.transport.v1.DialRequest
-	(*LinkInfo)(nil),             // 6: ferry.transport.v1.LinkInfo
-	(*CountersRequest)(nil),      // 7: ferry.transport.v1.CountersRequest
-	(*CountersResponse)(nil),     // 8: ferry.transport.v1.CountersResponse
-	(*CloseLinkRequest)(nil),     // 9: ferry.transport.v1.CloseLinkRequest
-	(*CloseListenerRequest)(nil), // 10: ferry.transport.v1.CloseListenerRequest
-	(*StatusResponse)(nil),       // 11: ferry.transport.v1.StatusResponse
-	(*LinkFrame)(nil),            // 12: ferry.transport.v1.LinkFrame
-	nil,                          // 13: ferry.transport.v1.ConfigureRequest.SettingsEntry
-	nil,                          // 14: ferry.transport.v1.ListenResponse.PropertiesEntry
-	nil,                          // 15: ferry.transport.v1.CountersResponse.CountersEntry
+	(*Hop)(nil),                     // 0: ferry.transport.v1.Hop
+	(*ForwardRule)(nil),             // 1: ferry.transport.v1.ForwardRule
+	(*ForwardRuleRef)(nil),          // 2: ferry.transport.v1.ForwardRuleRef
+	(*ForwardCounts)(nil),           // 3: ferry.transport.v1.ForwardCounts
+	(*ForwardCountersRequest)(nil),  // 4: ferry.transport.v1.ForwardCountersRequest
+	(*ForwardCountersResponse)(nil), // 5: ferry.transport.v1.ForwardCountersResponse
+	(*Empty)(nil),                   // 6: ferry.transport.v1.Empty
+	(*ConfigureRequest)(nil),        // 7: ferry.transport.v1.ConfigureRequest
+	(*ListenRequest)(nil),           // 8: ferry.transport.v1.ListenRequest
+	(*ListenResponse)(nil),          // 9: ferry.transport.v1.ListenResponse
+	(*AcceptRequest)(nil),           // 10: ferry.transport.v1.AcceptRequest
+	(*DialRequest)(nil),             // 11: ferry.transport.v1.DialRequest
+	(*LinkInfo)(nil),                // 12: ferry.transport.v1.LinkInfo
+	(*CountersRequest)(nil),         // 13: ferry.transport.v1.CountersRequest
+	(*CountersResponse)(nil),        // 14: ferry.transport.v1.CountersResponse
+	(*CloseLinkRequest)(nil),        // 15: ferry.transport.v1.CloseLinkRequest
+	(*CloseListenerRequest)(nil),    // 16: ferry.transport.v1.CloseListenerRequest
+	(*StatusResponse)(nil),          // 17: ferry.transport.v1.StatusResponse
+	(*LinkFrame)(nil),               // 18: ferry.transport.v1.LinkFrame
+	nil,                             // 19: ferry.transport.v1.ConfigureRequest.SettingsEntry
+	nil,                             // 20: ferry.transport.v1.ListenResponse.PropertiesEntry
+	nil,                             // 21: ferry.transport.v1.CountersResponse.CountersEntry
 }
 var file_transport_proto_depIdxs = []int32{
-	13, // 0: ferry.transport.v1.ConfigureRequest.settings:type_name -> ferry.transport.v1.ConfigureRequest.SettingsEntry
-	14, // 1: ferry.transport.v1.ListenResponse.properties:type_name -> ferry.transport.v1.ListenResponse.PropertiesEntry
-	15, // 2: ferry.transport.v1.CountersResponse.counters:type_name -> ferry.transport.v1.CountersResponse.CountersEntry
-	1,  // 3: ferry.transport.v1.Transport.Configure:input_type -> ferry.transport.v1.ConfigureRequest
-	2,  // 4: ferry.transport.v1.Transport.Listen:input_type -> ferry.transport.v1.ListenRequest
-	4,  // 5: ferry.transport.v1.Transport.Accept:input_type -> ferry.transport.v1.AcceptRequest
-	5,  // 6: ferry.transport.v1.Transport.Dial:input_type -> ferry.transport.v1.DialRequest
-	9,  // 7: ferry.transport.v1.Transport.CloseLink:input_type -> ferry.transport.v1.CloseLinkRequest
-	10, // 8: ferry.transport.v1.Transport.CloseListener:input_type -> ferry.transport.v1.CloseListenerRequest
-	0,  // 9: ferry.transport.v1.Transport.Status:input_type -> ferry.transport.v1.Empty
-	7,  // 10: ferry.transport.v1.Transport.Counters:input_type -> ferry.transport.v1.CountersRequest
-	12, // 11: ferry.transport.v1.Transport.Link:input_type -> ferry.transport.v1.LinkFrame
-	0,  // 12: ferry.transport.v1.Transport.Configure:output_type -> ferry.transport.v1.Empty
-	3,  // 13: ferry.transport.v1.Transport.Listen:output_type -> ferry.transport.v1.ListenResponse
-	6,  // 14: ferry.transport.v1.Transport.Accept:output_type -> ferry.transport.v1.LinkInfo
-	6,  // 15: ferry.transport.v1.Transport.Dial:output_type -> ferry.transport.v1.LinkInfo
-	0,  // 16: ferry.transport.v1.Transport.CloseLink:output_type -> ferry.transport.v1.Empty
-	0,  // 17: ferry.transport.v1.Transport.CloseListener:output_type -> ferry.transport.v1.Empty
-	11, // 18: ferry.transport.v1.Transport.Status:output_type -> ferry.transport.v1.StatusResponse
-	8,  // 19: ferry.transport.v1.Transport.Counters:output_type -> ferry.transport.v1.CountersResponse
-	12, // 20: ferry.transport.v1.Transport.Link:output_type -> ferry.transport.v1.LinkFrame
-	12, // [12:21] is the sub-list for method output_type
-	3,  // [3:12] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	0,  // 0: ferry.transport.v1.ForwardRule.route_back:type_name -> ferry.transport.v1.Hop
+	3,  // 1: ferry.transport.v1.ForwardCountersResponse.counts:type_name -> ferry.transport.v1.ForwardCounts
+	19, // 2: ferry.transport.v1.ConfigureRequest.settings:type_name -> ferry.transport.v1.ConfigureRequest.SettingsEntry
+	20, // 3: ferry.transport.v1.ListenResponse.properties:type_name -> ferry.transport.v1.ListenResponse.PropertiesEntry
+	21, // 4: ferry.transport.v1.CountersResponse.counters:type_name -> ferry.transport.v1.CountersResponse.CountersEntry
+	7,  // 5: ferry.transport.v1.Transport.Configure:input_type -> ferry.transport.v1.ConfigureRequest
+	8,  // 6: ferry.transport.v1.Transport.Listen:input_type -> ferry.transport.v1.ListenRequest
+	10, // 7: ferry.transport.v1.Transport.Accept:input_type -> ferry.transport.v1.AcceptRequest
+	11, // 8: ferry.transport.v1.Transport.Dial:input_type -> ferry.transport.v1.DialRequest
+	15, // 9: ferry.transport.v1.Transport.CloseLink:input_type -> ferry.transport.v1.CloseLinkRequest
+	16, // 10: ferry.transport.v1.Transport.CloseListener:input_type -> ferry.transport.v1.CloseListenerRequest
+	6,  // 11: ferry.transport.v1.Transport.Status:input_type -> ferry.transport.v1.Empty
+	13, // 12: ferry.transport.v1.Transport.Counters:input_type -> ferry.transport.v1.CountersRequest
+	18, // 13: ferry.transport.v1.Transport.Link:input_type -> ferry.transport.v1.LinkFrame
+	1,  // 14: ferry.transport.v1.Transport.SetForwardRule:input_type -> ferry.transport.v1.ForwardRule
+	2,  // 15: ferry.transport.v1.Transport.RemoveForwardRule:input_type -> ferry.transport.v1.ForwardRuleRef
+	4,  // 16: ferry.transport.v1.Transport.ForwardCounters:input_type -> ferry.transport.v1.ForwardCountersRequest
+	6,  // 17: ferry.transport.v1.Transport.Configure:output_type -> ferry.transport.v1.Empty
+	9,  // 18: ferry.transport.v1.Transport.Listen:output_type -> ferry.transport.v1.ListenResponse
+	12, // 19: ferry.transport.v1.Transport.Accept:output_type -> ferry.transport.v1.LinkInfo
+	12, // 20: ferry.transport.v1.Transport.Dial:output_type -> ferry.transport.v1.LinkInfo
+	6,  // 21: ferry.transport.v1.Transport.CloseLink:output_type -> ferry.transport.v1.Empty
+	6,  // 22: ferry.transport.v1.Transport.CloseListener:output_type -> ferry.transport.v1.Empty
+	17, // 23: ferry.transport.v1.Transport.Status:output_type -> ferry.transport.v1.StatusResponse
+	14, // 24: ferry.transport.v1.Transport.Counters:output_type -> ferry.transport.v1.CountersResponse
+	18, // 25: ferry.transport.v1.Transport.Link:output_type -> ferry.transport.v1.LinkFrame
+	6,  // 26: ferry.transport.v1.Transport.SetForwardRule:output_type -> ferry.transport.v1.Empty
+	3,  // 27: ferry.transport.v1.Transport.RemoveForwardRule:output_type -> ferry.transport.v1.ForwardCounts
+	5,  // 28: ferry.transport.v1.Transport.ForwardCounters:output_type -> ferry.transport.v1.ForwardCountersResponse
+	17, // [17:29] is the sub-list for method output_type
+	5,  // [5:17] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_transport_proto_init() }
@@ -810,7 +1251,7 @@ func file_transport_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_transport_proto_rawDesc), len(file_transport_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,15 +27,18 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Transport_Configure_FullMethodName     = "/ferry.transport.v1.Transport/Configure"
-	Transport_Listen_FullMethodName        = "/ferry.transport.v1.Transport/Listen"
-	Transport_Accept_FullMethodName        = "/ferry.transport.v1.Transport/Accept"
-	Transport_Dial_FullMethodName          = "/ferry.transport.v1.Transport/Dial"
-	Transport_CloseLink_FullMethodName     = "/ferry.transport.v1.Transport/CloseLink"
-	Transport_CloseListener_FullMethodName = "/ferry.transport.v1.Transport/CloseListener"
-	Transport_Status_FullMethodName        = "/ferry.transport.v1.Transport/Status"
-	Transport_Counters_FullMethodName      = "/ferry.transport.v1.Transport/Counters"
-	Transport_Link_FullMethodName          = "/ferry.transport.v1.Transport/Link"
+	Transport_Configure_FullMethodName         = "/ferry.transport.v1.Transport/Configure"
+	Transport_Listen_FullMethodName            = "/ferry.transport.v1.Transport/Listen"
+	Transport_Accept_FullMethodName            = "/ferry.transport.v1.Transport/Accept"
+	Transport_Dial_FullMethodName              = "/ferry.transport.v1.Transport/Dial"
+	Transport_CloseLink_FullMethodName         = "/ferry.transport.v1.Transport/CloseLink"
+	Transport_CloseListener_FullMethodName     = "/ferry.transport.v1.Transport/CloseListener"
+	Transport_Status_FullMethodName            = "/ferry.transport.v1.Transport/Status"
+	Transport_Counters_FullMethodName          = "/ferry.transport.v1.Transport/Counters"
+	Transport_Link_FullMethodName              = "/ferry.transport.v1.Transport/Link"
+	Transport_SetForwardRule_FullMethodName    = "/ferry.transport.v1.Transport/SetForwardRule"
+	Transport_RemoveForwardRule_FullMethodName = "/ferry.transport.v1.Transport/RemoveForwardRule"
+	Transport_ForwardCounters_FullMethodName   = "/ferry.transport.v1.Transport/ForwardCounters"
 )
 
 // TransportClient is the client API for Transport service.
@@ -61,6 +64,16 @@ type TransportClient interface {
 	// stream closes the link. The plugin ends the stream with OK when the
 	// remote peer closed the link cleanly, with an error status when it broke.
 	Link(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[LinkFrame, LinkFrame], error)
+	// SetForwardRule installs (or replaces, by rule_id) a forwarding rule
+	// (capability CAPABILITY_FORWARD_RULES): the route rewrite a relay
+	// forwarder on the host does between two links of this plugin, done in
+	// the plugin. A packet the rule cannot handle exactly goes to the host as
+	// before. Both links must be open and carrying data.
+	SetForwardRule(ctx context.Context, in *ForwardRule, opts ...grpc.CallOption) (*Empty, error)
+	// RemoveForwardRule removes a rule and returns its final counts.
+	RemoveForwardRule(ctx context.Context, in *ForwardRuleRef, opts ...grpc.CallOption) (*ForwardCounts, error)
+	// ForwardCounters returns the counts of the rules named (all when none).
+	ForwardCounters(ctx context.Context, in *ForwardCountersRequest, opts ...grpc.CallOption) (*ForwardCountersResponse, error)
 }
 
 type transportClient struct {
@@ -164,6 +177,36 @@ func (c *transportClient) Link(ctx context.Context, opts ...grpc.CallOption) (gr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Transport_LinkClient = grpc.BidiStreamingClient[LinkFrame, LinkFrame]
 
+func (c *transportClient) SetForwardRule(ctx context.Context, in *ForwardRule, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Transport_SetForwardRule_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *transportClient) RemoveForwardRule(ctx context.Context, in *ForwardRuleRef, opts ...grpc.CallOption) (*ForwardCounts, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ForwardCounts)
+	err := c.cc.Invoke(ctx, Transport_RemoveForwardRule_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *transportClient) ForwardCounters(ctx context.Context, in *ForwardCountersRequest, opts ...grpc.CallOption) (*ForwardCountersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ForwardCountersResponse)
+	err := c.cc.Invoke(ctx, Transport_ForwardCounters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TransportServer is the server API for Transport service.
 // All implementations must embed UnimplementedTransportServer
 // for forward compatibility.
@@ -187,6 +230,16 @@ type TransportServer interface {
 	// stream closes the link. The plugin ends the stream with OK when the
 	// remote peer closed the link cleanly, with an error status when it broke.
 	Link(grpc.BidiStreamingServer[LinkFrame, LinkFrame]) error
+	// SetForwardRule installs (or replaces, by rule_id) a forwarding rule
+	// (capability CAPABILITY_FORWARD_RULES): the route rewrite a relay
+	// forwarder on the host does between two links of this plugin, done in
+	// the plugin. A packet the rule cannot handle exactly goes to the host as
+	// before. Both links must be open and carrying data.
+	SetForwardRule(context.Context, *ForwardRule) (*Empty, error)
+	// RemoveForwardRule removes a rule and returns its final counts.
+	RemoveForwardRule(context.Context, *ForwardRuleRef) (*ForwardCounts, error)
+	// ForwardCounters returns the counts of the rules named (all when none).
+	ForwardCounters(context.Context, *ForwardCountersRequest) (*ForwardCountersResponse, error)
 	mustEmbedUnimplementedTransportServer()
 }
 
@@ -223,6 +276,15 @@ func (UnimplementedTransportServer) Counters(context.Context, *CountersRequest) 
 }
 func (UnimplementedTransportServer) Link(grpc.BidiStreamingServer[LinkFrame, LinkFrame]) error {
 	return status.Errorf(codes.Unimplemented, "method Link not implemented")
+}
+func (UnimplementedTransportServer) SetForwardRule(context.Context, *ForwardRule) (*Empty, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SetForwardRule not implemented")
+}
+func (UnimplementedTransportServer) RemoveForwardRule(context.Context, *ForwardRuleRef) (*ForwardCounts, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RemoveForwardRule not implemented")
+}
+func (UnimplementedTransportServer) ForwardCounters(context.Context, *ForwardCountersRequest) (*ForwardCountersResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ForwardCounters not implemented")
 }
 func (UnimplementedTransportServer) mustEmbedUnimplementedTransportServer() {}
 func (UnimplementedTransportServer) testEmbeddedByValue()                   {}
@@ -396,6 +458,60 @@ func _Transport_Link_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Transport_LinkServer = grpc.BidiStreamingServer[LinkFrame, LinkFrame]
 
+func _Transport_SetForwardRule_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ForwardRule)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TransportServer).SetForwardRule(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Transport_SetForwardRule_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TransportServer).SetForwardRule(ctx, req.(*ForwardRule))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Transport_RemoveForwardRule_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ForwardRuleRef)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TransportServer).RemoveForwardRule(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Transport_RemoveForwardRule_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TransportServer).RemoveForwardRule(ctx, req.(*ForwardRuleRef))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Transport_ForwardCounters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ForwardCountersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TransportServer).ForwardCounters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Transport_ForwardCounters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TransportServer).ForwardCounters(ctx, req.(*ForwardCountersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Transport_ServiceDesc is the grpc.ServiceDesc for Transport service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -434,6 +550,18 @@ var Transport_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Counters",
 			Handler:    _Transport_Counters_Handler,
+		},
+		{
+			MethodName: "SetForwardRule",
+			Handler:    _Transport_SetForwardRule_Handler,
+		},
+		{
+			MethodName: "RemoveForwardRule",
+			Handler:    _Transport_RemoveForwardRule_Handler,
+		},
+		{
+			MethodName: "ForwardCounters",
+			Handler:    _Transport_ForwardCounters_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
