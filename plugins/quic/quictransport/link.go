@@ -63,9 +63,7 @@ type link struct {
 
 	closed    atomic.Bool
 	closeOnce sync.Once
-	endOnce   sync.Once
-	cause     error // why the link ended; set before done closes
-	done      chan struct{}
+	ended     *streamframe.End
 
 	msgsSent, bytesSent, msgsRecv, bytesRecv atomic.Uint64
 	final                                    atomic.Pointer[quic.ConnectionStats]
@@ -81,7 +79,7 @@ func newLink(conn *quic.Conn, str *quic.Stream, cfg config, local, peer string, 
 		onEnd: onEnd,
 		wsem:  make(chan struct{}, 1),
 		fr:    streamframe.NewReader(str, cfg.maxMessageSize, streamframe.MinReadBuffer, nil, frameErrors),
-		done:  make(chan struct{}),
+		ended: streamframe.NewEnd(),
 
 		progress: time.Now(),
 	}
@@ -155,8 +153,8 @@ func (l *link) Send(ctx context.Context, packets [][]byte) error {
 // connection. Called holding wsem.
 func (l *link) failWrite(ctx context.Context, err error) error {
 	select {
-	case <-l.done:
-		return l.endCause()
+	case <-l.ended.Done():
+		return l.ended.Cause()
 	default:
 	}
 	if ctx.Err() != nil && isTimeout(err) {
@@ -327,7 +325,7 @@ func (l *link) explain(err error) error {
 		}
 		return fmt.Errorf("the peer closed the connection: %w", err)
 	case errors.As(err, &app):
-		return l.endCause()
+		return l.ended.Cause()
 	}
 	return err
 }
@@ -390,7 +388,7 @@ func (l *link) linger() {
 	t := time.NewTimer(l.cfg.idleTimeout)
 	defer t.Stop()
 	select {
-	case <-l.done:
+	case <-l.ended.Done():
 	case <-t.C:
 	}
 	l.end(transport.ErrClosed, codeClosed, "closed")
@@ -399,27 +397,14 @@ func (l *link) linger() {
 // end closes the connection at once; cause is what operations blocked on
 // the link report.
 func (l *link) end(cause error, code quic.ApplicationErrorCode, msg string) {
-	l.endOnce.Do(func() {
-		l.cause = cause
+	l.ended.Do(cause, func() {
 		st := l.conn.ConnectionStats()
 		l.final.Store(&st)
-		close(l.done)
 		_ = l.conn.CloseWithError(code, msg)
 		if l.onEnd != nil {
 			l.onEnd(l)
 		}
 	})
-}
-
-func (l *link) endCause() error {
-	select {
-	case <-l.done:
-		if l.cause != nil {
-			return l.cause
-		}
-	default:
-	}
-	return transport.ErrClosed
 }
 
 // Counters counts packets and payload bytes both ways and the QUIC

@@ -195,7 +195,7 @@ func (l *listener) setup(conn *quic.Conn) {
 	case l.ready <- lk:
 	case <-l.closing:
 		lk.end(transport.ErrClosed, codeGoingAway, "listener closed")
-	case <-lk.done:
+	case <-lk.ended.Done():
 	}
 }
 

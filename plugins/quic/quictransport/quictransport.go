@@ -469,7 +469,7 @@ func (t *Transport) adopt(l *link) error {
 	t.links[l] = struct{}{}
 	t.mu.Unlock()
 	select {
-	case <-l.done:
+	case <-l.ended.Done():
 		// It ended before it was tracked: end's forget may have run first.
 		t.forget(l)
 	default:
@@ -518,7 +518,7 @@ func (t *Transport) Close() error {
 		wg.Go(func() {
 			_ = k.Close()
 			select {
-			case <-k.done:
+			case <-k.ended.Done():
 			case <-time.After(time.Until(deadline)):
 				k.end(transport.ErrClosed, codeGoingAway, "transport closed")
 			}

@@ -66,9 +66,7 @@ type link struct {
 
 	closed    atomic.Bool // Close was called
 	closeOnce sync.Once
-	endOnce   sync.Once
-	cause     error // why the connection was closed; set before done closes
-	done      chan struct{}
+	ended     *streamframe.End
 }
 
 func newLink(conn *net.TCPConn, cfg config, mem *streamframe.Budget, onEnd func(*link)) *link {
@@ -88,7 +86,7 @@ func newLink(conn *net.TCPConn, cfg config, mem *streamframe.Budget, onEnd func(
 		wsem:     make(chan struct{}, 1),
 		fr:       streamframe.NewReader(conn, cfg.maxMessageSize, cfg.bufferSize, mem, frameErrors),
 		lastRead: time.Now(),
-		done:     make(chan struct{}),
+		ended:    streamframe.NewEnd(),
 	}
 	l.lastWrite.Store(time.Now().UnixNano())
 	go l.heartbeat()
@@ -139,7 +137,7 @@ func (l *link) Send(ctx context.Context, packets [][]byte) error {
 func (l *link) failWrite(ctx context.Context, err error) error {
 	switch {
 	case errors.Is(err, net.ErrClosed):
-		return l.endCause()
+		return l.ended.Cause()
 	case ctx.Err() != nil:
 		err = fmt.Errorf("send to %s interrupted, link closed because a frame may be cut: %w", l.peer, ctx.Err())
 	default:
@@ -235,7 +233,7 @@ func (l *link) Recv(ctx context.Context) ([][]byte, error) {
 		case errors.Is(err, ErrBadFrame), errors.Is(err, ErrReceiveMemory):
 			return l.failRead(fmt.Errorf("receive from %s: %w", l.peer, err))
 		case errors.Is(err, net.ErrClosed):
-			return nil, l.endCause()
+			return nil, l.ended.Cause()
 		case errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded):
 			if cerr := ctx.Err(); cerr != nil {
 				return nil, cerr
@@ -282,7 +280,7 @@ func (l *link) heartbeat() {
 	hb := streamframe.AppendHeader(nil, frameHeartbeat, 0)
 	for {
 		select {
-		case <-l.done:
+		case <-l.ended.Done():
 			return
 		case <-t.C:
 		}
@@ -340,28 +338,13 @@ func (l *link) Close() error {
 func (l *link) abort(cause error) { l.end(cause) }
 
 func (l *link) end(cause error) {
-	l.endOnce.Do(func() {
-		l.cause = cause
-		close(l.done)
+	l.ended.Do(cause, func() {
 		_ = l.conn.Close()
 		l.fr.Release()
 		if l.onEnd != nil {
 			l.onEnd(l)
 		}
 	})
-}
-
-// endCause is the error that ended the link, for operations that failed
-// because the connection was closed under them.
-func (l *link) endCause() error {
-	select {
-	case <-l.done:
-		if l.cause != nil {
-			return l.cause
-		}
-	default:
-	}
-	return transport.ErrClosed
 }
 
 var _ transport.Link = (*link)(nil)
