@@ -47,3 +47,19 @@ func CancelWrites(ctx context.Context, w WriteDeadliner) (stop func()) {
 		}
 	}
 }
+
+// ReadDeadliner is a connection or stream whose reads a deadline can
+// interrupt (net.Conn, a QUIC stream).
+type ReadDeadliner interface {
+	SetReadDeadline(t time.Time) error
+}
+
+// WakeReads makes the end of ctx interrupt a read blocked on r, by moving
+// r's read deadline into the past; stop unregisters it (context.AfterFunc).
+// Unlike CancelWrites it does not wait for a wake-up in flight: the caller
+// sets r's read deadline before each read, and tells a stale wake-up (from
+// an earlier call's context) apart from its own by checking ctx and its
+// own deadline when a read times out, and reads again.
+func WakeReads(ctx context.Context, r ReadDeadliner) (stop func() bool) {
+	return context.AfterFunc(ctx, func() { _ = r.SetReadDeadline(time.Unix(1, 0)) })
+}

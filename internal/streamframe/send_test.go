@@ -60,3 +60,40 @@ func TestCancelWrites(t *testing.T) {
 	// A context that never ends costs nothing and stop is a no-op.
 	CancelWrites(context.Background(), a)()
 }
+
+// A read blocked when ctx ends returns the deadline error; after stop, the
+// end of another context does not touch the reader.
+func TestWakeReads(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	stop := WakeReads(ctx, a)
+	errc := make(chan error, 1)
+	go func() { _, err := a.Read(make([]byte, 1)); errc <- err }()
+	cancel()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("blocked read after ctx ended: %v, want a deadline error", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the end of ctx did not interrupt the read")
+	}
+	stop()
+
+	_ = a.SetReadDeadline(time.Time{})
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	if !WakeReads(ctx2, a)() {
+		t.Fatal("stop before ctx ended reported the wake-up as already run")
+	}
+	cancel2()
+	go func() { _, err := b.Write([]byte("x")); errc <- err }()
+	if _, err := a.Read(make([]byte, 1)); err != nil {
+		t.Fatalf("read after stop: %v", err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}

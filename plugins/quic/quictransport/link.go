@@ -213,9 +213,9 @@ func (l *link) Recv(ctx context.Context) ([][]byte, error) {
 			return l.out, nil
 		}
 		if stop == nil && ctx.Done() != nil {
-			// Wake a blocked read when ctx ends; a stale wake-up is told
-			// apart below by checking ctx, and the read is retried.
-			stop = context.AfterFunc(ctx, func() { _ = l.str.SetReadDeadline(time.Unix(1, 0)) })
+			// A stale wake-up is told apart below by checking ctx, and the
+			// read is retried.
+			stop = streamframe.WakeReads(ctx, l.str)
 		}
 		if err := ctx.Err(); err != nil {
 			return nil, err

@@ -188,10 +188,9 @@ func (l *link) Recv(ctx context.Context) ([][]byte, error) {
 			return l.out, nil
 		}
 		if stop == nil && ctx.Done() != nil {
-			// Wake a blocked read when ctx ends. A stale wake-up (from a
-			// previous call) is told apart below by checking ctx and the
+			// A stale wake-up is told apart below by checking ctx and the
 			// idle deadline, and the read is simply retried.
-			stop = context.AfterFunc(ctx, func() { _ = l.conn.SetReadDeadline(time.Unix(1, 0)) })
+			stop = streamframe.WakeReads(ctx, l.conn)
 		}
 		deadline := l.lastRead.Add(l.cfg.idleTimeout)
 		// When Recv was not called for a while the deadline may have
