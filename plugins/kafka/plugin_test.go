@@ -2,6 +2,7 @@ package main
 
 import (
 	"testing"
+	"time"
 
 	"github.com/ferryhq/ferry/host/plugins/plugintest"
 	"github.com/ferryhq/ferry/plugins/kafka/internal/kafkatest"
@@ -22,8 +23,12 @@ func TestConformanceAsPlugin(t *testing.T) {
 		kafkatransport.SettingSessionTimeout:    "6s",
 	}
 	transporttest.Run(t, transporttest.Config{
-		New:               p.New,
-		Kill:              p.Kill,
+		New:  p.New,
+		Kill: p.Kill,
+		// The kill subtest waits for the 6 s idle timeout after sending,
+		// receiving and killing a process: 10 s left a loaded machine
+		// little room.
+		Timeout:           30 * time.Second,
 		ListenAddressFunc: func(t *testing.T) string { return kafkatest.UniqueTopic(t) },
 		Skip: map[string]string{
 			"DialRefused": "Kafka is store-and-forward: a topic whose listener closed still takes records (see kafkatransport's conformance test)",

@@ -2,6 +2,7 @@ package kafkatransport_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/ferryhq/ferry/plugins/kafka/internal/kafkatest"
 	"github.com/ferryhq/ferry/sdk/transport"
@@ -21,5 +22,7 @@ func TestConformance(t *testing.T) {
 		},
 		ListenAddressFunc: func(t *testing.T) string { return kafkatest.UniqueTopic(t) },
 		Skip:              skipDialRefused,
+		// Every wait goes through a broker; as for the plugin run.
+		Timeout: 30 * time.Second,
 	})
 }
