@@ -22,6 +22,24 @@
 // relay node restarted and forgot the registration, or another registration
 // took the name) it registers again with capped exponential backoff.
 //
+// # Forwarding in the transport plugin
+//
+// With ServiceConfig.Bindings set, a forwarder whose messages come in on
+// one link of a transport plugin and leave on another link of the same
+// plugin process hands the plugin its rewrite as a forwarding rule (see
+// rules.go and sdk/transport), after the node has forwarded the first
+// message between those links itself: the messages that follow pass
+// through the plugin without crossing into the node. The rule covers only
+// the links the node let a message through on, anything it cannot handle
+// exactly (error reports, size or hop limits, a link that fails) goes to
+// the node as before, and what it forwarded is added to the forwarder's
+// counters whenever they are read. A registration through a secure channel
+// (what `relay create` does by default) has the channel on its route back,
+// which needs the node's keys, so it is always forwarded by the node.
+// Messages still on their way through the node when a rule is installed
+// may be overtaken by the first ones the plugin forwards (a one-time
+// reordering, which portal sessions and secure channels absorb).
+//
 // # Access control
 //
 // On the relay node, the relay service must be an allowed consumer of the

@@ -381,8 +381,15 @@ func (s *server) forwardBatch(from *serverLink, rules []*fwdRule, packets [][]by
 			st.host = append(st.host, p)
 		}
 	}
+	if cap(st.arena) > maxKeptArena {
+		st.arena = nil // a burst of large packets: do not hold its buffer
+	}
 	return st.host
 }
+
+// maxKeptArena bounds the rewrite buffer a link's pump keeps between
+// batches.
+const maxKeptArena = 4 << 20
 
 // sendForwarded sends the rewritten packets, one Send per target link; a
 // batch whose send fails goes to the host instead (marked back to 0), which
