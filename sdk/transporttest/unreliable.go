@@ -208,6 +208,13 @@ func (l *ledger) waitFor(ctx context.Context, quiet time.Duration, cond func() b
 	}
 }
 
+// failed reports whether a wrong packet arrived.
+func (l *ledger) failed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.errs) > 0
+}
+
 // verify reports every wrong packet the ledger saw.
 func (l *ledger) verify(t *testing.T) {
 	t.Helper()
@@ -384,11 +391,19 @@ func (s *suite) uTestSizes(t *testing.T) {
 	r := startReceiver(ctx, sv, led)
 	defer r.stop()
 	// One at a time, each sent again (same sequence number) until it
-	// arrives: every size must get through whole at least once.
-	const attempts = 5
+	// arrives: every size must get through whole at least once. Each
+	// attempt waits a quiet spell, so the attempts also bound how long a
+	// loaded machine may stall delivery (5 were 1.5 s); they cost nothing
+	// while packets arrive.
+	const attempts = 20
 	for i, n := range sizes {
 		seq := uint32(i)
 		for a := 0; led.got(seq) == 0; a++ {
+			if led.failed() {
+				// A wrong packet arrived: no attempt can mend that.
+				led.verify(t)
+				t.FailNow()
+			}
 			if a == attempts {
 				led.verify(t)
 				t.Fatalf("a %d-byte packet was not delivered in %d attempts", n, attempts)
