@@ -217,6 +217,10 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Client, error) {
 			defer child.Close()
 		}
 	}
+	dialOpts := pluginwire.DialOptions()
+	if data != nil {
+		dialOpts = pluginwire.ControlDialOptions()
+	}
 	pc := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  pluginwire.Handshake(),
 		Plugins:          plugin.PluginSet{pluginwire.PluginName: pluginwire.ClientPlugin{}},
@@ -224,7 +228,7 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Client, error) {
 		SecureConfig:     secure,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         !cfg.DisableMTLS,
-		GRPCDialOptions:  pluginwire.DialOptions(),
+		GRPCDialOptions:  dialOpts,
 		StartTimeout:     cfg.StartTimeout,
 		// go-plugin forwards the plugin's log lines to this logger named
 		// after the executable, which is the plugin's name.
