@@ -215,6 +215,12 @@ type session struct {
 	// turns it into ackDue after ackDelay.
 	ackPending atomic.Bool
 	ackTimer   *time.Timer
+	// rtxTimer wakes the control loop when the first message sent after
+	// all were acknowledged may need retransmitting: the reader arms it
+	// instead of waking the control loop for every such message (on a
+	// request/response stream, every message), which cost a goroutine
+	// wake-up each.
+	rtxTimer *time.Timer
 	// chunkCap (0: opts.ChunkSize) and lastShrink: see shrinkChunks.
 	chunkCap   atomic.Int64
 	lastShrink atomic.Int64
@@ -277,6 +283,8 @@ func newSession(opts SessionOptions, stats *counters, conn portal.Stream, log hc
 		}
 	})
 	s.ackTimer.Stop()
+	s.rtxTimer = time.AfterFunc(time.Hour, func() { signal(s.wake) })
+	s.rtxTimer.Stop()
 	s.lastRecv.Store(time.Now().UnixNano())
 	stats.active.Add(1)
 	stats.total.Add(1)
@@ -724,7 +732,9 @@ func (s *session) readLoop() {
 			s.nextSeq++
 			tf := &txFrame{seq: seq, wire: keep, sentAt: time.Now()}
 			s.out = append(s.out, tf)
-			arm := len(s.out) == 1 // the control loop's timer was idle
+			// The control loop's timer was idle: arm it for this one.
+			arm := len(s.out) == 1
+			rtx := s.backoff
 			route := s.routeLocked()
 			var early []byte
 			if route == nil {
@@ -738,7 +748,7 @@ func (s *session) readLoop() {
 			}
 			s.mu.Unlock()
 			if arm {
-				signal(s.wake)
+				s.rtxTimer.Reset(rtx)
 			}
 			if route != nil {
 				// Handed over: the receiving session (on this node)
@@ -1035,6 +1045,7 @@ func (s *session) end(err error, notifyPeer bool) {
 	close(s.done)
 	s.mu.Lock()
 	s.ackTimer.Stop()
+	s.rtxTimer.Stop()
 	peer := s.routeLocked()
 	for i, tf := range s.out {
 		putBuf(tf.wire)
