@@ -146,7 +146,7 @@ func (n *Node) bounce(msg *routing.Message, via *routing.Address, cause error) {
 	go func() {
 		ctx, cancel := context.WithTimeout(n.life, errorSendTimeout)
 		defer cancel()
-		if err := n.routeMsg(ctx, nil, em); err != nil && n.log.IsDebug() {
+		if err := n.routeMsg(ctx, nil, em, false); err != nil && n.log.IsDebug() {
 			n.log.Debug("could not send an error back", "to", em.Onward.String(), "cause", re.Error(), "error", err)
 		}
 	}()

@@ -130,6 +130,50 @@ func (w *worker) enqueue(ctx context.Context, msg *routing.Message) error {
 	}
 }
 
+// enqueueInline delivers msg like enqueue, but when the worker is idle
+// (nothing queued, no runner, not a detached context) it handles msg on the
+// calling goroutine: the worker is marked running as a runner would mark
+// it, so messages that arrive meanwhile queue behind it and are handled
+// after it, by a runner started once it is done.
+func (w *worker) enqueueInline(ctx context.Context, msg *routing.Message) error {
+	if w.inbox != nil {
+		return w.enqueue(ctx, msg)
+	}
+	w.mu.Lock()
+	if w.stopped || w.running || w.size > 0 {
+		w.mu.Unlock()
+		return w.enqueue(ctx, msg)
+	}
+	w.running = true
+	w.n.active.Add(1)
+	w.mu.Unlock()
+	w.handle(msg)
+	w.mu.Lock()
+	if w.stopped {
+		// Stopped while handling (by the handler itself, or from
+		// outside while it ran): this goroutine runs what a runner
+		// would, the hook included.
+		q := w.takeQueued()
+		w.running = false
+		w.mu.Unlock()
+		w.dropSegments(q)
+		w.finish()
+		w.n.active.Add(-1)
+		return nil
+	}
+	if w.size > 0 {
+		// Messages queued behind this one: a runner takes over, still
+		// marked running, so they keep their order.
+		w.n.schedule(w)
+		w.mu.Unlock()
+		return nil
+	}
+	w.running = false
+	w.mu.Unlock()
+	w.n.active.Add(-1)
+	return nil
+}
+
 // segment is a fixed-size piece of a mailbox queue. Mailboxes are linked
 // lists of segments taken from a pool, so a burst costs no copying, and a
 // drained mailbox holds no memory at all.

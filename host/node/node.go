@@ -580,14 +580,16 @@ func (n *Node) Deliver(ctx context.Context, msg *routing.Message) error {
 // input, a hop or relay passing it on): its failure is reported back to the
 // sender with an error message.
 func (n *Node) route(ctx context.Context, from *worker, msg *routing.Message, onBehalf bool) error {
-	err := n.routeMsg(ctx, from, msg)
+	err := n.routeMsg(ctx, from, msg, false)
 	if err != nil && onBehalf {
 		n.bounce(msg, nil, err)
 	}
 	return err
 }
 
-func (n *Node) routeMsg(ctx context.Context, from *worker, msg *routing.Message) error {
+// routeMsg moves msg towards its next hop; with inline, an idle local
+// destination handles it on the calling goroutine (worker.enqueueInline).
+func (n *Node) routeMsg(ctx context.Context, from *worker, msg *routing.Message, inline bool) error {
 	if n.stopping.Load() && !n.draining(from) {
 		return ErrNodeStopped
 	}
@@ -640,6 +642,9 @@ func (n *Node) routeMsg(ctx context.Context, from *worker, msg *routing.Message)
 	}
 	if wk.outFlow != "" && from != nil && from != wk {
 		from.allowReplies(wk.outFlow)
+	}
+	if inline {
+		return wk.enqueueInline(ctx, msg)
 	}
 	return wk.enqueue(ctx, msg)
 }

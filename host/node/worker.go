@@ -101,6 +101,19 @@ func (c *Context) SendOwned(ctx context.Context, route routing.Route, payload []
 	return c.n.route(ctx, c.w, &routing.Message{Onward: route, Return: c.self, Payload: payload, Local: routing.LocalInfo{PayloadOwned: true}}, false)
 }
 
+// SendOwnedInline is SendOwned for a goroutine of the worker's own that is
+// not running a handler (a reader feeding the worker's peer, say): when the
+// next hop is a local worker with nothing queued and nothing running, its
+// handler runs on the calling goroutine before SendOwnedInline returns,
+// instead of on a runner the node wakes for it. That saves a goroutine
+// hand-off per message when messages come one at a time (a request and its
+// reply); a busy worker gets the message queued as with SendOwned, so
+// ordering and one-message-at-a-time handling are unchanged. Never call it
+// from a handler: the handler it runs could wait on the one calling it.
+func (c *Context) SendOwnedInline(ctx context.Context, route routing.Route, payload []byte) error {
+	return c.n.routeMsg(ctx, c.w, &routing.Message{Onward: route, Return: c.self, Payload: payload, Local: routing.LocalInfo{PayloadOwned: true}}, true)
+}
+
 // SendMessage sends msg as it is, keeping its return route; hop-like workers
 // use it after stepping and prepending. It routes on the original sender's
 // behalf: a failure is also reported back along msg's return route, and

@@ -752,8 +752,10 @@ func (s *session) readLoop() {
 			}
 			if route != nil {
 				// Handed over: the receiving session (on this node)
-				// or the link that encodes it puts it back.
-				if err := s.c.SendOwned(s.c, route, wire); err != nil && !s.ending.Load() {
+				// or the link that encodes it puts it back. This
+				// goroutine runs no handler, so an idle next hop (the
+				// peer session, a link) may handle it right here.
+				if err := s.c.SendOwnedInline(s.c, route, wire); err != nil && !s.ending.Load() {
 					s.pause(fmt.Errorf("send to %s: %w", route, err))
 				}
 			} else {
