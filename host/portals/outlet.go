@@ -451,6 +451,24 @@ func (d *dialingStream) Write(p []byte) (int, error) {
 	return st.Write(p)
 }
 
+// TryWrite writes p without waiting when the dialled stream is there and
+// can (see tryWriter); while the dial is in flight it declines.
+func (d *dialingStream) TryWrite(p []byte) (bool, error) {
+	select {
+	case <-d.ready:
+	default:
+		return false, nil
+	}
+	st, err := d.wait()
+	if err != nil {
+		return false, err
+	}
+	if tw, ok := st.(tryWriter); ok {
+		return tw.TryWrite(p)
+	}
+	return false, nil
+}
+
 func (d *dialingStream) CloseWrite() error {
 	st, err := d.wait()
 	if err != nil {

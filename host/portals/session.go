@@ -258,6 +258,12 @@ type session struct {
 	unacked   int // messages delivered in order since the last ack sent
 	queue     []chunk
 	spare     []chunk
+	// writing is held by whoever writes to the local stream: the writer
+	// goroutine, or a handler writing one chunk itself (flush).
+	writing bool
+	// reported is the consumed count last reported in an ack; only the
+	// holder of writing uses it.
+	reported uint64
 
 	credit chan struct{} // wakes the reader
 	work   chan struct{} // wakes the writer
@@ -482,7 +488,6 @@ func (s *session) receive(m *routing.Message, f frame) error {
 			s.deliverLocked(rx)
 			filled = true
 		}
-		signal(s.work)
 		s.unacked++
 		now = fin || filled || len(s.ooo) > 0 || s.unacked >= ackEvery
 	default:
@@ -509,7 +514,83 @@ func (s *session) receive(m *routing.Message, f frame) error {
 		s.ackDue.Store(true)
 		signal(s.wake)
 	}
+	s.flush()
 	return nil
+}
+
+// flush hands what arrived in order to the local stream. A single small
+// chunk (a request, a reply) is written right here, on the handler's goroutine,
+// when the writer goroutine is idle and the stream takes it without
+// waiting (tryWriter): one goroutine hand-off less per message. Anything
+// else, or a stream that would make us wait, goes to the writer goroutine,
+// which may block on the stream without holding up the handler (acks and
+// credit for the other direction keep flowing).
+func (s *session) flush() {
+	tw, ok := s.conn.(tryWriter)
+	s.mu.Lock()
+	if !ok || s.writing || len(s.queue) != 1 || s.finRecv || len(s.queue[0].data) > maxDirectWrite {
+		more := len(s.queue) > 0 || s.finRecv
+		s.mu.Unlock()
+		if more {
+			signal(s.work)
+		}
+		return
+	}
+	it := s.queue[0]
+	s.queue[0] = chunk{}
+	s.queue = s.queue[:0]
+	s.writing = true
+	s.mu.Unlock()
+	done, err := tw.TryWrite(it.data)
+	if err != nil {
+		putBuf(it.payload)
+		s.mu.Lock()
+		s.writing = false
+		s.mu.Unlock()
+		if !s.ending.Load() {
+			s.end(fmt.Errorf("write to local stream: %w", err), true)
+		}
+		return
+	}
+	if done {
+		putBuf(it.payload)
+		s.wrote(len(it.data))
+	}
+	s.mu.Lock()
+	if !done {
+		// First in line again: the writer writes it, waiting if it must.
+		s.queue = slices.Insert(s.queue, 0, it)
+	}
+	s.writing = false
+	more := len(s.queue) > 0 || s.finRecv
+	s.mu.Unlock()
+	if more {
+		signal(s.work)
+	}
+}
+
+// maxDirectWrite is the largest chunk a handler writes itself (flush):
+// bulk data goes to the writer goroutine, so that writing one chunk and
+// taking in the next overlap.
+const maxDirectWrite = minReadBuffer
+
+// tryWriter is a stream that can take a write without waiting (the
+// plugin's data channel stream while it has credit): ok is false, and
+// nothing written, when the write would have to wait.
+type tryWriter interface {
+	TryWrite(p []byte) (ok bool, err error)
+}
+
+// wrote accounts n bytes written to the local stream; only the holder of
+// the writing flag calls it.
+func (s *session) wrote(n int) {
+	consumed := s.consumed.Add(uint64(n))
+	s.stats.bytesIn.Add(uint64(n))
+	if consumed-s.reported >= uint64(s.opts.Window/4) {
+		s.reported = consumed
+		s.ackDue.Store(true)
+		signal(s.wake)
+	}
 }
 
 func (s *session) deliverLocked(rx rxFrame) {
@@ -792,11 +873,9 @@ func (s *session) readLoop() {
 }
 
 func (s *session) writeLoop() {
-	threshold := uint64(s.opts.Window / 4)
-	var consumed, reported uint64
 	for {
 		s.mu.Lock()
-		for len(s.queue) == 0 && !s.finRecv {
+		for s.writing || len(s.queue) == 0 && !s.finRecv {
 			s.mu.Unlock()
 			select {
 			case <-s.work:
@@ -807,6 +886,7 @@ func (s *session) writeLoop() {
 		}
 		items, fin := s.queue, s.finRecv
 		s.queue, s.spare = s.spare[:0], nil
+		s.writing = true
 		s.mu.Unlock()
 		for i, it := range items {
 			if _, err := s.conn.Write(it.data); err != nil {
@@ -817,18 +897,14 @@ func (s *session) writeLoop() {
 			}
 			items[i] = chunk{}
 			putBuf(it.payload)
-			consumed += uint64(len(it.data))
-			s.consumed.Store(consumed)
-			s.stats.bytesIn.Add(uint64(len(it.data)))
-			if consumed-reported >= threshold {
-				reported = consumed
-				s.ackDue.Store(true)
-				signal(s.wake)
-			}
+			s.wrote(len(it.data))
 		}
 		s.mu.Lock()
 		if s.spare == nil {
 			s.spare = items[:0]
+		}
+		if !fin {
+			s.writing = false
 		}
 		s.mu.Unlock()
 		if fin {

@@ -35,6 +35,7 @@ type Remote struct {
 
 	ctx    context.Context // ends every stream on Close
 	cancel context.CancelFunc
+	nowait context.Context // always done: see dataStream.TryWrite
 	mux    *pluginwire.Mux // stream data, when both sides use the data channel
 }
 
@@ -59,6 +60,9 @@ func NewWithData(conn *grpc.ClientConn, hello *pluginv1.HelloResponse, mux *plug
 		mux:   mux,
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
+	var stop context.CancelFunc
+	r.nowait, stop = context.WithCancel(context.Background())
+	stop()
 	return r, nil
 }
 
@@ -357,6 +361,26 @@ func (s *dataStream) Write(p []byte) (int, error) {
 		p = p[n:]
 	}
 	return written, nil
+}
+
+// TryWrite writes p, at most one chunk, only if that needs no waiting for
+// the plugin's credit: ok is false, and nothing written, otherwise. It lets
+// a caller that must not block (a portal session's handler) write a small
+// message itself instead of handing it to a goroutine that may wait.
+func (s *dataStream) TryWrite(p []byte) (ok bool, err error) {
+	if len(p) > pluginwire.ChunkSize {
+		return false, nil
+	}
+	// A context that is already done makes WriteFrame return at once,
+	// with that context's error, where it would wait for credit.
+	err = s.ms.WriteFrame(s.r.nowait, len(p), func(b []byte) { copy(b, p) })
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, context.Canceled):
+		return false, nil
+	}
+	return false, s.err("write", err)
 }
 
 func (s *dataStream) CloseWrite() error {
