@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 }
 
 // tcpPluginDir builds plugins/tcp once into a temporary plugin directory.
-func tcpPluginDir(t *testing.T) string {
+func tcpPluginDir(t testing.TB) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs the tcp plugin")
@@ -62,7 +62,7 @@ type buildError struct {
 func (e *buildError) Error() string { return e.err.Error() + "\n" + e.out }
 
 // pluginNode is a node whose TCP transport is a real plugin process.
-func pluginNode(t *testing.T, name string) (*node.Node, *transports.Binding, *plugins.Transport) {
+func pluginNode(t testing.TB, name string) (*node.Node, *transports.Binding, *plugins.Transport) {
 	t.Helper()
 	n := newNode(t, name)
 	m, err := plugins.NewManager(plugins.Config{Dir: tcpPluginDir(t), RestartBackoff: 20 * time.Millisecond})
