@@ -130,7 +130,7 @@ func settingsSchema() []transport.Setting {
 		{Name: SettingMaxMessageSize, Type: transport.Int, Default: strconv.Itoa(d.maxMessageSize),
 			Description: "largest packet in bytes, at most the default; a smaller topic limit at the broker (max.message.bytes) lowers it further; larger sends fail with ErrTooLarge before anything is produced"},
 		{Name: SettingMaxLinks, Type: transport.Int, Default: strconv.Itoa(d.maxLinks),
-			Description: "most sender links one listener keeps; records opening more are refused (the sender's link fails) and counted"},
+			Description: "most sender links one listener keeps; a link over it is refused (the sender's link fails) and counted once in links_refused"},
 		{Name: SettingMaxBufferedRecs, Type: transport.Int, Default: strconv.Itoa(d.maxBufferedRecs),
 			Description: "most records the producer buffers before Send blocks"},
 		{Name: SettingMaxBufferedBytes, Type: transport.Int, Default: strconv.Itoa(d.maxBufferedBytes),

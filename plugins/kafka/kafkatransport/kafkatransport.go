@@ -528,8 +528,8 @@ type acceptKey struct {
 // maxRefusing bounds the refusal records a listener produces at once.
 const maxRefusing = 4
 
-// maxClosedKeys bounds the memory of links closed at a listener (whose
-// late records are dropped rather than opening a new link).
+// maxClosedKeys bounds the memory of links closed or refused at a listener
+// (whose late records are dropped rather than opening a new link).
 const maxClosedKeys = 4096
 
 type listener struct {
@@ -583,6 +583,10 @@ func (l *listener) route(m recordMeta) *link {
 	}
 	if len(l.links) >= l.cfg.maxLinks {
 		l.refused.Add(1)
+		// Its later records (heartbeats until the refusal reaches it)
+		// are dropped as a closed link's: one link, one refusal, counted
+		// once.
+		l.rememberClosed(key)
 		// A few refusals in flight at most: a flood of new link ids
 		// must not become a flood of goroutines.
 		if l.refusing.Add(1) <= maxRefusing {
@@ -629,15 +633,21 @@ func (l *listener) forget(lk *link) {
 	l.mu.Lock()
 	if l.links[key] == lk {
 		delete(l.links, key)
-		if len(l.closedKeys) >= maxClosedKeys {
-			for k := range l.closedKeys {
-				delete(l.closedKeys, k)
-				break
-			}
-		}
-		l.closedKeys[key] = struct{}{}
+		l.rememberClosed(key)
 	}
 	l.mu.Unlock()
+}
+
+// rememberClosed notes a link that is over at this listener (closed or
+// refused), so its late records open nothing. Called holding l.mu.
+func (l *listener) rememberClosed(key acceptKey) {
+	if len(l.closedKeys) >= maxClosedKeys {
+		for k := range l.closedKeys {
+			delete(l.closedKeys, k)
+			break
+		}
+	}
+	l.closedKeys[key] = struct{}{}
 }
 
 // Close stops accepting; links already accepted stay open (and keep the
