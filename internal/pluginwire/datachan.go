@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -129,8 +127,14 @@ type Mux struct {
 	wake    chan struct{}
 	done    chan struct{} // writer and reader ended
 	wg      sync.WaitGroup
-	// raw, when conn is a socket, lets a sender write its frame without
-	// blocking and without waking the writer goroutine (see enqueueBuf).
+	// try, when set, writes what it can of a frame without blocking, so
+	// that a sender need not wake the writer goroutine (see enqueueBuf):
+	// the socket's non-blocking write, or a copy into the ring.
+	try func([]byte) (int, error)
+	// gap is directGap, or 0 on rings, where a direct write costs no
+	// system call and wakes the peer only if it sleeps.
+	gap time.Duration
+	// raw is the socket tryWrite writes to.
 	raw syscall.RawConn
 	// direct is tryWrite's state, reused (a closure per write would be
 	// allocated); only the goroutine that set writing uses it.
@@ -157,10 +161,14 @@ func NewMux(conn net.Conn, cfg MuxConfig) *Mux {
 		done:    make(chan struct{}),
 		epoch:   time.Now(),
 	}
-	if sc, ok := conn.(syscall.Conn); ok && directWrites {
+	if tw, ok := conn.(tryWriter); ok {
+		m.try = tw.TryWrite
+	} else if sc, ok := conn.(syscall.Conn); ok && directWrites {
 		if raw, err := sc.SyscallConn(); err == nil {
 			m.raw = raw
 			m.direct.f = m.direct.write
+			m.try = m.tryWrite
+			m.gap = directGap
 		}
 	}
 	m.lastRecv.Store(time.Now().UnixNano())
@@ -183,6 +191,13 @@ func (m *Mux) Err() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.err
+}
+
+// Ring reports whether the channel's bytes move through shared-memory
+// rings (else through its socket).
+func (m *Mux) Ring() bool {
+	_, ok := m.conn.(*ringConn)
+	return ok
 }
 
 // Window is the per-id credit window.
@@ -298,11 +313,11 @@ func (m *Mux) enqueueBuf(bp *[]byte) error {
 	}
 	m.wmu.Lock()
 	now := time.Since(m.epoch)
-	if m.raw != nil && !m.writing && len(m.pending) == 0 && now-m.lastWrite > directGap {
+	if m.try != nil && !m.writing && len(m.pending) == 0 && now-m.lastWrite > m.gap {
 		m.writing = true
 		m.lastWrite = now
 		m.wmu.Unlock()
-		n, err := m.tryWrite(*bp)
+		n, err := m.try(*bp)
 		m.wmu.Lock()
 		m.writing = false
 		if err != nil {
@@ -336,6 +351,12 @@ func (m *Mux) enqueueBuf(bp *[]byte) error {
 		wake(m.wake)
 	}
 	return nil
+}
+
+// tryWriter is a stream that can take part of a write without waiting
+// (the ring).
+type tryWriter interface {
+	TryWrite([]byte) (int, error)
 }
 
 // directGap: a sender writes its frame itself only when the last write
@@ -821,27 +842,4 @@ func (s *MuxStream) Close() error {
 	}
 	s.wakeAll()
 	return err
-}
-
-// InheritedConn returns the data channel the host passed this plugin
-// process, or nil if it passed none.
-func InheritedConn() net.Conn {
-	v := os.Getenv(DataEnv)
-	if v == "" {
-		return nil
-	}
-	fd, err := strconv.Atoi(v)
-	if err != nil || fd < 3 {
-		return nil
-	}
-	f := os.NewFile(uintptr(fd), "ferry-data")
-	if f == nil {
-		return nil
-	}
-	defer f.Close()
-	c, err := net.FileConn(f)
-	if err != nil {
-		return nil
-	}
-	return c
 }

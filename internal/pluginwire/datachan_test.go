@@ -12,8 +12,15 @@ import (
 	"time"
 )
 
+// pairOverRing makes pair return the two ends of a ring pair instead of a
+// socketpair (TestMuxOverRing runs this file's tests over rings).
+var pairOverRing bool
+
 func pair(t *testing.T) (net.Conn, net.Conn) {
 	t.Helper()
+	if pairOverRing {
+		return ringPair(t, DefaultRingSize)
+	}
 	h, pf, err := Socketpair()
 	if err != nil {
 		t.Fatal(err)
@@ -445,16 +452,22 @@ func TestMuxKeepalive(t *testing.T) {
 
 // benchEcho opens id 1 on a host and a plugin mux for benchmarks, with an echo of every DATA payload
 // on the plugin side.
-func benchEcho(b *testing.B, cfg MuxConfig) *MuxStream {
+func benchEcho(b *testing.B, cfg MuxConfig, ring bool) *MuxStream {
 	b.Helper()
-	h, pf, err := Socketpair()
-	if err != nil {
-		b.Fatal(err)
-	}
-	p, err := net.FileConn(pf)
-	pf.Close()
-	if err != nil {
-		b.Fatal(err)
+	var h, p net.Conn
+	if ring {
+		h, p = ringPair(b, DefaultRingSize)
+	} else {
+		hf, pf, err := Socketpair()
+		if err != nil {
+			b.Fatal(err)
+		}
+		h = hf
+		p, err = net.FileConn(pf)
+		pf.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
 	}
 	opened := make(chan uint64, 1)
 	pcfg := cfg
@@ -492,7 +505,12 @@ func benchEcho(b *testing.B, cfg MuxConfig) *MuxStream {
 // BenchmarkMuxRoundTrip64 is one 64 B payload at a time host → plugin →
 // host: the latency every crossing adds.
 func BenchmarkMuxRoundTrip64(b *testing.B) {
-	hs := benchEcho(b, MuxConfig{})
+	b.Run("socketpair", func(b *testing.B) { benchRoundTrip64(b, false) })
+	b.Run("ring", func(b *testing.B) { benchRoundTrip64(b, true) })
+}
+
+func benchRoundTrip64(b *testing.B, ring bool) {
+	hs := benchEcho(b, MuxConfig{}, ring)
 	ctx := context.Background()
 	p := make([]byte, 64)
 	b.ReportAllocs()
@@ -510,7 +528,12 @@ func BenchmarkMuxRoundTrip64(b *testing.B) {
 // BenchmarkMuxStream64K streams 64 KiB payloads host → plugin → host with
 // a receiver running alongside: throughput under load.
 func BenchmarkMuxStream64K(b *testing.B) {
-	hs := benchEcho(b, MuxConfig{})
+	b.Run("socketpair", func(b *testing.B) { benchStream64K(b, false) })
+	b.Run("ring", func(b *testing.B) { benchStream64K(b, true) })
+}
+
+func benchStream64K(b *testing.B, ring bool) {
+	hs := benchEcho(b, MuxConfig{}, ring)
 	ctx := context.Background()
 	p := make([]byte, 64<<10)
 	b.SetBytes(int64(len(p)))

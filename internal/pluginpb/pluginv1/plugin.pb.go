@@ -100,6 +100,12 @@ const (
 	// relay's forwarding between two links of the plugin, done inside the
 	// plugin so bytes that only pass through stop crossing into the host.
 	Capability_CAPABILITY_FORWARD_RULES Capability = 4
+	// The data channel's bytes move through two shared-memory rings (a
+	// sealed memfd the host creates before exec, named with its wake-up
+	// socket by FERRY_DATA_RING) instead of through the socketpair, which
+	// then carries only wake-ups and the end of the peer. Used only with
+	// CAPABILITY_DATA_CHANNEL, when both sides offer it.
+	Capability_CAPABILITY_DATA_RING Capability = 5
 )
 
 // Enum value maps for Capability.
@@ -110,6 +116,7 @@ var (
 		2: "CAPABILITY_PROPERTIES",
 		3: "CAPABILITY_DATA_CHANNEL",
 		4: "CAPABILITY_FORWARD_RULES",
+		5: "CAPABILITY_DATA_RING",
 	}
 	Capability_value = map[string]int32{
 		"CAPABILITY_UNSPECIFIED":   0,
@@ -117,6 +124,7 @@ var (
 		"CAPABILITY_PROPERTIES":    2,
 		"CAPABILITY_DATA_CHANNEL":  3,
 		"CAPABILITY_FORWARD_RULES": 4,
+		"CAPABILITY_DATA_RING":     5,
 	}
 )
 
@@ -556,14 +564,15 @@ const file_plugin_proto_rawDesc = "" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eKIND_TRANSPORT\x10\x01\x12\x0f\n" +
-	"\vKIND_PORTAL\x10\x02*\x97\x01\n" +
+	"\vKIND_PORTAL\x10\x02*\xb1\x01\n" +
 	"\n" +
 	"Capability\x12\x1a\n" +
 	"\x16CAPABILITY_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13CAPABILITY_COUNTERS\x10\x01\x12\x19\n" +
 	"\x15CAPABILITY_PROPERTIES\x10\x02\x12\x1b\n" +
 	"\x17CAPABILITY_DATA_CHANNEL\x10\x03\x12\x1c\n" +
-	"\x18CAPABILITY_FORWARD_RULES\x10\x042P\n" +
+	"\x18CAPABILITY_FORWARD_RULES\x10\x04\x12\x18\n" +
+	"\x14CAPABILITY_DATA_RING\x10\x052P\n" +
 	"\x06Plugin\x12F\n" +
 	"\x05Hello\x12\x1d.ferry.plugin.v1.HelloRequest\x1a\x1e.ferry.plugin.v1.HelloResponseB5Z3github.com/ferryhq/ferry/internal/pluginpb/pluginv1b\x06proto3"
 
