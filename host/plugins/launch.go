@@ -23,7 +23,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -114,6 +113,12 @@ type LaunchConfig struct {
 	// private data channel (a socketpair the plugin inherits). For tests
 	// of the fallback and for measuring; hosts leave it off.
 	DisableDataChannel bool
+	// DataRingSize is the size of each direction's shared-memory ring on
+	// the data channel (a power of two; default
+	// pluginwire.DefaultRingSize); the rings are used when the plugin
+	// offers them too, else the socketpair carries the data. Negative
+	// keeps the data on the socketpair.
+	DataRingSize int
 	// DataStallTimeout ends the plugin when a write to its data channel
 	// stays blocked this long (it stopped reading); default 15s.
 	DataStallTimeout time.Duration
@@ -125,7 +130,8 @@ type LaunchConfig struct {
 
 // DataChannelEnv, set to "off" in the host's environment, keeps plugin
 // data on gRPC streams for every plugin (to compare, or to work around a
-// problem with the data channel).
+// problem with the data channel); set to "socketpair", it keeps the data
+// channel off the shared-memory rings.
 const DataChannelEnv = "FERRY_DATA_CHANNEL"
 
 // Client is one running plugin process.
@@ -204,17 +210,24 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Client, error) {
 	}
 	// The data channel exists before exec and has no name: only this host
 	// and the plugin hold it, so it needs no TLS.
-	var data net.Conn
-	if !cfg.DisableDataChannel && os.Getenv(DataChannelEnv) != "off" {
-		host, child, err := pluginwire.Socketpair()
+	var data *pluginwire.DataChannel
+	if env := os.Getenv(DataChannelEnv); !cfg.DisableDataChannel && env != "off" {
+		ring := cfg.DataRingSize
+		if ring == 0 {
+			ring = pluginwire.DefaultRingSize
+		}
+		if env == "socketpair" {
+			ring = -1
+		}
+		data, err = pluginwire.NewDataChannel(ring)
 		if err != nil {
 			logger.Debug("no data channel; link data stays on gRPC", "error", err)
+			data = nil
 		} else {
-			data = host
-			cmd.ExtraFiles = []*os.File{child}
-			cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d", pluginwire.DataEnv, pluginwire.DataFD))
-			// Once started the child holds its own copy.
-			defer child.Close()
+			cmd.ExtraFiles = data.ExtraFiles()
+			cmd.Env = append(cmd.Env, data.Env()...)
+			// Once started the child holds its own copies.
+			defer data.CloseChildFiles()
 		}
 	}
 	dialOpts := pluginwire.DialOptions()
@@ -273,7 +286,7 @@ type launched struct {
 
 // dispense completes go-plugin's handshake, says hello and builds the
 // client for the kind the plugin says it is.
-func dispense(ctx context.Context, pc *plugin.Client, cfg LaunchConfig, data net.Conn, logger hclog.Logger) launched {
+func dispense(ctx context.Context, pc *plugin.Client, cfg LaunchConfig, data *pluginwire.DataChannel, logger hclog.Logger) launched {
 	rpc, err := pc.Client()
 	if err != nil {
 		return launched{err: err}
@@ -290,7 +303,7 @@ func dispense(ctx context.Context, pc *plugin.Client, cfg LaunchConfig, data net
 	defer cancel()
 	offer := pluginwire.HostCapabilities
 	if data != nil {
-		offer = append(slices.Clip(offer), pluginv1.Capability_CAPABILITY_DATA_CHANNEL)
+		offer = append(slices.Clip(offer), data.Offer()...)
 	}
 	hello, err := pluginwire.CallHello(hctx, conn.Conn, offer)
 	if err != nil {
@@ -305,7 +318,7 @@ func dispense(ctx context.Context, pc *plugin.Client, cfg LaunchConfig, data net
 	case KindTransport:
 		var mux *pluginwire.Mux
 		if data != nil && pluginwire.Has(hello.Capabilities, pluginv1.Capability_CAPABILITY_DATA_CHANNEL) {
-			mux = pluginwire.NewMux(data, pluginwire.MuxConfig{
+			mux = pluginwire.NewMux(data.Use(hello.Capabilities), pluginwire.MuxConfig{
 				MaxFrame:     pluginwire.GRPCLimit(int(hello.GetTransport().GetMaxMessageSize())),
 				StallTimeout: cfg.DataStallTimeout,
 				Keepalive:    true,
@@ -322,7 +335,7 @@ func dispense(ctx context.Context, pc *plugin.Client, cfg LaunchConfig, data net
 		if data != nil && pluginwire.Has(hello.Capabilities, pluginv1.Capability_CAPABILITY_DATA_CHANNEL) {
 			mcfg := pluginwire.PortalMuxConfig()
 			mcfg.StallTimeout, mcfg.Keepalive, mcfg.Logger = cfg.DataStallTimeout, true, logger
-			mux = pluginwire.NewMux(data, mcfg)
+			mux = pluginwire.NewMux(data.Use(hello.Capabilities), mcfg)
 			c.mux = mux
 			go watchData(mux, pc, conn.Done, logger)
 		} else if data != nil {
@@ -473,6 +486,10 @@ func (c *Client) Remote() *transportclient.Remote { return c.remote }
 // DataChannel reports whether the plugin's data moves on the private data
 // channel (else on gRPC streams).
 func (c *Client) DataChannel() bool { return c.mux != nil }
+
+// DataRing reports whether the data channel's bytes move through shared
+// memory rings (both sides offered them) rather than its socketpair.
+func (c *Client) DataRing() bool { return c.mux != nil && c.mux.Ring() }
 
 // Portal is the plugin's Portal, driven over gRPC; nil unless the plugin
 // is a portal.

@@ -176,12 +176,12 @@ func (s *server) Hello(_ context.Context, req *pluginv1.HelloRequest) (*pluginv1
 	}
 	var offer []pluginv1.Capability
 	if s.data != nil {
-		offer = []pluginv1.Capability{pluginv1.Capability_CAPABILITY_DATA_CHANNEL}
+		offer = pluginwire.DataOffer(s.data)
 		s.mu.Lock()
 		if s.mux == nil && pluginwire.Has(req.HostCapabilities, pluginv1.Capability_CAPABILITY_DATA_CHANNEL) {
 			cfg := pluginwire.PortalMuxConfig()
 			cfg.OnOpen, cfg.Logger = s.openData, s.log
-			s.mux = pluginwire.NewMux(s.data, cfg)
+			s.mux = pluginwire.NewMux(pluginwire.DataConn(s.data, req.HostCapabilities), cfg)
 		}
 		s.mu.Unlock()
 	}

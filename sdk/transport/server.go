@@ -98,12 +98,12 @@ func (s *server) Hello(ctx context.Context, req *pluginv1.HelloRequest) (*plugin
 	}
 	offer := capabilities
 	if s.data != nil {
-		offer = append(slices.Clip(offer), pluginv1.Capability_CAPABILITY_DATA_CHANNEL)
+		offer = append(slices.Clip(offer), pluginwire.DataOffer(s.data)...)
 	}
 	s.mu.Lock()
 	s.hostCaps = pluginwire.Intersect(offer, req.HostCapabilities)
 	if s.data != nil && s.mux == nil && pluginwire.Has(s.hostCaps, pluginv1.Capability_CAPABILITY_DATA_CHANNEL) {
-		s.mux = pluginwire.NewMux(s.data, pluginwire.MuxConfig{
+		s.mux = pluginwire.NewMux(pluginwire.DataConn(s.data, s.hostCaps), pluginwire.MuxConfig{
 			MaxFrame: pluginwire.GRPCLimit(s.info.MaxMessageSize),
 			OnOpen:   s.openData,
 			Logger:   s.logger,

@@ -3,7 +3,6 @@ package transportclient
 import (
 	"context"
 	"fmt"
-	"net"
 	"slices"
 	"time"
 
@@ -20,27 +19,27 @@ import (
 // uses, without a process) and returns the host side. Tests and the
 // conformance suite use it. stop closes the host side, the server and t.
 //
-// Link data moves on a data channel (a socketpair) unless the
-// GRPCStreams option keeps it on gRPC streams.
+// Link data moves on a data channel (shared-memory rings with a
+// socketpair for wake-ups) unless the GRPCStreams option keeps it on gRPC
+// streams.
 func ServeInProcess(ctx context.Context, t transport.Transport, opts ...InProcessOption) (r *Remote, stop func(), err error) {
 	var o inProcess
 	for _, opt := range opts {
 		opt(&o)
 	}
 	serveOpts := []transport.ServeOption{transport.WithLogger(hclog.NewNullLogger())}
-	var data net.Conn
+	var data *pluginwire.DataChannel
 	if !o.grpcStreams {
-		host, child, err := pluginwire.Socketpair()
+		var err error
+		data, err = pluginwire.NewDataChannel(pluginwire.DefaultRingSize)
 		if err != nil {
 			return nil, nil, fmt.Errorf("in-process transport: %w", err)
 		}
-		pc, err := net.FileConn(child)
-		child.Close()
+		pc, err := data.PluginEnd()
 		if err != nil {
-			host.Close()
+			data.Close()
 			return nil, nil, fmt.Errorf("in-process transport: %w", err)
 		}
-		data = host
 		serveOpts = append(serveOpts, transport.WithDataChannel(pc))
 	}
 	sctx, cancel := context.WithCancel(context.Background())
@@ -96,7 +95,7 @@ func ServeInProcess(ctx context.Context, t transport.Transport, opts ...InProces
 		return slices.Contains(o.without, c)
 	})
 	if data != nil {
-		offer = append(offer[:len(offer):len(offer)], pluginv1.Capability_CAPABILITY_DATA_CHANNEL)
+		offer = append(offer[:len(offer):len(offer)], data.Offer()...)
 	}
 	hctx, hcancel := context.WithTimeout(ctx, 10*time.Second)
 	defer hcancel()
@@ -106,7 +105,7 @@ func ServeInProcess(ctx context.Context, t transport.Transport, opts ...InProces
 		return nil, nil, fmt.Errorf("in-process transport: hello: %w", err)
 	}
 	if data != nil && pluginwire.Has(hello.Capabilities, pluginv1.Capability_CAPABILITY_DATA_CHANNEL) {
-		mux = pluginwire.NewMux(data, pluginwire.MuxConfig{MaxFrame: pluginwire.GRPCLimit(int(hello.GetTransport().GetMaxMessageSize()))})
+		mux = pluginwire.NewMux(data.Use(hello.Capabilities), pluginwire.MuxConfig{MaxFrame: pluginwire.GRPCLimit(int(hello.GetTransport().GetMaxMessageSize()))})
 	}
 	r, err = NewWithData(conn.Conn, nil, hello, mux)
 	if err != nil {

@@ -3,30 +3,23 @@ package main
 import (
 	"encoding/binary"
 	"errors"
-	"os"
-	"strconv"
-	"syscall"
+
+	"github.com/ferryhq/ferry/internal/pluginwire"
 )
 
-// evilFD is a duplicate of the data channel descriptor, taken before Serve
-// wraps (and closes) the original, so "evil:" dials can write bytes the
-// SDK would never write.
-var evilFD = -1
+// evil duplicates the data channel (its socket, and its rings when the
+// host passed them) before Serve wraps (and closes) the original, so
+// "evil:" dials can write bytes the SDK would never write.
+var evil *pluginwire.RawWriter
 
 func keepDataChannel() {
-	fd, err := strconv.Atoi(os.Getenv("FERRY_DATA_FD"))
-	if err != nil {
-		return
-	}
-	if d, err := syscall.Dup(fd); err == nil {
-		evilFD = d
-	}
+	evil, _ = pluginwire.NewRawWriter()
 }
 
 // writeEvil writes what address names on the data channel: garbage, a
 // DATA frame claiming 4 GiB, or a frame for an id that does not exist.
 func writeEvil(address string) error {
-	if evilFD < 0 {
+	if evil == nil {
 		return errors.New("no data channel to misbehave on")
 	}
 	frame := func(typ byte, id uint64, n uint32, payload []byte) []byte {
@@ -38,6 +31,8 @@ func writeEvil(address string) error {
 	}
 	var b []byte
 	switch address {
+	case "evil:ring-counts":
+		return evil.CorruptRing()
 	case "evil:garbage":
 		b = []byte("\xff\xfegarbage, not a frame header at all\n")
 	case "evil:4gib":
@@ -45,6 +40,6 @@ func writeEvil(address string) error {
 	case "evil:unknown-id":
 		b = frame(1, 1<<40, 3, []byte("abc"))
 	}
-	_, err := syscall.Write(evilFD, b)
+	_, err := evil.Write(b)
 	return err
 }

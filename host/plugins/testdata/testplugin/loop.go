@@ -78,7 +78,7 @@ func (t *loop) Dial(ctx context.Context, address string) (transport.Link, error)
 		return e, nil
 	case "panic":
 		panic("testplugin: asked to crash by dialling \"panic\"")
-	case "evil:garbage", "evil:4gib", "evil:unknown-id":
+	case "evil:garbage", "evil:4gib", "evil:unknown-id", "evil:ring-counts":
 		if err := writeEvil(address); err != nil {
 			return nil, err
 		}

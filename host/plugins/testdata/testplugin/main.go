@@ -6,7 +6,7 @@
 //	silent   never completes the handshake
 //	anything else serves normally
 //
-// Dialling "evil:garbage", "evil:4gib" or "evil:unknown-id" writes that
+// Dialling "evil:garbage", "evil:4gib", "evil:unknown-id" or "evil:ring-counts" writes that
 // onto the plugin's data channel, as a broken or hostile plugin might.
 //
 // With FERRY_UNIX_ECHO=path it instead serves a plain Unix-socket echo of
