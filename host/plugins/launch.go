@@ -260,6 +260,9 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Client, error) {
 		pc.Kill()
 		<-res
 		os.RemoveAll(sockDir)
+		if data != nil {
+			data.Close()
+		}
 		return nil, fmt.Errorf("plugin %s (%s): start cancelled: %w", cfg.Name, cfg.Path, ctx.Err())
 	}
 	if out.err != nil {

@@ -18,7 +18,10 @@ import (
 
 // The data channel is a private byte stream between the host and one
 // plugin process (a socketpair the host creates before exec; the plugin
-// inherits its end as descriptor DataFD). It carries the data of every
+// inherits its end as descriptor DataFD; when both sides offer
+// CAPABILITY_DATA_RING the bytes move through shared-memory rings instead
+// and the socketpair only wakes a sleeping peer: see ring_linux.go and
+// DataChannel). It carries the data of every
 // link (transports) and stream (portals) of that plugin, multiplexed in
 // frames:
 //

@@ -64,25 +64,39 @@ func runGRPC(ctx context.Context, cfg config) (*table, error) {
 		return nil, err
 	}
 	defer plain.Kill()
+	// The same plugin with the data channel on its socketpair alone (no
+	// shared-memory rings): what the rings gain.
+	sp, err := plugins.Launch(ctx, plugins.LaunchConfig{Path: bin, DataRingSize: -1})
+	if err != nil {
+		return nil, err
+	}
+	defer sp.Kill()
 	echo, err := startUnixEcho(ctx, bin, filepath.Join(dir, "echo.sock"))
 	if err != nil {
 		return nil, fmt.Errorf("unix echo baseline: %w", err)
 	}
 	defer echo.stop()
 
-	if !c.Remote().DataChannel() || plain.Remote().DataChannel() {
+	if !c.Remote().DataChannel() || plain.Remote().DataChannel() || !sp.Remote().DataChannel() || sp.DataRing() {
 		return nil, errors.New("the data channel is not negotiated as configured")
 	}
-	t := newTable("payload", "batch", "plugin msg/s", "plugin MB/s", "CPU/msg", "gRPC msg/s", "gRPC MB/s", "CPU/msg", "unix msg/s", "unix MB/s", "CPU/msg", "plugin/unix", "gRPC/unix")
+	t := newTable("payload", "batch", "plugin msg/s", "plugin MB/s", "CPU/msg", "sockpair msg/s", "sockpair MB/s", "CPU/msg", "gRPC msg/s", "gRPC MB/s", "CPU/msg", "unix msg/s", "unix MB/s", "CPU/msg", "plugin/unix", "sockpair/unix", "gRPC/unix")
 	for _, tc := range cases {
 		batch := max(1, min(64, (256<<10)/tc.size))
-		var pr, nr, ur float64
+		var pr, sr, nr, ur float64
 		pcpu, err := cpuPerMsg(tc.count, c.Pid(), func() (err error) {
 			pr, err = grpcEcho(ctx, c.Transport(), tc, batch)
 			return err
 		})
 		if err != nil {
 			return nil, fmt.Errorf("plugin echo %d B: %w", tc.size, err)
+		}
+		scpu, err := cpuPerMsg(tc.count, sp.Pid(), func() (err error) {
+			sr, err = grpcEcho(ctx, sp.Transport(), tc, batch)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("plugin echo over the socketpair %d B: %w", tc.size, err)
 		}
 		ncpu, err := cpuPerMsg(tc.count, plain.Pid(), func() (err error) {
 			nr, err = grpcEcho(ctx, plain.Transport(), tc, batch)
@@ -99,8 +113,8 @@ func runGRPC(ctx context.Context, cfg config) (*table, error) {
 			return nil, fmt.Errorf("unix echo %d B: %w", tc.size, err)
 		}
 		sz := float64(tc.size)
-		t.add(fmtSize(tc.size), fmt.Sprint(batch), fmtRate(pr), fmtMBps(pr*sz), fmtDur(pcpu), fmtRate(nr), fmtMBps(nr*sz), fmtDur(ncpu),
-			fmtRate(ur), fmtMBps(ur*sz), fmtDur(ucpu), fmtRatio(pr, ur), fmtRatio(nr, ur))
+		t.add(fmtSize(tc.size), fmt.Sprint(batch), fmtRate(pr), fmtMBps(pr*sz), fmtDur(pcpu), fmtRate(sr), fmtMBps(sr*sz), fmtDur(scpu), fmtRate(nr), fmtMBps(nr*sz), fmtDur(ncpu),
+			fmtRate(ur), fmtMBps(ur*sz), fmtDur(ucpu), fmtRatio(pr, ur), fmtRatio(sr, ur), fmtRatio(nr, ur))
 	}
 	// Latency: one 64 B packet at a time, host → plugin → host. Every
 	// portal path's round trip pays this crossing at each plugin boundary.
@@ -108,13 +122,20 @@ func runGRPC(ctx context.Context, cfg config) (*table, error) {
 	if cfg.quick {
 		rounds = 500
 	}
-	var pl, nl, ul latencies
+	var pl, sl, nl, ul latencies
 	pcpu, err := cpuPerMsg(rounds, c.Pid(), func() (err error) {
 		pl, err = grpcPingPong(ctx, c.Transport(), rounds)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("plugin 64 B round trips: %w", err)
+	}
+	scpu, err := cpuPerMsg(rounds, sp.Pid(), func() (err error) {
+		sl, err = grpcPingPong(ctx, sp.Transport(), rounds)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("plugin 64 B round trips over the socketpair: %w", err)
 	}
 	ncpu, err := cpuPerMsg(rounds, plain.Pid(), func() (err error) {
 		nl, err = grpcPingPong(ctx, plain.Transport(), rounds)
@@ -134,14 +155,14 @@ func runGRPC(ctx context.Context, cfg config) (*table, error) {
 		name string
 		p    float64
 	}{{"RTT p50", 0.50}, {"RTT p99", 0.99}} {
-		pv, nv, uv := pl.at(q.p), nl.at(q.p), ul.at(q.p)
-		t.add("64 B "+q.name, "1", fmtDur(pv), "-", fmtDur(pcpu), fmtDur(nv), "-", fmtDur(ncpu), fmtDur(uv), "-", fmtDur(ucpu),
-			fmtRatio(float64(pv), float64(uv)), fmtRatio(float64(nv), float64(uv)))
+		pv, sv, nv, uv := pl.at(q.p), sl.at(q.p), nl.at(q.p), ul.at(q.p)
+		t.add("64 B "+q.name, "1", fmtDur(pv), "-", fmtDur(pcpu), fmtDur(sv), "-", fmtDur(scpu), fmtDur(nv), "-", fmtDur(ncpu), fmtDur(uv), "-", fmtDur(ucpu),
+			fmtRatio(float64(pv), float64(uv)), fmtRatio(float64(sv), float64(uv)), fmtRatio(float64(nv), float64(uv)))
 	}
 	t.note("messages/s = payloads echoed per second (each crosses the boundary twice); MB/s counts one direction")
 	t.note("RTT rows: one 64 B packet echoed at a time (%d round trips), latency percentiles in the msg/s columns, CPU per round trip; their ratio columns are latency × unix (lower is better)", rounds)
 	t.note("CPU/msg = CPU time of both processes (host + plugin or echo process) per message, from /proc; less sensitive to a busy machine than the rates")
-	t.note("plugin = the production setup (link data on the private data channel, control on go-plugin gRPC with AutoMTLS); gRPC = same plugin with DisableDataChannel (data on gRPC streams with TLS, the fallback); unix = plain Unix socket echo process")
+	t.note("plugin = the production setup (link data on the private data channel through its shared-memory rings where both sides offer them, control on go-plugin gRPC with AutoMTLS); sockpair = same plugin with the data channel on its socketpair alone (DataRingSize -1); gRPC = same plugin with DisableDataChannel (data on gRPC streams with TLS, the fallback); unix = plain Unix socket echo process")
 	t.note("targets: ≥ 1M msg/s at 64 B and ≥ 1 GB/s at 64 KiB through the plugin")
 	return t, nil
 }
