@@ -36,9 +36,10 @@
 // counters whenever they are read. A registration through a secure channel
 // (what `relay create` does by default) has the channel on its route back,
 // which needs the node's keys, so it is always forwarded by the node.
-// Messages still on their way through the node when a rule is installed
-// may be overtaken by the first ones the plugin forwards (a one-time
-// reordering, which portal sessions and secure channels absorb).
+// Messages still on their way through the node when a rule is installed are
+// not overtaken: each direction of a rule starts only once a fence packet
+// the plugin sent through the node behind them has come back round (the
+// fences are taken off the counters again).
 //
 // # Access control
 //

@@ -68,7 +68,7 @@ func (b *Binding) InstallForward(ctx context.Context, spec ForwardSpec) (*Forwar
 	id, err := ra.SetForwardRule(ctx, transportclient.ForwardRule{
 		A: sa.link, B: sb.link, AddressA: spec.A, AddressB: spec.B, Forwarder: spec.Forwarder,
 		RouteBack: spec.RouteBack, ErrorPrefix: spec.ErrorPrefix,
-		MaxMessageSize: b.opts.MaxMessageSize, StallTimeout: b.opts.StallTimeout,
+		MaxMessageSize: b.opts.MaxMessageSize, StallTimeout: b.opts.StallTimeout, Fence: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("install forwarding rule %s <-> %s: %w", routing.Local(spec.A), routing.Local(spec.B), err)

@@ -3,7 +3,9 @@ package transport
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,7 +47,42 @@ type fwdRule struct {
 	returned     atomic.Uint64
 	lastReturned atomic.Int64
 	active       atomic.Bool
+
+	// Fences, one per direction (0: a → b, 1: b → a): a direction forwards
+	// only once its fence came back round through the host (see
+	// ForwardRule.fence in the protocol).
+	fence [2]fenceState
 }
+
+// fenceState is one direction's fence.
+type fenceState struct {
+	payload []byte        // nil: no fence asked for
+	pending atomic.Bool   // the direction still goes through the host
+	emitted atomic.Bool   // the fence packet was sent to the host
+	done    chan struct{} // closed when pending ends
+	once    sync.Once
+	fenced  atomic.Uint64 // fences that came back
+}
+
+// end ends the wait: the fence came back (or will not matter any more).
+func (f *fenceState) end() {
+	f.pending.Store(false)
+	if f.done != nil {
+		f.once.Do(func() { close(f.done) })
+	}
+}
+
+// fenceAddr is where fence packets are addressed after the forwarder; a
+// fence that escaped interception fails there harmlessly.
+var fenceAddr = routing.Local("ferry-fence")
+
+// fenceMagic starts a fence packet's payload, followed by the rule id, a
+// random nonce and the direction.
+const fenceMagic = "\x00\xffferry-fence\x00"
+
+// fenceTimeout bounds the wait for a fence; a fence lost on its way (the
+// forwarder stopped, a link failed) must not hold a link's reader.
+const fenceTimeout = 5 * time.Second
 
 func (r *fwdRule) counts() *pb.ForwardCounts {
 	return &pb.ForwardCounts{
@@ -54,7 +91,24 @@ func (r *fwdRule) counts() *pb.ForwardCounts {
 		Returned:              r.returned.Load(),
 		LastReturnedUnixNanos: r.lastReturned.Load(),
 		Active:                r.active.Load(),
+		FencedForwarded:       r.fence[0].fenced.Load(),
+		FencedReturned:        r.fence[1].fenced.Load(),
 	}
+}
+
+// fencePacket is direction dir's fence as it would arrive on the link it
+// comes from, addressed through the forwarder to the other link.
+func (r *fwdRule) fencePacket(dir int) ([]byte, error) {
+	m := routing.Message{Payload: r.fence[dir].payload}
+	if dir == 0 {
+		m.Onward = routing.Route{r.fwd, fenceAddr}
+	} else {
+		// From the registrant's side: the host puts b's address in front,
+		// which makes the return route the route back.
+		m.Onward = routing.Route{r.fwd, r.addrA, fenceAddr}
+		m.Return = r.back[1:]
+	}
+	return r.codec.Encode(&m)
 }
 
 // forwarding holds the rules of one server.
@@ -132,6 +186,17 @@ func (s *server) SetForwardRule(ctx context.Context, req *pb.ForwardRule) (*pb.E
 		return nil, status.Error(codes.InvalidArgument, "a rule needs an id, two different links and a max message size")
 	}
 	r.codec = routing.Codec{MaxSize: int(req.MaxMessageSize)}
+	if req.Fence {
+		for dir := range r.fence {
+			p := make([]byte, 0, len(fenceMagic)+17)
+			p = append(p, fenceMagic...)
+			p = binary.BigEndian.AppendUint64(p, r.id)
+			p = binary.BigEndian.AppendUint64(p, rand.Uint64())
+			r.fence[dir].payload = append(p, byte(dir))
+			r.fence[dir].done = make(chan struct{})
+			r.fence[dir].pending.Store(true)
+		}
+	}
 	s.mu.Lock()
 	a, b := s.links[req.LinkA], s.links[req.LinkB]
 	if a == nil || b == nil || !a.streaming || !b.streaming || s.closed {
@@ -146,7 +211,7 @@ func (s *server) SetForwardRule(ctx context.Context, req *pb.ForwardRule) (*pb.E
 	// from s.links, so a rule made here cannot outlive its links.
 	s.mu.Unlock()
 	if old := f.rules[r.id]; old != nil {
-		old.active.Store(false)
+		old.deactivate()
 		f.refresh(old.a, old.b)
 	}
 	if f.rules == nil {
@@ -175,7 +240,7 @@ func (s *server) RemoveForwardRule(ctx context.Context, req *pb.ForwardRuleRef) 
 		return nil, status.Errorf(codes.NotFound, "no forwarding rule %d", req.RuleId)
 	}
 	delete(f.rules, req.RuleId)
-	r.active.Store(false)
+	r.deactivate()
 	f.refresh(r.a, r.b)
 	return r.counts(), nil
 }
@@ -200,6 +265,14 @@ func (s *server) ForwardCounters(ctx context.Context, req *pb.ForwardCountersReq
 	return resp, nil
 }
 
+// deactivate stops the rule and releases a pump waiting for its fence.
+func (r *fwdRule) deactivate() {
+	r.active.Store(false)
+	for dir := range r.fence {
+		r.fence[dir].end()
+	}
+}
+
 // dropLinkRules deactivates every rule that involves l, which has ended;
 // the rules stay (with their counts) until the host removes them.
 func (s *server) dropLinkRules(l *serverLink) {
@@ -209,7 +282,7 @@ func (s *server) dropLinkRules(l *serverLink) {
 	var touched []*serverLink
 	for _, r := range f.rules {
 		if r.a == l || r.b == l {
-			r.active.Store(false)
+			r.deactivate()
 			touched = append(touched, r.a, r.b)
 		}
 	}
@@ -255,6 +328,8 @@ type fwdScratch struct {
 	out    [][]byte
 	host   [][]byte
 	target []*serverLink
+	fences [][]byte      // fence packets to send to the host after the batch
+	wait   []*fenceState // fences to wait for once the batch went to the host
 }
 
 type fwdItem struct {
@@ -366,11 +441,30 @@ func (s *server) forwardBatch(from *serverLink, rules []*fwdRule, packets [][]by
 			start := len(st.arena)
 			var toB, ok bool
 			st.arena, toB, ok = r.rewrite(st.arena, from, &m, len(p))
-			if ok {
-				st.items = append(st.items, fwdItem{idx: i, r: r, toB: toB, start: start, end: len(st.arena)})
-				st.state[i] = 1
+			if !ok {
+				continue
+			}
+			dir := 1
+			if toB {
+				dir = 0
+			}
+			if fs := &r.fence[dir]; fs.pending.Load() {
+				// Not yet: the host forwards this one, and a fence follows
+				// everything the host got from this link so far.
+				st.arena = st.arena[:start]
+				if !fs.emitted.Swap(true) {
+					if fp, err := r.fencePacket(dir); err == nil {
+						st.fences = append(st.fences, fp)
+						st.wait = append(st.wait, fs)
+					} else {
+						fs.end()
+					}
+				}
 				break
 			}
+			st.items = append(st.items, fwdItem{idx: i, r: r, toB: toB, start: start, end: len(st.arena)})
+			st.state[i] = 1
+			break
 		}
 	}
 	if len(st.items) > 0 {
@@ -381,6 +475,8 @@ func (s *server) forwardBatch(from *serverLink, rules []*fwdRule, packets [][]by
 			st.host = append(st.host, p)
 		}
 	}
+	st.host = append(st.host, st.fences...)
+	st.fences = st.fences[:0]
 	if cap(st.arena) > maxKeptArena {
 		st.arena = nil // a burst of large packets: do not hold its buffer
 	}
@@ -435,6 +531,61 @@ func (s *server) sendForwarded(st *fwdScratch) {
 			s.logger.Debug("a forwarding rule could not send; the host handles the packets", "remote", t.RemoteAddr(), "error", err)
 		}
 	}
+}
+
+// awaitFences waits, after the batch that carried them went to the host,
+// for the fences the batch emitted to come back round (bounded).
+func (st *fwdScratch) awaitFences() {
+	if len(st.wait) == 0 {
+		return
+	}
+	t := time.NewTimer(fenceTimeout)
+	defer t.Stop()
+	for _, fs := range st.wait {
+		select {
+		case <-fs.done:
+		case <-t.C:
+			fs.end() // lost: forward from now on rather than hold the link
+		}
+	}
+	clear(st.wait)
+	st.wait = st.wait[:0]
+}
+
+// sendFromHost sends packets the host sent for link l, taking out a fence
+// of a rule whose direction ends at l: what came before the fence goes out
+// first, then the direction starts forwarding by itself.
+func (l *serverLink) sendFromHost(ctx context.Context, packets [][]byte) error {
+	rs := l.rules.Load()
+	if rs == nil {
+		return l.send(ctx, packets)
+	}
+	for i, p := range packets {
+		for _, r := range *rs {
+			for dir := range r.fence {
+				fs := &r.fence[dir]
+				into := r.b
+				if dir == 1 {
+					into = r.a
+				}
+				if into != l || !fs.pending.Load() || !bytes.HasSuffix(p, fs.payload) {
+					continue
+				}
+				if i > 0 {
+					if err := l.send(ctx, packets[:i]); err != nil {
+						return err
+					}
+				}
+				fs.fenced.Add(1)
+				fs.end()
+				return l.sendFromHost(ctx, packets[i+1:])
+			}
+		}
+	}
+	if len(packets) == 0 {
+		return nil
+	}
+	return l.send(ctx, packets)
 }
 
 // send is Link.Send for the link's pump and the rules that target it,

@@ -2,6 +2,8 @@ package transport
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -144,4 +146,64 @@ func FuzzRuleRewrite(f *testing.F) {
 			t.Fatal("the payload changed")
 		}
 	})
+}
+
+// recordLink is a Link that records what is sent on it.
+type recordLink struct {
+	Link
+	sent [][]string
+}
+
+func (l *recordLink) Send(_ context.Context, packets [][]byte) error {
+	var b []string
+	for _, p := range packets {
+		b = append(b, string(p))
+	}
+	l.sent = append(l.sent, b)
+	return nil
+}
+
+// TestFenceInterception: a fence among the host's packets for a link is
+// taken out, what came before it is sent first, and the direction starts.
+func TestFenceInterception(t *testing.T) {
+	r := testRule()
+	rec := &recordLink{}
+	r.b = &serverLink{Link: rec}
+	r.fence[0] = fenceState{payload: []byte("FENCE0"), done: make(chan struct{})}
+	r.fence[0].pending.Store(true)
+	rs := []*fwdRule{r}
+	r.b.rules.Store(&rs)
+	if err := r.b.sendFromHost(context.Background(), [][]byte{[]byte("one"), []byte("xFENCE0"), []byte("two")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(rec.sent); got != "[[one] [two]]" {
+		t.Fatalf("sent %s", got)
+	}
+	select {
+	case <-r.fence[0].done:
+	default:
+		t.Fatal("the fence did not end the wait")
+	}
+	if r.fence[0].pending.Load() || r.fence[0].fenced.Load() != 1 || r.counts().FencedForwarded != 1 {
+		t.Fatalf("fence state after interception: pending %v fenced %d", r.fence[0].pending.Load(), r.fence[0].fenced.Load())
+	}
+	// Once started, a packet that looks like the fence is just a packet.
+	rec.sent = nil
+	if err := r.b.sendFromHost(context.Background(), [][]byte{[]byte("xFENCE0")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(rec.sent); got != "[[xFENCE0]]" {
+		t.Fatalf("sent %s", got)
+	}
+	// A pump waiting on a fence of a rule removed meanwhile is released.
+	r2 := testRule()
+	r2.fence[1] = fenceState{payload: []byte("F1"), done: make(chan struct{})}
+	r2.fence[1].pending.Store(true)
+	st := newFwdScratch()
+	st.wait = append(st.wait, &r2.fence[1])
+	go r2.deactivate()
+	st.awaitFences()
+	if len(st.wait) != 0 || r2.fence[1].pending.Load() {
+		t.Fatal("the wait did not end")
+	}
 }

@@ -327,7 +327,7 @@ func (s *server) Link(stream pb.Transport_LinkServer) error {
 			if len(in.Packets) == 0 {
 				continue
 			}
-			if err := link.send(ctx, in.Packets); err != nil {
+			if err := link.sendFromHost(ctx, in.Packets); err != nil {
 				inDone <- fmt.Errorf("send on link %d: %w", id, err)
 				link.Close()
 				return
@@ -374,6 +374,9 @@ func (s *server) Link(stream pb.Transport_LinkServer) error {
 			packets = packets[n:]
 		}
 		out.Packets = nil
+		if st != nil {
+			st.awaitFences()
+		}
 	}
 }
 
@@ -483,7 +486,7 @@ func (s *server) pumpData(id uint64, link *serverLink, ms *pluginwire.MuxStream)
 			if len(packets) == 0 {
 				continue
 			}
-			if err := link.send(ctx, packets); err != nil {
+			if err := link.sendFromHost(ctx, packets); err != nil {
 				ms.Fail(fmt.Errorf("send on link %d: %w", id, err))
 				return
 			}
@@ -520,6 +523,9 @@ func (s *server) pumpData(id uint64, link *serverLink, ms *pluginwire.MuxStream)
 				break
 			}
 			packets = packets[n:]
+		}
+		if st != nil && len(packets) == 0 {
+			st.awaitFences()
 		}
 	}
 	<-inDone

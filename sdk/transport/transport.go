@@ -58,7 +58,10 @@
 // arriving packets itself, so bytes that only pass through the node stop
 // crossing into the host and back. A transport needs no code for it; its
 // Link.Send may then be called from two goroutines, one at a time. A
-// packet a rule cannot handle exactly goes to the host as before.
+// packet a rule cannot handle exactly goes to the host as before, and a
+// rule starts forwarding in each direction only after a fence packet sent
+// through the host has come back, so nothing the host still holds is
+// overtaken.
 //
 // The host side of the protocol is not part of this package: it lives in
 // the Ferry host (host/plugins), which a plugin author never imports.

@@ -32,6 +32,11 @@ type ForwardRule struct {
 	// StallTimeout closes a link that takes nothing a rule sends for this
 	// long (0: never).
 	StallTimeout time.Duration
+	// Fence makes each direction start only once a fence packet the plugin
+	// sends through the host came back, so no message the host still holds
+	// is overtaken (the host's forwarder counts the fences; ForwardCounts
+	// says how many to take off).
+	Fence bool
 }
 
 // ForwardCounts are what one rule did in the plugin.
@@ -39,10 +44,15 @@ type ForwardCounts struct {
 	Forwarded, Returned uint64    // packets A → B, B → A
 	LastReturned        time.Time // zero: none yet
 	Active              bool      // false once either link closed
+	// FencedForwarded and FencedReturned count the fences that came back
+	// (A → B, B → A): the host forwarded and counted them, though they
+	// carried nothing.
+	FencedForwarded, FencedReturned uint64
 }
 
 func countsOf(c *pb.ForwardCounts) ForwardCounts {
-	out := ForwardCounts{Forwarded: c.GetForwarded(), Returned: c.GetReturned(), Active: c.GetActive()}
+	out := ForwardCounts{Forwarded: c.GetForwarded(), Returned: c.GetReturned(), Active: c.GetActive(),
+		FencedForwarded: c.GetFencedForwarded(), FencedReturned: c.GetFencedReturned()}
 	if ns := c.GetLastReturnedUnixNanos(); ns > 0 {
 		out.LastReturned = time.Unix(0, ns)
 	}
@@ -87,6 +97,7 @@ func (r *Remote) SetForwardRule(ctx context.Context, rule ForwardRule) (uint64, 
 		Forwarder: rule.Forwarder, ErrorPrefix: rule.ErrorPrefix,
 		MaxMessageSize:    uint32(min(rule.MaxMessageSize, 1<<31)),
 		StallTimeoutNanos: int64(rule.StallTimeout),
+		Fence:             rule.Fence,
 	}
 	for _, h := range rule.RouteBack {
 		req.RouteBack = append(req.RouteBack, &pb.Hop{Type: h.Type, Value: h.Value})

@@ -111,8 +111,13 @@ type ForwardRule struct {
 	// A rule send that makes no progress for this long closes the target
 	// link, as the host closes a link whose peer does not read.
 	StallTimeoutNanos int64 `protobuf:"varint,10,opt,name=stall_timeout_nanos,json=stallTimeoutNanos,proto3" json:"stall_timeout_nanos,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// fence: the rule starts forwarding in each direction only after a fence
+	// packet it sends through the host (addressed through the forwarder to
+	// "ferry-fence") comes back on the other link, so the packets the host
+	// still holds for the forwarder go out first and none is overtaken.
+	Fence         bool `protobuf:"varint,11,opt,name=fence,proto3" json:"fence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ForwardRule) Reset() {
@@ -215,6 +220,13 @@ func (x *ForwardRule) GetStallTimeoutNanos() int64 {
 	return 0
 }
 
+func (x *ForwardRule) GetFence() bool {
+	if x != nil {
+		return x.Fence
+	}
+	return false
+}
+
 type ForwardRuleRef struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	RuleId        uint64                 `protobuf:"varint,1,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`
@@ -267,9 +279,13 @@ type ForwardCounts struct {
 	// When the last packet went b -> a (Unix nanoseconds; 0: never).
 	LastReturnedUnixNanos int64 `protobuf:"varint,4,opt,name=last_returned_unix_nanos,json=lastReturnedUnixNanos,proto3" json:"last_returned_unix_nanos,omitempty"`
 	// False once either link has closed: the rule no longer applies.
-	Active        bool `protobuf:"varint,5,opt,name=active,proto3" json:"active,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Active bool `protobuf:"varint,5,opt,name=active,proto3" json:"active,omitempty"`
+	// Fence packets that came back (the host's forwarder counted them, a -> b
+	// and b -> a; they went no further).
+	FencedForwarded uint64 `protobuf:"varint,6,opt,name=fenced_forwarded,json=fencedForwarded,proto3" json:"fenced_forwarded,omitempty"`
+	FencedReturned  uint64 `protobuf:"varint,7,opt,name=fenced_returned,json=fencedReturned,proto3" json:"fenced_returned,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ForwardCounts) Reset() {
@@ -335,6 +351,20 @@ func (x *ForwardCounts) GetActive() bool {
 		return x.Active
 	}
 	return false
+}
+
+func (x *ForwardCounts) GetFencedForwarded() uint64 {
+	if x != nil {
+		return x.FencedForwarded
+	}
+	return 0
+}
+
+func (x *ForwardCounts) GetFencedReturned() uint64 {
+	if x != nil {
+		return x.FencedReturned
+	}
+	return 0
 }
 
 type ForwardCountersRequest struct {
@@ -1077,7 +1107,7 @@ const file_transport_proto_rawDesc = "" +
 	"\x0ftransport.proto\x12\x12ferry.transport.v1\"/\n" +
 	"\x03Hop\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\xe1\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xf7\x02\n" +
 	"\vForwardRule\x12\x17\n" +
 	"\arule_id\x18\x01 \x01(\x04R\x06ruleId\x12\x15\n" +
 	"\x06link_a\x18\x02 \x01(\x04R\x05linkA\x12\x1b\n" +
@@ -1090,15 +1120,18 @@ const file_transport_proto_rawDesc = "" +
 	"\ferror_prefix\x18\b \x01(\fR\verrorPrefix\x12(\n" +
 	"\x10max_message_size\x18\t \x01(\rR\x0emaxMessageSize\x12.\n" +
 	"\x13stall_timeout_nanos\x18\n" +
-	" \x01(\x03R\x11stallTimeoutNanos\")\n" +
+	" \x01(\x03R\x11stallTimeoutNanos\x12\x14\n" +
+	"\x05fence\x18\v \x01(\bR\x05fence\")\n" +
 	"\x0eForwardRuleRef\x12\x17\n" +
-	"\arule_id\x18\x01 \x01(\x04R\x06ruleId\"\xb3\x01\n" +
+	"\arule_id\x18\x01 \x01(\x04R\x06ruleId\"\x87\x02\n" +
 	"\rForwardCounts\x12\x17\n" +
 	"\arule_id\x18\x01 \x01(\x04R\x06ruleId\x12\x1c\n" +
 	"\tforwarded\x18\x02 \x01(\x04R\tforwarded\x12\x1a\n" +
 	"\breturned\x18\x03 \x01(\x04R\breturned\x127\n" +
 	"\x18last_returned_unix_nanos\x18\x04 \x01(\x03R\x15lastReturnedUnixNanos\x12\x16\n" +
-	"\x06active\x18\x05 \x01(\bR\x06active\"3\n" +
+	"\x06active\x18\x05 \x01(\bR\x06active\x12)\n" +
+	"\x10fenced_forwarded\x18\x06 \x01(\x04R\x0ffencedForwarded\x12'\n" +
+	"\x0ffenced_returned\x18\a \x01(\x04R\x0efencedReturned\"3\n" +
 	"\x16ForwardCountersRequest\x12\x19\n" +
 	"\brule_ids\x18\x01 \x03(\x04R\aruleIds\"T\n" +
 	"\x17ForwardCountersResponse\x129\n" +
