@@ -30,7 +30,9 @@ import (
 const ProtocolMajor = 1
 
 // ProtocolMinor is the highest additive protocol revision this SDK speaks.
-const ProtocolMinor = 1
+// Minor 2 adds the control stream on the data channel
+// (pluginwire.PortalCtrlID): dial and accept without a gRPC call each.
+const ProtocolMinor = pluginwire.PortalCtrlMinor
 
 // ErrUnavailable is returned by calls into a plugin whose process is gone.
 var ErrUnavailable = errors.New("portal: plugin unavailable")
@@ -419,6 +421,10 @@ func (s *server) openData(id uint64) {
 	if err != nil {
 		return
 	}
+	if id == pluginwire.PortalCtrlID {
+		go s.control(ms)
+		return
+	}
 	st := s.claim(id)
 	if st == nil {
 		ms.Fail(fmt.Errorf("no stream %d (already claimed or timed out)", id))
@@ -486,4 +492,103 @@ func (s *server) pumpData(st Stream, ms *pluginwire.MuxStream) {
 	}
 	// The host's CLOSE (or the channel's end) ends the other direction.
 	<-inDone
+}
+
+// control serves the host's dial and accept requests on the control
+// stream (see pluginwire.PortalCtrlID) until the channel ends. Each
+// request runs on its own goroutine, as a gRPC call would; CtrlCancel
+// ends a request the host no longer waits for.
+func (s *server) control(ms *pluginwire.MuxStream) {
+	ctx, cancel := context.WithCancel(s.ctx)
+	var mu sync.Mutex
+	live := map[uint64]context.CancelFunc{}
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+		ms.Close()
+	}()
+	reply := func(m *pluginwire.CtrlMsg) {
+		b := m.Append(make([]byte, 0, 64))
+		if err := ms.WriteFrame(ctx, len(b), func(p []byte) { copy(p, b) }); err != nil {
+			s.log.Debug("control answer not sent", "error", err)
+		}
+	}
+	// run starts request req with its own context; done forgets it.
+	run := func(req uint64, timeout time.Duration, f func(ctx context.Context)) {
+		rctx, rcancel := context.WithCancel(ctx)
+		if timeout > 0 {
+			rctx, rcancel = context.WithTimeout(ctx, timeout)
+		}
+		mu.Lock()
+		if old := live[req]; old != nil {
+			old()
+		}
+		live[req] = rcancel
+		mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer rcancel()
+			f(rctx)
+			mu.Lock()
+			delete(live, req)
+			mu.Unlock()
+		}()
+	}
+	stream := func(req uint64, st Stream) *pluginwire.CtrlMsg {
+		info := s.park(st)
+		return &pluginwire.CtrlMsg{Op: pluginwire.CtrlStream, Req: req, Stream: info.StreamId, Local: info.Local, Remote: info.Remote}
+	}
+	for {
+		payload, err := ms.Read(ctx)
+		if err != nil {
+			return
+		}
+		m, err := pluginwire.DecodeCtrl(payload)
+		if err != nil {
+			s.log.Warn("bad control message from the host", "error", err)
+			continue
+		}
+		switch m.Op {
+		case pluginwire.CtrlDial:
+			run(m.Req, time.Duration(m.Timeout)*time.Millisecond, func(ctx context.Context) {
+				st, err := s.p.Dial(ctx, m.Address)
+				if err != nil {
+					reply(&pluginwire.CtrlMsg{Op: pluginwire.CtrlFail, Req: m.Req, Code: pluginwire.CtrlFailed, Text: err.Error()})
+					return
+				}
+				reply(stream(m.Req, st))
+			})
+		case pluginwire.CtrlAccept:
+			s.mu.Lock()
+			sl := s.listeners[m.Listener]
+			s.mu.Unlock()
+			if sl == nil {
+				reply(&pluginwire.CtrlMsg{Op: pluginwire.CtrlFail, Req: m.Req, Code: pluginwire.CtrlNotFound, Text: fmt.Sprintf("no listener %d", m.Listener)})
+				continue
+			}
+			run(m.Req, 0, func(ctx context.Context) {
+				select {
+				case st, ok := <-sl.ch:
+					if !ok {
+						reply(&pluginwire.CtrlMsg{Op: pluginwire.CtrlFail, Req: m.Req, Code: pluginwire.CtrlClosed, Text: ErrClosed.Error()})
+						return
+					}
+					reply(stream(m.Req, st))
+				case <-ctx.Done():
+					reply(&pluginwire.CtrlMsg{Op: pluginwire.CtrlFail, Req: m.Req, Code: pluginwire.CtrlFailed, Text: ctx.Err().Error()})
+				}
+			})
+		case pluginwire.CtrlCancel:
+			mu.Lock()
+			c := live[m.Req]
+			mu.Unlock()
+			if c != nil {
+				c()
+			}
+		default:
+			s.log.Warn("unexpected control message from the host", "op", m.Op)
+		}
+	}
 }

@@ -37,6 +37,7 @@ type Remote struct {
 	cancel context.CancelFunc
 	nowait context.Context // always done: see dataStream.TryWrite
 	mux    *pluginwire.Mux // stream data, when both sides use the data channel
+	ctrl   *ctrl           // dial and accept, when the plugin serves the control stream
 }
 
 // New returns the portal served on conn by a plugin that answered hello
@@ -63,6 +64,9 @@ func NewWithData(conn *grpc.ClientConn, hello *pluginv1.HelloResponse, mux *plug
 	var stop context.CancelFunc
 	r.nowait, stop = context.WithCancel(context.Background())
 	stop()
+	if mux != nil && hello.ProtocolMinor >= pluginwire.PortalCtrlMinor {
+		r.ctrl = startCtrl(r)
+	}
 	return r, nil
 }
 
@@ -112,6 +116,13 @@ func (r *Remote) Dial(ctx context.Context, address string) (portal.Stream, error
 	if dl, ok := ctx.Deadline(); ok {
 		req.TimeoutMs = max(1, int64(timeUntilMs(dl)))
 	}
+	if r.ctrl != nil {
+		ans, err := r.ctrl.call(ctx, pluginwire.CtrlMsg{Op: pluginwire.CtrlDial, Timeout: uint32(min(req.TimeoutMs, 1<<32-1)), Address: address})
+		if err != nil {
+			return nil, fmt.Errorf("portal plugin %s: dial %s: %w", r.info.Name, address, err)
+		}
+		return r.ctrl.answer("portal plugin "+r.info.Name, ans)
+	}
 	info, err := r.c.Dial(ctx, req)
 	if err != nil {
 		return nil, rpcErr("portal plugin "+r.info.Name, err)
@@ -143,6 +154,16 @@ type remoteListener struct {
 func (l *remoteListener) Addr() string { return l.addr }
 
 func (l *remoteListener) Accept(ctx context.Context) (portal.Stream, error) {
+	if c := l.r.ctrl; c != nil {
+		ans, err := c.call(ctx, pluginwire.CtrlMsg{Op: pluginwire.CtrlAccept, Listener: l.id})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("accept on %s: %w", l.addr, ctx.Err())
+			}
+			return nil, fmt.Errorf("accept on %s: %w", l.addr, err)
+		}
+		return c.answer("accept on "+l.addr, ans)
+	}
 	info, err := l.r.c.Accept(ctx, &pb.AcceptRequest{ListenerId: l.id})
 	if err != nil {
 		if ctx.Err() != nil {
