@@ -528,14 +528,21 @@ func benchRoundTrip64(b *testing.B, ring bool) {
 // BenchmarkMuxStream64K streams 64 KiB payloads host → plugin → host with
 // a receiver running alongside: throughput under load.
 func BenchmarkMuxStream64K(b *testing.B) {
-	b.Run("socketpair", func(b *testing.B) { benchStream64K(b, false) })
-	b.Run("ring", func(b *testing.B) { benchStream64K(b, true) })
+	b.Run("socketpair", func(b *testing.B) { benchStream(b, false, 64<<10) })
+	b.Run("ring", func(b *testing.B) { benchStream(b, true, 64<<10) })
 }
 
-func benchStream64K(b *testing.B, ring bool) {
+// BenchmarkMuxStream64 is BenchmarkMuxStream64K with 64 B payloads: the
+// cost per frame.
+func BenchmarkMuxStream64(b *testing.B) {
+	b.Run("socketpair", func(b *testing.B) { benchStream(b, false, 64) })
+	b.Run("ring", func(b *testing.B) { benchStream(b, true, 64) })
+}
+
+func benchStream(b *testing.B, ring bool, size int) {
 	hs := benchEcho(b, MuxConfig{}, ring)
 	ctx := context.Background()
-	p := make([]byte, 64<<10)
+	p := make([]byte, size)
 	b.SetBytes(int64(len(p)))
 	b.ReportAllocs()
 	b.ResetTimer()
