@@ -1,6 +1,7 @@
 package plugins
 
 import (
+	"bytes"
 	"errors"
 	"runtime"
 	"strings"
@@ -170,4 +171,48 @@ func TestPluginKilledMidBatch(t *testing.T) {
 		}
 	}
 	recovered(t, tr, ev, l)
+}
+
+// The data channel's rings are used only when the plugin offers them too:
+// a plugin without them (FERRY_TESTPLUGIN_NO_RING: as one built before
+// them) keeps its data on the socketpair, and the host's rings are not
+// used; FERRY_DATA_CHANNEL=socketpair keeps them off on the host's side.
+func TestDataRingNegotiation(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("shared-memory rings are Linux only")
+	}
+	for _, tc := range []struct {
+		name string
+		cfg  LaunchConfig
+		ring bool
+	}{
+		{"both offer", LaunchConfig{}, true},
+		{"plugin without rings", LaunchConfig{Env: []string{"FERRY_TESTPLUGIN_NO_RING=1"}}, false},
+		{"host without rings", LaunchConfig{DataRingSize: -1}, false},
+		{"small rings", LaunchConfig{DataRingSize: 4 << 10}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := tc.cfg
+			cfg.Path = pluginBin
+			ctx := testCtx(t, 30*time.Second)
+			c, err := Launch(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(c.Kill)
+			if !c.DataChannel() || c.DataRing() != tc.ring {
+				t.Fatalf("data channel %v, rings %v; want rings %v", c.DataChannel(), c.DataRing(), tc.ring)
+			}
+			l, err := c.Transport().Dial(ctx, "echo")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			for _, n := range []int{1, 5000, 70000} {
+				if err := echo(ctx, l, bytes.Repeat([]byte{7}, n)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
 }

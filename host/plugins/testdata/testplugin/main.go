@@ -50,6 +50,11 @@ func main() {
 			defer pprof.StopCPUProfile()
 		}
 	}
+	if os.Getenv("FERRY_TESTPLUGIN_NO_RING") != "" {
+		// As a plugin built before the shared-memory rings: it knows
+		// nothing of them, so it neither offers nor maps them.
+		os.Unsetenv("FERRY_DATA_RING")
+	}
 	keepDataChannel()
 	log := transport.NewPluginLogger(name)
 	transport.Serve(newLoop(name, log), transport.WithLogger(log))
