@@ -356,6 +356,14 @@ func (m *Mux) enqueueBuf(bp *[]byte) error {
 	return nil
 }
 
+// ringReadBuffer is the Mux reader's buffer on rings. A socket is read
+// through a large buffer, many frames per system call; a read from a ring
+// is a copy, so a small buffer still takes many small frames per read,
+// while most of a large payload, read past it, is copied straight from
+// the ring into its payload buffer (measured in-process, 64 KiB frames:
+// 15% less CPU than with 256 KiB; 64 B frames: within noise).
+const ringReadBuffer = 16 << 10
+
 // tryWriter is a stream that can take part of a write without waiting
 // (the ring).
 type tryWriter interface {
@@ -423,7 +431,11 @@ func (m *Mux) writer() {
 // reader reads and dispatches frames until the channel ends.
 func (m *Mux) reader() {
 	defer m.wg.Done()
-	r := bufio.NewReaderSize(m.conn, 256<<10)
+	size := 256 << 10
+	if m.Ring() {
+		size = ringReadBuffer
+	}
+	r := bufio.NewReaderSize(m.conn, size)
 	var hdr [headerSize]byte
 	for {
 		if _, err := io.ReadFull(r, hdr[:]); err != nil {
