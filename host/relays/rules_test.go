@@ -391,10 +391,24 @@ func TestForwardingRuleKeepsOrder(t *testing.T) {
 					return len(got) == to
 				})
 			}
-			// The first burst has the rule installed somewhere in it; the
-			// second certainly goes through the plugin.
-			send(0, burst-100)
-			send(burst-100, burst)
+			// The first burst has the rule installed somewhere in it. The
+			// rule's fence comes back through the node only after the
+			// messages ahead of it, which on a loaded machine can take
+			// longer than a whole burst: send more until the plugin has
+			// forwarded some of them.
+			send(0, burst)
+			total := burst
+			deadline := time.Now().Add(testDeadline)
+			for {
+				if fi, _ := p.svc.Get("n3"); fi.PluginForwarded > 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the plugin forwarded none of %d messages", total)
+				}
+				send(total, total+100)
+				total += 100
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			for i, v := range got {
@@ -405,10 +419,10 @@ func TestForwardingRuleKeepsOrder(t *testing.T) {
 			var fi ForwarderInfo
 			eventually(t, "the burst counted", func() bool {
 				fi, _ = p.svc.Get("n3")
-				return fi.Forwarded >= burst
+				return fi.Forwarded >= uint64(total)
 			})
-			if fi.Forwarded != burst || fi.Returned != 0 || fi.PluginForwarded == 0 || fi.Errors != 0 {
-				t.Fatalf("counts after a burst of %d, the plugin forwarding part of it: %+v", burst, fi)
+			if fi.Forwarded != uint64(total) || fi.Returned != 0 || fi.PluginForwarded == 0 || fi.Errors != 0 {
+				t.Fatalf("counts after %d messages, the plugin forwarding part of them: %+v", total, fi)
 			}
 		})
 	}
