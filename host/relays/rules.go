@@ -131,22 +131,20 @@ func (f *forwarder) syncRules() {
 	}
 }
 
-// fold adds counts c of rule r beyond what was added before. Fences the
-// rule sent through this node were counted here as forwarded or returned
-// messages; they are taken off again.
+// fold adds counts c of rule r beyond what was added before. (Fences the
+// rule sent through this node were never counted here: see
+// pluginwire.IsFence.)
 func (f *forwarder) fold(r *installedRule, c transportclient.ForwardCounts) {
 	delta := func(now, before uint64) uint64 { return now - min(now, before) }
 	fwd, ret := delta(c.Forwarded, r.last.Forwarded), delta(c.Returned, r.last.Returned)
-	ffwd, fret := delta(c.FencedForwarded, r.last.FencedForwarded), delta(c.FencedReturned, r.last.FencedReturned)
 	r.last = c
-	if fwd == 0 && ret == 0 && ffwd == 0 && fret == 0 {
+	if fwd == 0 && ret == 0 {
 		return
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	// The node counted each fence before the plugin saw it come back.
-	f.forwarded = f.forwarded + fwd - min(ffwd, f.forwarded+fwd)
-	f.returned = f.returned + ret - min(fret, f.returned+ret)
+	f.forwarded += fwd
+	f.returned += ret
 	f.byPlugin[0] += fwd
 	f.byPlugin[1] += ret
 	if fwd > 0 {

@@ -16,6 +16,7 @@ import (
 	"github.com/ferryhq/ferry/host/logging"
 	"github.com/ferryhq/ferry/host/node"
 	"github.com/ferryhq/ferry/host/transports"
+	"github.com/ferryhq/ferry/internal/pluginwire"
 	"github.com/ferryhq/ferry/sdk/routing"
 )
 
@@ -646,20 +647,31 @@ func (f *forwarder) HandleMessage(c *node.Context, m *routing.Message) error {
 		// this forwarder: pass it on like a hop, whichever side it is from.
 		return c.Forward(c, m)
 	}
+	// A forwarding rule's fence on its way round is forwarded like the
+	// messages ahead of it, but neither counted nor taken as a sign of
+	// life from the registrant (its plugin made it).
+	fence := pluginwire.IsFence(m.Payload)
+	count := func(toRegistrant bool, err error, deadRoute bool) {
+		if !fence {
+			f.count(toRegistrant, err, deadRoute)
+		}
+	}
 	if fromRoute(m.Return, back) {
 		// A reply (or a request) from the registrant's side on its way on.
-		f.mu.Lock()
-		f.lastSeen = f.s.cfg.now()
-		f.mu.Unlock()
+		if !fence {
+			f.mu.Lock()
+			f.lastSeen = f.s.cfg.now()
+			f.mu.Unlock()
+		}
 		if len(rest) == 0 {
 			return fmt.Errorf("relay %q: a message from the registrant has nowhere to go (return %s)", f.name, m.Return)
 		}
 		if err := c.Forward(c, m); err != nil {
-			f.count(false, err, false)
+			count(false, err, false)
 			return err
 		}
-		f.count(false, nil, false)
-		if m.Local.Flow != "" && len(m.Return) > 0 && m.Return[0].IsLocal() && rest[0].IsLocal() {
+		count(false, nil, false)
+		if !fence && m.Local.Flow != "" && len(m.Return) > 0 && m.Return[0].IsLocal() && rest[0].IsLocal() {
 			f.learn(c, m.Return[0].Value, m.Local.Flow, rest[0].Value, back[0].Value, back)
 		}
 		return nil
@@ -678,17 +690,17 @@ func (f *forwarder) HandleMessage(c *node.Context, m *routing.Message) error {
 			err = c.SendMessage(c, &routing.Message{Onward: onward, Return: ret, Payload: m.Payload, Local: routing.LocalInfo{Origin: m.Local.Origin}})
 			if err != nil {
 				// The route to the registrant is the problem: report it.
-				f.count(true, err, true)
+				count(true, err, true)
 				return err
 			}
-			f.count(true, nil, false)
-			if m.Local.Flow != "" && len(m.Return) > 0 && m.Return[0].IsLocal() && back[0].IsLocal() {
+			count(true, nil, false)
+			if !fence && m.Local.Flow != "" && len(m.Return) > 0 && m.Return[0].IsLocal() && back[0].IsLocal() {
 				f.learn(c, m.Return[0].Value, m.Local.Flow, m.Return[0].Value, back[0].Value, back)
 			}
 			return nil
 		}
 	}
-	f.count(true, err, false)
+	count(true, err, false)
 	return err
 }
 

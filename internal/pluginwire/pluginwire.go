@@ -228,3 +228,20 @@ func CallHello(ctx context.Context, conn grpc.ClientConnInterface, caps []plugin
 	}
 	return resp, nil
 }
+
+// FenceMagic starts the payload of a forwarding rule's fence: a packet the
+// plugin sends through the host's forwarder behind the messages already on
+// their way there, so that the rule starts only once they are through. The
+// host forwards a fence like any message but does not count it, which keeps
+// a forwarder's counters exact at every moment, not only once the plugin
+// has reported the fence back.
+const FenceMagic = "\x00\xffferry-fence\x00"
+
+// FenceSize is the size of a fence payload: FenceMagic, the rule id (u64),
+// a nonce (u64) and the direction (u8).
+const FenceSize = len(FenceMagic) + 17
+
+// IsFence reports whether p is a fence payload.
+func IsFence(p []byte) bool {
+	return len(p) == FenceSize && string(p[:len(FenceMagic)]) == FenceMagic
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ferryhq/ferry/internal/pluginpb/pluginv1"
 	pb "github.com/ferryhq/ferry/internal/pluginpb/transportv1"
+	"github.com/ferryhq/ferry/internal/pluginwire"
 	"github.com/ferryhq/ferry/sdk/routing"
 )
 
@@ -75,10 +76,6 @@ func (f *fenceState) end() {
 // fenceAddr is where fence packets are addressed after the forwarder; a
 // fence that escaped interception fails there harmlessly.
 var fenceAddr = routing.Local("ferry-fence")
-
-// fenceMagic starts a fence packet's payload, followed by the rule id, a
-// random nonce and the direction.
-const fenceMagic = "\x00\xffferry-fence\x00"
 
 // fenceTimeout bounds the wait for a fence; a fence lost on its way (the
 // forwarder stopped, a link failed) must not hold a link's reader.
@@ -188,8 +185,8 @@ func (s *server) SetForwardRule(ctx context.Context, req *pb.ForwardRule) (*pb.E
 	r.codec = routing.Codec{MaxSize: int(req.MaxMessageSize)}
 	if req.Fence {
 		for dir := range r.fence {
-			p := make([]byte, 0, len(fenceMagic)+17)
-			p = append(p, fenceMagic...)
+			p := make([]byte, 0, pluginwire.FenceSize)
+			p = append(p, pluginwire.FenceMagic...)
 			p = binary.BigEndian.AppendUint64(p, r.id)
 			p = binary.BigEndian.AppendUint64(p, rand.Uint64())
 			r.fence[dir].payload = append(p, byte(dir))

@@ -45,8 +45,8 @@ type ForwardCounts struct {
 	LastReturned        time.Time // zero: none yet
 	Active              bool      // false once either link closed
 	// FencedForwarded and FencedReturned count the fences that came back
-	// (A → B, B → A): the host forwarded and counted them, though they
-	// carried nothing.
+	// (A → B, B → A): the host forwarded them without counting them
+	// (pluginwire.IsFence), so they are not part of Forwarded/Returned.
 	FencedForwarded, FencedReturned uint64
 }
 
