@@ -239,10 +239,15 @@ func TestForwardingRuleFollowsRegistration(t *testing.T) {
 	mid, _ := p.svc.Get("n3")
 	p.exchange(t, 10, "after")
 	var fi ForwarderInfo
-	eventually(t, "the new rule's counts", func() bool {
+	for deadline := time.Now().Add(testDeadline); ; time.Sleep(5 * time.Millisecond) {
 		fi, _ = p.svc.Get("n3")
-		return fi.Forwarded >= mid.Forwarded+10 && fi.Returned >= mid.Returned+10
-	})
+		if fi.Forwarded >= mid.Forwarded+10 && fi.Returned >= mid.Returned+10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the new rule's counts: before %+v after %+v", mid, fi)
+		}
+	}
 	// (The totals are checked exactly where the traffic is known, above;
 	// here requests during the re-registration may or may not have been
 	// counted by the time mid was read.)
@@ -337,9 +342,18 @@ func TestForwardingRuleInProcess(t *testing.T) {
 			}
 			// Deleting the relay removes the rule: nothing is forwarded
 			// for a forwarder that is gone.
+			f := p.forwarder(t)
 			if err := p.svc.Delete(ctxT(t), "n3"); err != nil {
 				t.Fatal(err)
 			}
+			if got := f.ruleCount(); got != 0 {
+				t.Fatalf("%d rules left by a deleted forwarder", got)
+			}
+			// The registrant registers again when it finds the relay
+			// forgot it; close it (its own delete finds nothing or the
+			// new forwarder) so that no forwarder for n3 comes back.
+			p.reg.Close(ctxT(t))
+			eventually(t, "no forwarder for n3", func() bool { _, ok := p.svc.Get("n3"); return !ok })
 			if _, err := node.Request(ctxT(t), p.n1, p.via, "gone"); err == nil {
 				t.Fatal("a request through a deleted relay was answered")
 			}
