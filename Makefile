@@ -14,7 +14,7 @@ SHELL := /bin/bash
 
 GO        ?= go
 BIN       ?= bin
-FUZZTIME  ?= 2s
+FUZZTIME  ?= 1s
 FUZZJOBS  ?= 2
 TESTFLAGS ?=
 TIMEOUT   ?= 12m

@@ -172,6 +172,7 @@ type portalJSON struct {
 // relay node killed and started again, the portal plugins killed, n3
 // restarted from its saved state.
 func TestRelayPortalTranscript(t *testing.T) {
+	t.Parallel() // its own home and processes; mostly waiting out timeouts and restarts
 	need(t, "python3", "curl")
 	e := newEnv(t)
 	n2Addr := freeAddr(t)

@@ -21,6 +21,7 @@ import (
 // n3 re-registers, the session finds the new path, and the client gets
 // every byte once, in order (the SHA-256 matches).
 func TestDownloadSurvivesRelayKill9(t *testing.T) {
+	t.Parallel() // its own home and processes; mostly waiting out timeouts and restarts
 	const size = 64 << 20
 	body := make([]byte, size)
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -101,6 +102,7 @@ func relayedPortal(t *testing.T, target string, inletArgs ...string) (*env, stri
 // the inlet's --session-timeout, the client's connection is reset (an
 // error, not a short file) and n1's log says why.
 func TestSessionTimeoutClosesClient(t *testing.T) {
+	t.Parallel() // its own home and processes; mostly waiting out timeouts and restarts
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

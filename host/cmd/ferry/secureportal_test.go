@@ -118,6 +118,7 @@ func TestSecurePortalThroughRelay(t *testing.T) {
 // when the inlet's own node restarts, the inlet and its channel are
 // restored from the node's saved state.
 func TestSecureInletSurvivesRestarts(t *testing.T) {
+	t.Parallel() // its own home and processes; mostly waiting out timeouts and restarts
 	e := newEnv(t)
 	n2Addr := freeAddr(t)
 	e.ok("node", "create", "n2", "--tcp-listener-address="+n2Addr)
