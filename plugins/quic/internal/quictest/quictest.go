@@ -39,7 +39,7 @@ func Settings(t testing.TB) (map[string]string, string) {
 		quictransport.SettingPin:              fp,
 		quictransport.SettingKeepAlive:        "250ms",
 		quictransport.SettingIdleTimeout:      "2s",
-		quictransport.SettingHandshakeTimeout: "10s",
+		quictransport.SettingHandshakeTimeout: "4s", // a dial of a closed port waits it out (quic-go ignores ICMP): DialRefused
 	}
 	if MaxMessageSize > 0 {
 		s[quictransport.SettingMaxMessageSize] = strconv.Itoa(MaxMessageSize)
