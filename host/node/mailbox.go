@@ -153,11 +153,7 @@ func (w *worker) enqueueInline(ctx context.Context, msg *routing.Message) error 
 		// Stopped while handling (by the handler itself, or from
 		// outside while it ran): this goroutine runs what a runner
 		// would, the hook included.
-		q := w.takeQueued()
-		w.running = false
-		w.mu.Unlock()
-		w.dropSegments(q)
-		w.finish()
+		w.endStopped()
 		w.n.active.Add(-1)
 		return nil
 	}
@@ -232,6 +228,16 @@ func (w *worker) dropSegments(s *segment) {
 	}
 }
 
+// endStopped ends a stopped worker's last run: what is still queued is
+// dropped and the stop hook runs. Called holding w.mu, which it releases.
+func (w *worker) endStopped() {
+	q := w.takeQueued()
+	w.running = false
+	w.mu.Unlock()
+	w.dropSegments(q)
+	w.finish()
+}
+
 // run drains the mailbox and returns when it is empty, so idle workers hold
 // no goroutine.
 func (w *worker) run() {
@@ -239,11 +245,7 @@ func (w *worker) run() {
 	for {
 		w.mu.Lock()
 		if w.stopped {
-			q := w.takeQueued()
-			w.running = false
-			w.mu.Unlock()
-			w.dropSegments(q)
-			w.finish()
+			w.endStopped()
 			return
 		}
 		if w.size == 0 {
