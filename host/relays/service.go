@@ -239,8 +239,9 @@ func (s *Service) expire() {
 	}
 }
 
-// syncRules adds what plugins forwarded to every forwarder's counters.
-func (s *Service) syncRules() {
+// syncRules adds what plugins forwarded to every forwarder's counters and
+// returns the forwarders.
+func (s *Service) syncRules() []*forwarder {
 	s.mu.Lock()
 	fs := make([]*forwarder, 0, len(s.fwd))
 	for _, f := range s.fwd {
@@ -250,6 +251,7 @@ func (s *Service) syncRules() {
 	for _, f := range fs {
 		f.syncRules()
 	}
+	return fs
 }
 
 // Registrants returns the identifiers allowed to register (empty: anyone).
@@ -263,15 +265,7 @@ func (s *Service) Address() routing.Address { return s.addr }
 
 // List describes every forwarder, sorted by name.
 func (s *Service) List() []ForwarderInfo {
-	s.mu.Lock()
-	fs := make([]*forwarder, 0, len(s.fwd))
-	for _, f := range s.fwd {
-		fs = append(fs, f)
-	}
-	s.mu.Unlock()
-	for _, f := range fs {
-		f.syncRules()
-	}
+	fs := s.syncRules()
 	now := s.cfg.now()
 	out := make([]ForwarderInfo, 0, len(fs))
 	for _, f := range fs {
