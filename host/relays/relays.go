@@ -39,7 +39,7 @@
 // Messages still on their way through the node when a rule is installed are
 // not overtaken: each direction of a rule starts only once a fence packet
 // the plugin sent through the node behind them has come back round (the
-// fences are taken off the counters again).
+// node forwards fences without counting them).
 //
 // # Access control
 //
