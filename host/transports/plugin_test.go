@@ -105,16 +105,7 @@ func TestPluginEchoSurvivesPluginCrashes(t *testing.T) {
 	a, b := newNode(t, "a"), newNode(t, "b")
 	pa, pb := newPluginTCP(t), newPluginTCP(t)
 	ba, bb := attach(t, a, pa), attach(t, b, pb)
-	startEcho(t, b, "echoer")
-	l, err := bb.Listen(tctx(t), "127.0.0.1:0", "echoer")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := ba.Connect(tctx(t), l.Address)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := route(t, c.Worker, "/service/echoer")
+	l, c, r := echoPath(t, b, bb, ba)
 	request(t, a, r, "through two plugin processes")
 
 	works := func(payload string) func() bool {

@@ -57,21 +57,12 @@ func TestTCPEchoAndTwoHops(t *testing.T) {
 func TestTCPPeerVanishesAndComesBack(t *testing.T) {
 	a, b := newNode(t, "a"), newNode(t, "b")
 	ba := attach(t, a, newTCP(t))
-	startEcho(t, b, "echoer")
 	tb := tcptransport.New()
 	bb, err := transports.Attach(b, tb, transports.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := bb.Listen(tctx(t), "127.0.0.1:0", "echoer")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := ba.Connect(tctx(t), l.Address)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := route(t, c.Worker, "/service/echoer")
+	l, c, r := echoPath(t, b, bb, ba)
 	request(t, a, r, "before")
 
 	// The peer goes away: its sockets close.

@@ -83,16 +83,7 @@ func TestConfiguredMaxMessageSizePlugin(t *testing.T) {
 
 func checkConfiguredPair(t *testing.T, a, b *node.Node, ba, bb *transports.Binding) {
 	t.Helper()
-	startEcho(t, b, "echoer")
-	l, err := bb.Listen(tctx(t), "127.0.0.1:0", "echoer")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := ba.Connect(tctx(t), l.Address)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := route(t, c.Worker, "/service/echoer")
+	_, c, r := echoPath(t, b, bb, ba)
 	request(t, a, r, "before")
 	checkTooLarge(t, a, r, "a", "tcp transport's max_message_size", "setting max_message_size")
 	cs := ba.Connections()
@@ -156,16 +147,7 @@ func TestTooLargeForAnUnknownLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	ba, bb := attach(t, a, ta), attach(t, b, newTCP(t))
-	startEcho(t, b, "echoer")
-	l, err := bb.Listen(tctx(t), "127.0.0.1:0", "echoer")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := ba.Connect(tctx(t), l.Address)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := route(t, c.Worker, "/service/echoer")
+	_, c, r := echoPath(t, b, bb, ba)
 	request(t, a, r, "before")
 	// Small requests race the oversized one, so some share its batch.
 	var wg sync.WaitGroup

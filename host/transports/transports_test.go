@@ -56,6 +56,23 @@ func startEcho(t *testing.T, n *node.Node, addr string) {
 	}
 }
 
+// echoPath starts an echo worker at "echoer" on n, listens for it on lb
+// (n's binding), connects to it from cb and returns the connection and the
+// route to the echo through it, besides the listener.
+func echoPath(t *testing.T, n *node.Node, lb, cb *transports.Binding) (transports.ListenerInfo, transports.ConnectionInfo, routing.Route) {
+	t.Helper()
+	startEcho(t, n, "echoer")
+	l, err := lb.Listen(tctx(t), "127.0.0.1:0", "echoer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cb.Connect(tctx(t), l.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, c, route(t, c.Worker, "/service/echoer")
+}
+
 func route(t *testing.T, parts ...any) routing.Route {
 	t.Helper()
 	var r routing.Route
