@@ -133,6 +133,22 @@ func BenchmarkPluginPortalRTT(b *testing.B) {
 	}
 }
 
+// connRoundTrip connects to addr, sends buf, reads as much back and closes:
+// one connection of the conn/s benchmarks.
+func connRoundTrip(b *testing.B, addr string, buf []byte) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(buf); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, buf); err != nil {
+		b.Fatal(err)
+	}
+}
+
 // BenchmarkPluginPortalConn: connect, one 64-byte round trip, close.
 func BenchmarkPluginPortalConn(b *testing.B) {
 	pc, err := plugins.Launch(context.Background(), plugins.LaunchConfig{Kind: plugins.KindPortal, Path: pluginBin})
@@ -144,17 +160,7 @@ func BenchmarkPluginPortalConn(b *testing.B) {
 	buf := make([]byte, 64)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		c, err := net.Dial("tcp", p.inlet.Addr())
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := c.Write(buf); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := io.ReadFull(c, buf); err != nil {
-			b.Fatal(err)
-		}
-		c.Close()
+		connRoundTrip(b, p.inlet.Addr(), buf)
 	}
 }
 
@@ -240,17 +246,7 @@ func BenchmarkSessionMessagesConn(b *testing.B) {
 	buf := make([]byte, 64)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		c, err := net.Dial("tcp", p.inlet.Addr())
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := c.Write(buf); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := io.ReadFull(c, buf); err != nil {
-			b.Fatal(err)
-		}
-		c.Close()
+		connRoundTrip(b, p.inlet.Addr(), buf)
 	}
 	b.StopTimer()
 	deadline := time.Now().Add(30 * time.Second)
