@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/ferryhq/ferry/host/node"
+	"github.com/ferryhq/ferry/host/transports"
 	"github.com/ferryhq/ferry/sdk/routing"
 )
 
@@ -29,27 +30,32 @@ func BenchmarkOneWayTCP64(b *testing.B) { benchOneWay(b, 64) }
 // BenchmarkOneWayTCP64K is the same with 64 KiB payloads.
 func BenchmarkOneWayTCP64K(b *testing.B) { benchOneWay(b, 64<<10) }
 
+// benchPair starts nodes a and b, each with the in-process TCP transport
+// attached, stopped when the benchmark ends.
+func benchPair(b *testing.B) (a, n2 *node.Node, ba, bb *transports.Binding) {
+	b.Helper()
+	a, ba = benchNode(b, "a")
+	n2, bb = benchNode(b, "b")
+	return a, n2, ba, bb
+}
+
+func benchNode(b *testing.B, name string) (*node.Node, *transports.Binding) {
+	b.Helper()
+	n, err := node.New(node.Config{Name: name})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { n.Shutdown(context.Background()) })
+	bd, err := attachB(n)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { bd.Close() })
+	return n, bd
+}
+
 func benchOneWay(b *testing.B, size int) {
-	a, err := node.New(node.Config{Name: "a"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer a.Shutdown(context.Background())
-	n2, err := node.New(node.Config{Name: "b"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer n2.Shutdown(context.Background())
-	ba, err := attachB(a)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ba.Close()
-	bb, err := attachB(n2)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer bb.Close()
+	a, n2, ba, bb := benchPair(b)
 	sink := &benchSink{want: int64(b.N), done: make(chan struct{})}
 	if _, err := n2.StartWorker("sink", sink); err != nil {
 		b.Fatal(err)
@@ -85,26 +91,7 @@ func (benchEcho) HandleMessage(c *node.Context, m *routing.Message) error {
 // between two nodes over the in-process TCP transport: the latency of a
 // link hop each way.
 func BenchmarkRoundTripTCP64(b *testing.B) {
-	a, err := node.New(node.Config{Name: "a"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer a.Shutdown(context.Background())
-	n2, err := node.New(node.Config{Name: "b"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer n2.Shutdown(context.Background())
-	ba, err := attachB(a)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ba.Close()
-	bb, err := attachB(n2)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer bb.Close()
+	a, n2, ba, bb := benchPair(b)
 	if _, err := n2.StartWorker("echo", benchEcho{}); err != nil {
 		b.Fatal(err)
 	}
